@@ -1,0 +1,126 @@
+"""``configsync`` on the command line: argument parsing only; each command calls the library.
+
+Exit codes: 0 success; 1 a user-facing problem (invalid configs, a failed git or Redis operation);
+2 a usage problem (bad arguments, no such path, unknown ref); 3 a bug (the traceback goes to a log
+file, never the terminal); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigsyncError, UsageError
+from .output import FORMATS, render
+from .repo import open_source
+from .schema import render_schemas
+from .validate import check_tree
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _display(base: str, path: str) -> str:
+    return path if os.path.normpath(base) == "." else f"{Path(base).as_posix().rstrip('/')}/{path}"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    with open_source(args.path, args.ref) as source:
+        report = check_tree(source, repo_root=Path(args.path))
+    diagnostics = [d.__class__(_display(args.path, d.path), d.line, d.column, d.severity,
+                               d.message) for d in report.diagnostics]
+    sys.stdout.write(render(diagnostics, args.format))
+    errors, warnings = len(report.errors), len(report.warnings)
+    failed = errors > 0 or (args.strict and warnings > 0)
+    if errors or warnings:
+        summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+    else:
+        summary = f"{len(report.configs)} agents OK"
+    print(f"configsync: {summary} ({report.files} files checked)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    stale = []
+    for name, text in render_schemas().items():
+        target = out / name
+        current = target.read_text("utf-8") if target.is_file() else None
+        if current == text:
+            continue
+        if args.check:
+            stale.append(target)
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, "utf-8")
+        print(f"wrote {target}", file=sys.stderr)
+    for target in stale:
+        print(f"configsync: {target} is stale; run `configsync schema --out {args.out}` and "
+              "commit the result", file=sys.stderr)
+    return 1 if stale else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="configsync", description="GitOps for AI agent configuration.")
+    parser.add_argument("--version", action="version", version=f"configsync {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser(
+        "validate", help="validate a config repository (working tree or a commit)",
+        description="Check configsync.yaml, every agent file and every cross-file rule; "
+                    "report all problems with file, line and column.")
+    validate.add_argument("path", nargs="?", default=".", help="repository folder (default: .)")
+    validate.add_argument("--ref", help="validate this commit's tree instead of the working tree")
+    validate.add_argument("--format", choices=sorted(FORMATS), default="text",
+                          help="output format (default: text)")
+    validate.add_argument("--strict", action="store_true", help="warnings fail too")
+    validate.set_defaults(func=cmd_validate)
+
+    schema = commands.add_parser(
+        "schema", help="write JSON Schema for agent files and configsync.yaml",
+        description="Write schemas/agent.schema.json and schemas/configsync.schema.json.")
+    schema.add_argument("--out", default="schemas", help="output folder (default: schemas)")
+    schema.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when the files are missing or stale")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def _crash_log() -> str:
+    fd, path = tempfile.mkstemp(prefix="configsync-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as handle:
+        traceback.print_exc(file=handle)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code."""
+    args = _parser().parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except UsageError as exc:
+        print(f"configsync: error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigsyncError as exc:
+        print(f"configsync: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("configsync: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (`| head`): nothing left to say
+        return 1
+    except Exception:
+        path = _crash_log()
+        print(f"configsync: internal error; please report it with the log in {path}",
+              file=sys.stderr)
+        return 3

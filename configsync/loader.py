@@ -1,0 +1,267 @@
+"""Safe YAML loading with a line and column for every value.
+
+Only libyaml's safe composer (or PyYAML's pure-Python safe one when libyaml is missing) ever sees
+the text; we build Python values from its node graph ourselves, so that we can
+
+* reject duplicate keys (PyYAML silently keeps the last one),
+* reject every tag outside the JSON-like core (``!!python/object`` and friends),
+* bound alias expansion (billion laughs) and nesting depth (libyaml's composer recurses in C and
+  crashes the interpreter on very deep input, so deep input is measured with the event parser,
+  which does not recurse, before it is composed),
+* keep the node graph, so that a diagnostic about ``tools[1]`` can point at its line and column.
+
+Mapping keys are always their source text (``on:`` is the key ``"on"``, not ``True``): config keys
+are names. Timestamps stay strings. Everything here knows nothing of pydantic, git or Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .errors import ConfigsyncError
+
+__all__ = ["MAX_DEPTH", "Document", "YamlError", "load_yaml"]
+
+MAX_DEPTH = 100
+"""Deepest nesting of mappings and sequences a config file may have."""
+
+_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_CORE = "tag:yaml.org,2002:"
+_STR = _CORE + "str"
+_MAP = _CORE + "map"
+_SEQ = _CORE + "seq"
+_MERGE = _CORE + "merge"
+_SAFE = yaml.constructor.SafeConstructor()
+_SCALARS: dict[str, Any] = {
+    _CORE + "int": _SAFE.construct_yaml_int,
+    _CORE + "float": _SAFE.construct_yaml_float,
+    _CORE + "bool": _SAFE.construct_yaml_bool,
+    _CORE + "null": _SAFE.construct_yaml_null,
+    _CORE + "timestamp": lambda node: node.value,
+}
+_KINDS = {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number",
+          bool: "a boolean", type(None): "null"}
+
+
+class YamlError(ConfigsyncError):
+    """A file is not acceptable YAML; ``line`` and ``column`` are 1-based."""
+
+    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A loaded YAML mapping and the node graph it came from."""
+
+    data: dict[str, Any]
+    root: MappingNode
+
+    def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
+        """The 1-based line and column of the value at ``path`` (of its key with ``key=True``).
+
+        A path that leaves the document stops at the deepest node that exists, so a missing
+        field is reported on the mapping that lacks it.
+        """
+        node: Node = self.root
+        key_node: Node | None = None
+        for part in path:
+            found = _child(node, part)
+            if found is None:
+                key = True  # report the key of the mapping that lacks it
+                break
+            key_node, node = found
+        if key and key_node is not None:
+            node = key_node
+        mark = node.start_mark
+        return mark.line + 1, mark.column + 1
+
+
+def _child(node: Node, part: str | int) -> tuple[Node | None, Node] | None:
+    if isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+        return None, node.value[part]
+    if isinstance(node, MappingNode):
+        merged: list[Node] = []
+        for k, v in node.value:
+            if k.tag == _MERGE:
+                merged.extend(v.value if isinstance(v, SequenceNode) else [v])
+            elif isinstance(k, ScalarNode) and k.value == str(part):
+                return k, v
+        for m in merged:
+            found = _child(m, part)
+            if found is not None:
+                return found
+    return None
+
+
+def _tag_error(node: Node) -> YamlError:
+    tag = node.tag
+    shown = "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
+    return _error(f"tag {shown} is not allowed: only plain YAML values (strings, numbers, "
+                  "booleans, null, lists, mappings)", node)
+
+
+def _error(message: str, node: Node) -> YamlError:
+    return YamlError(message, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Builder:
+    """Turns a composed node graph into plain Python values, with the checks in the docstring."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.open: set[int] = set()
+
+    def build(self, node: Node, depth: int = 0) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _error("too many values after expanding aliases (possible alias bomb)", node)
+        if isinstance(node, ScalarNode):
+            if node.tag == _STR:
+                return node.value
+            construct = _SCALARS.get(node.tag)
+            if construct is None:
+                raise _tag_error(node)
+            return construct(node)
+        if depth >= MAX_DEPTH:
+            raise _error(f"nested deeper than {MAX_DEPTH} levels", node)
+        if id(node) in self.open:
+            raise _error("an alias refers to a value that contains it (recursive alias)", node)
+        self.open.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                if node.tag != _SEQ:
+                    raise _tag_error(node)
+                return [self.build(item, depth + 1) for item in node.value]
+            assert isinstance(node, MappingNode)
+            if node.tag != _MAP:
+                raise _tag_error(node)
+            return self.mapping(node, depth)
+        finally:
+            self.open.discard(id(node))
+
+    def mapping(self, node: MappingNode, depth: int) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        lines: dict[str, int] = {}
+        inherited: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                self.merge(value_node, depth, inherited)
+                continue
+            if not isinstance(key_node, ScalarNode):
+                raise _error("a mapping key must be a plain value, not a list or mapping",
+                             key_node)
+            if key_node.tag not in (_STR, *_SCALARS):
+                raise _tag_error(key_node)
+            key = key_node.value
+            if key in lines:
+                raise _error(f"duplicate key `{key}` (first defined on line {lines[key]})",
+                             key_node)
+            lines[key] = key_node.start_mark.line + 1
+            result[key] = self.build(value_node, depth + 1)
+        for key, value in inherited.items():
+            result.setdefault(key, value)
+        return result
+
+    def merge(self, value_node: Node, depth: int, into: dict[str, Any]) -> None:
+        sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+        for source in sources:
+            if not isinstance(source, MappingNode):
+                raise _error("a merge key (<<) takes a mapping or a list of mappings", source)
+            for key, value in self.build(source, depth + 1).items():
+                into.setdefault(key, value)
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = raw[exc.start]
+        raise YamlError(f"not valid UTF-8 (byte 0x{bad:02x}); save the file as UTF-8",
+                        line, column) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _check_depth(text: str) -> None:
+    """Refuse input nested deeper than MAX_DEPTH before the (recursive) composer sees it.
+
+    Every level of nesting costs one of ``[{-?`` or a deeper indent, so most files are cleared by
+    counting; only the rest pay for a pass of the (iterative) event parser.
+    """
+    cheap_bound = sum(text.count(c) for c in "[{-?") + int((2 * len(text)) ** 0.5) + 1
+    if cheap_bound <= MAX_DEPTH:
+        return
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise YamlError(f"nested deeper than {MAX_DEPTH} levels", mark.line + 1,
+                                mark.column + 1)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _kind(value: Any) -> str:
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def load_yaml(raw: bytes | str, *, max_bytes: int | None = None) -> Document:
+    """Parse one config file whose top level must be a mapping.
+
+    Raises :class:`YamlError` (with a 1-based line and column) for anything that is not plain,
+    safe, UTF-8 YAML of a sane size; never anything else for any input.
+    """
+    size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
+    if max_bytes is not None and size > max_bytes:
+        raise YamlError(f"file is {size} bytes, over the limit of {max_bytes} "
+                        "(limits.max_file_bytes in configsync.yaml)")
+    text = _decode(raw) if isinstance(raw, bytes) else raw
+    if not text.strip():
+        raise YamlError("file is empty; it must be a mapping of keys to values")
+    try:
+        _check_depth(text)
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem:
+            message = f"{exc.problem} ({exc.context})"
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise YamlError(f"invalid YAML: {message}", line, column) from None
+    except yaml.YAMLError as exc:  # ReaderError: control characters and the like
+        raise YamlError(f"invalid YAML: {_reader_message(exc)}", *_reader_position(text, exc)) \
+            from None
+    if root is None:
+        raise YamlError("file is empty; it must be a mapping of keys to values")
+    data = _Builder(budget=len(text) + 10_000).build(root)
+    if not isinstance(root, MappingNode) or not isinstance(data, dict):
+        raise _error(f"top level must be a mapping of keys to values (got {_kind(data)})", root)
+    return Document(data, root)
+
+
+def _reader_message(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"{exc.reason} (character #x{exc.character:04x})" if isinstance(
+            exc.character, int) else str(exc.reason)
+    return str(exc).splitlines()[0]
+
+
+def _reader_position(text: str, exc: yaml.YAMLError) -> tuple[int, int]:
+    position = getattr(exc, "position", None)
+    if not isinstance(position, int):
+        return 1, 1
+    line = text.count("\n", 0, position) + 1
+    return line, position - (text.rfind("\n", 0, position) + 1) + 1

@@ -1,0 +1,168 @@
+"""The pydantic models: what an agent file and ``configsync.yaml`` may say.
+
+Repository context (the model allow-list, the tool registry) reaches the validators through
+pydantic's validation context as a :class:`RepoSettings`; without one (a client reading a snapshot)
+those checks are skipped. Types are strict: ``max_tokens: "1024"`` is a mistake, not a number.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "AGENT_ID",
+    "AgentConfig",
+    "Limits",
+    "Metadata",
+    "RepoSettings",
+    "ToolSpec",
+]
+
+AGENT_ID = re.compile(r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*")
+"""An agent id: its file's path under ``agents/`` without the extension."""
+
+_NAMESPACE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_SCHEMA_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ToolSpec(_Strict):
+    """A tool agents may list."""
+
+    description: str = ""
+
+
+class Limits(_Strict):
+    """Size limits for files in the config repository."""
+
+    max_file_bytes: int = Field(262_144, ge=1)
+
+
+class RepoSettings(_Strict):
+    """``configsync.yaml`` at the root of a config repository."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    namespace: str = Field("default", pattern=_NAMESPACE, max_length=100,
+                           description="Redis namespace the sync daemon writes to.")
+    models: list[str] | None = Field(
+        None, description="Allowed model names; absent means any model name.")
+    tools: dict[str, ToolSpec] = Field(
+        default_factory=dict, description="The tool registry: the only tools agents may list.")
+    limits: Limits = Field(default_factory=Limits)  # type: ignore[arg-type]
+    allow_mass_delete: bool = Field(
+        False, description="Allow one commit to delete more than half of the agents.")
+    schema_: str | None = Field(
+        None, alias="schema", pattern=_SCHEMA_REF,
+        description="package.module:Class, an installed AgentConfig subclass to validate with.")
+
+
+def _settings(info: ValidationInfo) -> RepoSettings | None:
+    context = info.context
+    settings = context.get("settings") if isinstance(context, dict) else None
+    return settings if isinstance(settings, RepoSettings) else None
+
+
+def _registered_tool(name: str, info: ValidationInfo) -> str:
+    settings = _settings(info)
+    if settings is not None and name not in settings.tools:
+        known = ", ".join(sorted(settings.tools)) or "none: add a `tools:` registry"
+        raise PydanticCustomError(
+            "unknown_tool", "`{name}` is not in the tool registry (known: {known})",
+            {"name": name, "known": known})
+    return name
+
+
+ToolName = Annotated[str, AfterValidator(_registered_tool)]
+
+
+class Metadata(_Strict):
+    """Who owns an agent and what it is for; labels are free-form."""
+
+    owner: str | None = None
+    description: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class AgentConfig(_Strict):
+    """One agent's configuration. Subclass it and name the subclass in ``configsync.yaml``
+    (``schema: package.module:Class``) to add the fields your agent framework needs."""
+
+    system_prompt: str | None = Field(
+        None, description="The system prompt. Set this or `system_prompt_file`, not both.")
+    system_prompt_file: str | None = Field(
+        None, description="A file under prompts/ holding the system prompt.")
+    model: str = Field(min_length=1, description="Model name; one of `models` in configsync.yaml.")
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature, 0 to 2.")
+    max_tokens: int = Field(1024, ge=1, description="Most tokens the model may generate.")
+    tools: list[ToolName] = Field(
+        default_factory=list, description="Tool names from the registry in configsync.yaml.")
+    guardrail_threshold: float = Field(
+        0.5, ge=0, le=1, description="Guardrail score threshold, 0 to 1.")
+    extends: str | None = Field(
+        None, pattern=f"^{AGENT_ID.pattern}$",
+        description="Id of the agent this one is based on; the resolved config is a deep merge.")
+    metadata: Metadata = Field(default_factory=Metadata)  # type: ignore[arg-type]
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise PydanticCustomError("blank", "must not be empty")
+        return value
+
+    @field_validator("system_prompt_file")
+    @classmethod
+    def _prompt_under_prompts(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = value.split("/")
+        if parts[0] != "prompts" or len(parts) < 2 or "\\" in value or any(
+                part in ("", ".", "..") for part in parts):
+            raise PydanticCustomError(
+                "prompt_path", "must be a relative path under prompts/ (got '{value}')",
+                {"value": value})
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_allowed(cls, value: str, info: ValidationInfo) -> str:
+        settings = _settings(info)
+        if settings is not None and settings.models is not None and value not in settings.models:
+            raise PydanticCustomError(
+                "model_not_allowed", "`{model}` is not an allowed model (allowed: {allowed})",
+                {"model": value, "allowed": ", ".join(settings.models) or "none"})
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_unique(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for index, name in enumerate(value):
+            if name in seen:
+                raise PydanticCustomError(
+                    "duplicate_tool", "`{name}` is listed twice", {"name": name, "index": index})
+            seen.add(name)
+        return value
+
+    @model_validator(mode="after")
+    def _one_prompt_source(self) -> AgentConfig:
+        if (self.system_prompt is None) == (self.system_prompt_file is None):
+            raise PydanticCustomError(
+                "prompt_source", "set exactly one of `system_prompt` or `system_prompt_file`")
+        return self

@@ -1,0 +1,176 @@
+"""A config repository's files, from a folder or from a git commit, and ``extends`` resolution.
+
+A :class:`Source` lists the files under ``agents/`` and ``prompts/`` plus ``configsync.yaml``, says
+which are symlinks (never followed: a symlink is an error, wherever it points) and reads bytes. A
+folder source needs no git at all; a :class:`GitSource` reads blobs from the object database.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import UsageError
+from .git import GitRepo
+from .loader import Document
+
+__all__ = [
+    "AGENTS_DIR",
+    "PROMPTS_DIR",
+    "SETTINGS_FILE",
+    "Entry",
+    "FolderSource",
+    "GitSource",
+    "Source",
+    "agent_id_for",
+    "deep_merge",
+    "has_path",
+    "open_source",
+]
+
+SETTINGS_FILE = "configsync.yaml"
+AGENTS_DIR = "agents"
+PROMPTS_DIR = "prompts"
+AGENT_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A path in the config tree (POSIX, relative to the repository root)."""
+
+    path: str
+    size: int
+    kind: str  # "file", "symlink" or "other"
+    key: str  # how the source finds the content again (a blob sha, or the path)
+
+
+class Source(Protocol):
+    """Where a config tree comes from."""
+
+    def entries(self) -> list[Entry]:
+        """``configsync.yaml`` (when present) and everything under ``agents/`` and ``prompts/``."""
+
+    def read(self, entries: Sequence[Entry]) -> Iterator[tuple[Entry, bytes]]:
+        """The content of each regular file in ``entries``."""
+
+
+class FolderSource:
+    """A config tree in a plain folder (a working tree): no git needed."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def entries(self) -> list[Entry]:
+        found: list[Entry] = []
+        for name in (SETTINGS_FILE, AGENTS_DIR, PROMPTS_DIR):
+            self._walk(self.root / name, name, found)
+        return found
+
+    def _walk(self, path: Path, rel: str, found: list[Entry]) -> None:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(info.st_mode):
+            with os.scandir(path) as listing:
+                for child in sorted(listing, key=lambda e: e.name):
+                    self._walk(Path(child.path), f"{rel}/{child.name}", found)
+            return
+        kind = ("symlink" if stat.S_ISLNK(info.st_mode)
+                else "file" if stat.S_ISREG(info.st_mode) else "other")
+        found.append(Entry(rel, info.st_size, kind, rel))
+
+    def read(self, entries: Sequence[Entry]) -> Iterator[tuple[Entry, bytes]]:
+        for entry in entries:
+            # O_NOFOLLOW: a file swapped for a symlink after listing is still not followed.
+            fd = os.open(self.root / entry.key, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "rb") as handle:
+                yield entry, handle.read()
+
+
+class GitSource:
+    """A config tree as committed: blobs from git's object database, never the working tree."""
+
+    def __init__(self, repo: GitRepo, commit: str) -> None:
+        self.repo = repo
+        self.commit = commit
+
+    def entries(self) -> list[Entry]:
+        return [
+            Entry(e.path, e.size,
+                  "file" if e.is_file else "symlink" if e.is_symlink else "other", e.sha)
+            for e in self.repo.ls_tree(self.commit, [SETTINGS_FILE, AGENTS_DIR, PROMPTS_DIR])
+        ]
+
+    def read(self, entries: Sequence[Entry]) -> Iterator[tuple[Entry, bytes]]:
+        by_sha: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_sha.setdefault(entry.key, []).append(entry)
+        for sha, data in self.repo.read_blobs(by_sha):
+            for entry in by_sha[sha]:
+                yield entry, data
+
+
+def agent_id_for(path: str) -> str | None:
+    """``agents/billing/refunds.yaml`` → ``billing/refunds``; None for a non-agent path."""
+    if not path.startswith(AGENTS_DIR + "/"):
+        return None
+    for suffix in AGENT_SUFFIXES:
+        if path.endswith(suffix):
+            return path[len(AGENTS_DIR) + 1:-len(suffix)]
+    return None
+
+
+def deep_merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in child.items():
+        old = merged.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            merged[key] = deep_merge(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def has_path(data: Any, path: Sequence[str | int]) -> bool:
+    """Whether ``data`` holds a value at ``path`` (mapping keys and list indexes)."""
+    for part in path:
+        if isinstance(data, Mapping) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFile:
+    """A loaded agent file."""
+
+    agent_id: str
+    path: str
+    doc: Document
+
+
+@contextmanager
+def open_source(path: str | os.PathLike[str], ref: str | None = None) -> Iterator[Source]:
+    """The config tree at ``path``: its working tree, or with ``ref`` that commit's tree.
+
+    Raises :class:`UsageError` for a missing path, a path that is no git repository (with
+    ``ref``) and an unknown ref.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"no such directory: {path}")
+    if ref is None:
+        yield FolderSource(root)
+        return
+    with GitRepo(root) as repo:
+        yield GitSource(repo, repo.resolve(ref))

@@ -1,0 +1,93 @@
+"""The agent model a repository asks for, and the JSON Schema files editors and CI use.
+
+``schema: package.module:Class`` in ``configsync.yaml`` names an :class:`AgentConfig` subclass. It
+is imported from installed packages only, never from the repository being validated: every
+``sys.path`` entry inside that repository (and the current folder when it lies inside it) is hidden
+while importing, and a module that still resolves to a file inside the repository is refused.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import SchemaImportError
+from .model import AgentConfig, RepoSettings
+
+__all__ = [
+    "AGENT_SCHEMA_FILE",
+    "SETTINGS_SCHEMA_FILE",
+    "agent_json_schema",
+    "load_agent_model",
+    "render_schemas",
+    "settings_json_schema",
+]
+
+AGENT_SCHEMA_FILE = "agent.schema.json"
+SETTINGS_SCHEMA_FILE = "configsync.schema.json"
+
+
+def _inside(path: str | os.PathLike[str], root: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(root)
+    except OSError:
+        return False
+
+
+def load_agent_model(ref: str | None, repo_root: Path | None = None) -> type[AgentConfig]:
+    """The class ``ref`` (``package.module:Class``) names, or AgentConfig when ``ref`` is None."""
+    if ref is None:
+        return AgentConfig
+    module_name, _, class_name = ref.partition(":")
+    root = repo_root.resolve() if repo_root is not None else None
+    saved = sys.path[:]
+    if root is not None:
+        sys.path[:] = [p for p in sys.path if not _inside(p or os.curdir, root)]
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an installed module may fail in any way while importing
+        raise SchemaImportError(f"cannot import `{module_name}`: {exc}") from exc
+    finally:
+        sys.path[:] = saved
+    origin = getattr(module, "__file__", None)
+    if root is not None and origin and _inside(origin, root):
+        raise SchemaImportError(
+            f"`{module_name}` resolves to {origin}, inside the repository being validated; "
+            "schemas come from installed packages only")
+    found = getattr(module, class_name, None)
+    if not (isinstance(found, type) and issubclass(found, AgentConfig)):
+        raise SchemaImportError(
+            f"`{ref}` is not a subclass of configsync.AgentConfig" if found is not None
+            else f"`{module_name}` has no `{class_name}`")
+    return found
+
+
+def agent_json_schema(model: type[AgentConfig] = AgentConfig) -> dict[str, Any]:
+    """JSON Schema for one agent *file*: nothing is required, since ``extends`` may supply it."""
+    schema = model.model_json_schema()
+    schema.pop("required", None)
+    schema["title"] = "configsync agent"
+    schema["description"] = (
+        "One agent file under agents/; its id is the path under agents/ without .yaml. Once "
+        "`extends` is resolved, `model` and exactly one of `system_prompt` or "
+        "`system_prompt_file` are required.")
+    return schema
+
+
+def settings_json_schema() -> dict[str, Any]:
+    """JSON Schema for ``configsync.yaml``."""
+    schema = RepoSettings.model_json_schema(by_alias=True)
+    schema["title"] = "configsync repository settings"
+    return schema
+
+
+def render_schemas(model: type[AgentConfig] = AgentConfig) -> dict[str, str]:
+    """File name → JSON text, for ``configsync schema``."""
+    return {
+        AGENT_SCHEMA_FILE: json.dumps(agent_json_schema(model), indent=2) + "\n",
+        SETTINGS_SCHEMA_FILE: json.dumps(settings_json_schema(), indent=2) + "\n",
+    }

@@ -1,0 +1,423 @@
+"""Every check over a config tree, reported all at once with file, line and column.
+
+:func:`check_tree` reads a :class:`~configsync.repo.Source` (a folder or a commit), validates
+``configsync.yaml``, every agent file and every cross-file rule (unique ids, ``extends``, prompt
+files, tools, models), and returns a :class:`Report`: the diagnostics, sorted, and the fully
+resolved config of every agent that passed. The sync daemon validates with the same function.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from .errors import SchemaImportError
+from .loader import Document, YamlError, load_yaml
+from .model import AGENT_ID, AgentConfig, RepoSettings
+from .repo import (
+    SETTINGS_FILE,
+    AgentFile,
+    Entry,
+    Source,
+    agent_id_for,
+    deep_merge,
+    has_path,
+)
+from .schema import load_agent_model
+
+__all__ = ["ERROR", "WARNING", "Diagnostic", "Report", "check_tree"]
+
+ERROR = "error"
+WARNING = "warning"
+
+_PROMPT_KEYS = ("system_prompt", "system_prompt_file")
+_SECRETS = re.compile(
+    r"(?P<openai>\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,})"
+    r"|(?P<aws>\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)"
+    r"|(?P<github>\bgh[pousr]_[A-Za-z0-9]{36,}|\bgithub_pat_[A-Za-z0-9_]{22,})"
+    r"|(?P<slack>\bxox[abposr]-[A-Za-z0-9-]{10,})"
+    r"|(?P<pem>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)")
+_SECRET_NAMES = {"openai": "an API key (sk-…)", "aws": "an AWS access key id",
+                 "github": "a GitHub token", "slack": "a Slack token",
+                 "pem": "a PEM private key"}
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Diagnostic:
+    """One problem: ``path:line:column: severity: message`` (line and column are 1-based)."""
+
+    path: str
+    line: int
+    column: int
+    severity: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "column": self.column,
+                "severity": self.severity, "message": self.message}
+
+
+@dataclass(slots=True)
+class Report:
+    """What :func:`check_tree` found, and the resolved configs of the agents that passed."""
+
+    diagnostics: list[Diagnostic]
+    configs: dict[str, dict[str, Any]]
+    settings: RepoSettings
+    files: int = 0
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == WARNING]
+
+
+def check_tree(source: Source, *, repo_root: Path | None = None) -> Report:
+    """Validate everything in ``source``. ``repo_root`` is the repository's folder on disk (a
+    custom ``schema:`` is never imported from inside it)."""
+    return _Checker(source, repo_root).run()
+
+
+@dataclass
+class _Resolved:
+    agent: AgentFile
+    chain: list[AgentFile]
+    config: AgentConfig
+
+
+@dataclass
+class _Checker:
+    source: Source
+    repo_root: Path | None
+    found: set[Diagnostic] = field(default_factory=set)
+    settings: RepoSettings = field(default_factory=RepoSettings)
+    context: dict[str, Any] = field(default_factory=dict)
+    model: type[AgentConfig] = AgentConfig
+    agents: dict[str, AgentFile] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)
+
+    def report(self, path: str, line: int, column: int, message: str,
+               severity: str = ERROR) -> None:
+        self.found.add(Diagnostic(path, line, column, severity, message))
+
+    def run(self) -> Report:
+        entries = self.source.entries()
+        by_path = {e.path: e for e in entries}
+        for entry in entries:
+            if entry.kind == "symlink":
+                self.report(entry.path, 1, 1, "is a symlink; configsync never follows symlinks: "
+                            "commit the file itself")
+            elif entry.kind != "file":
+                self.report(entry.path, 1, 1, "is not a regular file")
+        self.check_settings(by_path.get(SETTINGS_FILE))
+        agent_entries = self.agent_entries(entries)
+        for entry, raw in self.source.read(agent_entries):
+            self.load_agent(entry, raw)
+        resolved = [r for r in map(self.resolve, sorted(self.agents)) if r is not None]
+        prompts = self.read_prompts(resolved, by_path)
+        configs = {}
+        for item in resolved:
+            config = self.finish(item, prompts)
+            if config is not None:
+                configs[item.agent.agent_id] = config
+        return Report(sorted(self.found), configs, self.settings, len(agent_entries) + 1)
+
+    # -- configsync.yaml -------------------------------------------------------------------
+
+    def check_settings(self, entry: Entry | None) -> None:
+        if entry is None or entry.kind != "file":
+            if entry is None:
+                self.report(SETTINGS_FILE, 1, 1, f"no {SETTINGS_FILE} at the repository root; "
+                            "create it (`namespace: default` is enough to start)")
+            return
+        raw = next(iter(self.source.read([entry])))[1]
+        try:
+            doc = load_yaml(raw, max_bytes=RepoSettings().limits.max_file_bytes)
+        except YamlError as exc:
+            self.report(SETTINGS_FILE, exc.line, exc.column, exc.message)
+            return
+        try:
+            self.settings = RepoSettings.model_validate(doc.data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self.pydantic_error(err, [AgentFile("", SETTINGS_FILE, doc)], RepoSettings)
+            return
+        self.context = {"settings": self.settings}
+        try:
+            self.model = load_agent_model(self.settings.schema_, self.repo_root)
+        except SchemaImportError as exc:
+            self.report(SETTINGS_FILE, *doc.locate(["schema"]), f"schema: {exc}")
+
+    # -- agent files -----------------------------------------------------------------------
+
+    def agent_entries(self, entries: Iterable[Entry]) -> list[Entry]:
+        limit = self.settings.limits.max_file_bytes
+        chosen: dict[str, Entry] = {}
+        for entry in entries:
+            agent_id = agent_id_for(entry.path)
+            if agent_id is None or entry.kind != "file":
+                continue
+            if not AGENT_ID.fullmatch(agent_id):
+                self.report(entry.path, 1, 1, f"`{agent_id}` is not a valid agent id: each part "
+                            "of the path under agents/ must match [a-z0-9][a-z0-9._-]*")
+            elif agent_id in chosen:
+                self.report(entry.path, 1, 1, f"agent id `{agent_id}` is also defined by "
+                            f"{chosen[agent_id].path}")
+            elif entry.size > limit:
+                self.report(entry.path, 1, 1, f"file is {entry.size} bytes, over the limit of "
+                            f"{limit} (limits.max_file_bytes in {SETTINGS_FILE})")
+                self.broken.add(agent_id)
+            else:
+                chosen[agent_id] = entry
+        return list(chosen.values())
+
+    def load_agent(self, entry: Entry, raw: bytes) -> None:
+        agent_id = agent_id_for(entry.path)
+        assert agent_id is not None
+        try:
+            doc = load_yaml(raw, max_bytes=self.settings.limits.max_file_bytes)
+        except YamlError as exc:
+            self.report(entry.path, exc.line, exc.column, exc.message)
+            self.broken.add(agent_id)
+            return
+        self.agents[agent_id] = AgentFile(agent_id, entry.path, doc)
+        self.scan_secrets(entry.path, doc, doc.data, [])
+
+    def chain(self, agent: AgentFile) -> list[AgentFile] | None:
+        """``agent`` and its bases, nearest first; None (reported) when ``extends`` is broken."""
+        chain = [agent]
+        while True:
+            current = chain[-1]
+            base_id = current.doc.data.get("extends")
+            if not isinstance(base_id, str):
+                return chain  # absent, or a type error the model reports
+            base = self.agents.get(base_id)
+            where = current.doc.locate(["extends"])
+            if base is None:
+                if base_id not in self.broken and AGENT_ID.fullmatch(base_id):
+                    hint = _did_you_mean(base_id, self.agents) or (
+                        f" (known: {', '.join(sorted(self.agents)[:10])})" if self.agents else "")
+                    self.report(current.path, *where, f"extends: no agent `{base_id}`{hint}")
+                return None
+            if base in chain:
+                cycle = " → ".join([a.agent_id for a in chain[chain.index(base):]] + [base_id])
+                self.report(current.path, *where, f"extends: cycle {cycle}")
+                return None
+            chain.append(base)
+
+    def resolve(self, agent_id: str) -> _Resolved | None:
+        agent = self.agents[agent_id]
+        chain = self.chain(agent)
+        if chain is None:
+            return None
+        merged: dict[str, Any] = {}
+        for item in reversed(chain):
+            data = item.doc.data
+            if any(key in data for key in _PROMPT_KEYS):  # a prompt replaces the inherited one
+                merged = {k: v for k, v in merged.items() if k not in _PROMPT_KEYS}
+            merged = deep_merge(merged, data)
+        try:
+            config = self.model.model_validate(merged, context=self.context)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self.pydantic_error(err, chain, self.model)
+            return None
+        return _Resolved(agent, chain, config)
+
+    def pydantic_error(self, err: ErrorDetails, chain: Sequence[AgentFile],
+                       model: type[BaseModel]) -> None:
+        loc = list(err["loc"])
+        ctx = err.get("ctx") or {}
+        if isinstance(ctx.get("index"), int):
+            loc.append(ctx["index"])
+        if err["type"] == "prompt_source" and all(k in _merged_keys(chain) for k in _PROMPT_KEYS):
+            loc = ["system_prompt_file"]
+        origin, (line, column) = _origin(chain, loc, key=err["type"] == "extra_forbidden")
+        name = _dotted(loc) if loc and err["type"] != "prompt_source" else ""
+        message = describe(err, _fields_at(model, loc[:-1]))
+        self.report(origin.path, line, column, f"{name}: {message}" if name else message)
+
+    # -- prompt files and the resolved config ----------------------------------------------
+
+    def read_prompts(self, resolved: Sequence[_Resolved],
+                     by_path: Mapping[str, Entry]) -> dict[str, str | None]:
+        """Prompt path → text (None when unusable, already reported)."""
+        wanted: dict[str, Entry] = {}
+        texts: dict[str, str | None] = {}
+        limit = self.settings.limits.max_file_bytes
+        for item in resolved:
+            path = item.config.system_prompt_file
+            if path is None or path in wanted or path in texts:
+                continue
+            entry = by_path.get(path)
+            if entry is None or entry.kind != "file":
+                texts[path] = None
+                if entry is None:
+                    origin, loc = _origin(item.chain, ["system_prompt_file"])
+                    self.report(origin.path, *loc, f"system_prompt_file: {path} does not exist")
+            elif entry.size > limit:
+                texts[path] = None
+                self.report(path, 1, 1, f"file is {entry.size} bytes, over the limit of {limit} "
+                            f"(limits.max_file_bytes in {SETTINGS_FILE})")
+            else:
+                wanted[path] = entry
+        for entry, raw in self.source.read(list(wanted.values())):
+            texts[entry.path] = self.prompt_text(entry.path, raw)
+        return texts
+
+    def prompt_text(self, path: str, raw: bytes) -> str | None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            self.report(path, line, column, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}); "
+                        "save the file as UTF-8")
+            return None
+        if not text.strip():
+            self.report(path, 1, 1, "prompt file is empty")
+            return None
+        for match in _SECRETS.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+            self.report(path, line, column, _secret_message(match), WARNING)
+        return text.removeprefix("\ufeff")
+
+    def finish(self, item: _Resolved, prompts: Mapping[str, str | None]) -> dict[str, Any] | None:
+        config = item.config.model_dump(mode="json", exclude={"extends", "system_prompt_file"})
+        if item.config.system_prompt_file is not None:
+            text = prompts.get(item.config.system_prompt_file)
+            if text is None:
+                return None
+            config["system_prompt"] = text
+        return config
+
+    def scan_secrets(self, path: str, doc: Document, value: Any, loc: list[str | int]) -> None:
+        if isinstance(value, str):
+            match = _SECRETS.search(value)
+            if match:
+                self.report(path, *doc.locate(loc), f"{_dotted(loc)}: {_secret_message(match)}",
+                            WARNING)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self.scan_secrets(path, doc, item, [*loc, key])
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self.scan_secrets(path, doc, item, [*loc, index])
+
+
+def _merged_keys(chain: Sequence[AgentFile]) -> set[str]:
+    keys: set[str] = set()
+    for agent in chain:
+        keys.update(agent.doc.data)
+        if any(key in agent.doc.data for key in _PROMPT_KEYS):
+            break
+    return keys
+
+
+def _origin(chain: Sequence[AgentFile], loc: Sequence[str | int], *,
+            key: bool = False) -> tuple[AgentFile, tuple[int, int]]:
+    """The file in an ``extends`` chain that supplied the value at ``loc``, and where."""
+    origin = next((a for a in chain if has_path(a.doc.data, loc)), chain[0])
+    return origin, origin.doc.locate(loc, key=key)
+
+
+def _secret_message(match: re.Match[str]) -> str:
+    kind = _SECRET_NAMES[match.lastgroup or "pem"]
+    return f"looks like {kind}; keep credentials out of git and rotate this one"
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f", did you mean `{close[0]}`?" if close else ""
+
+
+def _fields_at(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str]:
+    """The field names (as written in YAML) of the model found at ``loc`` under ``model``."""
+    for part in loc:
+        if model is None:
+            return []
+        info = model.model_fields.get(str(part)) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None)
+        model = _model_in(info.annotation) if info is not None else None
+    if model is None:
+        return []
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "float_type": "must be a number (got {input})",
+    "float_parsing": "must be a number (got {input})",
+    "int_type": "must be a whole number (got {input})",
+    "int_parsing": "must be a whole number (got {input})",
+    "int_from_float": "must be a whole number (got {input})",
+    "string_type": "must be a string (got {input})",
+    "bool_type": "must be true or false (got {input})",
+    "bool_parsing": "must be true or false (got {input})",
+    "list_type": "must be a list (got {input})",
+    "dict_type": "must be a mapping (got {input})",
+    "model_type": "must be a mapping (got {input})",
+    "model_attributes_type": "must be a mapping (got {input})",
+    "less_than_equal": "must be at most {le} (got {input})",
+    "greater_than_equal": "must be at least {ge} (got {input})",
+    "less_than": "must be less than {lt} (got {input})",
+    "greater_than": "must be greater than {gt} (got {input})",
+    "string_pattern_mismatch": "must match {pattern} (got {input})",
+}
+
+
+def describe(err: ErrorDetails, fields: Sequence[str] = ()) -> str:
+    """A short, plain message for one pydantic error (without the field name)."""
+    kind = err["type"]
+    ctx = dict(err.get("ctx") or {})
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1]) if err["loc"] else ""
+        return "unknown key" + _did_you_mean(key, fields)
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return "must not be empty"
+    template = _MESSAGES.get(kind)
+    if template is None:
+        return err["msg"].removeprefix("Value error, ")
+    return template.format(input=_show(err.get("input")), **ctx)
+
