@@ -33,7 +33,7 @@ def _display(base: str, path: str) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     with open_source(args.path, args.ref) as source:
-        report = check_tree(source, repo_root=Path(args.path))
+        report = check_tree(source, repo_root=Path(args.path), jobs=os.cpu_count() or 1)
     diagnostics = [d.__class__(_display(args.path, d.path), d.line, d.column, d.severity,
                                d.message) for d in report.diagnostics]
     sys.stdout.write(render(diagnostics, args.format))

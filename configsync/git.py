@@ -74,7 +74,8 @@ class GitRepo:
 
     def _git(self, *args: str) -> str:
         try:
-            out: str = self._repo.git.execute(["git", *args], env=_ENV, strip_newline_in_stdout=False)
+            out: str = self._repo.git.execute(["git", *args], env=_ENV,
+                                              strip_newline_in_stdout=False)
         except gitpython.GitCommandError as exc:
             stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
             raise GitError(f"git {args[0]} failed: {stderr or exc}") from exc

@@ -17,7 +17,6 @@ are names. Timestamps stay strings. Everything here knows nothing of pydantic, g
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -30,7 +29,7 @@ __all__ = ["MAX_DEPTH", "Document", "YamlError", "load_yaml"]
 MAX_DEPTH = 100
 """Deepest nesting of mappings and sequences a config file may have."""
 
-_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _CORE = "tag:yaml.org,2002:"
 _STR = _CORE + "str"
@@ -45,6 +44,25 @@ _SCALARS: dict[str, Any] = {
     _CORE + "null": _SAFE.construct_yaml_null,
     _CORE + "timestamp": lambda node: node.value,
 }
+_KEY_TAGS = frozenset([_STR, *_SCALARS])
+_RESOLVED: dict[str, str] = {}
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """The safe loader with a memo for implicit tags: the same keys and values recur in every
+    file, and PyYAML's regex resolver was the largest cost of loading 10,000 files."""
+
+    def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode and implicit[0]:
+            tag = _RESOLVED.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(_RESOLVED) < 50_000 and len(value) < 200:
+                    _RESOLVED[value] = tag
+            return tag
+        result: str = super().resolve(kind, value, implicit)
+        return result
+
 _KINDS = {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number",
           bool: "a boolean", type(None): "null"}
 
@@ -58,13 +76,39 @@ class YamlError(ConfigsyncError):
         self.line = line
         self.column = column
 
+    def __reduce__(self) -> tuple[type[YamlError], tuple[str, int, int]]:
+        return YamlError, (self.message, self.line, self.column)
 
-@dataclass(frozen=True, slots=True)
+
 class Document:
-    """A loaded YAML mapping and the node graph it came from."""
+    """A loaded YAML mapping; its node graph (for line and column) is kept or re-made on demand.
 
-    data: dict[str, Any]
-    root: MappingNode
+    Documents loaded in another process travel back as data and text only; the few that need a
+    position are composed again, which is safe: they already passed every check.
+    """
+
+    __slots__ = ("_root", "_text", "data")
+
+    def __init__(self, data: dict[str, Any], root: MappingNode | None = None,
+                 text: str | None = None) -> None:
+        self.data = data
+        self._root = root
+        self._text = text
+
+    def __getstate__(self) -> tuple[dict[str, Any], str | None]:
+        return self.data, self._text  # the node graph is re-made on demand
+
+    def __setstate__(self, state: tuple[dict[str, Any], str | None]) -> None:
+        self.data, self._text = state
+        self._root = None
+
+    @property
+    def root(self) -> MappingNode:
+        if self._root is None:
+            root = yaml.compose(self._text or "{}", Loader=_Loader)
+            assert isinstance(root, MappingNode)
+            self._root = root
+        return self._root
 
     def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
         """The 1-based line and column of the value at ``path`` (of its key with ``key=True``).
@@ -151,25 +195,31 @@ class _Builder:
 
     def mapping(self, node: MappingNode, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
-        lines: dict[str, int] = {}
-        inherited: dict[str, Any] = {}
+        inherited: dict[str, Any] | None = None
+        build = self.build
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
+                inherited = inherited if inherited is not None else {}
                 self.merge(value_node, depth, inherited)
                 continue
-            if not isinstance(key_node, ScalarNode):
+            if key_node.__class__ is not ScalarNode:
                 raise _error("a mapping key must be a plain value, not a list or mapping",
                              key_node)
-            if key_node.tag not in (_STR, *_SCALARS):
+            if key_node.tag not in _KEY_TAGS:
                 raise _tag_error(key_node)
             key = key_node.value
-            if key in lines:
-                raise _error(f"duplicate key `{key}` (first defined on line {lines[key]})",
-                             key_node)
-            lines[key] = key_node.start_mark.line + 1
-            result[key] = self.build(value_node, depth + 1)
-        for key, value in inherited.items():
-            result.setdefault(key, value)
+            if key in result:
+                first = next(k for k, _ in node.value if getattr(k, "value", None) == key)
+                raise _error(f"duplicate key `{key}` (first defined on line "
+                             f"{first.start_mark.line + 1})", key_node)
+            if value_node.__class__ is ScalarNode and value_node.tag == _STR:
+                self.budget -= 1
+                result[key] = value_node.value
+            else:
+                result[key] = build(value_node, depth + 1)
+        if inherited:
+            for key, value in inherited.items():
+                result.setdefault(key, value)
         return result
 
     def merge(self, value_node: Node, depth: int, into: dict[str, Any]) -> None:
@@ -208,8 +258,8 @@ def _check_depth(text: str) -> None:
             depth += 1
             if depth > MAX_DEPTH:
                 mark = event.start_mark
-                raise YamlError(f"nested deeper than {MAX_DEPTH} levels", mark.line + 1,
-                                mark.column + 1)
+                line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+                raise YamlError(f"nested deeper than {MAX_DEPTH} levels", line, column)
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
 
@@ -249,7 +299,7 @@ def load_yaml(raw: bytes | str, *, max_bytes: int | None = None) -> Document:
     data = _Builder(budget=len(text) + 10_000).build(root)
     if not isinstance(root, MappingNode) or not isinstance(data, dict):
         raise _error(f"top level must be a mapping of keys to values (got {_kind(data)})", root)
-    return Document(data, root)
+    return Document(data, None, text)  # the node graph is re-made only if a position is asked
 
 
 def _reader_message(exc: yaml.YAMLError) -> str:

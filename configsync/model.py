@@ -64,7 +64,7 @@ class RepoSettings(_Strict):
         None, description="Allowed model names; absent means any model name.")
     tools: dict[str, ToolSpec] = Field(
         default_factory=dict, description="The tool registry: the only tools agents may list.")
-    limits: Limits = Field(default_factory=Limits)  # type: ignore[arg-type]
+    limits: Limits = Field(default_factory=Limits)
     allow_mass_delete: bool = Field(
         False, description="Allow one commit to delete more than half of the agents.")
     schema_: str | None = Field(
@@ -117,7 +117,7 @@ class AgentConfig(_Strict):
     extends: str | None = Field(
         None, pattern=f"^{AGENT_ID.pattern}$",
         description="Id of the agent this one is based on; the resolved config is a deep merge.")
-    metadata: Metadata = Field(default_factory=Metadata)  # type: ignore[arg-type]
+    metadata: Metadata = Field(default_factory=Metadata)
 
     @field_validator("system_prompt")
     @classmethod

@@ -13,11 +13,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import UsageError
-from .git import GitRepo
 from .loader import Document
+
+if TYPE_CHECKING:  # GitPython costs 35 ms to import; a working-tree check never needs it
+    from .git import GitRepo
 
 __all__ = [
     "AGENTS_DIR",
@@ -67,30 +69,48 @@ class FolderSource:
 
     def entries(self) -> list[Entry]:
         found: list[Entry] = []
+        root = os.fspath(self.root)
         for name in (SETTINGS_FILE, AGENTS_DIR, PROMPTS_DIR):
-            self._walk(self.root / name, name, found)
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                self._walk(os.path.join(root, name), name, found)
+            else:
+                found.append(Entry(name, info.st_size, _kind(info.st_mode), name))
         return found
 
-    def _walk(self, path: Path, rel: str, found: list[Entry]) -> None:
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(info.st_mode):
-            with os.scandir(path) as listing:
-                for child in sorted(listing, key=lambda e: e.name):
-                    self._walk(Path(child.path), f"{rel}/{child.name}", found)
-            return
-        kind = ("symlink" if stat.S_ISLNK(info.st_mode)
-                else "file" if stat.S_ISREG(info.st_mode) else "other")
-        found.append(Entry(rel, info.st_size, kind, rel))
+    def _walk(self, folder: str, rel: str, found: list[Entry]) -> None:
+        with os.scandir(folder) as listing:
+            children = sorted(listing, key=lambda e: e.name)
+        for child in children:
+            path = f"{rel}/{child.name}"
+            if child.is_dir(follow_symlinks=False):
+                self._walk(child.path, path, found)
+            else:
+                info = child.stat(follow_symlinks=False)
+                found.append(Entry(path, info.st_size, _kind(info.st_mode), path))
 
     def read(self, entries: Sequence[Entry]) -> Iterator[tuple[Entry, bytes]]:
+        root = os.fspath(self.root)
         for entry in entries:
             # O_NOFOLLOW: a file swapped for a symlink after listing is still not followed.
-            fd = os.open(self.root / entry.key, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-            with os.fdopen(fd, "rb") as handle:
-                yield entry, handle.read()
+            fd = os.open(os.path.join(root, entry.key), _READ_FLAGS)
+            try:
+                chunks = [os.read(fd, entry.size + 1)]
+                while chunks[-1]:
+                    chunks.append(os.read(fd, 1 << 20))
+            finally:
+                os.close(fd)
+            yield entry, b"".join(chunks)
+
+
+def _kind(mode: int) -> str:
+    return "symlink" if stat.S_ISLNK(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 
 
 class GitSource:
@@ -172,5 +192,7 @@ def open_source(path: str | os.PathLike[str], ref: str | None = None) -> Iterato
     if ref is None:
         yield FolderSource(root)
         return
+    from .git import GitRepo
+
     with GitRepo(root) as repo:
         yield GitSource(repo, repo.resolve(ref))
