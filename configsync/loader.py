@@ -16,6 +16,7 @@ are names. Timestamps stay strings. Everything here knows nothing of pydantic, g
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -164,11 +165,13 @@ class _Builder:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.open: set[int] = set()
+        self.top: Node | None = None  # the top-level value being built, to blame for a bomb
 
     def build(self, node: Node, depth: int = 0) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise _error("too many values after expanding aliases (possible alias bomb)", node)
+            raise _error("too many values after expanding aliases (possible alias bomb)",
+                         self.top or node)
         if isinstance(node, ScalarNode):
             if node.tag == _STR:
                 return node.value
@@ -212,6 +215,8 @@ class _Builder:
                 first = next(k for k, _ in node.value if getattr(k, "value", None) == key)
                 raise _error(f"duplicate key `{key}` (first defined on line "
                              f"{first.start_mark.line + 1})", key_node)
+            if depth == 0:
+                self.top = value_node
             if value_node.__class__ is ScalarNode and value_node.tag == _STR:
                 self.budget -= 1
                 result[key] = value_node.value
@@ -290,6 +295,9 @@ def load_yaml(raw: bytes | str, *, max_bytes: int | None = None) -> Document:
         if exc.context and exc.problem:
             message = f"{exc.problem} ({exc.context})"
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        if message == "found undefined alias" and mark:
+            alias = re.match(r"\*([^\s,\[\]{}]+)", text[mark.index:])
+            message += f" `{alias.group(1)}`" if alias else ""
         raise YamlError(f"invalid YAML: {message}", line, column) from None
     except yaml.YAMLError as exc:  # ReaderError: control characters and the like
         raise YamlError(f"invalid YAML: {_reader_message(exc)}", *_reader_position(text, exc)) \

@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "AGENT_ID",
+    "PROMPT_SOURCE",
     "AgentConfig",
     "Limits",
     "Metadata",
@@ -33,6 +34,7 @@ __all__ = [
 AGENT_ID = re.compile(r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*")
 """An agent id: its file's path under ``agents/`` without the extension."""
 
+PROMPT_SOURCE = "set exactly one of `system_prompt` or `system_prompt_file`"
 _NAMESPACE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 _SCHEMA_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
@@ -163,6 +165,5 @@ class AgentConfig(_Strict):
     @model_validator(mode="after")
     def _one_prompt_source(self) -> AgentConfig:
         if (self.system_prompt is None) == (self.system_prompt_file is None):
-            raise PydanticCustomError(
-                "prompt_source", "set exactly one of `system_prompt` or `system_prompt_file`")
+            raise PydanticCustomError("prompt_source", PROMPT_SOURCE)
         return self

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import gc
 import re
+import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pydantic_core import ErrorDetails
 
 from .errors import SchemaImportError
 from .loader import Document, YamlError, load_yaml
-from .model import AGENT_ID, AgentConfig, RepoSettings
+from .model import AGENT_ID, PROMPT_SOURCE, AgentConfig, RepoSettings
 from .parallel import fork_map
 from .repo import (
     SETTINGS_FILE,
@@ -236,8 +237,12 @@ class _Checker:
                 return chain  # absent, or a type error the model reports
             base = self.agents.get(base_id)
             where = current.doc.locate(["extends"])
+            if not AGENT_ID.fullmatch(base_id):
+                self.report(current.path, *where, "extends: must be an agent id, the path of "
+                            f"its file under agents/ without .yaml (got {_show(base_id)})")
+                return None
             if base is None:
-                if base_id not in self.broken and AGENT_ID.fullmatch(base_id):
+                if base_id not in self.broken:
                     hint = _did_you_mean(base_id, self.agents) or (
                         f" (known: {', '.join(sorted(self.agents)[:10])})" if self.agents else "")
                     self.report(current.path, *where, f"extends: no agent `{base_id}`{hint}")
@@ -262,7 +267,13 @@ class _Checker:
         try:
             config = self.model.model_validate(merged, context=self.context)
         except ValidationError as exc:
-            for err in exc.errors():
+            errors = exc.errors()
+            prompts = sum(merged.get(key) is not None for key in _PROMPT_KEYS)
+            if prompts != 1 and not any(e["type"] == "prompt_source" for e in errors):
+                # pydantic skips model validators after a field error; report all problems
+                errors.append(ErrorDetails(type="prompt_source", loc=(), input=merged,
+                                           msg=PROMPT_SOURCE))
+            for err in errors:
                 self.pydantic_error(err, chain, self.model)
             return None
         return _Resolved(agent, chain, config)
@@ -277,7 +288,7 @@ class _Checker:
             loc = ["system_prompt_file"]
         origin, (line, column) = _origin(chain, loc, key=err["type"] == "extra_forbidden")
         name = _dotted(loc) if loc and err["type"] != "prompt_source" else ""
-        message = describe(err, _fields_at(model, loc[:-1]))
+        message = describe(err, _fields_at(model, loc[:-1]) if loc else [])
         self.report(origin.path, line, column, f"{name}: {message}" if name else message)
 
     # -- prompt files and the resolved config ----------------------------------------------
@@ -388,26 +399,38 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f", did you mean `{close[0]}`?" if close else ""
 
 
-def _fields_at(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str]:
+def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
     """The field names (as written in YAML) of the model found at ``loc`` under ``model``."""
+    annotation: Any = model
     for part in loc:
-        if model is None:
-            return []
-        info = model.model_fields.get(str(part)) or next(
-            (f for f in model.model_fields.values() if f.alias == part), None)
-        model = _model_in(info.annotation) if info is not None else None
-    if model is None:
-        return []
-    return [info.alias or name for name, info in model.model_fields.items()]
+        annotation = _step(annotation, part)
+    found = _model_in(annotation)
+    return [info.alias or name for name, info in found.model_fields.items()] if found else []
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    """The type one step (a field, a mapping key or a list index) inside ``annotation``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _step(args[0], part)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        info = annotation.model_fields.get(str(part)) or next(
+            (f for f in annotation.model_fields.values() if f.alias == part), None)
+        return info.annotation if info is not None else None
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping) and args:
+        return args[-1]
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Sequence) and args:
+        return args[0]
+    return None
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _model_in(args[0])
     return None
 
 

@@ -1,0 +1,314 @@
+"""Every validation rule, on real config trees, asserting the exact diagnostics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from configsync.repo import FolderSource
+from configsync.validate import check_tree
+
+from .conftest import SETTINGS, SUPPORT, write_tree
+
+
+def check(root: Path, files: dict[str, str | bytes], *, base: bool = True) -> list[str]:
+    tree = {"configsync.yaml": SETTINGS, "agents/support.yaml": SUPPORT} if base else {}
+    write_tree(root, {**tree, **files})
+    report = check_tree(FolderSource(root), repo_root=root)
+    return [f"{d.path}:{d.line}:{d.column}: {d.severity}: {d.message}" for d in report.diagnostics]
+
+
+A = "agents/a.yaml"
+OK = "system_prompt: hi\nmodel: gpt-4o\n"
+
+CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
+    ("clean", {}, []),
+    ("temperature too high", {A: OK + "temperature: 3.5\n"},
+     [f"{A}:3:14: error: temperature: must be at most 2 (got 3.5)"]),
+    ("temperature negative", {A: OK + "temperature: -0.1\n"},
+     [f"{A}:3:14: error: temperature: must be at least 0 (got -0.1)"]),
+    ("temperature not a number", {A: OK + "temperature: hot\n"},
+     [f"{A}:3:14: error: temperature: must be a number (got 'hot')"]),
+    ("temperature quoted number", {A: OK + 'temperature: "0.5"\n'},
+     [f"{A}:3:14: error: temperature: must be a number (got '0.5')"]),
+    ("max_tokens zero", {A: OK + "max_tokens: 0\n"},
+     [f"{A}:3:13: error: max_tokens: must be at least 1 (got 0)"]),
+    ("max_tokens float", {A: OK + "max_tokens: 10.5\n"},
+     [f"{A}:3:13: error: max_tokens: must be a whole number (got 10.5)"]),
+    ("max_tokens bool", {A: OK + "max_tokens: true\n"},
+     [f"{A}:3:13: error: max_tokens: must be a whole number (got true)"]),
+    ("guardrail above 1", {A: OK + "guardrail_threshold: 1.5\n"},
+     [f"{A}:3:22: error: guardrail_threshold: must be at most 1 (got 1.5)"]),
+    ("unknown key with hint", {A: OK + "temprature: 0.5\n"},
+     [f"{A}:3:1: error: temprature: unknown key, did you mean `temperature`?"]),
+    ("unknown key without hint", {A: OK + "colour: blue\n"},
+     [f"{A}:3:1: error: colour: unknown key"]),
+    ("nested unknown key", {A: OK + "metadata:\n  ownr: me\n"},
+     [f"{A}:4:3: error: metadata.ownr: unknown key, did you mean `owner`?"]),
+    ("label not a string", {A: OK + "metadata:\n  labels: {tier: 1}\n"},
+     [f"{A}:4:18: error: metadata.labels.tier: must be a string (got 1)"]),
+    ("metadata not a mapping", {A: OK + "metadata: [x]\n"},
+     [f"{A}:3:11: error: metadata: must be a mapping (got a list)"]),
+    ("blank prompt", {A: "system_prompt: '   '\nmodel: gpt-4o\n"},
+     [f"{A}:1:16: error: system_prompt: must not be empty"]),
+    ("no prompt", {A: "model: gpt-4o\n"},
+     [f"{A}:1:1: error: set exactly one of `system_prompt` or `system_prompt_file`"]),
+    ("both prompts", {A: OK + "system_prompt_file: prompts/a.md\n", "prompts/a.md": "x"},
+     [f"{A}:3:21: error: set exactly one of `system_prompt` or `system_prompt_file`"]),
+    ("missing model", {A: "system_prompt: hi\n"}, [f"{A}:1:1: error: model: is required"]),
+    ("empty model", {A: "system_prompt: hi\nmodel: ''\n"},
+     [f"{A}:2:8: error: model: must not be empty"]),
+    ("model not allowed", {A: "system_prompt: hi\nmodel: gpt-5\n"},
+     [f"{A}:2:8: error: model: `gpt-5` is not an allowed model (allowed: gpt-4o, gpt-4o-mini)"]),
+    ("tool not registered", {A: OK + "tools: [search, browse]\n"},
+     [f"{A}:3:17: error: tools[1]: `browse` is not in the tool registry "
+      "(known: calculator, search)"]),
+    ("tool listed twice", {A: OK + "tools:\n  - search\n  - calculator\n  - search\n"},
+     [f"{A}:6:5: error: tools[2]: `search` is listed twice"]),
+    ("tools not a list", {A: OK + "tools: search\n"},
+     [f"{A}:3:8: error: tools: must be a list (got 'search')"]),
+    ("several errors in one file", {A: "model: gpt-5\ntemperature: 9\nextra: 1\n"},
+     [f"{A}:1:1: error: set exactly one of `system_prompt` or `system_prompt_file`",
+      f"{A}:1:8: error: model: `gpt-5` is not an allowed model (allowed: gpt-4o, gpt-4o-mini)",
+      f"{A}:2:14: error: temperature: must be at most 2 (got 9)",
+      f"{A}:3:1: error: extra: unknown key"]),
+    ("errors in two files", {A: OK + "max_tokens: 0\n", "agents/b.yaml": "model: [x]\n"},
+     [f"{A}:3:13: error: max_tokens: must be at least 1 (got 0)",
+      "agents/b.yaml:1:1: error: set exactly one of `system_prompt` or `system_prompt_file`",
+      "agents/b.yaml:1:8: error: model: must be a string (got a list)"]),
+    ("yaml syntax error", {A: "model: [gpt-4o\n"},
+     [f"{A}:2:1: error: invalid YAML: did not find expected ',' or ']' "
+      "(while parsing a flow sequence)"]),
+    ("duplicate key", {A: OK + "model: gpt-4o-mini\n"},
+     [f"{A}:3:1: error: duplicate key `model` (first defined on line 2)"]),
+    ("unsafe tag", {A: OK + "x: !!python/object/apply:os.system [id]\n"},
+     [f"{A}:3:4: error: tag !!python/object/apply:os.system is not allowed: only plain YAML "
+      "values (strings, numbers, booleans, null, lists, mappings)"]),
+    ("top level list", {A: "- a\n"},
+     [f"{A}:1:1: error: top level must be a mapping of keys to values (got a list)"]),
+    ("empty file", {A: ""},
+     [f"{A}:1:1: error: file is empty; it must be a mapping of keys to values"]),
+    ("not utf-8", {A: b"system_prompt: caf\xe9\nmodel: gpt-4o\n"},
+     [f"{A}:1:19: error: not valid UTF-8 (byte 0xe9); save the file as UTF-8"]),
+    ("file too big", {"configsync.yaml": SETTINGS + "limits: {max_file_bytes: 130}\n",
+                      A: OK + f"metadata: {{description: {'x' * 100}}}\n"},
+     [f"{A}:1:1: error: file is 158 bytes, over the limit of 130 "
+      "(limits.max_file_bytes in configsync.yaml)"]),
+    ("bad agent id", {"agents/Support_Bot.yaml": OK},
+     ["agents/Support_Bot.yaml:1:1: error: `Support_Bot` is not a valid agent id: each part of "
+      "the path under agents/ must match [a-z0-9][a-z0-9._-]*"]),
+    ("bad agent folder", {"agents/Team/a.yaml": OK},
+     ["agents/Team/a.yaml:1:1: error: `Team/a` is not a valid agent id: each part of the path "
+      "under agents/ must match [a-z0-9][a-z0-9._-]*"]),
+    ("duplicate id .yaml and .yml", {"agents/support.yml": SUPPORT},
+     ["agents/support.yml:1:1: error: agent id `support` is also defined by "
+      "agents/support.yaml"]),
+    ("other files in agents/ are ignored", {"agents/README.md": "# agents\n"}, []),
+    ("extends merges deeply", {
+        "agents/base.yaml": OK + "metadata: {owner: a, labels: {x: '1'}}\n",
+        A: "extends: base\ntemperature: 1\nmetadata: {labels: {y: '2'}}\n"}, []),
+    ("extends missing base", {A: "extends: suport\n"},
+     [f"{A}:1:10: error: extends: no agent `suport`, did you mean `support`?"]),
+    ("extends unknown base", {A: "extends: zzz\n"},
+     [f"{A}:1:10: error: extends: no agent `zzz` (known: a, support)"]),
+    ("extends cycle", {"agents/x.yaml": "extends: y\n", "agents/y.yaml": "extends: x\n"},
+     ["agents/x.yaml:1:10: error: extends: cycle y → x → y",
+      "agents/y.yaml:1:10: error: extends: cycle x → y → x"]),
+    ("extends itself", {A: "extends: a\n"}, [f"{A}:1:10: error: extends: cycle a → a"]),
+    ("extends bad id", {A: OK + "extends: Bad/ID\n"},
+     [f"{A}:3:10: error: extends: must be an agent id, the path of its file under agents/ "
+      "without .yaml (got 'Bad/ID')"]),
+    ("base error is reported once, in the base", {
+        "agents/base.yaml": OK + "temperature: 5\n", A: "extends: base\n"},
+     ["agents/base.yaml:3:14: error: temperature: must be at most 2 (got 5)"]),
+    ("child error is reported in the child", {
+        "agents/base.yaml": OK, A: "extends: base\nmax_tokens: -1\n"},
+     [f"{A}:2:13: error: max_tokens: must be at least 1 (got -1)"]),
+    ("child prompt replaces the base's prompt file", {
+        "agents/base.yaml": "system_prompt_file: prompts/b.md\nmodel: gpt-4o\n",
+        "prompts/b.md": "Base prompt.\n", A: "extends: base\nsystem_prompt: Child.\n"}, []),
+    ("missing required field in a chain points at the child", {
+        "agents/base.yaml": "system_prompt: hi\nmodel: gpt-4o\nextends: a\n",
+        A: "extends: base\n"},
+     ["agents/a.yaml:1:10: error: extends: cycle base → a → base",
+      "agents/base.yaml:3:10: error: extends: cycle a → base → a"]),
+    ("extends a broken base reports only the base", {
+        "agents/base.yaml": "model: [\n", A: "extends: base\n"},
+     ["agents/base.yaml:2:1: error: invalid YAML: did not find expected node content "
+      "(while parsing a flow node)"]),
+    ("prompt file", {A: "system_prompt_file: prompts/a.md\nmodel: gpt-4o\n",
+                     "prompts/a.md": "You are A.\n"}, []),
+    ("prompt file missing", {A: "system_prompt_file: prompts/nope.md\nmodel: gpt-4o\n"},
+     [f"{A}:1:21: error: system_prompt_file: prompts/nope.md does not exist"]),
+    ("prompt file outside prompts/", {A: "system_prompt_file: ../etc/passwd\nmodel: gpt-4o\n"},
+     [f"{A}:1:21: error: system_prompt_file: must be a relative path under prompts/ "
+      "(got '../etc/passwd')"]),
+    ("prompt file escaping prompts/", {A: "system_prompt_file: prompts/../x\nmodel: gpt-4o\n"},
+     [f"{A}:1:21: error: system_prompt_file: must be a relative path under prompts/ "
+      "(got 'prompts/../x')"]),
+    ("prompt file empty", {A: "system_prompt_file: prompts/a.md\nmodel: gpt-4o\n",
+                           "prompts/a.md": "\n\n"},
+     ["prompts/a.md:1:1: error: prompt file is empty"]),
+    ("prompt file not utf-8", {A: "system_prompt_file: prompts/a.md\nmodel: gpt-4o\n",
+                               "prompts/a.md": b"ok\n\xff\n"},
+     ["prompts/a.md:2:1: error: not valid UTF-8 (byte 0xff); save the file as UTF-8"]),
+    ("credential in a value", {A: "system_prompt: 'key sk-abcdefghijklmnopqrstuvwxyz'\n"
+                                  "model: gpt-4o\n"},
+     [f"{A}:1:16: warning: system_prompt: looks like an API key (sk-…); keep credentials "
+      "out of git and rotate this one"]),
+    ("aws key in metadata", {A: OK + "metadata:\n  labels: {k: AKIAABCDEFGHIJKLMNOP}\n"},
+     [f"{A}:4:15: warning: metadata.labels.k: looks like an AWS access key id; keep "
+      "credentials out of git and rotate this one"]),
+    ("github token", {A: OK + "metadata: {owner: ghp_" + "a" * 36 + "}\n"},
+     [f"{A}:3:19: warning: metadata.owner: looks like a GitHub token; keep credentials out of "
+      "git and rotate this one"]),
+    ("pem key in a prompt file", {
+        A: "system_prompt_file: prompts/a.md\nmodel: gpt-4o\n",
+        "prompts/a.md": "Be nice.\n  -----BEGIN RSA PRIVATE KEY-----\nMII\n"},
+     ["prompts/a.md:2:3: warning: looks like a PEM private key; keep credentials out of git "
+      "and rotate this one"]),
+    ("words that merely start like keys are fine",
+     {A: "system_prompt: ask-me about AKIA and sk-learn\nmodel: gpt-4o\n"}, []),
+]
+
+
+@pytest.mark.parametrize(("files", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_rules(tmp_path: Path, files: dict[str, str | bytes], expected: list[str]) -> None:
+    assert check(tmp_path, files) == expected
+
+
+@pytest.mark.parametrize(("settings_text", "expected"), [
+    ("namespace: 'a b'\n",
+     ["configsync.yaml:1:12: error: namespace: must match ^[A-Za-z0-9][A-Za-z0-9._-]*$ "
+      "(got 'a b')"]),
+    ("namespace: x\nmodels: gpt-4o\n",
+     ["configsync.yaml:2:9: error: models: must be a list (got 'gpt-4o')"]),
+    ("tools: {search: {descripton: x}}\n",
+     ["configsync.yaml:1:18: error: tools.search.descripton: unknown key, did you mean "
+      "`description`?"]),
+    ("limits: {max_file_bytes: 0}\n",
+     ["configsync.yaml:1:26: error: limits.max_file_bytes: must be at least 1 (got 0)"]),
+    ("allow_mass_delete: maybe\n",
+     ["configsync.yaml:1:20: error: allow_mass_delete: must be true or false (got 'maybe')"]),
+    ("schema: not a ref\n",
+     ["configsync.yaml:1:9: error: schema: must match ^[A-Za-z_][\\w.]*:[A-Za-z_]\\w*$ "
+      "(got 'not a ref')"]),
+    ("nmespace: x\n",
+     ["configsync.yaml:1:1: error: nmespace: unknown key, did you mean `namespace`?"]),
+    ("- a\n", ["configsync.yaml:1:1: error: top level must be a mapping of keys to values "
+               "(got a list)"]),
+])
+def test_settings_rules(tmp_path: Path, settings_text: str, expected: list[str]) -> None:
+    assert check(tmp_path, {"configsync.yaml": settings_text}) == expected
+
+
+def test_missing_settings_names_the_file(tmp_path: Path) -> None:
+    assert check(tmp_path, {"agents/support.yaml": SUPPORT}, base=False) == [
+        "configsync.yaml:1:1: error: no configsync.yaml at the repository root; create it "
+        "(`namespace: default` is enough to start)"]
+
+
+def test_no_model_allow_list_accepts_any_model(tmp_path: Path) -> None:
+    assert check(tmp_path, {"configsync.yaml": "namespace: x\ntools: {search: {}}\n",
+                            A: "system_prompt: hi\nmodel: my-own-model\n"}) == []
+
+
+def test_symlinks_are_errors_and_never_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "outside.yaml"
+    secret.write_text(OK)
+    root = tmp_path / "repo"
+    write_tree(root, {"configsync.yaml": SETTINGS, "agents/support.yaml": SUPPORT,
+                      "agents/a.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o\n"})
+    (root / "agents" / "link.yaml").symlink_to(secret)
+    (root / "prompts").mkdir()
+    (root / "prompts" / "p.md").symlink_to(secret)
+    report = check_tree(FolderSource(root), repo_root=root)
+    assert [f"{d.path}:{d.line}:{d.column}: {d.message}" for d in report.diagnostics] == [
+        "agents/link.yaml:1:1: is a symlink; configsync never follows symlinks: commit the file "
+        "itself",
+        "prompts/p.md:1:1: is a symlink; configsync never follows symlinks: commit the file "
+        "itself",
+    ]
+    assert "link" not in report.configs and "a" not in report.configs
+
+
+def test_symlinked_agents_folder_is_an_error(tmp_path: Path) -> None:
+    elsewhere = write_tree(tmp_path / "elsewhere", {"a.yaml": OK})
+    root = write_tree(tmp_path / "repo", {"configsync.yaml": SETTINGS})
+    (root / "agents").symlink_to(elsewhere, target_is_directory=True)
+    report = check_tree(FolderSource(root))
+    assert [d.message for d in report.diagnostics] == [
+        "is a symlink; configsync never follows symlinks: commit the file itself"]
+    assert report.configs == {}
+
+
+def test_resolved_configs(tmp_path: Path) -> None:
+    root = tmp_path
+    write_tree(root, {
+        "configsync.yaml": SETTINGS,
+        "agents/base.yaml": "system_prompt_file: prompts/base.md\nmodel: gpt-4o\n"
+                            "tools: [search]\nmetadata: {owner: team, labels: {a: '1'}}\n",
+        "agents/team/child.yaml": "extends: base\ntemperature: 1.5\n"
+                                  "metadata: {labels: {b: '2'}}\n",
+        "prompts/base.md": "You are the base.\n",
+    })
+    report = check_tree(FolderSource(root))
+    assert report.diagnostics == []
+    assert report.configs["team/child"] == {
+        "system_prompt": "You are the base.\n", "model": "gpt-4o", "temperature": 1.5,
+        "max_tokens": 1024, "tools": ["search"], "guardrail_threshold": 0.5,
+        "metadata": {"owner": "team", "description": None, "labels": {"a": "1", "b": "2"}},
+    }
+    assert report.configs["base"]["temperature"] == 0.7
+    assert sorted(report.configs) == ["base", "team/child"]
+
+
+def test_only_valid_agents_get_configs(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"configsync.yaml": SETTINGS, "agents/good.yaml": OK,
+                          "agents/bad.yaml": OK + "temperature: 9\n"})
+    report = check_tree(FolderSource(tmp_path))
+    assert list(report.configs) == ["good"]
+    assert len(report.errors) == 1 and report.warnings == []
+
+
+def test_parallel_and_serial_agree(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {"configsync.yaml": SETTINGS}
+    for i in range(2500):
+        files[f"agents/g{i % 7}/a{i}.yaml"] = OK if i % 500 else "model: [\n"
+    write_tree(tmp_path, files)
+    serial = check_tree(FolderSource(tmp_path), jobs=1)
+    parallel = check_tree(FolderSource(tmp_path), jobs=2)
+    assert serial.diagnostics == parallel.diagnostics
+    assert len(serial.diagnostics) == 5
+    assert serial.configs == parallel.configs and len(serial.configs) == 2495
+
+
+_keys = st.sampled_from(["system_prompt", "system_prompt_file", "model", "temperature",
+                         "max_tokens", "tools", "guardrail_threshold", "extends", "metadata",
+                         "owner", "labels", "x"])
+_leaf = (st.none() | st.booleans() | st.integers(-5, 5000) | st.floats(-3, 3)
+         | st.sampled_from(["gpt-4o", "search", "prompts/p.md", "a", "", "b/c"]))
+_value = st.recursive(_leaf, lambda c: st.lists(c, max_size=3)
+                      | st.dictionaries(_keys, c, max_size=3), max_leaves=10)
+
+
+@settings(max_examples=80, deadline=5000,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["a", "b", "c/d"]),
+                       st.dictionaries(_keys, _value, max_size=6), min_size=1))
+def test_random_agent_trees_never_crash(tmp_path_factory: pytest.TempPathFactory,
+                                        agents: dict[str, dict[str, object]]) -> None:
+    import yaml
+
+    root = tmp_path_factory.mktemp("fuzz")
+    files: dict[str, str | bytes] = {"configsync.yaml": SETTINGS, "prompts/p.md": "P\n"}
+    for agent_id, data in agents.items():
+        files[f"agents/{agent_id}.yaml"] = yaml.safe_dump(data) if data else "{}\n"
+    write_tree(root, files)
+    report = check_tree(FolderSource(root))
+    for d in report.diagnostics:
+        assert d.line >= 1 and d.column >= 1 and d.message
+    assert set(report.configs) <= set(agents)
