@@ -83,14 +83,14 @@ class GitRepo:
 
     def resolve(self, ref: str) -> str:
         """The full sha of the commit ``ref`` names."""
+        hint = f"unknown git ref: {ref} (is it fetched, and spelled right?)"
         if ref.startswith("-"):
-            raise UsageError(f"unknown git ref: {ref}")
+            raise UsageError(hint)
         try:
             return self._git("rev-parse", "--verify", "--quiet", "--end-of-options",
                              f"{ref}^{{commit}}").strip()
         except GitError as exc:
-            raise UsageError(f"unknown git ref: {ref} (is it fetched, and spelled right?)") \
-                from exc
+            raise UsageError(hint) from exc
 
     def ls_tree(self, commit: str, paths: Sequence[str]) -> list[TreeEntry]:
         """Every entry under ``paths`` (relative to :attr:`prefix`) in ``commit``'s tree."""

@@ -81,6 +81,7 @@ class GitTree:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         git(root, "init", "-q", "-b", "main")
 
     def write(self, files: Mapping[str, str | bytes]) -> None:

@@ -1,0 +1,277 @@
+"""The command line, end to end: working trees, commits in real git repos, formats, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from configsync import cli
+from configsync.cli import main
+
+from .conftest import SETTINGS, SUPPORT, GitTree, git, write_tree
+
+BAD = "system_prompt: hi\nmodel: gpt-4o\ntemperature: 3.5\n"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_clean_tree(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "validate", str(tree)) == (
+        0, "", "configsync: 1 agents OK (2 files checked)\n")
+
+
+def test_errors_in_text_format(tree: Path, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(tree, {"agents/support.yaml": BAD})
+    monkeypatch.chdir(tree)
+    code, out, err = run(capsys, "validate")
+    assert code == 1
+    assert out == "agents/support.yaml:3:14: error: temperature: must be at most 2 (got 3.5)\n"
+    assert err == "configsync: 1 error, 0 warnings (2 files checked)\n"
+
+
+def test_paths_are_shown_as_given(tree: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(tree, {"agents/support.yaml": BAD})
+    monkeypatch.chdir(tree.parent)
+    code, out, _ = run(capsys, "validate", "repo/")
+    assert code == 1
+    assert out.startswith("repo/agents/support.yaml:3:14: error:")
+
+
+def test_json_format(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tree, {"agents/support.yaml": BAD, "agents/b.yaml": "- x\n"})
+    code, out, _ = run(capsys, "validate", str(tree), "--format", "json")
+    assert code == 1
+    base = str(tree).replace(os.sep, "/")
+    assert json.loads(out) == [
+        {"path": f"{base}/agents/b.yaml", "line": 1, "column": 1, "severity": "error",
+         "message": "top level must be a mapping of keys to values (got a list)"},
+        {"path": f"{base}/agents/support.yaml", "line": 3, "column": 14, "severity": "error",
+         "message": "temperature: must be at most 2 (got 3.5)"},
+    ]
+
+
+def test_json_format_clean_is_an_empty_array(tree: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "validate", str(tree), "--format", "json")
+    assert (code, json.loads(out)) == (0, [])
+
+
+def test_github_format(tree: Path, capsys: pytest.CaptureFixture[str],
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(tree, {"agents/support.yaml": BAD})
+    monkeypatch.chdir(tree)
+    code, out, _ = run(capsys, "validate", "--format", "github")
+    assert (code, out) == (1, "::error file=agents/support.yaml,line=3,col=14::temperature: "
+                              "must be at most 2 (got 3.5)\n")
+
+
+def test_warnings_pass_unless_strict(tree: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(tree, {"agents/support.yaml": SUPPORT + "metadata: {owner: AKIAABCDEFGHIJKLMNOP}\n"})
+    monkeypatch.chdir(tree)
+    expected = ("agents/support.yaml:7:19: warning: metadata.owner: looks like an AWS access key "
+                "id; keep credentials out of git and rotate this one\n")
+    assert run(capsys, "validate")[:2] == (0, expected)
+    assert run(capsys, "validate", "--strict")[:2] == (1, expected)
+    code, out, _ = run(capsys, "validate", "--format", "github")
+    assert code == 0
+    assert out.startswith("::warning file=agents/support.yaml,line=7,col=19::")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["validate", "/no/such/dir"], "configsync: error: no such directory: /no/such/dir\n"),
+    (["validate", "{tree}", "--ref", "HEAD"], "configsync: error: not a git repository: {tree}\n"),
+])
+def test_usage_errors_exit_2(tree: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                             message: str) -> None:
+    argv = [a.format(tree=tree) for a in argv]
+    assert run(capsys, *argv) == (2, "", message.format(tree=tree))
+
+
+def test_unknown_ref_exits_2(git_tree: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    for ref in ("no-such-branch", "--output=/tmp/x"):
+        code, out, err = run(capsys, "validate", str(git_tree.root), f"--ref={ref}")
+        assert (code, out) == (2, "")
+        assert err == (f"configsync: error: unknown git ref: {ref} "
+                       "(is it fetched, and spelled right?)\n")
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "--format", "xml"])
+    assert info.value.code == 2
+    assert "invalid choice: 'xml'" in capsys.readouterr().err
+
+
+def test_ref_reads_the_commit_not_the_working_tree(git_tree: GitTree,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(git_tree.root)
+    good = git_tree.commit("good")
+    git_tree.write({"agents/support.yaml": BAD})
+    bad = git_tree.commit("bad")
+    git_tree.write({"agents/support.yaml": SUPPORT})  # fixed in the working tree only
+    assert run(capsys, "validate")[0] == 0
+    assert run(capsys, "validate", "--ref", good)[0] == 0
+    code, out, _ = run(capsys, "validate", "--ref", bad)
+    assert (code, out) == (1, "agents/support.yaml:3:14: error: temperature: must be at most 2 "
+                              "(got 3.5)\n")
+    assert run(capsys, "validate", "--ref", "HEAD~1")[0] == 0
+    assert run(capsys, "validate", "--ref", "main")[0] == 1
+
+
+def test_ref_with_committed_symlinks(git_tree: GitTree, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("system_prompt: stolen\nmodel: gpt-4o\n")
+    (git_tree.root / "agents" / "link.yaml").symlink_to(outside)
+    (git_tree.root / "prompts").mkdir()
+    (git_tree.root / "prompts" / "p.md").symlink_to("/etc/hostname")
+    write_tree(git_tree.root, {
+        "agents/uses.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o\n"})
+    git_tree.commit("symlinks")
+    outside.unlink()  # the target is gone: only a follower would notice
+    code, out, _ = run(capsys, "validate", str(git_tree.root), "--ref", "HEAD",
+                       "--format", "json")
+    assert code == 1
+    assert [(d["path"].rsplit("/", 2)[-2:], d["message"]) for d in json.loads(out)] == [
+        (["agents", "link.yaml"],
+         "is a symlink; configsync never follows symlinks: commit the file itself"),
+        (["prompts", "p.md"],
+         "is a symlink; configsync never follows symlinks: commit the file itself"),
+    ]
+
+
+def test_ref_in_a_subfolder_of_a_monorepo(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = GitTree(tmp_path / "mono")
+    repo.write({"configs/configsync.yaml": SETTINGS, "configs/agents/support.yaml": BAD,
+                "src/app.py": "print('hi')\n"})
+    repo.commit("monorepo")
+    monkeypatch.chdir(repo.root)
+    code, out, _ = run(capsys, "validate", "configs", "--ref", "HEAD")
+    assert (code, out) == (1, "configs/agents/support.yaml:3:14: error: temperature: must be at "
+                              "most 2 (got 3.5)\n")
+
+
+def test_ref_reads_many_files_through_one_batch(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    repo = GitTree(tmp_path / "many")
+    files: dict[str, str | bytes] = {"configsync.yaml": SETTINGS}
+    for i in range(300):  # identical content: one blob shared by many paths
+        files[f"agents/a{i:03d}.yaml"] = SUPPORT if i % 100 else BAD
+    repo.write(files)
+    repo.commit("many")
+    code, out, err = run(capsys, "validate", str(repo.root), "--ref", "HEAD")
+    assert code == 1
+    assert len(out.splitlines()) == 3
+    assert err == "configsync: 3 errors, 0 warnings (301 files checked)\n"
+
+
+def test_working_tree_needs_no_git(tree: Path) -> None:
+    bindir = Path(sys.executable).parent
+    assert not (bindir / "git").exists()
+    env = {"PATH": str(bindir), "HOME": os.environ["HOME"],
+           "PYTHONPATH": str(Path(cli.__file__).parents[1])}
+    write_tree(tree, {"agents/support.yaml": BAD})
+    proc = subprocess.run([sys.executable, "-m", "configsync", "validate", str(tree)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "temperature: must be at most 2 (got 3.5)" in proc.stdout
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00", b"a: !!python/object:os.system x\n",
+                                     b"[" * 100_000, b"- " * 100_000],
+                         ids=["utf-16", "unsafe-tag", "deep-flow", "deep-block"])
+def test_no_traceback_for_bad_input(tree: Path, content: bytes) -> None:
+    write_tree(tree, {"configsync.yaml": SETTINGS + "limits: {max_file_bytes: 300000}\n",
+                      "agents/support.yaml": content})
+    proc = subprocess.run([sys.executable, "-m", "configsync", "validate", str(tree)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stdout.startswith(f"{tree}/agents/support.yaml:1:")
+
+
+def test_missing_settings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path, {"agents/support.yaml": SUPPORT})
+    code, out, _ = run(capsys, "validate", str(tmp_path))
+    assert code == 1
+    assert out == (f"{tmp_path}/configsync.yaml:1:1: error: no configsync.yaml at the repository "
+                   "root; create it (`namespace: default` is enough to start)\n")
+
+
+def test_internal_errors_exit_3_with_a_log(tree: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "check_tree", broken)
+    code, out, err = run(capsys, "validate", str(tree))
+    assert code == 3 and out == "" and "Traceback" not in err
+    log = err.rsplit(" ", 1)[-1].strip()
+    assert err.startswith("configsync: internal error; please report it with the log in ")
+    assert "RuntimeError: boom" in Path(log).read_text()
+    Path(log).unlink()
+
+
+def test_interrupt_exits_130(tree: Path, capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "check_tree", interrupted)
+    assert run(capsys, "validate", str(tree)) == (130, "", "configsync: interrupted\n")
+
+
+def test_schema_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "schemas"
+    assert run(capsys, "schema", "--out", str(out_dir), "--check")[0] == 1
+    assert run(capsys, "schema", "--out", str(out_dir))[0] == 0
+    agent = json.loads((out_dir / "agent.schema.json").read_text())
+    assert agent["additionalProperties"] is False
+    assert agent["properties"]["temperature"]["maximum"] == 2
+    settings = json.loads((out_dir / "configsync.schema.json").read_text())
+    assert "schema" in settings["properties"]
+    assert run(capsys, "schema", "--out", str(out_dir), "--check") == (0, "", "")
+    (out_dir / "agent.schema.json").write_text("{}\n")
+    code, _, err = run(capsys, "schema", "--out", str(out_dir), "--check")
+    assert code == 1
+    assert err == (f"configsync: {out_dir}/agent.schema.json is stale; run `configsync schema "
+                   f"--out {out_dir}` and commit the result\n")
+
+
+def test_committed_schemas_and_examples_are_current(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    project = Path(__file__).parents[1]
+    monkeypatch.chdir(project)
+    assert run(capsys, "schema", "--check") == (0, "", "")
+    code, out, err = run(capsys, "validate", "--strict")
+    assert (code, out, err) == (0, "", "configsync: 4 agents OK (5 files checked)\n")
+    if (project / ".git").exists():
+        assert run(capsys, "validate", "--ref", "HEAD")[0] == 0
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("configsync ")
+
+
+def test_console_script_and_module_agree(tree: Path) -> None:
+    git(tree, "init", "-q")
+    proc = subprocess.run([sys.executable, "-m", "configsync", "validate", str(tree)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == ""

@@ -1,0 +1,30 @@
+"""Diagnostic formatters."""
+
+from __future__ import annotations
+
+import json
+
+from configsync.output import render
+from configsync.validate import Diagnostic
+
+DIAGS = [Diagnostic("agents/a.yaml", 3, 14, "error", "temperature: must be at most 2 (got 3.5)"),
+         Diagnostic("agents/a,b:c.yaml", 1, 1, "warning", "50% sure\nsecond line")]
+
+
+def test_text() -> None:
+    assert render(DIAGS, "text") == (
+        "agents/a.yaml:3:14: error: temperature: must be at most 2 (got 3.5)\n"
+        "agents/a,b:c.yaml:1:1: warning: 50% sure\nsecond line\n")
+
+
+def test_json() -> None:
+    assert json.loads(render(DIAGS, "json"))[0] == {
+        "path": "agents/a.yaml", "line": 3, "column": 14, "severity": "error",
+        "message": "temperature: must be at most 2 (got 3.5)"}
+    assert render([], "json") == "[]\n"
+
+
+def test_github_escapes_workflow_commands() -> None:
+    assert render(DIAGS, "github") == (
+        "::error file=agents/a.yaml,line=3,col=14::temperature: must be at most 2 (got 3.5)\n"
+        "::warning file=agents/a%2Cb%3Ac.yaml,line=1,col=1::50%25 sure%0Asecond line\n")

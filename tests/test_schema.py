@@ -1,0 +1,120 @@
+"""A repository's own AgentConfig subclass: imported from installed packages only."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from configsync.errors import SchemaImportError
+from configsync.repo import FolderSource
+from configsync.schema import agent_json_schema, load_agent_model
+from configsync.validate import check_tree
+
+from .conftest import SETTINGS, write_tree
+
+MODELS = """\
+from pydantic import Field
+
+from configsync import AgentConfig
+
+
+class SupportAgent(AgentConfig):
+    framework: str = "langgraph"
+    max_turns: int = Field(10, ge=1)
+
+
+class NotAnAgent:
+    pass
+"""
+
+
+@pytest.fixture
+def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An importable package outside any config repo, as if pip-installed."""
+    name = f"acme_{uuid.uuid4().hex[:8]}"
+    write_tree(tmp_path / "site", {f"{name}/__init__.py": "", f"{name}/models.py": MODELS})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    yield name
+    for module in [m for m in sys.modules if m.startswith(name)]:
+        del sys.modules[module]
+
+
+def lines(root: Path) -> list[str]:
+    report = check_tree(FolderSource(root), repo_root=root)
+    return [f"{d.path}:{d.line}:{d.column}: {d.message}" for d in report.diagnostics]
+
+
+def test_custom_fields_are_validated(tmp_path: Path, package: str) -> None:
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + f"schema: {package}.models:SupportAgent\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\nmax_turns: 0\nframwork: x\n",
+        "agents/b.yaml": "system_prompt: hi\nmodel: gpt-4o\nframework: crewai\n",
+    })
+    assert lines(root) == [
+        "agents/a.yaml:3:12: max_turns: must be at least 1 (got 0)",
+        "agents/a.yaml:4:1: framwork: unknown key, did you mean `framework`?",
+    ]
+    config = check_tree(FolderSource(root)).configs["b"]
+    assert (config["framework"], config["max_turns"]) == ("crewai", 10)
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ("no_such_pkg.models:X", "schema: cannot import `no_such_pkg.models`: No module named "
+                             "'no_such_pkg'"),
+    ("{pkg}.models:Missing", "schema: `{pkg}.models` has no `Missing`"),
+    ("{pkg}.models:NotAnAgent", "schema: `{pkg}.models:NotAnAgent` is not a subclass of "
+                                "configsync.AgentConfig"),
+])
+def test_bad_schema_reference(tmp_path: Path, package: str, ref: str, message: str) -> None:
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + f"schema: {ref.format(pkg=package)}\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    assert lines(root) == [f"configsync.yaml:6:9: {message.format(pkg=package)}"]
+
+
+def test_never_imported_from_the_repository(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"evil_{uuid.uuid4().hex[:8]}"
+    marker = tmp_path / "imported"
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + f"schema: {name}:Agent\n",
+        f"{name}.py": f"open({str(marker)!r}, 'w').close()\n"
+                      "from configsync import AgentConfig as Agent\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    monkeypatch.chdir(root)
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.syspath_prepend("")
+    assert lines(root) == [
+        f"configsync.yaml:6:9: schema: cannot import `{name}`: No module named '{name}'"]
+    assert not marker.exists()
+    assert name not in sys.modules
+
+
+def test_module_already_imported_from_the_repository_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"inrepo_{uuid.uuid4().hex[:8]}"
+    root = write_tree(tmp_path / "repo", {
+        f"{name}.py": "from configsync import AgentConfig as Agent\n"})
+    monkeypatch.syspath_prepend(str(root))
+    __import__(name)
+    try:
+        with pytest.raises(SchemaImportError, match="inside the repository being validated"):
+            load_agent_model(f"{name}:Agent", root)
+    finally:
+        del sys.modules[name]
+
+
+def test_json_schema_of_a_subclass(package: str) -> None:
+    schema = agent_json_schema(load_agent_model(f"{package}.models:SupportAgent"))
+    assert schema["properties"]["max_turns"]["minimum"] == 1
+    assert "required" not in schema
+
+
+def test_schema_subclass_without_repo_root(package: str) -> None:
+    model = load_agent_model(f"{package}.models:SupportAgent")
+    assert model.__name__ == "SupportAgent"
+    assert load_agent_model(None).__name__ == "AgentConfig"
