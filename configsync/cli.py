@@ -42,7 +42,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if errors or warnings:
         summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
     else:
-        summary = f"{len(report.configs)} agents OK"
+        agents = len(report.configs)
+        summary = f"{agents} agent{'s' * (agents != 1)} OK"
     print(f"configsync: {summary} ({report.files} files checked)", file=sys.stderr)
     return 1 if failed else 0
 

@@ -111,11 +111,13 @@ class Document:
             self._root = root
         return self._root
 
-    def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
+    def locate(self, path: Sequence[str | int], *, key: bool = False,
+               offset: int | None = None) -> tuple[int, int]:
         """The 1-based line and column of the value at ``path`` (of its key with ``key=True``).
 
         A path that leaves the document stops at the deepest node that exists, so a missing
-        field is reported on the mapping that lacks it.
+        field is reported on the mapping that lacks it. ``offset`` (a character index into a
+        string value) points inside a literal block scalar (``|``) exactly, elsewhere at its start.
         """
         node: Node = self.root
         key_node: Node | None = None
@@ -128,7 +130,20 @@ class Document:
         if key and key_node is not None:
             node = key_node
         mark = node.start_mark
+        if offset is not None and isinstance(node, ScalarNode) and node.style == "|" and self._text:
+            return _inside_block(self._text, node, offset)
         return mark.line + 1, mark.column + 1
+
+
+def _inside_block(text: str, node: ScalarNode, offset: int) -> tuple[int, int]:
+    """Line and column of character ``offset`` of a literal block scalar's value."""
+    first = node.start_mark.line + 1  # 0-based line of the block's first content line
+    lines = text.splitlines()
+    content = next((line for line in lines[first:] if line.strip()), "")
+    indent = len(content) - len(content.lstrip(" "))
+    before = node.value[:offset]
+    line = first + before.count("\n")
+    return line + 1, offset - (before.rfind("\n") + 1) + indent + 1
 
 
 def _child(node: Node, part: str | int) -> tuple[Node | None, Node] | None:

@@ -83,9 +83,10 @@ def _settings(info: ValidationInfo) -> RepoSettings | None:
 def _registered_tool(name: str, info: ValidationInfo) -> str:
     settings = _settings(info)
     if settings is not None and name not in settings.tools:
-        known = ", ".join(sorted(settings.tools)) or "none: add a `tools:` registry"
+        known = (f"known: {', '.join(sorted(settings.tools))}" if settings.tools
+                 else "configsync.yaml has no `tools:` registry")
         raise PydanticCustomError(
-            "unknown_tool", "`{name}` is not in the tool registry (known: {known})",
+            "unknown_tool", "`{name}` is not in the tool registry ({known})",
             {"name": name, "known": known})
     return name
 

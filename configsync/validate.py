@@ -350,8 +350,8 @@ class _Checker:
         if isinstance(value, str):
             match = _find_secret(value)
             if match:
-                self.report(path, *doc.locate(loc), f"{_dotted(loc)}: {_secret_message(match)}",
-                            WARNING)
+                self.report(path, *doc.locate(loc, offset=match.start()),
+                            f"{_dotted(loc)}: {_secret_message(match)}", WARNING)
         elif isinstance(value, dict):
             for key, item in value.items():
                 self.scan_secrets(path, doc, item, [*loc, key])

@@ -26,7 +26,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def test_clean_tree(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "validate", str(tree)) == (
-        0, "", "configsync: 1 agents OK (2 files checked)\n")
+        0, "", "configsync: 1 agent OK (2 files checked)\n")
 
 
 def test_errors_in_text_format(tree: Path, capsys: pytest.CaptureFixture[str],

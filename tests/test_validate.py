@@ -170,6 +170,11 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
         "prompts/a.md": "Be nice.\n  -----BEGIN RSA PRIVATE KEY-----\nMII\n"},
      ["prompts/a.md:2:3: warning: looks like a PEM private key; keep credentials out of git "
       "and rotate this one"]),
+    ("credential inside a block prompt is pinned to its line",
+     {A: "system_prompt: |\n  Be helpful.\n\n  Use key sk-abcdefghijklmnopqrstuvwxyz\n"
+         "model: gpt-4o\n"},
+     [f"{A}:4:11: warning: system_prompt: looks like an API key (sk-…); keep credentials "
+      "out of git and rotate this one"]),
     ("words that merely start like keys are fine",
      {A: "system_prompt: ask-me about AKIA and sk-learn\nmodel: gpt-4o\n"}, []),
 ]
@@ -214,6 +219,14 @@ def test_missing_settings_names_the_file(tmp_path: Path) -> None:
 def test_no_model_allow_list_accepts_any_model(tmp_path: Path) -> None:
     assert check(tmp_path, {"configsync.yaml": "namespace: x\ntools: {search: {}}\n",
                             A: "system_prompt: hi\nmodel: my-own-model\n"}) == []
+
+
+def test_no_tool_registry_means_no_tools(tmp_path: Path) -> None:
+    assert check(tmp_path, {"configsync.yaml": "namespace: x\n",
+                            A: "system_prompt: hi\nmodel: m\ntools: [search]\n"},
+                 base=False) == [
+        f"{A}:3:9: error: tools[0]: `search` is not in the tool registry (configsync.yaml has "
+        "no `tools:` registry)"]
 
 
 def test_symlinks_are_errors_and_never_followed(tmp_path: Path) -> None:
