@@ -68,6 +68,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 1 if stale else 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .sync_cli import run_sync
+
+    return run_sync(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="configsync", description="GitOps for AI agent configuration.")
@@ -85,6 +91,26 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--strict", action="store_true", help="warnings fail too")
     validate.set_defaults(func=cmd_validate)
 
+    sync = commands.add_parser(
+        "sync", help="run the sync daemon: merged commits become versioned snapshots in Redis",
+        description="Fetch the branch, validate each new first-parent commit, and write "
+                    "versioned snapshots and change events to Redis atomically.")
+    sync.add_argument("--repo", help="remote URL or local path (default: the git repository "
+                                     "the command runs in)")
+    sync.add_argument("--branch", default="main", help="branch to follow (default: main)")
+    sync.add_argument("--redis", help="Redis URL (default: $CONFIGSYNC_REDIS_URL; with neither, "
+                                      "an embedded redis-server persisted under the workdir)")
+    sync.add_argument("--namespace", help="Redis namespace (default: configsync.yaml's)")
+    sync.add_argument("--interval", type=_positive_float, default=10.0,
+                      help="seconds between polls (default: 10)")
+    sync.add_argument("--once", action="store_true", help="sync to the current head and exit: "
+                                                         "0 when it applied, 1 when rejected")
+    sync.add_argument("--keep", type=_positive_int, default=100,
+                      help="history versions kept per agent (default: 100)")
+    sync.add_argument("--workdir", default=".configsync",
+                      help="where the mirror and the embedded Redis live (default: .configsync)")
+    sync.set_defaults(func=cmd_sync)
+
     schema = commands.add_parser(
         "schema", help="write JSON Schema for agent files and configsync.yaml",
         description="Write schemas/agent.schema.json and schemas/configsync.schema.json.")
@@ -93,6 +119,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="write nothing; exit 1 when the files are missing or stale")
     schema.set_defaults(func=cmd_schema)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number (got {text})")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {text})")
+    return value
 
 
 def _crash_log() -> str:

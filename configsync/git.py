@@ -139,3 +139,112 @@ class GitRepo:
             writer.join()
             stdout.close()
             proc.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """Who made a commit, when, and why (its subject line)."""
+
+    sha: str
+    author: str  # "Name <email>"
+    committed_at: str  # ISO 8601, the committer date
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One ``git diff-tree -r`` entry: a path's new mode and blob (``status`` D: removed)."""
+
+    status: str
+    mode: str
+    sha: str
+    path: str
+
+
+_LOG_FORMAT = "%H%x00%an <%ae>%x00%cI%x00%s%x00"
+
+
+class Mirror(GitRepo):
+    """A bare mirror of one branch of a remote, under the daemon's workdir.
+
+    The remote URL is passed to each fetch and never written to the mirror's config or to
+    FETCH_HEAD, so credentials in it are never stored; errors and logs carry it redacted.
+    """
+
+    def __init__(self, workdir: str | os.PathLike[str], url: str) -> None:
+        path = Path(workdir)
+        if not (path / "HEAD").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            try:
+                subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True,
+                               capture_output=True, env={**os.environ, **_ENV})
+            except subprocess.CalledProcessError as exc:
+                raise GitError(f"cannot create the mirror in {path}: "
+                               f"{exc.stderr.decode(errors='replace').strip()}") from None
+        super().__init__(path)
+        self.url = url
+
+    def fetch(self, branch: str) -> None:
+        """Fetch ``branch`` (force: a force-push replaces it)."""
+        from .logs import redact_text, redact_url
+
+        try:
+            self._repo.git.execute(
+                ["git", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--force",
+                 "--", self.url, f"+refs/heads/{branch}:refs/heads/{branch}"], env=_ENV)
+        except gitpython.GitCommandError as exc:
+            detail = redact_text((exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n"))
+            raise GitError(
+                f"git fetch {redact_url(self.url)} {branch} failed: {detail or 'no output'} "
+                "(is the remote reachable and the branch name right?)") from None
+
+    def head(self, branch: str) -> str:
+        try:
+            return self._git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}").strip()
+        except GitError:
+            raise GitError(f"branch {branch} was not fetched: does the remote have it?") from None
+
+    def has_commit(self, sha: str) -> bool:
+        try:
+            self._git("cat-file", "-e", f"{sha}^{{commit}}")
+        except GitError:
+            return False
+        return True
+
+    def is_ancestor(self, ancestor: str, head: str) -> bool:
+        if not self.has_commit(ancestor):
+            return False
+        try:
+            self._git("merge-base", "--is-ancestor", ancestor, head)
+        except GitError:
+            return False
+        return True
+
+    def first_parent_log(self, since: str | None, head: str) -> list[CommitInfo]:
+        """The commits after ``since`` up to ``head`` along first parents, oldest first."""
+        span = f"{since}..{head}" if since else head
+        out = self._git("log", "--first-parent", "--reverse", f"--format={_LOG_FORMAT}", span,
+                        "--")
+        fields = out.strip("\n").split("\0")
+        commits = []
+        for i in range(0, len(fields) - 4, 4):
+            sha, author, date, subject = (f.strip("\n") for f in fields[i:i + 4])
+            commits.append(CommitInfo(sha, author, date, subject))
+        return commits
+
+    def commit_info(self, sha: str) -> CommitInfo:
+        out = self._git("show", "-s", f"--format={_LOG_FORMAT}", sha, "--")
+        sha, author, date, subject = out.split("\0")[:4]
+        return CommitInfo(sha.strip(), author, date, subject)
+
+    def diff_tree(self, old: str, new: str, paths: Sequence[str]) -> list[Change]:
+        """What changed under ``paths`` between two commits' trees (renames as delete + add)."""
+        out = self._git("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", old, new,
+                        "--", *paths)
+        records = out.split("\0")
+        changes = []
+        for i in range(0, len(records) - 1, 2):
+            meta, path = records[i], records[i + 1]
+            _old_mode, mode, _old_sha, sha, status = meta.lstrip(":").split()
+            changes.append(Change(status[0], mode, sha, path))
+        return changes

@@ -116,14 +116,16 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 class GitSource:
     """A config tree as committed: blobs from git's object database, never the working tree."""
 
-    def __init__(self, repo: GitRepo, commit: str) -> None:
+    def __init__(self, repo: GitRepo, commit: str, entries: list[Entry] | None = None) -> None:
         self.repo = repo
         self.commit = commit
+        self._entries = entries
 
     def entries(self) -> list[Entry]:
+        if self._entries is not None:
+            return self._entries
         return [
-            Entry(e.path, e.size,
-                  "file" if e.is_file else "symlink" if e.is_symlink else "other", e.sha)
+            Entry(e.path, e.size, git_kind(e.mode), e.sha)
             for e in self.repo.ls_tree(self.commit, [SETTINGS_FILE, AGENTS_DIR, PROMPTS_DIR])
         ]
 
@@ -134,6 +136,11 @@ class GitSource:
         for sha, data in self.repo.read_blobs(by_sha):
             for entry in by_sha[sha]:
                 yield entry, data
+
+
+def git_kind(mode: str) -> str:
+    """An Entry kind for a git tree mode."""
+    return "file" if mode.startswith("100") else "symlink" if mode == "120000" else "other"
 
 
 def agent_id_for(path: str) -> str | None:

@@ -74,12 +74,22 @@ class Diagnostic:
 
 @dataclass(slots=True)
 class Report:
-    """What :func:`check_tree` found, and the resolved configs of the agents that passed."""
+    """What :func:`check_tree` found, and the resolved configs of the agents that passed.
+
+    The rest is what a later incremental check (``previous=``) reuses: the tree's entries, the
+    parsed agent files, each valid agent's ``extends`` chain and prompt file, prompt texts.
+    """
 
     diagnostics: list[Diagnostic]
     configs: dict[str, dict[str, Any]]
     settings: RepoSettings
     files: int = 0
+    entries: dict[str, Entry] = field(default_factory=dict)
+    agents: dict[str, AgentFile] = field(default_factory=dict)
+    chains: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    prompt_of: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)
+    model: type[AgentConfig] = AgentConfig
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -90,12 +100,18 @@ class Report:
         return [d for d in self.diagnostics if d.severity == WARNING]
 
 
-def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1) -> Report:
+def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1,
+               previous: Report | None = None) -> Report:
     """Validate everything in ``source``.
 
     ``repo_root`` is the repository's folder on disk (a custom ``schema:`` is never imported from
     inside it). ``jobs`` > 1 parses YAML in that many forked processes: only for a process
     with no other threads, such as the CLI.
+
+    ``previous``, the report of an earlier tree that passed, makes the check incremental: files
+    whose entry key (a blob sha) is unchanged are not read again, and only agents whose own
+    file, a base in their ``extends`` chain or their prompt file changed are validated again
+    (all of them when ``configsync.yaml`` changed). The result is the same as a full check.
     """
     # Thousands of node graphs stay alive while checking; the cyclic GC would re-scan them all
     # on every generation-0 collection (5x slower at 10,000 files). Nothing here makes cycles
@@ -103,7 +119,7 @@ def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1) 
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Checker(source, repo_root, jobs).run()
+        return _Checker(source, repo_root, jobs, previous).run()
     finally:
         if enabled:
             gc.enable()
@@ -121,6 +137,7 @@ class _Checker:
     source: Source
     repo_root: Path | None
     jobs: int = 1
+    previous: Report | None = None
     found: set[Diagnostic] = field(default_factory=set)
     settings: RepoSettings = field(default_factory=RepoSettings)
     context: dict[str, Any] = field(default_factory=dict)
@@ -141,19 +158,60 @@ class _Checker:
                             "commit the file itself")
             elif entry.kind != "file":
                 self.report(entry.path, 1, 1, "is not a regular file")
-        self.check_settings(by_path.get(SETTINGS_FILE))
+        previous = self.previous
+        if previous is not None and not _same(by_path, previous.entries, SETTINGS_FILE):
+            previous = None  # new settings (limits, registry, schema): check everything again
+        if previous is None:
+            self.check_settings(by_path.get(SETTINGS_FILE))
+        else:
+            self.settings, self.model = previous.settings, previous.model
+            self.context = {"settings": self.settings}
         agent_entries = self.agent_entries(entries)
-        loaded = fork_map(self.load_agents, agent_entries, jobs=self.jobs)
-        for entry, (doc, maybe_secret) in zip(agent_entries, loaded, strict=True):
+        to_load = []
+        for entry in agent_entries:
+            agent_id = agent_id_for(entry.path)
+            kept = previous.agents.get(agent_id or "") if previous is not None else None
+            if kept is not None and kept.path == entry.path and previous is not None and _same(
+                    by_path, previous.entries, entry.path):
+                self.agents[kept.agent_id] = kept
+            else:
+                to_load.append(entry)
+        loaded = fork_map(self.load_agents, to_load, jobs=self.jobs)
+        for entry, (doc, maybe_secret) in zip(to_load, loaded, strict=True):
             self.take_agent(entry, doc, maybe_secret)
-        resolved = [r for r in map(self.resolve, sorted(self.agents)) if r is not None]
-        prompts = self.read_prompts(resolved, by_path)
-        configs = {}
+        configs: dict[str, dict[str, Any]] = {}
+        report = Report([], configs, self.settings, len(agent_entries) + 1, by_path,
+                        self.agents, model=self.model)
+        dirty = sorted(self.agents)
+        if previous is not None:
+            fresh = {agent_id_for(e.path) for e in to_load}
+            dirty = []
+            for agent_id in sorted(self.agents):
+                if agent_id in fresh or not _unchanged(agent_id, previous, self.agents, by_path):
+                    dirty.append(agent_id)
+                    continue
+                configs[agent_id] = previous.configs[agent_id]
+                report.chains[agent_id] = previous.chains[agent_id]
+                if agent_id in previous.prompt_of:
+                    path = previous.prompt_of[agent_id]
+                    report.prompt_of[agent_id] = path
+                    report.prompts[path] = previous.prompts[path]
+        resolved = [r for r in map(self.resolve, dirty) if r is not None]
+        prompts = self.read_prompts(resolved, by_path, previous)
         for item in resolved:
             config = self.finish(item, prompts)
-            if config is not None:
-                configs[item.agent.agent_id] = config
-        return Report(sorted(self.found), configs, self.settings, len(agent_entries) + 1)
+            if config is None:
+                continue
+            agent_id = item.agent.agent_id
+            configs[agent_id] = config
+            report.chains[agent_id] = tuple(a.agent_id for a in item.chain)
+            prompt_file = item.config.system_prompt_file
+            if prompt_file is not None:
+                report.prompt_of[agent_id] = prompt_file
+                report.prompts[prompt_file] = config["system_prompt"]
+        report.configs = dict(sorted(configs.items()))
+        report.diagnostics = sorted(self.found)
+        return report
 
     # -- configsync.yaml -------------------------------------------------------------------
 
@@ -293,8 +351,8 @@ class _Checker:
 
     # -- prompt files and the resolved config ----------------------------------------------
 
-    def read_prompts(self, resolved: Sequence[_Resolved],
-                     by_path: Mapping[str, Entry]) -> dict[str, str | None]:
+    def read_prompts(self, resolved: Sequence[_Resolved], by_path: Mapping[str, Entry],
+                     previous: Report | None) -> dict[str, str | None]:
         """Prompt path → text (None when unusable, already reported)."""
         wanted: dict[str, Entry] = {}
         texts: dict[str, str | None] = {}
@@ -302,6 +360,10 @@ class _Checker:
         for item in resolved:
             path = item.config.system_prompt_file
             if path is None or path in wanted or path in texts:
+                continue
+            if previous is not None and path in previous.prompts and _same(
+                    by_path, previous.entries, path):
+                texts[path] = previous.prompts[path]
                 continue
             entry = by_path.get(path)
             if entry is None or entry.kind != "file":
@@ -316,6 +378,11 @@ class _Checker:
             else:
                 wanted[path] = entry
         for entry, raw in self.source.read(list(wanted.values())):
+            if len(raw) > limit:  # an entry from a diff may not know its size before reading
+                texts[entry.path] = None
+                self.report(entry.path, 1, 1, f"file is {len(raw)} bytes, over the limit of "
+                            f"{limit} (limits.max_file_bytes in {SETTINGS_FILE})")
+                continue
             texts[entry.path] = self.prompt_text(entry.path, raw)
         return texts
 
@@ -358,6 +425,27 @@ class _Checker:
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 self.scan_secrets(path, doc, item, [*loc, index])
+
+
+def _same(now: Mapping[str, Entry], before: Mapping[str, Entry], path: str) -> bool:
+    """Whether ``path`` is the same object (or equally absent) in two trees."""
+    a, b = now.get(path), before.get(path)
+    return (a is None and b is None) or (
+        a is not None and b is not None and a.key == b.key and a.kind == b.kind)
+
+
+def _unchanged(agent_id: str, previous: Report, agents: Mapping[str, AgentFile],
+               by_path: Mapping[str, Entry]) -> bool:
+    """Whether everything ``agent_id``'s resolved config was made of is as in ``previous``."""
+    chain = previous.chains.get(agent_id)
+    if chain is None or agent_id not in previous.configs:
+        return False  # it did not pass before
+    for member in chain:
+        agent = agents.get(member)
+        if agent is None or agent is not previous.agents.get(member):
+            return False
+    prompt = previous.prompt_of.get(agent_id)
+    return prompt is None or _same(by_path, previous.entries, prompt)
 
 
 def _merged_keys(chain: Sequence[AgentFile]) -> set[str]:

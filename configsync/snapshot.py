@@ -1,0 +1,43 @@
+"""Canonical JSON, checksums, and the snapshot of one agent version as stored in Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["Snapshot", "canonical_json", "checksum"]
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, UTF-8 as is: the same config always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def checksum(config: Any) -> str:
+    """sha256 (hex) of the canonical JSON of ``config``."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One version of one agent's fully resolved config, and the commit that made it."""
+
+    agent_id: str
+    version: int
+    checksum: str
+    config: dict[str, Any]
+    commit: str
+    author: str
+    committed_at: str
+    message: str
+    synced_at: str
+
+    def to_json(self) -> str:
+        return canonical_json(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Snapshot:
+        data = json.loads(text)
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})

@@ -1,0 +1,357 @@
+"""The sync daemon: merged commits become versioned snapshots in Redis, with change events.
+
+Each poll fetches the branch into a local mirror, then walks its first-parent commits after
+``state.seen``, one at a time (DESIGN.md invariants 2-5):
+
+* :class:`Engine` turns one commit into a :class:`Step`: it validates the commit's tree
+  incrementally against the last *applied* tree (``git diff-tree``; only changed files are read,
+  only affected agents re-validated) and numbers the agents whose resolved config changed.
+* :class:`Daemon` writes each step in one transaction guarded by a compare-and-set on
+  ``state.seen``, so a crash leaves whole commits only and two daemons write each step once.
+  With no state in Redis it rebuilds from the whole history in memory and writes the result in
+  one transaction with a new epoch and one ``rebuilt`` event.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import redis
+
+from .errors import ConfigsyncError, GitError
+from .git import CommitInfo, Mirror
+from .logs import kv, logger, redact_url
+from .repo import AGENTS_DIR, PROMPTS_DIR, SETTINGS_FILE, Entry, GitSource, git_kind
+from .snapshot import Snapshot, checksum
+from .store import Event, Store, Write
+from .validate import Report, check_tree
+
+__all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult"]
+
+CONFIG_PATHS = (SETTINGS_FILE, AGENTS_DIR, PROMPTS_DIR)
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Applied:
+    """The last applied tree, in memory: what Redis serves, plus what the next step needs."""
+
+    commit: str | None = None
+    report: Report | None = None
+    versions: dict[str, tuple[int, str]] = field(default_factory=dict)  # present agents
+    last_version: dict[str, int] = field(default_factory=dict)  # deleted agents too
+    revision: int = 0
+
+
+@dataclass
+class Step:
+    """What one commit does: applied (``applied`` set) or rejected (``error`` set)."""
+
+    info: CommitInfo
+    applied: Applied | None
+    upserts: list[Snapshot] = field(default_factory=list)
+    deleted: list[tuple[str, int]] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+
+    @property
+    def summary(self) -> str:
+        err = self.error or {}
+        more = f" (+{err['errors'] - 1} more)" if err.get("errors", 1) > 1 else ""
+        where = f"{err['file']}:{err['line']}:{err['column']}: " if err.get("file") else ""
+        return f"{where}{err.get('message', '')}{more}"
+
+
+class Engine:
+    """Turns commits into steps. Pure: reads git, never Redis."""
+
+    def __init__(self, mirror: Mirror, *, jobs: int = 1) -> None:
+        self.mirror = mirror
+        self.jobs = jobs
+
+    def _entries(self, applied: Applied, commit: str) -> list[Entry] | None:
+        """The commit's config entries, patched from the applied tree by ``git diff-tree``
+        (cost follows the change, not the repository); None when a full listing is needed."""
+        if applied.report is None or applied.commit is None or not self.mirror.has_commit(
+                applied.commit):
+            return None
+        entries = dict(applied.report.entries)
+        for change in self.mirror.diff_tree(applied.commit, commit, CONFIG_PATHS):
+            if change.status == "D":
+                entries.pop(change.path, None)
+            else:  # size unknown here: limits are checked after reading
+                entries[change.path] = Entry(change.path, 0, git_kind(change.mode), change.sha)
+        return list(entries.values())
+
+    def step(self, applied: Applied, info: CommitInfo) -> Step:
+        entries = self._entries(applied, info.sha)
+        source = GitSource(self.mirror, info.sha, entries)
+        report = check_tree(source, jobs=self.jobs,
+                            previous=applied.report if entries is not None else None)
+        errors = report.errors
+        if errors:
+            first = errors[0]
+            return Step(info, None, error={
+                "commit": info.sha, "file": first.path, "line": first.line,
+                "column": first.column, "message": first.message, "errors": len(errors)})
+        deleted = [a for a in applied.versions if a not in report.configs]
+        if (len(deleted) >= 2 and 2 * len(deleted) > len(applied.versions)
+                and not report.settings.allow_mass_delete):
+            return Step(info, None, error={
+                "commit": info.sha, "file": SETTINGS_FILE, "line": 1, "column": 1, "errors": 1,
+                "message": f"refusing to delete {len(deleted)} of {len(applied.versions)} agents "
+                           "in one commit; set `allow_mass_delete: true` to allow it"})
+        versions = dict(applied.versions)
+        last = dict(applied.last_version)
+        before = applied.report.configs if applied.report is not None else {}
+        upserts = []
+        synced_at = utcnow()
+        for agent_id, config in report.configs.items():
+            if config is before.get(agent_id):
+                continue  # reused by the incremental check: unchanged
+            digest = checksum(config)
+            held = versions.get(agent_id)
+            if held is not None and held[1] == digest:
+                continue
+            version = last.get(agent_id, 0) + 1
+            versions[agent_id] = (version, digest)
+            last[agent_id] = version
+            upserts.append(Snapshot(agent_id, version, digest, config, info.sha, info.author,
+                                    info.committed_at, info.message, synced_at))
+        gone = [(agent_id, versions.pop(agent_id)[0]) for agent_id in deleted]
+        new = Applied(info.sha, report, versions, last, applied.revision + 1)
+        return Step(info, new, upserts, gone)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    head: str
+    applied: bool  # the head is what Redis serves (False: the head was rejected)
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2 ** self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)  # noqa: S311 (jitter, not security)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Daemon:
+    """Keeps one namespace in Redis in step with one branch."""
+
+    def __init__(self, *, mirror: Mirror, store: Store, branch: str = "main", keep: int = 100,
+                 jobs: int = 1) -> None:
+        self.mirror = mirror
+        self.store = store
+        self.branch = branch
+        self.keep = keep
+        self.engine = Engine(mirror, jobs=jobs)
+        self.applied: Applied | None = None
+        self.epoch: str | None = None
+        self.recent: dict[str, Applied] = {}  # steps we computed, by commit: reused on a lost race
+        self.stopping = threading.Event()
+        self.source = redact_url(mirror.url)
+
+    # -- one poll ---------------------------------------------------------------------------
+
+    def sync(self) -> SyncResult:
+        """Fetch, then catch up to the branch head. Raises GitError or redis errors."""
+        self.mirror.fetch(self.branch)
+        return self.catch_up(self.mirror.head(self.branch))
+
+    def catch_up(self, head: str) -> SyncResult:
+        while True:
+            state = self.store.state()
+            if "seen" not in state:
+                if self.rebuild(head):
+                    return self._result(head)
+                continue
+            self._load(state)
+            seen = state["seen"]
+            if seen != head:
+                if self.mirror.is_ancestor(seen, head):
+                    commits = self.mirror.first_parent_log(seen, head)
+                else:
+                    logger.warning(kv("force_push", branch=self.branch, seen=seen[:12],
+                                      head=head[:12], applied=state.get("commit", "")[:12]))
+                    commits = [self.mirror.commit_info(head)]
+                if not self._walk(commits, seen):
+                    continue  # another daemon moved the state: read it again
+            self.store.heartbeat(utcnow())
+            return self._result(head)
+
+    def _result(self, head: str) -> SyncResult:
+        return SyncResult(head, self.store.state().get("commit") == head)
+
+    def _walk(self, commits: list[CommitInfo], seen: str) -> bool:
+        for info in commits:
+            if self.stopping.is_set():
+                return True
+            if not self.apply(info, seen):
+                return False
+            seen = info.sha
+        return True
+
+    def apply(self, info: CommitInfo, expected_seen: str) -> bool:
+        """Write one commit's step; False when another writer moved ``state.seen`` first."""
+        assert self.applied is not None and self.epoch is not None
+        step = self.engine.step(self.applied, info)
+        if step.applied is None:
+            write = Write({"seen": info.sha, "last_error": json.dumps(step.error)},
+                          events=[Event("rejected", info.sha, self.applied.revision, self.epoch,
+                                        error=step.summary)])
+            if not self.store.commit_transaction(write, expected_seen=expected_seen):
+                return False
+            logger.error(kv("rejected", commit=info.sha[:12], error=step.summary))
+            return True
+        new = step.applied
+        self.recent[info.sha] = new
+        if len(self.recent) > 8:
+            self.recent.pop(next(iter(self.recent)))
+        write = Write(self._state_fields(new, info.sha),
+                      upserts=step.upserts, deletes=[a for a, _ in step.deleted],
+                      history={s.agent_id: [s] for s in step.upserts},
+                      trim={s.agent_id: s.version - self.keep for s in step.upserts},
+                      events=self._events(step, new))
+        if not self.store.commit_transaction(write, expected_seen=expected_seen):
+            return False
+        self.applied = new
+        logger.info(kv("applied", commit=info.sha[:12], revision=new.revision,
+                       updated=len(step.upserts), deleted=len(step.deleted),
+                       author=info.author.split(" <")[0], message=info.message))
+        return True
+
+    def _state_fields(self, applied: Applied, seen: str, last_error: str = "") -> dict[str, str]:
+        now = utcnow()
+        return {"commit": applied.commit or "", "seen": seen, "revision": str(applied.revision),
+                "epoch": self.epoch or "", "branch": self.branch, "source": self.source,
+                "applied_at": now, "heartbeat_at": now, "last_error": last_error}
+
+    def _events(self, step: Step, new: Applied) -> list[Event]:
+        assert self.epoch is not None
+        events = [Event("updated", step.info.sha, new.revision, self.epoch, s.agent_id, s.version,
+                        s.checksum) for s in step.upserts]
+        events += [Event("deleted", step.info.sha, new.revision, self.epoch, agent_id, version)
+                   for agent_id, version in step.deleted]
+        return events
+
+    def _load(self, state: dict[str, str]) -> None:
+        """Make :attr:`applied` match ``state.commit`` (another daemon, or a restart)."""
+        commit = state.get("commit") or None
+        if (self.applied is not None and self.applied.commit == commit
+                and self.epoch == state.get("epoch")):
+            return
+        self.epoch = state.get("epoch", "")
+        known = self.recent.get(commit or "")
+        current = self.store.current()
+        versions = {a: (s.version, s.checksum) for a, s in current.items()}
+        if known is not None and known.versions == versions:
+            self.applied = known
+            return
+        last = self.store.last_versions()
+        for agent_id, (version, _) in versions.items():
+            last[agent_id] = max(version, last.get(agent_id, 0))
+        report = None
+        if commit is not None and self.mirror.has_commit(commit):
+            report = check_tree(GitSource(self.mirror, commit), jobs=self.engine.jobs)
+        self.applied = Applied(commit, report, versions, last, int(state.get("revision", 0)))
+        logger.info(kv("loaded", commit=(commit or "")[:12], agents=len(versions),
+                       revision=self.applied.revision))
+
+    def rebuild(self, head: str) -> bool:
+        """Rebuild the whole state from the branch history in memory; write it at once."""
+        started = time.monotonic()
+        applied = Applied()
+        history: dict[str, deque[Snapshot]] = {}
+        last_error = ""
+        for info in self.mirror.first_parent_log(None, head):
+            step = self.engine.step(applied, info)
+            if step.applied is None:
+                last_error = json.dumps(step.error)
+                continue
+            applied, last_error = step.applied, ""
+            for snapshot in step.upserts:
+                history.setdefault(snapshot.agent_id,
+                                   deque(maxlen=self.keep)).append(snapshot)
+        self.epoch = uuid.uuid4().hex
+        current = [history[agent_id][-1] for agent_id in sorted(applied.versions)]
+        write = Write(self._state_fields(applied, head, last_error), upserts=current,
+                      history={a: list(s) for a, s in history.items()},
+                      events=[Event("rebuilt", applied.commit or "", applied.revision,
+                                    self.epoch)], replace_all=True)
+        if not self.store.commit_transaction(write, expected_seen=None):
+            self.applied = None
+            return False
+        self.applied = applied
+        logger.info(kv("rebuilt", commit=(applied.commit or "")[:12], agents=len(current),
+                       revision=applied.revision, epoch=self.epoch,
+                       seconds=f"{time.monotonic() - started:.2f}"))
+        return True
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, *, interval: float = 10.0, once: bool = False) -> int:
+        """Poll until stopped (SIGTERM/SIGINT: finish the commit in hand, exit 0). With
+        ``once``: sync to the head, then return 0 when it applied, 1 when it was rejected."""
+        backoff = Backoff()
+        failing: str | None = None
+        while not self.stopping.is_set():
+            try:
+                result = self.sync()
+            except (GitError, redis.RedisError, OSError) as exc:
+                what = "redis_unavailable" if isinstance(exc, redis.RedisError) else (
+                    "remote_unreachable" if isinstance(exc, GitError) else "io_error")
+                if once:
+                    raise ConfigsyncError(_redis_hint(exc) if what == "redis_unavailable"
+                                          else str(exc)) from exc
+                delay = backoff.next()
+                if failing != what:  # log on state changes, not on every attempt
+                    logger.warning(kv(what, error=str(exc), retrying=f"{delay:.1f}s"))
+                    failing = what
+                self.stopping.wait(delay)
+                continue
+            if failing is not None:
+                logger.info(kv("recovered", was=failing, head=result.head[:12]))
+                failing = None
+                backoff.reset()
+            if once:
+                return 0 if result.applied else 1
+            self.stopping.wait(interval)
+        logger.info(kv("stopped"))
+        return 0
+
+    def install_signal_handlers(self) -> None:
+        """First SIGTERM/SIGINT: stop after the commit in hand. Second: exit at once."""
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self.stopping.is_set():
+                raise SystemExit(128 + signum)
+            logger.info(kv("stopping", signal=signal.Signals(signum).name))
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+
+def _redis_hint(exc: BaseException) -> str:
+    return f"redis: {exc} (is Redis running, and the URL right?)"
