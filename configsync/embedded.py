@@ -77,9 +77,10 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         try:
             while True:
-                try:
-                    client.ping()
-                    return self
+                try:  # answered by our process, not by another server on that port
+                    if client.info("server")["process_id"] == self.process.pid:
+                        return self
+                    raise redis.ConnectionError("another server answers on this port")
                 except redis.ConnectionError:
                     if self.process.poll() is not None or time.monotonic() > deadline:
                         raise ConfigsyncError(

@@ -180,14 +180,24 @@ class Daemon:
         return self.catch_up(self.mirror.head(self.branch))
 
     def catch_up(self, head: str) -> SyncResult:
+        """Apply the commits after ``state.seen`` up to ``head`` (a commit in the mirror)."""
+        refetched = False
         while True:
             state = self.store.state()
             if "seen" not in state:
                 if self.rebuild(head):
                     return self._result(head)
                 continue
-            self._load(state)
             seen = state["seen"]
+            if seen != head and not refetched and not self.mirror.has_commit(seen):
+                # Another daemon applied a commit this mirror has not fetched: fetch before
+                # deciding, or a stale clone would look like a force-push (invariant 5).
+                self.mirror.fetch(self.branch)
+                head, refetched = self.mirror.head(self.branch), True
+                continue
+            if seen != head and self.mirror.is_ancestor(head, seen):
+                return self._result(head)  # our head is behind what is served: never regress
+            self._load(state)
             if seen != head:
                 if self.mirror.is_ancestor(seen, head):
                     commits = self.mirror.first_parent_log(seen, head)

@@ -7,13 +7,19 @@ date, so commits are reproducible.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import sys
 import textwrap
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+import redis
+
+from configsync.embedded import RedisServer
 
 FIXED_DATE = "2026-01-02T03:04:05+00:00"
 
@@ -50,6 +56,16 @@ def clean_environ(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "cy@example.com")
     monkeypatch.setenv("GIT_AUTHOR_DATE", FIXED_DATE)
     monkeypatch.setenv("GIT_COMMITTER_DATE", FIXED_DATE)
+
+
+@pytest.fixture(autouse=True)
+def reset_logging() -> Iterator[None]:
+    """The CLI points configsync's logger at the stderr of its moment; undo that after a test."""
+    yield
+    log = logging.getLogger("configsync")
+    log.handlers.clear()
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
 
 
 def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
@@ -98,3 +114,88 @@ def git_tree(tree: Path) -> Iterator[GitTree]:
     repo = GitTree(tree)
     repo.commit("initial configs")
     yield repo
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free port (never the machine's 6379), killed at the end."""
+    server = RedisServer(tmp_path / "redis", persist=False).start()
+    assert server.port != 6379
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+class Remote:
+    """A bare "remote" repository and a clone that commits and pushes, as a user would."""
+
+    def __init__(self, root: Path) -> None:
+        self.url = str(root / "remote.git")
+        self.work = root / "work"
+        root.mkdir(parents=True, exist_ok=True)
+        git(root, "init", "-q", "--bare", "-b", "main", self.url)
+        git(root, "clone", "-q", self.url, str(self.work))
+        git(self.work, "checkout", "-q", "-B", "main")
+
+    def write(self, files: Mapping[str, str | bytes]) -> None:
+        write_tree(self.work, files)
+
+    def delete(self, *paths: str) -> None:
+        git(self.work, "rm", "-q", "-r", *paths)
+
+    def commit(self, message: str = "change", files: Mapping[str, str | bytes] | None = None,
+               **env: str) -> str:
+        if files:
+            self.write(files)
+        git(self.work, "add", "-A")
+        subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", message], cwd=self.work,
+                       check=True, capture_output=True, env={**os.environ, **env})
+        return git(self.work, "rev-parse", "HEAD").strip()
+
+    def push(self, *, force: bool = False) -> None:
+        git(self.work, "push", "-q", *(["--force"] if force else []), "origin", "HEAD:main")
+
+    def commit_push(self, message: str = "change",
+                    files: Mapping[str, str | bytes] | None = None, **env: str) -> str:
+        sha = self.commit(message, files, **env)
+        self.push()
+        return sha
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Remote:
+    """A remote whose main branch holds a valid config repo with agents a and b."""
+    repo = Remote(tmp_path / "git")
+    repo.commit_push("initial configs", {
+        "configsync.yaml": SETTINGS,
+        "agents/a.yaml": "system_prompt: You are A.\nmodel: gpt-4o\n",
+        "agents/b.yaml": "system_prompt: You are B.\nmodel: gpt-4o-mini\ntools: [search]\n",
+    })
+    return repo
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0,
+               interval: float = 0.02) -> None:
+    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def spawn_daemon(remote: Remote, redis_url: str, namespace: str, workdir: Path, *,
+                 interval: float = 0.05, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """``configsync sync`` as a real process, logging to workdir/daemon.log."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = (workdir / "daemon.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "configsync", "sync", "--repo", remote.url, "--redis", redis_url,
+         "--namespace", namespace, "--interval", str(interval), "--workdir", str(workdir),
+         *extra], stdout=log, stderr=log, stdin=subprocess.DEVNULL)

@@ -1,0 +1,465 @@
+"""The sync daemon against a real redis-server and real git remotes (DESIGN.md invariants)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from configsync.embedded import RedisServer
+from configsync.git import Mirror
+from configsync.snapshot import checksum
+from configsync.store import Store
+from configsync.sync import Daemon
+
+from .conftest import SETTINGS, Remote, git, spawn_daemon, wait_until
+
+A1 = "system_prompt: You are A.\nmodel: gpt-4o\n"
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path, redis_client: redis.Redis) -> Iterator[Any]:
+    made: list[Daemon] = []
+
+    def make(remote: Remote, *, namespace: str = "test", keep: int = 100,
+             url: str | None = None) -> Daemon:
+        mirror = Mirror(tmp_path / f"mirror-{len(made)}", url or remote.url)
+        daemon = Daemon(mirror=mirror, store=Store(redis_client, namespace), keep=keep)
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.mirror.close()
+
+
+def content(store: Store) -> dict[str, Any]:
+    """Everything in a namespace that must not depend on timing or on the epoch's random id."""
+    state = {k: v for k, v in store.state().items()
+             if k not in ("applied_at", "heartbeat_at", "epoch")}
+    current = {a: {**json.loads(s.to_json()), "synced_at": None}
+               for a, s in store.current().items()}
+    history = {key.rsplit(":", 1)[-1]: sorted(store.history(key.split(":history:")[1]))
+               for key in store.history_keys()}
+    events = [{k: v for k, v in e.items() if k != "epoch"} for e in store.events()]
+    return {"state": state, "current": current, "history": history, "events": events}
+
+
+def versions(store: Store) -> dict[str, int]:
+    return {a: s.version for a, s in store.current().items()}
+
+
+def test_first_sync_rebuilds_from_history(remote: Remote, make_daemon: Any) -> None:
+    remote.commit_push("tune a", {"agents/a.yaml": A1 + "temperature: 0.1\n"})
+    head = remote.commit_push("tune b", {"agents/b.yaml": "system_prompt: B2\nmodel: gpt-4o\n"})
+    daemon = make_daemon(remote)
+    result = daemon.sync()
+    assert (result.head, result.applied) == (head, True)
+    store = daemon.store
+    state = store.state()
+    assert (state["commit"], state["seen"], state["revision"]) == (head, head, "3")
+    assert (state["branch"], state["source"], state["last_error"]) == ("main", remote.url, "")
+    assert len(state["epoch"]) == 32 and state["heartbeat_at"].endswith("Z")
+    assert versions(store) == {"a": 2, "b": 2}
+    assert sorted(store.history("a")) == [1, 2]
+    events = store.events()
+    assert events == [{"type": "rebuilt", "agent_id": None, "version": None, "checksum": None,
+                       "commit": head, "revision": 3, "epoch": state["epoch"]}]
+    snapshot = store.current()["a"]
+    assert snapshot.config["temperature"] == 0.1
+    assert snapshot.checksum == checksum(snapshot.config)
+    assert (snapshot.author, snapshot.message) == ("Ada Author <ada@example.com>", "tune a")
+    assert snapshot.committed_at == "2026-01-02T03:04:05+00:00"
+
+
+def test_no_ff_merge_is_one_version_naming_the_merge(remote: Remote, make_daemon: Any) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    git(remote.work, "checkout", "-q", "-b", "feature")
+    remote.commit("feature 1", {"agents/a.yaml": A1 + "temperature: 0.2\n"})
+    remote.commit("feature 2", {"agents/a.yaml": A1 + "temperature: 0.3\n"})
+    git(remote.work, "checkout", "-q", "main")
+    git(remote.work, "-c", "user.name=Mia Merger", "-c", "user.email=mia@example.com",
+        "merge", "-q", "--no-ff", "-m", "Merge feature", "feature")
+    env_author = {"GIT_AUTHOR_NAME": "Mia Merger", "GIT_AUTHOR_EMAIL": "mia@example.com"}
+    assert env_author  # the merge's author comes from -c user.*; GIT_AUTHOR_* is pinned
+    merge = git(remote.work, "rev-parse", "HEAD").strip()
+    remote.push()
+    before = daemon.store.events()
+    daemon.sync()
+    snapshot = daemon.store.current()["a"]
+    assert (snapshot.version, snapshot.commit, snapshot.message) == (2, merge, "Merge feature")
+    assert snapshot.author == git(remote.work, "log", "-1", "--format=%an <%ae>").strip()
+    new = daemon.store.events()[len(before):]
+    assert [(e["type"], e["agent_id"], e["version"], e["commit"]) for e in new] == [
+        ("updated", "a", 2, merge)]
+
+
+def test_commits_pushed_at_once_apply_in_order(remote: Remote, make_daemon: Any) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    shas = [remote.commit(f"t{i}", {"agents/a.yaml": A1 + f"temperature: 0.{i}\n"},
+                          GIT_AUTHOR_NAME=f"Dev {i}") for i in (1, 2, 3)]
+    remote.push()
+    daemon.sync()
+    history = daemon.store.history("a")
+    assert [(v, s.commit, s.author.split(" <")[0]) for v, s in sorted(history.items())][1:] == [
+        (2, shas[0], "Dev 1"), (3, shas[1], "Dev 2"), (4, shas[2], "Dev 3")]
+    updated = [e for e in daemon.store.events() if e["type"] == "updated"]
+    assert [(e["version"], e["commit"], e["revision"]) for e in updated] == [
+        (2, shas[0], 2), (3, shas[1], 3), (4, shas[2], 4)]
+    assert daemon.store.state()["revision"] == "4"
+
+
+def test_revert_is_a_new_version_with_the_old_checksum(remote: Remote,
+                                                       make_daemon: Any) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    remote.commit_push("bad idea", {"agents/a.yaml": A1 + "temperature: 1.9\n"})
+    daemon.sync()
+    git(remote.work, "revert", "--no-edit", "HEAD")
+    remote.push()
+    daemon.sync()
+    history = daemon.store.history("a")
+    assert sorted(history) == [1, 2, 3]
+    assert history[3].checksum == history[1].checksum != history[2].checksum
+    assert history[3].message.startswith('Revert "bad idea"')
+
+
+def test_invalid_commit_is_rejected_then_fixed(remote: Remote, make_daemon: Any,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    good = daemon.store.state()["commit"]
+    served = daemon.store.current()
+    bad = remote.commit_push("break a", {"agents/a.yaml": A1 + "temperature: 3.5\n",
+                                         "agents/b.yaml": "system_prompt: B2\nmodel: gpt-4o\n"})
+    with caplog.at_level(logging.ERROR, logger="configsync"):
+        result = daemon.sync()
+    assert (result.head, result.applied) == (bad, False)
+    state = daemon.store.state()
+    assert (state["commit"], state["seen"], state["revision"]) == (good, bad, "1")
+    assert json.loads(state["last_error"]) == {
+        "commit": bad, "file": "agents/a.yaml", "line": 3, "column": 14, "errors": 1,
+        "message": "temperature: must be at most 2 (got 3.5)"}
+    assert daemon.store.current() == served  # the last good state keeps serving
+    rejected = daemon.store.events()[-1]
+    assert (rejected["type"], rejected["commit"], rejected["error"]) == (
+        "rejected", bad, "agents/a.yaml:3:14: temperature: must be at most 2 (got 3.5)")
+    assert "event=rejected" in caplog.text and bad[:12] in caplog.text
+    events = len(daemon.store.events())
+    daemon.sync()  # examined once, not at every poll
+    assert len(daemon.store.events()) == events
+    fix = remote.commit_push("fix a", {"agents/a.yaml": A1 + "temperature: 1.5\n"})
+    assert daemon.sync().applied
+    state = daemon.store.state()
+    assert (state["commit"], state["seen"], state["last_error"]) == (fix, fix, "")
+    current = daemon.store.current()
+    # b's change from the rejected commit arrives with the fix, under the fix's commit
+    assert (current["b"].version, current["b"].commit, current["b"].config["system_prompt"]) == (
+        2, fix, "B2")
+    assert (current["a"].version, current["a"].config["temperature"]) == (2, 1.5)
+
+
+def test_base_and_prompt_changes_reach_every_dependent(remote: Remote,
+                                                       make_daemon: Any) -> None:
+    remote.commit_push("bases", {
+        "agents/base.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o\n",
+        "agents/kids/c.yaml": "extends: base\ntemperature: 0.1\n",
+        "agents/kids/d.yaml": "extends: kids/c\n",
+        "prompts/p.md": "Prompt one.\n",
+    })
+    daemon = make_daemon(remote)
+    daemon.sync()
+    assert versions(daemon.store) == {"a": 1, "b": 1, "base": 1, "kids/c": 1, "kids/d": 1}
+    remote.commit_push("new prompt", {"prompts/p.md": "Prompt two.\n"})
+    daemon.sync()
+    assert versions(daemon.store) == {"a": 1, "b": 1, "base": 2, "kids/c": 2, "kids/d": 2}
+    assert daemon.store.current()["kids/d"].config["system_prompt"] == "Prompt two.\n"
+    remote.commit_push("base tweak", {
+        "agents/base.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o-mini\n"})
+    daemon.sync()
+    assert versions(daemon.store) == {"a": 1, "b": 1, "base": 3, "kids/c": 3, "kids/d": 3}
+    remote.commit_push("middle tweak", {"agents/kids/c.yaml": "extends: base\n"})
+    daemon.sync()
+    assert versions(daemon.store) == {"a": 1, "b": 1, "base": 3, "kids/c": 4, "kids/d": 4}
+    remote.commit_push("settings", {"configsync.yaml": SETTINGS + "allow_mass_delete: false\n"})
+    daemon.sync()  # settings re-validate everything; no config changed, so no new version
+    assert versions(daemon.store) == {"a": 1, "b": 1, "base": 3, "kids/c": 4, "kids/d": 4}
+    assert daemon.store.state()["revision"] == "6"
+
+
+def test_unrelated_commit_moves_state_but_no_versions(remote: Remote, make_daemon: Any) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    events = len(daemon.store.events())
+    head = remote.commit_push("docs", {"README.md": "docs\n", "agents/notes.txt": "x\n"})
+    daemon.sync()
+    assert daemon.store.state()["commit"] == head
+    assert len(daemon.store.events()) == events
+    assert versions(daemon.store) == {"a": 1, "b": 1}
+
+
+def test_deletion_and_return(remote: Remote, make_daemon: Any) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    remote.delete("agents/b.yaml")
+    gone = remote.commit_push("drop b")
+    daemon.sync()
+    assert "b" not in daemon.store.current()
+    assert sorted(daemon.store.history("b")) == [1]  # history stays
+    event = daemon.store.events()[-1]
+    assert (event["type"], event["agent_id"], event["version"], event["commit"]) == (
+        "deleted", "b", 1, gone)
+    remote.commit_push("b is back", {"agents/b.yaml": "system_prompt: B again\nmodel: gpt-4o\n"})
+    daemon.sync()
+    assert daemon.store.current()["b"].version == 2  # continues from its last version
+
+
+def test_mass_deletion_guard(remote: Remote, make_daemon: Any) -> None:
+    remote.commit_push("more", {"agents/c.yaml": A1, "agents/d.yaml": A1})
+    daemon = make_daemon(remote)
+    daemon.sync()
+    remote.delete("agents/a.yaml", "agents/b.yaml", "agents/c.yaml")
+    wipe = remote.commit_push("wipe")
+    assert not daemon.sync().applied
+    assert json.loads(daemon.store.state()["last_error"])["message"] == (
+        "refusing to delete 3 of 4 agents in one commit; set `allow_mass_delete: true` to "
+        "allow it")
+    assert len(daemon.store.current()) == 4
+    remote.commit_push("allow", {"configsync.yaml": SETTINGS + "allow_mass_delete: true\n"})
+    assert daemon.sync().applied
+    assert sorted(daemon.store.current()) == ["d"]
+    assert wipe
+
+
+def test_half_is_not_most(remote: Remote, make_daemon: Any) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    remote.delete("agents/a.yaml")
+    remote.commit_push("drop one of two")
+    assert daemon.sync().applied  # one deletion never trips the guard
+
+
+def test_force_push_syncs_in_one_step(remote: Remote, make_daemon: Any,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    remote.commit_push("v2", {"agents/a.yaml": A1 + "temperature: 0.2\n"})
+    remote.commit_push("v3", {"agents/a.yaml": A1 + "temperature: 0.3\n"})
+    daemon.sync()
+    git(remote.work, "reset", "-q", "--hard", "HEAD~2")
+    remote.commit("rewritten 1", {"agents/a.yaml": A1 + "temperature: 0.5\n"})
+    head = remote.commit("rewritten 2", {"agents/b.yaml": "system_prompt: B9\nmodel: gpt-4o\n"})
+    remote.push(force=True)
+    with caplog.at_level(logging.WARNING, logger="configsync"):
+        daemon.sync()
+    assert "event=force_push" in caplog.text
+    current = daemon.store.current()
+    assert (current["a"].version, current["a"].commit, current["a"].config["temperature"]) == (
+        4, head, 0.5)
+    assert (current["b"].version, daemon.store.state()["commit"]) == (2, head)
+
+
+def test_redis_flushed_rebuilds_the_same_versions(remote: Remote, make_daemon: Any,
+                                                  redis_client: redis.Redis) -> None:
+    daemon = make_daemon(remote)
+    for i in range(1, 4):
+        remote.commit_push(f"t{i}", {"agents/a.yaml": A1 + f"temperature: 0.{i}\n"})
+        daemon.sync()
+    remote.delete("agents/b.yaml")
+    remote.commit_push("drop b")
+    daemon.sync()
+    before = content(daemon.store)
+    epoch = daemon.store.state()["epoch"]
+    redis_client.flushall()
+    daemon.sync()
+    after = content(daemon.store)
+    assert after["current"] == before["current"]
+    assert after["history"] == before["history"]
+    assert after["state"] == before["state"]
+    assert daemon.store.state()["epoch"] != epoch
+    assert [e["type"] for e in daemon.store.events()] == ["rebuilt"]
+
+
+def test_keep_trims_history(remote: Remote, make_daemon: Any) -> None:
+    daemon = make_daemon(remote, keep=2)
+    daemon.sync()
+    for i in range(1, 5):
+        remote.commit_push(f"t{i}", {"agents/a.yaml": A1 + f"temperature: 0.{i}\n"})
+        daemon.sync()
+    assert sorted(daemon.store.history("a")) == [4, 5]
+    redis_client = daemon.store.redis
+    redis_client.flushall()
+    daemon.sync()
+    assert sorted(daemon.store.history("a")) == [4, 5]
+
+
+def test_a_second_daemon_picks_up_where_the_first_stopped(remote: Remote,
+                                                          make_daemon: Any) -> None:
+    first = make_daemon(remote)
+    first.sync()
+    remote.commit_push("t1", {"agents/a.yaml": A1 + "temperature: 0.1\n"})
+    second = make_daemon(remote)
+    second.sync()
+    first.sync()
+    assert versions(first.store) == {"a": 2, "b": 1}
+    updated = [e for e in first.store.events() if e["type"] == "updated"]
+    assert len(updated) == 1
+
+
+def test_stale_daemon_cannot_regress(remote: Remote, make_daemon: Any) -> None:
+    ahead = make_daemon(remote)
+    stale = make_daemon(remote)
+    ahead.sync()
+    stale.sync()
+    head = remote.commit_push("t1", {"agents/a.yaml": A1 + "temperature: 0.1\n"})
+    ahead.sync()
+    # the stale daemon's clone never sees the new head: it must not write its older view
+    stale.catch_up(stale.mirror.head("main"))
+    assert ahead.store.state()["commit"] == head
+    assert versions(ahead.store) == {"a": 2, "b": 1}
+
+
+def test_unreachable_remote_is_a_clear_error(remote: Remote, make_daemon: Any,
+                                             tmp_path: Path) -> None:
+    from configsync.errors import GitError
+
+    daemon = make_daemon(remote, url="https://user:s3cret@127.0.0.1:9/nope.git")
+    with pytest.raises(GitError) as info:
+        daemon.sync()
+    assert "s3cret" not in str(info.value)
+    assert str(info.value).startswith("git fetch https://127.0.0.1:9/nope.git main failed:")
+    assert str(info.value).endswith("(is the remote reachable and the branch name right?)")
+    config = (tmp_path / "mirror-0" / "config").read_text()
+    assert "s3cret" not in config and not (tmp_path / "mirror-0" / "FETCH_HEAD").exists()
+
+
+# -- faults, crashes, races and memory ------------------------------------------------------
+
+def _history_of_changes(remote: Remote, count: int, rng: random.Random) -> str:
+    """Push ``count`` commits: edits, an invalid commit, a deletion and a return."""
+    head = ""
+    for i in range(count):
+        agent = f"agents/n{i % 5}.yaml"
+        if i == count // 2:
+            head = remote.commit(f"c{i} invalid", {agent: A1 + "temperature: 9\n"})
+        elif i == count // 2 + 5 and (remote.work / "agents/n4.yaml").exists():
+            remote.delete("agents/n4.yaml")
+            head = remote.commit(f"c{i} drop n4")
+        else:
+            head = remote.commit(f"c{i}", {
+                agent: A1 + f"temperature: {rng.randint(0, 20) / 10}\n"})
+    remote.push()
+    return head
+
+
+def test_sigkill_at_random_points_loses_nothing(remote: Remote, make_daemon: Any,
+                                                redis_server: Any, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    clean, killed = make_daemon(remote, namespace="clean"), make_daemon(remote, namespace="kill")
+    clean.sync()
+    killed.sync()
+    head = _history_of_changes(remote, 100, rng)
+    kills = 0
+    while killed.store.state()["seen"] != head:
+        proc = spawn_daemon(remote, redis_server.url, "kill", tmp_path / "wd", interval=0.05)
+        time.sleep(rng.uniform(0.3, 0.9))
+        proc.kill()
+        proc.wait()
+        kills += 1
+        assert kills < 60, "the daemon never caught up"
+    clean.sync()
+    assert kills >= 2  # really interrupted, more than once
+    assert content(killed.store) == content(clean.store)
+    updates = [(e["agent_id"], e["version"]) for e in killed.store.events()
+               if e["type"] in ("updated", "deleted")]
+    assert len(updates) == len(set(updates))
+
+
+def test_two_daemons_racing_write_what_one_would(remote: Remote, make_daemon: Any,
+                                                 redis_server: Any, tmp_path: Path) -> None:
+    rng = random.Random(11)
+    clean = make_daemon(remote, namespace="clean")
+    clean.sync()
+    procs = [spawn_daemon(remote, redis_server.url, "race", tmp_path / f"wd{i}", interval=0.01)
+             for i in range(2)]
+    watcher = make_daemon(remote, namespace="race")
+    try:
+        wait_until(lambda: "seen" in watcher.store.state())
+        head = ""
+        for i in range(50):
+            head = remote.commit_push(f"r{i}", {
+                f"agents/n{i % 4}.yaml": A1 + f"temperature: {rng.randint(0, 20) / 10}\n"})
+        wait_until(lambda: watcher.store.state().get("seen") == head)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            assert proc.wait(timeout=20) == 0
+    clean.sync()
+    assert content(watcher.store) == content(clean.store)
+    events = [(e["type"], e["agent_id"], e["version"]) for e in watcher.store.events()]
+    assert len(events) == len(set(events))
+    logs = [(tmp_path / f"wd{i}" / "daemon.log").read_text() for i in range(2)]
+    assert all("event=stopped" in log for log in logs)
+
+
+def test_redis_down_mid_run_applies_when_it_returns(remote: Remote, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    server = RedisServer(tmp_path / "persistent", persist=True).start()
+    client = redis.Redis.from_url(server.url, socket_timeout=2)
+    daemon = Daemon(mirror=Mirror(tmp_path / "m", remote.url), store=Store(client, "test"))
+    runner = threading.Thread(target=daemon.run, kwargs={"interval": 0.05}, daemon=True)
+    try:
+        with caplog.at_level(logging.INFO, logger="configsync"):
+            runner.start()
+            wait_until(lambda: "seen" in daemon.store.state())
+            server.kill()
+            head = remote.commit_push("while down", {"agents/a.yaml": A1 + "temperature: 1\n"})
+            wait_until(lambda: "event=redis_unavailable" in caplog.text)
+            time.sleep(0.5)  # several failed attempts, still one log line
+            server.start()
+            wait_until(lambda: daemon.store.state().get("commit") == head)
+            wait_until(lambda: "event=recovered" in caplog.text)
+        assert caplog.text.count("event=redis_unavailable") == 1
+        assert daemon.store.current()["a"].version == 2
+    finally:
+        daemon.stopping.set()
+        runner.join(timeout=20)
+        server.kill()
+        daemon.mirror.close()
+    assert not runner.is_alive()
+
+
+def test_memory_stays_flat_over_2000_cycles(remote: Remote, make_daemon: Any) -> None:
+    daemon = make_daemon(remote)
+
+    def rss_kib() -> int:
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("VmRSS")).split()[1])
+
+    def cycles(count: int, offset: int) -> None:
+        for i in range(count):
+            if (offset + i) % 100 == 0:
+                remote.commit_push(f"m{offset + i}", {
+                    "agents/a.yaml": A1 + f"temperature: {(offset + i) % 200 / 100}\n"})
+            daemon.sync()
+
+    cycles(200, 0)  # warm up: caches, allocator arenas
+    gc.collect()
+    before = rss_kib()
+    cycles(2000, 200)
+    gc.collect()
+    after = rss_kib()
+    assert daemon.store.current()["a"].version > 10
+    assert after < before * 1.10, f"RSS grew from {before} KiB to {after} KiB"
