@@ -463,3 +463,38 @@ def test_memory_stays_flat_over_2000_cycles(remote: Remote, make_daemon: Any) ->
     after = rss_kib()
     assert daemon.store.current()["a"].version > 10
     assert after < before * 1.10, f"RSS grew from {before} KiB to {after} KiB"
+
+
+def test_incremental_checks_agree_with_full_checks(remote: Remote, make_daemon: Any) -> None:
+    from configsync.repo import GitSource
+    from configsync.validate import check_tree
+
+    daemon = make_daemon(remote)
+    daemon.sync()
+    steps: list[tuple[dict[str, str | bytes], list[str], bool]] = [
+        ({"agents/base.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o\n",
+          "prompts/p.md": "P1\n", "agents/k/c.yaml": "extends: base\n"}, [], True),
+        ({"prompts/p.md": "P2\n"}, [], True),
+        ({"agents/k/d.yml": "extends: k/c\ntools: [search]\n"}, [], True),
+        ({}, ["agents/base.yaml"], False),  # c and d lose their base: rejected
+        ({"agents/base.yaml": "system_prompt: inline\nmodel: gpt-4o-mini\n"}, [], True),
+        ({"agents/k/c.yaml": "extends: base\nsystem_prompt_file: prompts/p.md\n"}, [], True),
+        ({}, ["prompts/p.md"], False),  # c's prompt file is gone: rejected
+        ({"prompts/p.md": "P3\n", "configsync.yaml": SETTINGS + "limits: {max_file_bytes: 9999}\n"},
+         [], True),
+        ({"agents/a.yaml": "system_prompt: moved\nmodel: gpt-4o\n"}, ["agents/b.yaml"], True),
+    ]
+    for files, removed, ok in steps:
+        if removed:
+            remote.delete(*removed)
+        remote.commit_push("step", files)
+        assert daemon.sync().applied is ok
+        applied = daemon.applied
+        assert applied is not None and applied.report is not None
+        full = check_tree(GitSource(daemon.mirror, applied.commit or ""))
+        assert full.errors == []
+        assert applied.report.configs == full.configs
+        assert applied.report.chains == full.chains
+        assert applied.report.prompt_of == full.prompt_of
+        assert {a: v for a, (v, _) in applied.versions.items()} == versions(daemon.store)
+    assert versions(daemon.store) == {"a": 2, "base": 3, "k/c": 5, "k/d": 4}
