@@ -16,7 +16,8 @@ clone, generates agent files as bench/validate.py does, and measures in this one
 
 The naive baseline is the usual blog-post ``AgentConfigStore.put(agent_id, config)``:
 ``load_yaml`` + ``AgentConfig.model_validate`` per file, then ``r.set(key, json)`` and
-``r.publish(channel, json)`` per agent, with no incremental tricks.
+``r.publish(channel, json)`` per agent, with no incremental tricks. Prints a table and the
+targets; exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -358,13 +359,15 @@ def report(sizes: list[dict[str, Any]], pushes: list[float], big: int) -> bool:
         (f"initial {big}-agent sync under 5 s", top["initial"] < 5.0,
          f"{top['initial']:.2f} s"),
         (f"incremental under 100 ms at {big} agents", inc < 0.1, f"{inc * ms:.1f} ms"),
-        (f"incremental independent of repo size ({small} vs {big})", inc < 2 * small_inc + 0.005,
-         f"{small_inc * ms:.1f} -> {inc * ms:.1f} ms"),
+        # "independent": at most 25% (plus 2 ms of noise) more for the bigger repository
+        (f"incremental independent of repo size (<=+25%, {small} vs {big})",
+         inc <= 1.25 * small_inc + 0.002, f"{small_inc * ms:.1f} -> {inc * ms:.1f} ms"),
         (f"naive at least 20x slower at {big}", ratio >= 20, f"{ratio:.1f}x"),
     ]
     print("\ntargets:")
     for name, ok, got in checks:
-        print(f"  [{'ok' if ok else 'MISS'}] {name:<52}{got}")
+        mark = "[ok]" if ok else "[MISS]"
+        print(f"  {mark:<7}{name:<66}{got}")
     print("\nnotes:")
     for s in sizes:
         print(f"  initial sync includes fetching the whole repository into an empty mirror "

@@ -204,6 +204,13 @@ class Mirror(GitRepo):
         except GitError:
             raise GitError(f"branch {branch} was not fetched: does the remote have it?") from None
 
+    def has_branch(self, branch: str) -> bool:
+        try:
+            self.head(branch)
+        except GitError:
+            return False
+        return True
+
     def has_commit(self, sha: str) -> bool:
         try:
             self._git("cat-file", "-e", f"{sha}^{{commit}}")

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Snapshot", "canonical_json", "checksum"]
+__all__ = ["Record", "canonical_json", "checksum"]
 
 
 def canonical_json(value: Any) -> str:
@@ -21,8 +21,9 @@ def checksum(config: Any) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One version of one agent's fully resolved config, and the commit that made it."""
+class Record:
+    """One version of one agent as stored in Redis (its JSON is the contract's snapshot JSON):
+    the fully resolved config as plain data, and the commit that made it."""
 
     agent_id: str
     version: int
@@ -38,6 +39,6 @@ class Snapshot:
         return canonical_json(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Snapshot:
+    def from_json(cls, text: str | bytes) -> Record:
         data = json.loads(text)
         return cls(**{name: data[name] for name in cls.__dataclass_fields__})

@@ -3,7 +3,7 @@
 Keys (``ns`` is the namespace; the ``{ns}`` hash tag keeps a namespace in one cluster slot):
 
     configsync:{ns}:state               hash: commit, seen, revision, epoch, branch, source,
-                                        applied_at, heartbeat_at, last_error
+                                        applied_at, heartbeat_at, last_error, schema
     configsync:{ns}:current             hash: agent id -> snapshot JSON
     configsync:{ns}:history:<agent id>  hash: version -> snapshot JSON (the last N kept)
     configsync:{ns}:events              stream, field ``event`` -> event JSON (capped)
@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from .snapshot import Snapshot, canonical_json
+from .snapshot import Record, canonical_json
 
 __all__ = ["EVENTS_MAXLEN", "Event", "Keys", "Store"]
 
@@ -95,10 +95,10 @@ class Write:
     """Everything one step writes: applied in one transaction, or not at all."""
 
     state: dict[str, str]
-    upserts: list[Snapshot] = field(default_factory=list)
+    upserts: list[Record] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    history: Mapping[str, Sequence[Snapshot]] = field(default_factory=dict)
+    history: Mapping[str, Sequence[Record]] = field(default_factory=dict)
     trim: Mapping[str, int] = field(default_factory=dict)  # agent -> delete versions <= this
     replace_all: bool = False  # a rebuild: drop current and every history hash first
 
@@ -121,14 +121,14 @@ class Store:
         raw: Mapping[bytes, bytes] = self.redis.hgetall(self.keys.state)  # type: ignore[assignment]
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    def current(self) -> dict[str, Snapshot]:
+    def current(self) -> dict[str, Record]:
         raw: Mapping[bytes, bytes] = self.redis.hgetall(self.keys.current)  # type: ignore[assignment]
-        return {k.decode(): Snapshot.from_json(v) for k, v in raw.items()}
+        return {k.decode(): Record.from_json(v) for k, v in raw.items()}
 
-    def history(self, agent_id: str) -> dict[int, Snapshot]:
+    def history(self, agent_id: str) -> dict[int, Record]:
         raw: Mapping[bytes, bytes] = self.redis.hgetall(  # type: ignore[assignment]
             self.keys.history(agent_id))
-        return {int(k): Snapshot.from_json(v) for k, v in raw.items()}
+        return {int(k): Record.from_json(v) for k, v in raw.items()}
 
     def history_keys(self) -> list[str]:
         return [_text(k) or "" for k in self.redis.scan_iter(self.keys.history_pattern,
@@ -209,8 +209,8 @@ return 0
 """
 
 
-def snapshots_by_agent(snapshots: Iterable[Snapshot]) -> dict[str, list[Snapshot]]:
-    out: dict[str, list[Snapshot]] = {}
+def snapshots_by_agent(snapshots: Iterable[Record]) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = {}
     for snapshot in snapshots:
         out.setdefault(snapshot.agent_id, []).append(snapshot)
     return out

@@ -32,7 +32,7 @@ from .errors import ConfigsyncError, GitError
 from .git import CommitInfo, Mirror
 from .logs import kv, logger, redact_url
 from .repo import AGENTS_DIR, PROMPTS_DIR, SETTINGS_FILE, Entry, GitSource, git_kind
-from .snapshot import Snapshot, checksum
+from .snapshot import Record, checksum
 from .store import Event, Store, Write
 from .validate import Report, check_tree
 
@@ -62,7 +62,7 @@ class Step:
 
     info: CommitInfo
     applied: Applied | None
-    upserts: list[Snapshot] = field(default_factory=list)
+    upserts: list[Record] = field(default_factory=list)
     deleted: list[tuple[str, int]] = field(default_factory=list)
     error: dict[str, Any] | None = None
 
@@ -128,7 +128,7 @@ class Engine:
             version = last.get(agent_id, 0) + 1
             versions[agent_id] = (version, digest)
             last[agent_id] = version
-            upserts.append(Snapshot(agent_id, version, digest, config, info.sha, info.author,
+            upserts.append(Record(agent_id, version, digest, config, info.sha, info.author,
                                     info.committed_at, info.message, synced_at))
         gone = [(agent_id, versions.pop(agent_id)[0]) for agent_id in deleted]
         new = Applied(info.sha, report, versions, last, applied.revision + 1)
@@ -253,9 +253,11 @@ class Daemon:
 
     def _state_fields(self, applied: Applied, seen: str, last_error: str = "") -> dict[str, str]:
         now = utcnow()
+        schema = applied.report.settings.schema_ if applied.report is not None else None
         return {"commit": applied.commit or "", "seen": seen, "revision": str(applied.revision),
                 "epoch": self.epoch or "", "branch": self.branch, "source": self.source,
-                "applied_at": now, "heartbeat_at": now, "last_error": last_error}
+                "applied_at": now, "heartbeat_at": now, "last_error": last_error,
+                "schema": schema or ""}
 
     def _events(self, step: Step, new: Applied) -> list[Event]:
         assert self.epoch is not None
@@ -292,7 +294,7 @@ class Daemon:
         """Rebuild the whole state from the branch history in memory; write it at once."""
         started = time.monotonic()
         applied = Applied()
-        history: dict[str, deque[Snapshot]] = {}
+        history: dict[str, deque[Record]] = {}
         last_error = ""
         for info in self.mirror.first_parent_log(None, head):
             step = self.engine.step(applied, info)

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 
 from .embedded import RedisServer, free_port
-from .errors import ConfigsyncError, UsageError
+from .errors import ConfigsyncError, GitError, UsageError
 from .git import GitRepo, Mirror
 from .loader import YamlError, load_yaml
 from .logs import configure, kv, logger, redact_url
@@ -85,7 +85,12 @@ def run_sync(args: argparse.Namespace) -> int:
         stack.callback(client.close)
         namespace = args.namespace
         if namespace is None:
-            mirror.fetch(args.branch)
+            try:
+                mirror.fetch(args.branch)
+            except GitError as exc:  # the daemon retries; the mirror may know the branch
+                if args.once or not mirror.has_branch(args.branch):
+                    raise
+                logger.warning(kv("remote_unreachable", error=str(exc)))
             namespace = _namespace(mirror, args.branch)
         daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=args.branch,
                         keep=args.keep, jobs=os.cpu_count() or 1)

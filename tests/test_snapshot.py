@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from configsync.snapshot import Snapshot, canonical_json, checksum
+from configsync.snapshot import Record, canonical_json, checksum
 
 
 def test_canonical_json_ignores_key_order() -> None:
@@ -16,6 +16,6 @@ def test_canonical_json_ignores_key_order() -> None:
 
 
 def test_snapshot_round_trip() -> None:
-    snap = Snapshot("a", 2, "x", {"model": "m"}, "c", "A <a@b>", "t1", "msg", "t2")
-    assert Snapshot.from_json(snap.to_json()) == snap
-    assert Snapshot.from_json(snap.to_json().encode()) == snap
+    snap = Record("a", 2, "x", {"model": "m"}, "c", "A <a@b>", "t1", "msg", "t2")
+    assert Record.from_json(snap.to_json()) == snap
+    assert Record.from_json(snap.to_json().encode()) == snap

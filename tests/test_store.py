@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import redis
 
-from configsync.snapshot import Snapshot
+from configsync.snapshot import Record
 from configsync.store import Event, Keys, Store, Write
 
 
-def snap(agent_id: str, version: int) -> Snapshot:
-    return Snapshot(agent_id, version, "c" * 64, {"model": "m"}, "abc", "A <a@b>",
+def snap(agent_id: str, version: int) -> Record:
+    return Record(agent_id, version, "c" * 64, {"model": "m"}, "abc", "A <a@b>",
                     "2026-01-01T00:00:00+00:00", "msg", "2026-01-01T00:00:01Z")
 
 

@@ -1,0 +1,183 @@
+"""AsyncClient: the Client's scenarios, on asyncio, against a real redis-server and daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from configsync import AsyncClient, ClientClosedError, Snapshot, VersionNotFoundError
+from configsync.snapshot import Record
+from configsync.store import Write
+
+from .conftest import Remote
+from .test_client import World
+
+
+@pytest.fixture
+def world(tmp_path: Path, remote: Remote) -> Iterator[World]:
+    w = World(tmp_path, remote)
+    yield w
+    w.close()
+
+
+async def until(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+async def off_loop(func: Callable[[], object]) -> None:
+    """Run blocking test set-up (git, the daemon) without stalling the client's event loop."""
+    await asyncio.to_thread(func)
+
+
+def run(coro: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(coro())
+
+
+def test_get_and_callbacks(world: World) -> None:
+    async def scenario() -> None:
+        plain: list[int] = []
+        awaited: list[int] = []
+
+        async def async_callback(agent_id: str, snap: Snapshot | None) -> None:
+            await asyncio.sleep(0)
+            awaited.append(snap.version if snap else -1)
+
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            assert (client.get("a").version, client.stale) == (1, False)
+            client.on_change(lambda agent_id, snap: plain.append(snap.version if snap else -1),
+                             agent_id="a")
+            client.on_change(async_callback, agent_id="a")
+            await off_loop(lambda: world.push("a", 1.5))
+            await until(lambda: client.get("a").version == 2 and awaited == [2])
+            assert plain == [2] and client.get("a").config.temperature == 1.5
+
+    run(scenario)
+
+
+def test_redis_down_keeps_serving_and_catches_up(world: World, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        hooks: list[str] = []
+        async with AsyncClient(redis=world.url, namespace="test",
+                               cache_path=tmp_path / "cache.json",
+                               on_disconnect=lambda exc: hooks.append("down"),
+                               on_reconnect=lambda: hooks.append("up")) as client:
+            await off_loop(world.server.kill)
+            await until(lambda: not client.status().connected)
+            assert client.get("a").version == 1 and client.stale
+            await off_loop(world.server.start)
+            await off_loop(lambda: world.push("a", 1.0))
+            await until(lambda: client.get("a").version == 2)
+            await until(lambda: not client.stale)
+            assert hooks == ["down", "up"]
+
+    run(scenario)
+
+
+def test_cold_start_from_cache_and_corrupt_cache(world: World, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "cache.json"
+
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test", cache_path=cache) as client:
+            assert client.get("a").version == 1
+        await off_loop(world.server.kill)
+        async with AsyncClient(redis=world.url, namespace="test", cache_path=cache) as client:
+            assert client.get("a").version == 1 and client.stale
+            await off_loop(world.server.start)
+            await until(lambda: not client.stale)
+        cache.write_text("not json")
+        async with AsyncClient(redis=world.url, namespace="test", cache_path=cache) as client:
+            assert client.get("b").version == 1
+
+    with caplog.at_level(logging.WARNING, logger="configsync"):
+        run(scenario)
+    assert "event=cache_unreadable" in caplog.text
+
+
+def test_pinned_versions(world: World) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            pinned = client.get("a")
+            for i in range(1, 6):
+                await off_loop(lambda i=i: world.push("a", i / 10))  # type: ignore[misc]
+            await until(lambda: client.get("a").version == 6)
+            assert await client.get_version("a", 1) is pinned
+        async with AsyncClient(redis=world.url, namespace="test") as fresh:
+            assert (await fresh.get_version("a", 5)).version == 5
+            assert fresh.get("a", version=5).version == 5  # kept after the fetch
+            with pytest.raises(VersionNotFoundError):
+                await fresh.get_version("a", 1)
+
+    run(scenario)
+
+
+def test_lost_pubsub_messages_and_late_events(world: World) -> None:
+    async def scenario() -> None:
+        store = world.daemon.store
+        async with AsyncClient(redis=world.url, namespace="test",
+                               check_interval=0.2) as client:
+            state = store.state()
+            old = store.current()["a"]
+            record = Record("a", 2, "f" * 64, {**old.config, "temperature": 1.9}, "c2",
+                            "X <x@y>", old.committed_at, "silent", old.synced_at)
+            store.commit_transaction(Write({"seen": "c2", "commit": "c2",
+                                            "revision": str(int(state["revision"]) + 1)},
+                                           upserts=[record]), expected_seen=state["seen"])
+            await until(lambda: client.get("a").version == 2)
+            world.redis.publish(store.keys.changes, json.dumps({
+                "type": "updated", "agent_id": "a", "version": 1, "checksum": "x",
+                "commit": "c", "revision": 1, "epoch": state["epoch"]}))
+            await asyncio.sleep(0.3)
+            assert client.get("a").version == 2
+
+    run(scenario)
+
+
+def test_concurrent_reads_from_many_tasks(world: World) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            done = asyncio.Event()
+
+            async def reader() -> int:
+                last, reads = 0, 0
+                while not done.is_set():
+                    version = client.get("a").version
+                    assert version >= last
+                    last, reads = version, reads + 1
+                    await asyncio.sleep(0.001 if reads % 100 == 0 else 0)
+                return reads
+
+            readers = [asyncio.create_task(reader()) for _ in range(20)]
+            for i in range(1, 6):
+                await off_loop(lambda i=i: world.push("a", i / 10))  # type: ignore[misc]
+            await until(lambda: client.get("a").version == 6)
+            done.set()
+            assert all(reads > 0 for reads in await asyncio.gather(*readers))
+
+    run(scenario)
+
+
+def test_status_fleet_and_closed(world: World) -> None:
+    async def scenario() -> None:
+        client = AsyncClient(redis=world.url, namespace="test", report_interval=0.2,
+                             instance_id="worker-9")
+        key = world.daemon.store.keys.client("worker-9")
+        async with client:
+            await until(lambda: world.redis.exists(key))
+            assert json.loads(world.redis.get(key) or b"{}")["versions"] == {"a": 1, "b": 1}
+            assert client.status().connected
+        assert not world.redis.exists(key)
+        with pytest.raises(ClientClosedError):
+            await client.start()
+
+    run(scenario)

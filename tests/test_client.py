@@ -1,0 +1,314 @@
+"""The thread-backed Client against a real redis-server and the real daemon."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from configsync import (
+    AgentConfig,
+    Client,
+    ClientClosedError,
+    Snapshot,
+    UnknownAgentError,
+    VersionNotFoundError,
+)
+from configsync.embedded import RedisServer
+from configsync.git import Mirror
+from configsync.snapshot import Record
+from configsync.store import Store, Write
+from configsync.sync import Daemon
+
+from .conftest import Remote, wait_until
+
+A = "system_prompt: You are A.\nmodel: gpt-4o\n"
+
+
+class World:
+    """A remote, a persistent redis-server that tests may kill, and a daemon syncing them."""
+
+    def __init__(self, tmp_path: Path, remote: Remote) -> None:
+        self.remote = remote
+        self.server = RedisServer(tmp_path / "redis", persist=True).start()
+        self.url = self.server.url
+        self.redis = redis.Redis.from_url(self.url, socket_timeout=2)
+        self.daemon = Daemon(mirror=Mirror(tmp_path / "mirror", remote.url),
+                             store=Store(self.redis, "test"), keep=3)
+        self.daemon.sync()
+
+    def push(self, agent: str = "a", temperature: float = 0.5, text: str = A) -> str:
+        sha = self.remote.commit_push(f"{agent} {temperature}", {
+            f"agents/{agent}.yaml": text + f"temperature: {temperature}\n"})
+        self.daemon.sync()
+        return sha
+
+    def close(self) -> None:
+        self.server.kill()
+        self.redis.close()
+        self.daemon.mirror.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path, remote: Remote) -> Iterator[World]:
+    w = World(tmp_path, remote)
+    yield w
+    w.close()
+
+
+def test_get_and_change_callbacks(world: World) -> None:
+    seen: list[tuple[str, int | None, int]] = []
+    with Client(redis=world.url, namespace="test") as client:
+        first = client.get("a")
+        assert isinstance(first, Snapshot) and isinstance(first.config, AgentConfig)
+        assert (first.version, first.config.system_prompt, client.stale) == (1, "You are A.",
+                                                                             False)
+
+        def on_change(agent_id: str, snap: Snapshot | None) -> None:
+            # called after the cache is updated
+            seen.append((agent_id, snap and snap.version, client.get(agent_id).version))
+
+        client.on_change(on_change, agent_id="a")
+        sha = world.push("a", 1.5)
+        wait_until(lambda: client.get("a").version == 2)
+        wait_until(lambda: len(seen) == 1)
+        snap = client.get("a")
+        assert (snap.commit, snap.config.temperature, snap.message) == (sha, 1.5, "a 1.5")
+        world.push("b", 0.1, text="system_prompt: B\nmodel: gpt-4o\n")  # another agent
+        wait_until(lambda: client.get("b").version == 2)
+        assert seen == [("a", 2, 2)]
+        assert first.version == 1 and first.config.temperature == 0.7  # snapshots are immutable
+
+
+def test_delete_fires_callback_with_none(world: World) -> None:
+    events: list[tuple[str, Snapshot | None]] = []
+    with Client(redis=world.url, namespace="test") as client:
+        client.on_change(lambda agent_id, snap: events.append((agent_id, snap)))
+        world.remote.delete("agents/b.yaml")
+        world.remote.commit_push("drop b")
+        world.daemon.sync()
+        wait_until(lambda: events == [("b", None)])
+        with pytest.raises(UnknownAgentError) as info:
+            client.get("b")
+        assert str(info.value) == "unknown agent 'b'; known agents: a"
+        assert isinstance(info.value, KeyError)
+
+
+def test_failing_callback_never_stops_the_client(world: World,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+
+    def broken(agent_id: str, snap: Snapshot | None) -> None:
+        calls.append(1)
+        raise RuntimeError("callback bug")
+
+    with caplog.at_level(logging.ERROR, logger="configsync"), Client(
+            redis=world.url, namespace="test") as client:
+        client.on_change(broken)
+        world.push("a", 0.1)
+        wait_until(lambda: calls == [1])
+        world.push("a", 0.2)
+        wait_until(lambda: client.get("a").version == 3 and calls == [1, 1])
+    assert "event=callback_failed" in caplog.text
+
+
+def test_redis_down_keeps_serving_and_catches_up(world: World, tmp_path: Path) -> None:
+    hooks: list[str] = []
+    with Client(redis=world.url, namespace="test", cache_path=tmp_path / "cache.json",
+                on_disconnect=lambda exc: hooks.append("down"),
+                on_reconnect=lambda: hooks.append("up")) as client:
+        world.server.kill()
+        wait_until(lambda: not client.status().connected)
+        assert client.get("a").version == 1  # still answering, from memory
+        assert client.stale and client.status().stale_since is not None
+        world.server.start()
+        world.push("a", 1.0)  # a change the client did not see happen
+        wait_until(lambda: client.get("a").version == 2, timeout=30)
+        wait_until(lambda: not client.stale)
+        assert hooks == ["down", "up"]
+    cached = json.loads((tmp_path / "cache.json").read_text())
+    assert {s["agent_id"]: s["version"] for s in cached["snapshots"]} == {"a": 2, "b": 1}
+
+
+def test_cold_start_with_redis_down_serves_the_cache(world: World, tmp_path: Path) -> None:
+    cache = tmp_path / "cache.json"
+    with Client(redis=world.url, namespace="test", cache_path=cache) as client:
+        assert client.get("a").version == 1
+    world.server.kill()
+    with Client(redis=world.url, namespace="test", cache_path=cache) as client:
+        assert client.get("a").version == 1
+        assert client.get("a").config.system_prompt == "You are A."
+        assert client.stale and not client.status().connected
+        world.server.start()
+        wait_until(lambda: not client.stale, timeout=30)
+        world.push("a", 1.2)
+        wait_until(lambda: client.get("a").version == 2)
+
+
+def test_corrupt_cache_file_is_a_warning(world: World, tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "cache.json"
+    cache.write_text('{"format": 1, "snapshots": [ broken')
+    with caplog.at_level(logging.WARNING, logger="configsync"), Client(
+            redis=world.url, namespace="test", cache_path=cache) as client:
+        assert client.get("a").version == 1
+    assert "event=cache_unreadable" in caplog.text
+    assert json.loads(cache.read_text())["format"] == 1  # rewritten whole
+
+
+def test_cache_file_is_written_atomically(world: World, tmp_path: Path) -> None:
+    cache = tmp_path / "deep" / "cache.json"
+    with Client(redis=world.url, namespace="test", cache_path=cache) as client:
+        world.push("a", 0.3)
+        wait_until(lambda: client.get("a").version == 2)
+        wait_until(lambda: json.loads(cache.read_text())["revision"] == 2)
+    assert [p.name for p in cache.parent.iterdir()] == ["cache.json"]  # no temp files left
+
+
+def test_pinned_versions_survive_changes_and_trims(world: World) -> None:
+    with Client(redis=world.url, namespace="test") as client:
+        pinned = client.get("a")
+        for i in range(1, 6):
+            world.push("a", i / 10)
+        wait_until(lambda: client.get("a").version == 6)
+        assert client.get("a", version=1) is pinned  # held: no network
+        assert client.get("a", version=4).config.temperature == 0.3
+    with Client(redis=world.url, namespace="test") as fresh:
+        assert fresh.get("a", version=5).version == 5  # fetched once from history ...
+        world.server.kill()
+        assert fresh.get("a", version=5).version == 5  # ... then kept
+        world.server.start()
+        with pytest.raises(VersionNotFoundError) as info:
+            fresh.get("a", version=1)  # keep=3: trimmed
+        assert str(info.value) == (
+            "agent 'a' version 1 is not in history (it keeps versions 4-6); it was trimmed or "
+            "never existed (`configsync sync --keep` keeps more)")
+
+
+def test_lost_pubsub_messages_are_caught_by_the_periodic_check(world: World) -> None:
+    store = world.daemon.store
+    with Client(redis=world.url, namespace="test", check_interval=0.2) as client:
+        state = store.state()
+        old = store.current()["a"]
+        record = Record("a", 2, "f" * 64, {**old.config, "temperature": 1.9}, "c2", "X <x@y>",
+                        old.committed_at, "silent", old.synced_at)
+        fields = {"seen": "c2", "commit": "c2", "revision": str(int(state["revision"]) + 1)}
+        assert store.commit_transaction(Write(fields, upserts=[record]),  # no events published
+                                        expected_seen=state["seen"])
+        wait_until(lambda: client.get("a").version == 2)
+        assert client.get("a").config.temperature == 1.9
+
+
+def test_duplicate_and_late_events_never_move_back(world: World) -> None:
+    versions: list[int] = []
+    with Client(redis=world.url, namespace="test") as client:
+        client.on_change(lambda agent_id, snap: versions.append(snap.version if snap else -1))
+        world.push("a", 0.4)
+        wait_until(lambda: versions == [2])
+        epoch = world.daemon.store.state()["epoch"]
+        for version in (1, 2, 2):  # a late one and duplicates, as a flaky network delivers
+            world.redis.publish(world.daemon.store.keys.changes, json.dumps({
+                "type": "updated", "agent_id": "a", "version": version, "checksum": "x",
+                "commit": "c", "revision": 1, "epoch": epoch}))
+        world.redis.publish(world.daemon.store.keys.changes, json.dumps({
+            "type": "deleted", "agent_id": "a", "version": 1, "checksum": None,
+            "commit": "c", "revision": 1, "epoch": epoch}))
+        world.push("a", 0.6)
+        wait_until(lambda: versions == [2, 3])
+        assert client.get("a").version == 3
+
+
+def test_new_epoch_replaces_and_missing_state_keeps(world: World) -> None:
+    with Client(redis=world.url, namespace="test", check_interval=0.2) as client:
+        epoch = client.status().epoch
+        world.redis.flushall()
+        wait_until(lambda: client.status().last_sync_at is not None)
+        assert client.get("a").version == 1  # no state: keep the last known good
+        world.daemon.sync()  # rebuilt: same versions, new epoch
+        wait_until(lambda: client.status().epoch not in (None, epoch))
+        assert client.get("a").version == 1
+        world.push("a", 0.9)
+        wait_until(lambda: client.get("a").version == 2)
+
+
+def test_concurrent_reads_during_updates(world: World) -> None:
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    with Client(redis=world.url, namespace="test") as client:
+
+        def reader() -> None:
+            last = 0
+            try:
+                while not stop.is_set():
+                    for _ in range(1000):  # bursts, then let the writers have the GIL
+                        version = client.get("a").version
+                        assert version >= last
+                        last = version
+                    time.sleep(0.001)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for i in range(1, 11):
+            world.push("a", i / 10)
+        wait_until(lambda: client.get("a").version == 11)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+
+
+def test_status_and_fleet_report(world: World) -> None:
+    client = Client(redis=world.url, namespace="test", report_interval=0.2,
+                    instance_id="web-1")
+    with client:
+        key = world.daemon.store.keys.client("web-1")
+        wait_until(lambda: world.redis.exists(key))
+        report = json.loads(world.redis.get(key) or b"{}")
+        assert report["versions"] == {"a": 1, "b": 1}
+        assert (report["instance_id"], report["pid"]) == ("web-1", __import__("os").getpid())
+        assert 0 < world.redis.ttl(key) <= 1
+        status = client.status()
+        assert (status.connected, status.stale, status.versions) == (True, False,
+                                                                     {"a": 1, "b": 1})
+        world.push("a", 0.2)
+        wait_until(lambda: client.status().last_event_at is not None)
+    assert not world.redis.exists(key)  # removed on stop
+    with pytest.raises(ClientClosedError, match="was stopped; create a new one"):
+        client.start()
+    with pytest.raises(ClientClosedError):
+        client.get("a")
+
+
+def test_schema_not_importable_falls_back_to_lenient(world: World) -> None:
+    store = world.daemon.store
+    state = store.state()
+    old = store.current()["a"]
+    record = Record("a", 2, "e" * 64, {**old.config, "max_turns": 7}, "c2", "X <x@y>",
+                    old.committed_at, "custom", old.synced_at)
+    store.commit_transaction(Write({"seen": "c2", "commit": "c2", "revision": "9",
+                                    "schema": "no_such_pkg.models:Agent"}, upserts=[record]),
+                             expected_seen=state["seen"])
+    with Client(redis=world.url, namespace="test") as client:
+        config: Any = client.get("a").config
+        assert isinstance(config, AgentConfig) and config.max_turns == 7
+
+
+def test_unknown_agent_with_nothing_loaded(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "empty", persist=False).start()
+    try:
+        with Client(redis=server.url, namespace="none") as client:
+            with pytest.raises(UnknownAgentError, match="no configs are loaded yet"):
+                client.get("a")
+            assert client.stale  # an empty Redis is "no data yet"
+    finally:
+        server.kill()
