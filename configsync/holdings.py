@@ -169,19 +169,15 @@ class Holdings:
             changes = []
             for agent_id, record in records.items():
                 held = old.get(agent_id)
-                if held is not None and held.checksum == record.checksum and (
-                        new_epoch or held.version == record.version):
-                    fresh[agent_id] = held if not new_epoch else typed(record, self.model)
-                    continue
-                if held is not None and not new_epoch and held.version > record.version:
-                    fresh[agent_id] = held
+                if held is not None and (
+                        (held.version == record.version and held.checksum == record.checksum)
+                        or (not new_epoch and held.version > record.version)):
+                    fresh[agent_id] = held  # the same, or newer in this epoch: never go back
                     continue
                 snapshot = typed(record, self.model)
                 fresh[agent_id] = snapshot
                 self.remember(snapshot)
-                if held is None or held.checksum != snapshot.checksum or (
-                        held.version != snapshot.version):
-                    changes.append(Change(agent_id, snapshot))
+                changes.append(Change(agent_id, snapshot))
             for agent_id in old:
                 if agent_id not in records:
                     changes.append(Change(agent_id, None))

@@ -1,8 +1,10 @@
 """Spread CPU-bound work over forked processes, for the CLI's big one-shot jobs.
 
-Forking is only safe in a process that runs no other threads: the CLI uses this, the daemon and
-the client library never do. Children inherit their inputs (nothing is sent to them) and return
-pickled results through a pipe; a child that fails is redone in this process.
+Forking is only safe in a process that runs no other threads. The CLI and the sync daemon (which
+runs no threads: its loop, signals and retries are all on the main thread) pass ``jobs`` > 1 for
+full checks of big trees; the client library never forks, and a Daemon embedded in a threaded
+program should be given ``jobs=1``. Children inherit their inputs (nothing is sent to them) and
+return pickled results through a pipe; a child that fails is redone in this process.
 """
 
 from __future__ import annotations

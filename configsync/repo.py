@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # GitPython costs 35 ms to import; a working-tree check never
 
 __all__ = [
     "AGENTS_DIR",
+    "AGENT_SUFFIXES",
     "PROMPTS_DIR",
     "SETTINGS_FILE",
     "Entry",
@@ -116,14 +117,15 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 class GitSource:
     """A config tree as committed: blobs from git's object database, never the working tree."""
 
-    def __init__(self, repo: GitRepo, commit: str, entries: list[Entry] | None = None) -> None:
+    def __init__(self, repo: GitRepo, commit: str,
+                 by_path: dict[str, Entry] | None = None) -> None:
         self.repo = repo
         self.commit = commit
-        self._entries = entries
+        self.by_path = by_path  # known entries (patched from a diff): no listing needed
 
     def entries(self) -> list[Entry]:
-        if self._entries is not None:
-            return self._entries
+        if self.by_path is not None:
+            return list(self.by_path.values())
         return [
             Entry(e.path, e.size, git_kind(e.mode), e.sha)
             for e in self.repo.ls_tree(self.commit, [SETTINGS_FILE, AGENTS_DIR, PROMPTS_DIR])

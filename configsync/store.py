@@ -183,22 +183,30 @@ class Store:
 
     def _queue(self, pipe: Any, write: Write) -> None:
         keys = self.keys
+        encoded: dict[int, str] = {}  # a record goes to current and history: encode it once
+
+        def text(record: Record) -> str:
+            found = encoded.get(id(record))
+            if found is None:
+                found = encoded[id(record)] = record.to_json()
+            return found
+
         if write.upserts:
-            pipe.hset(keys.current, mapping={s.agent_id: s.to_json() for s in write.upserts})
+            pipe.hset(keys.current, mapping={s.agent_id: text(s) for s in write.upserts})
         if write.deletes:
             pipe.hdel(keys.current, *write.deletes)
-        for agent_id, snapshots in write.history.items():
-            if snapshots:
+        for agent_id, records in write.history.items():
+            if records:
                 pipe.hset(keys.history(agent_id),
-                          mapping={str(s.version): s.to_json() for s in snapshots})
+                          mapping={str(s.version): text(s) for s in records})
         for agent_id, upto in write.trim.items():
             if upto > 0:
                 pipe.hdel(keys.history(agent_id), str(upto))
         pipe.hset(keys.state, mapping=write.state)
         for event in write.events:
-            text = event.to_json()
-            pipe.xadd(keys.events, {"event": text}, maxlen=EVENTS_MAXLEN, approximate=True)
-            pipe.publish(keys.changes, text)
+            message = event.to_json()
+            pipe.xadd(keys.events, {"event": message}, maxlen=EVENTS_MAXLEN, approximate=True)
+            pipe.publish(keys.changes, message)
 
 
 _HEARTBEAT = """

@@ -14,6 +14,7 @@ Each poll fetches the branch into a local mirror, then walks its first-parent co
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import signal
@@ -81,32 +82,37 @@ class Engine:
         self.mirror = mirror
         self.jobs = jobs
 
-    def _entries(self, applied: Applied, commit: str) -> list[Entry] | None:
-        """The commit's config entries, patched from the applied tree by ``git diff-tree``
-        (cost follows the change, not the repository); None when a full listing is needed."""
+    def _entries(self, applied: Applied, commit: str) -> tuple[dict[str, Entry], set[str]] | None:
+        """The commit's config entries patched from the applied tree by ``git diff-tree``, and
+        the changed paths (cost follows the change); None when a full listing is needed."""
         if applied.report is None or applied.commit is None or not self.mirror.has_commit(
                 applied.commit):
             return None
         entries = dict(applied.report.entries)
+        changed = set()
         for change in self.mirror.diff_tree(applied.commit, commit, CONFIG_PATHS):
+            changed.add(change.path)
             if change.status == "D":
                 entries.pop(change.path, None)
             else:  # size unknown here: limits are checked after reading
                 entries[change.path] = Entry(change.path, 0, git_kind(change.mode), change.sha)
-        return list(entries.values())
+        return entries, changed
 
     def step(self, applied: Applied, info: CommitInfo) -> Step:
-        entries = self._entries(applied, info.sha)
-        source = GitSource(self.mirror, info.sha, entries)
-        report = check_tree(source, jobs=self.jobs,
-                            previous=applied.report if entries is not None else None)
+        patched = self._entries(applied, info.sha)
+        if patched is None:
+            report = check_tree(GitSource(self.mirror, info.sha), jobs=self.jobs)
+        else:
+            report = check_tree(GitSource(self.mirror, info.sha, patched[0]), jobs=self.jobs,
+                                previous=applied.report, changed=patched[1])
         errors = report.errors
         if errors:
             first = errors[0]
             return Step(info, None, error={
                 "commit": info.sha, "file": first.path, "line": first.line,
                 "column": first.column, "message": first.message, "errors": len(errors)})
-        deleted = [a for a in applied.versions if a not in report.configs]
+        looked_at = applied.versions if report.rechecked is None else report.rechecked
+        deleted = [a for a in looked_at if a in applied.versions and a not in report.configs]
         if (len(deleted) >= 2 and 2 * len(deleted) > len(applied.versions)
                 and not report.settings.allow_mass_delete):
             return Step(info, None, error={
@@ -118,7 +124,10 @@ class Engine:
         before = applied.report.configs if applied.report is not None else {}
         upserts = []
         synced_at = utcnow()
-        for agent_id, config in report.configs.items():
+        candidates = report.configs if report.rechecked is None else sorted(
+            a for a in report.rechecked if a in report.configs)
+        for agent_id in candidates:
+            config = report.configs[agent_id]
             if config is before.get(agent_id):
                 continue  # reused by the incremental check: unchanged
             digest = checksum(config)
@@ -287,6 +296,7 @@ class Daemon:
         if commit is not None and self.mirror.has_commit(commit):
             report = check_tree(GitSource(self.mirror, commit), jobs=self.engine.jobs)
         self.applied = Applied(commit, report, versions, last, int(state.get("revision", 0)))
+        _settle()
         logger.info(kv("loaded", commit=(commit or "")[:12], agents=len(versions),
                        revision=self.applied.revision))
 
@@ -315,6 +325,7 @@ class Daemon:
             self.applied = None
             return False
         self.applied = applied
+        _settle()
         logger.info(kv("rebuilt", commit=(applied.commit or "")[:12], agents=len(current),
                        revision=applied.revision, epoch=self.epoch,
                        seconds=f"{time.monotonic() - started:.2f}"))
@@ -363,6 +374,13 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+
+
+def _settle() -> None:
+    """After loading a whole tree: collect once, then keep the long-lived objects out of every
+    later collection, so a 10,000-agent state does not make each commit's GC pauses longer."""
+    gc.collect()
+    gc.freeze()
 
 
 def _redis_hint(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ import gc
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from .loader import Document, YamlError, load_yaml
 from .model import AGENT_ID, PROMPT_SOURCE, AgentConfig, RepoSettings
 from .parallel import fork_map
 from .repo import (
+    AGENT_SUFFIXES,
     SETTINGS_FILE,
     AgentFile,
     Entry,
@@ -90,6 +91,21 @@ class Report:
     prompt_of: dict[str, str] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
     model: type[AgentConfig] = AgentConfig
+    dependents: dict[str, frozenset[str]] = field(default_factory=dict)  # id -> chains with it
+    prompt_users: dict[str, frozenset[str]] = field(default_factory=dict)  # path -> agents
+    rechecked: frozenset[str] | None = None  # agents looked at again (None: all of them)
+
+    def index(self) -> None:
+        """Build the reverse indexes (base id and prompt path -> agents) from scratch."""
+        dependents: dict[str, set[str]] = {}
+        users: dict[str, set[str]] = {}
+        for agent_id, chain in self.chains.items():
+            for member in chain:
+                dependents.setdefault(member, set()).add(agent_id)
+        for agent_id, path in self.prompt_of.items():
+            users.setdefault(path, set()).add(agent_id)
+        self.dependents = {k: frozenset(v) for k, v in dependents.items()}
+        self.prompt_users = {k: frozenset(v) for k, v in users.items()}
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -101,7 +117,8 @@ class Report:
 
 
 def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1,
-               previous: Report | None = None) -> Report:
+               previous: Report | None = None,
+               changed: Collection[str] | None = None) -> Report:
     """Validate everything in ``source``.
 
     ``repo_root`` is the repository's folder on disk (a custom ``schema:`` is never imported from
@@ -112,6 +129,8 @@ def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1,
     whose entry key (a blob sha) is unchanged are not read again, and only agents whose own
     file, a base in their ``extends`` chain or their prompt file changed are validated again
     (all of them when ``configsync.yaml`` changed). The result is the same as a full check.
+    ``changed``, the paths that differ from ``previous``'s tree (from ``git diff-tree``), makes
+    the cost follow the change instead of the repository's size.
     """
     # Thousands of node graphs stay alive while checking; the cyclic GC would re-scan them all
     # on every generation-0 collection (5x slower at 10,000 files). Nothing here makes cycles
@@ -119,7 +138,10 @@ def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1,
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Checker(source, repo_root, jobs, previous).run()
+        checker = _Checker(source, repo_root, jobs, previous)
+        if previous is not None and changed is not None and SETTINGS_FILE not in changed:
+            return checker.run_changes(previous, changed)
+        return checker.run()
     finally:
         if enabled:
             gc.enable()
@@ -196,22 +218,83 @@ class _Checker:
                     path = previous.prompt_of[agent_id]
                     report.prompt_of[agent_id] = path
                     report.prompts[path] = previous.prompts[path]
-        resolved = [r for r in map(self.resolve, dirty) if r is not None]
-        prompts = self.read_prompts(resolved, by_path, previous)
+        self.resolve_into(report, dirty, previous)
+        report.configs = dict(sorted(configs.items()))
+        report.diagnostics = sorted(self.found)
+        report.index()
+        return report
+
+    def run_changes(self, previous: Report, changed: Collection[str]) -> Report:
+        """The incremental check: start from ``previous`` (a tree that passed) and look only at
+        the ``changed`` paths and the agents that depend on them."""
+        by_path = _by_path(self.source)
+        self.settings, self.model = previous.settings, previous.model
+        self.context = {"settings": self.settings}
+        self.agents = dict(previous.agents)
+        touched: set[str] = set()
+        to_load: list[Entry] = []
+        files = previous.files
+        for path in sorted(changed):
+            entry = by_path.get(path)
+            if entry is not None and entry.kind != "file":
+                self.report(path, 1, 1, "is a symlink; configsync never follows symlinks: commit "
+                            "the file itself" if entry.kind == "symlink"
+                            else "is not a regular file")
+            agent_id = agent_id_for(path)
+            if agent_id is None:
+                continue
+            touched.add(agent_id)
+            files += (entry is not None and entry.kind == "file") - (path in previous.entries)
+            held = self.agents.get(agent_id)
+            if held is not None and held.path == path:
+                del self.agents[agent_id]
+            if entry is not None and entry.kind == "file" and self.agent_entries([entry]):
+                twin = next((by_path[p] for p in _twins(path) if p in by_path), None)
+                if twin is not None and twin.kind == "file":
+                    first, second = sorted([entry.path, twin.path])
+                    self.report(second, 1, 1, f"agent id `{agent_id}` is also defined by {first}")
+                    self.broken.add(agent_id)
+                    continue
+                to_load.append(entry)
+        for entry, (doc, maybe_secret) in zip(to_load, self.load_agents(to_load), strict=True):
+            self.take_agent(entry, doc, maybe_secret)
+        dirty: set[str] = set()
+        for agent_id in touched:
+            dirty |= previous.dependents.get(agent_id, frozenset())
+            dirty.add(agent_id)
+        for path in changed:
+            dirty |= previous.prompt_users.get(path, frozenset())
+        configs = dict(previous.configs)
+        chains = dict(previous.chains)
+        prompt_of = dict(previous.prompt_of)
+        for agent_id in dirty:
+            configs.pop(agent_id, None)
+            chains.pop(agent_id, None)
+            prompt_of.pop(agent_id, None)
+        report = Report([], configs, self.settings, files, by_path, self.agents, chains,
+                        prompt_of, dict(previous.prompts), self.model,
+                        rechecked=frozenset(dirty))
+        self.resolve_into(report, sorted(a for a in dirty if a in self.agents), previous)
+        report.diagnostics = sorted(self.found)
+        report.dependents, report.prompt_users = _patched_indexes(previous, report, dirty)
+        return report
+
+    def resolve_into(self, report: Report, agent_ids: Iterable[str],
+                     previous: Report | None) -> None:
+        """Resolve ``agent_ids`` and record each one that passes in ``report``."""
+        resolved = [r for r in map(self.resolve, agent_ids) if r is not None]
+        prompts = self.read_prompts(resolved, report.entries, previous)
         for item in resolved:
             config = self.finish(item, prompts)
             if config is None:
                 continue
             agent_id = item.agent.agent_id
-            configs[agent_id] = config
+            report.configs[agent_id] = config
             report.chains[agent_id] = tuple(a.agent_id for a in item.chain)
             prompt_file = item.config.system_prompt_file
             if prompt_file is not None:
                 report.prompt_of[agent_id] = prompt_file
                 report.prompts[prompt_file] = config["system_prompt"]
-        report.configs = dict(sorted(configs.items()))
-        report.diagnostics = sorted(self.found)
-        return report
 
     # -- configsync.yaml -------------------------------------------------------------------
 
@@ -425,6 +508,45 @@ class _Checker:
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 self.scan_secrets(path, doc, item, [*loc, index])
+
+
+def _by_path(source: Source) -> dict[str, Entry]:
+    known = getattr(source, "by_path", None)
+    return known if isinstance(known, dict) else {e.path: e for e in source.entries()}
+
+
+def _twins(path: str) -> list[str]:
+    """The other spellings of an agent file's path (``a.yaml`` / ``a.yml``)."""
+    stem = path.rsplit(".", 1)[0]
+    return [stem + suffix for suffix in AGENT_SUFFIXES if stem + suffix != path]
+
+
+def _patched_indexes(previous: Report, report: Report, dirty: set[str]) -> tuple[
+        dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """``previous``'s reverse indexes with the ``dirty`` agents' old links replaced by new ones
+    (copy-on-write: the cost follows the change)."""
+    dependents = dict(previous.dependents)
+    users = dict(previous.prompt_users)
+    for index, old_links, new_links in (
+            (dependents, {a: previous.chains.get(a, ()) for a in dirty},
+             {a: report.chains.get(a, ()) for a in dirty}),
+            (users, {a: _opt(previous.prompt_of.get(a)) for a in dirty},
+             {a: _opt(report.prompt_of.get(a)) for a in dirty})):
+        for agent_id, keys in old_links.items():
+            for key in keys:
+                remaining = index.get(key, frozenset()) - {agent_id}
+                if remaining:
+                    index[key] = remaining
+                else:
+                    index.pop(key, None)
+        for agent_id, keys in new_links.items():
+            for key in keys:
+                index[key] = index.get(key, frozenset()) | {agent_id}
+    return dependents, users
+
+
+def _opt(value: str | None) -> tuple[str, ...]:
+    return (value,) if value is not None else ()
 
 
 def _same(now: Mapping[str, Entry], before: Mapping[str, Entry], path: str) -> bool:

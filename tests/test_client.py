@@ -312,3 +312,16 @@ def test_unknown_agent_with_nothing_loaded(tmp_path: Path) -> None:
             assert client.stale  # an empty Redis is "no data yet"
     finally:
         server.kill()
+
+
+def test_example_agent_loop_runs(world: World) -> None:
+    import subprocess
+    import sys
+
+    example = Path(__file__).parents[1] / "examples" / "agent_loop.py"
+    proc = subprocess.run([sys.executable, str(example), "a", "--redis", world.url,
+                           "--namespace", "test", "--turns", "2", "--pause", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == (
+        "turn 1: a v1 model=gpt-4o temperature=0.7 prompt='You are A.'")

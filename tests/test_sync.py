@@ -496,5 +496,7 @@ def test_incremental_checks_agree_with_full_checks(remote: Remote, make_daemon: 
         assert applied.report.configs == full.configs
         assert applied.report.chains == full.chains
         assert applied.report.prompt_of == full.prompt_of
+        assert applied.report.dependents == full.dependents
+        assert applied.report.prompt_users == full.prompt_users
         assert {a: v for a, (v, _) in applied.versions.items()} == versions(daemon.store)
     assert versions(daemon.store) == {"a": 2, "base": 3, "k/c": 5, "k/d": 4}
