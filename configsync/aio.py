@@ -123,13 +123,14 @@ class AsyncClient(ClientCore):
     # -- the background task ---------------------------------------------------------------
 
     async def _full_check(self) -> bool:
-        client: Any = self._redis
-        raw: Mapping[bytes, bytes] = await client.hgetall(self.keys.state)
-        state = {k.decode(): v.decode() for k, v in raw.items()}
-        if "seen" not in state:
-            return False  # no data yet: keep the last known good
-        if self.unchanged(state):
-            return True
+        if self.last_sync_at is not None:  # the first read takes both in one round trip
+            client: Any = self._redis
+            raw: Mapping[bytes, bytes] = await client.hgetall(self.keys.state)
+            state = {k.decode(): v.decode() for k, v in raw.items()}
+            if "seen" not in state:
+                return False  # no data yet: keep the last known good
+            if self.unchanged(state):
+                return True
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.state)
             pipe.hgetall(self.keys.current)

@@ -340,15 +340,16 @@ class Client(ClientCore):
     # -- the background thread ---------------------------------------------------------------
 
     def _full_check(self) -> bool:
-        """Re-read ``state`` (and ``current`` when anything was applied since the last read);
-        True when Redis has a non-empty state."""
-        state_raw: Mapping[bytes, bytes] = self._redis.hgetall(  # type: ignore[assignment]
-            self.keys.state)
-        state = {k.decode(): v.decode() for k, v in state_raw.items()}
-        if "seen" not in state:
-            return False  # no data yet: keep the last known good
-        if self.unchanged(state):
-            return True
+        """Re-read ``state`` (and ``current`` when anything was applied since the last read;
+        the first read takes both in one round trip); True when Redis has a non-empty state."""
+        if self.last_sync_at is not None:
+            state_raw: Mapping[bytes, bytes] = self._redis.hgetall(  # type: ignore[assignment]
+                self.keys.state)
+            state = {k.decode(): v.decode() for k, v in state_raw.items()}
+            if "seen" not in state:
+                return False  # no data yet: keep the last known good
+            if self.unchanged(state):
+                return True
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(self.keys.state)
         pipe.hgetall(self.keys.current)
