@@ -6,7 +6,9 @@ import importlib.util
 import math
 import os
 import re
+import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,3 +89,18 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(pct / 100 * len(ordered))))
     return ordered[rank - 1]
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a daemon subprocess (it finishes the commit in hand); SIGKILL after 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def show_log_tail(log_path: Path, lines: int = 20) -> None:
+    tail = log_path.read_text(errors="replace").splitlines()[-lines:]
+    print("daemon log (last lines):\n" + "\n".join(tail), file=sys.stderr)

@@ -26,7 +26,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ POLL_INTERVAL = 0.2
 GET_TARGET_NS = 1000.0
 RATIO_TARGET = 100.0
 
-from benchlib import Repo, git, percentile  # noqa: E402  (bench/ is on sys.path)
+from benchlib import Repo, git, percentile, show_log_tail, stop  # noqa: E402  (bench/ is on sys.path)
 
 # -- callbacks ---------------------------------------------------------------------------------
 
@@ -199,16 +198,10 @@ def measure_push(base: Path, url: str, repo: Repo, changes: int, seed: int) -> l
                         pushed = time.perf_counter()
                         latencies.append(recorder.wait(expected, f"push {i + 1}") - pushed)
             except (TimeoutError, RuntimeError, subprocess.CalledProcessError):
-                tail = log_path.read_text(errors="replace").splitlines()[-20:]
-                print("daemon log (last lines):\n" + "\n".join(tail), file=sys.stderr)
+                show_log_tail(log_path)
                 raise
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
     return latencies
 
 

@@ -27,7 +27,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,7 @@ INCREMENTAL_REPS = 20
 NAIVE_REPS = 3
 PUSH_REPO_AGENTS = 100
 
-from benchlib import Repo, percentile  # noqa: E402
+from benchlib import Repo, percentile, show_log_tail, stop  # noqa: E402
 
 # -- pub/sub -----------------------------------------------------------------------------------
 
@@ -244,16 +243,10 @@ def push_latency(base: Path, url: str, pushes: int, seed: int) -> list[float]:
                 pushed = time.perf_counter()
                 latencies.append(sub.wait(updated(agent_id, commit)) - pushed)
         except (TimeoutError, subprocess.CalledProcessError):
-            tail = log_path.read_text(errors="replace").splitlines()[-20:]
-            print("daemon log (last lines):\n" + "\n".join(tail), file=sys.stderr)
+            show_log_tail(log_path)
             raise
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
         sub.close()
     return latencies
