@@ -22,7 +22,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from .client import ClientCore, _jitter, _now, parse_event
+from .backoff import Backoff
+from .client import ClientCore, _now, parse_event
 from .holdings import Change, Snapshot, VersionNotFoundError, typed
 from .snapshot import Record
 
@@ -153,21 +154,19 @@ class AsyncClient(ClientCore):
                 logger.exception("event=callback_failed agent=%s", change.agent_id)
 
     async def _run(self) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, 30.0)
         while not self._stopping.is_set():
             try:
                 await self._follow()
-                delay = 0.2
+                backoff.reset()
             except (redis.RedisError, OSError) as exc:
                 self.set_disconnected(exc)
-                await self._sleep(_jitter(delay))
-                delay = min(delay * 2, 30.0)
+                await self._sleep(backoff.next())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("event=client_error")
-                await self._sleep(_jitter(delay))
-                delay = min(delay * 2, 30.0)
+                await self._sleep(backoff.next())
 
     async def _sleep(self, seconds: float) -> None:
         try:

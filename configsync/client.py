@@ -34,6 +34,7 @@ from typing import Any
 
 import redis
 
+from .backoff import Backoff
 from .holdings import (
     Change,
     ClientClosedError,
@@ -367,19 +368,17 @@ class Client(ClientCore):
                 logger.exception("event=callback_failed agent=%s", change.agent_id)
 
     def _run(self) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, 30.0)
         while not self._stopping.is_set():
             try:
                 self._follow()
-                delay = 0.2
+                backoff.reset()
             except (_redis_module.RedisError, OSError) as exc:
                 self.set_disconnected(exc)
-                self._stopping.wait(_jitter(delay))
-                delay = min(delay * 2, 30.0)
+                self._stopping.wait(backoff.next())
             except Exception:  # a bug must not kill the thread that keeps configs fresh
                 logger.exception("event=client_error")
-                self._stopping.wait(_jitter(delay))
-                delay = min(delay * 2, 30.0)
+                self._stopping.wait(backoff.next())
 
     def _follow(self) -> None:
         client: Any = self._redis
@@ -427,12 +426,6 @@ class Client(ClientCore):
                 return
             self._deliver(self.holdings.apply_record(
                 Record.from_json(raw), event["epoch"], int(event.get("revision") or 0)))
-
-
-def _jitter(delay: float) -> float:
-    import random
-
-    return random.uniform(delay / 2, delay)  # noqa: S311 (jitter, not security)
 
 
 _redis_module = redis

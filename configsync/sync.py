@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import json
-import random
 import signal
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import redis
 
+from .backoff import Backoff
 from .errors import ConfigsyncError, GitError
 from .git import CommitInfo, Mirror
 from .logs import kv, logger, redact_url
@@ -148,21 +148,6 @@ class Engine:
 class SyncResult:
     head: str
     applied: bool  # the head is what Redis serves (False: the head was rejected)
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter."""
-
-    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.base * 2 ** self.attempt)
-        self.attempt += 1
-        return random.uniform(delay / 2, delay)  # noqa: S311 (jitter, not security)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class Daemon:

@@ -8,11 +8,7 @@ resolved config of every agent that passed. The sync daemon validates with the s
 
 from __future__ import annotations
 
-import difflib
 import gc
-import re
-import types
-import typing
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +19,17 @@ from pydantic_core import ErrorDetails
 
 from .errors import SchemaImportError
 from .loader import Document, YamlError, load_yaml
+from .messages import (
+    SECRET_HINT_BYTES,
+    SECRETS,
+    describe,
+    did_you_mean,
+    dotted,
+    fields_at,
+    find_secret,
+    secret_message,
+    show,
+)
 from .model import AGENT_ID, PROMPT_SOURCE, AgentConfig, RepoSettings
 from .parallel import fork_map
 from .repo import (
@@ -43,19 +50,7 @@ ERROR = "error"
 WARNING = "warning"
 
 _PROMPT_KEYS = ("system_prompt", "system_prompt_file")
-_SECRETS = re.compile(
-    r"(?P<openai>\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,})"
-    r"|(?P<aws>\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)"
-    r"|(?P<github>\bgh[pousr]_[A-Za-z0-9]{36,}|\bgithub_pat_[A-Za-z0-9_]{22,})"
-    r"|(?P<slack>\bxox[abposr]-[A-Za-z0-9-]{10,})"
-    r"|(?P<pem>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)")
-# One cheap literal scan of a whole file before the full patterns run on its values (hot path).
-_SECRET_HINT = "sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox|-----BEGIN"  # noqa: S105
-_SECRET_HINT_STR = re.compile(_SECRET_HINT)
-_SECRET_HINT_BYTES = re.compile(_SECRET_HINT.encode())
-_SECRET_NAMES = {"openai": "an API key (sk-…)", "aws": "an AWS access key id",
-                 "github": "a GitHub token", "slack": "a Slack token",
-                 "pem": "a PEM private key"}
+
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -352,7 +347,7 @@ class _Checker:
         for entry, raw in self.source.read(entries):
             try:
                 done[entry.path] = load_yaml(raw, max_bytes=limit), bool(
-                    _SECRET_HINT_BYTES.search(raw))
+                    SECRET_HINT_BYTES.search(raw))
             except YamlError as exc:
                 done[entry.path] = exc, False
         return [done[entry.path] for entry in entries]
@@ -380,11 +375,11 @@ class _Checker:
             where = current.doc.locate(["extends"])
             if not AGENT_ID.fullmatch(base_id):
                 self.report(current.path, *where, "extends: must be an agent id, the path of "
-                            f"its file under agents/ without .yaml (got {_show(base_id)})")
+                            f"its file under agents/ without .yaml (got {show(base_id)})")
                 return None
             if base is None:
                 if base_id not in self.broken:
-                    hint = _did_you_mean(base_id, self.agents) or (
+                    hint = did_you_mean(base_id, self.agents) or (
                         f" (known: {', '.join(sorted(self.agents)[:10])})" if self.agents else "")
                     self.report(current.path, *where, f"extends: no agent `{base_id}`{hint}")
                 return None
@@ -428,8 +423,8 @@ class _Checker:
         if err["type"] == "prompt_source" and all(k in _merged_keys(chain) for k in _PROMPT_KEYS):
             loc = ["system_prompt_file"]
         origin, (line, column) = _origin(chain, loc, key=err["type"] == "extra_forbidden")
-        name = _dotted(loc) if loc and err["type"] != "prompt_source" else ""
-        message = describe(err, _fields_at(model, loc[:-1]) if loc else [])
+        name = dotted(loc) if loc and err["type"] != "prompt_source" else ""
+        message = describe(err, fields_at(model, loc[:-1]) if loc else [])
         self.report(origin.path, line, column, f"{name}: {message}" if name else message)
 
     # -- prompt files and the resolved config ----------------------------------------------
@@ -481,10 +476,10 @@ class _Checker:
         if not text.strip():
             self.report(path, 1, 1, "prompt file is empty")
             return None
-        for match in _SECRETS.finditer(text) if _find_secret(text) else ():
+        for match in SECRETS.finditer(text) if find_secret(text) else ():
             line = text.count("\n", 0, match.start()) + 1
             column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
-            self.report(path, line, column, _secret_message(match), WARNING)
+            self.report(path, line, column, secret_message(match), WARNING)
         return text.removeprefix("\ufeff")
 
     def finish(self, item: _Resolved, prompts: Mapping[str, str | None]) -> dict[str, Any] | None:
@@ -498,10 +493,10 @@ class _Checker:
 
     def scan_secrets(self, path: str, doc: Document, value: Any, loc: list[str | int]) -> None:
         if isinstance(value, str):
-            match = _find_secret(value)
+            match = find_secret(value)
             if match:
                 self.report(path, *doc.locate(loc, offset=match.start()),
-                            f"{_dotted(loc)}: {_secret_message(match)}", WARNING)
+                            f"{dotted(loc)}: {secret_message(match)}", WARNING)
         elif isinstance(value, dict):
             for key, item in value.items():
                 self.scan_secrets(path, doc, item, [*loc, key])
@@ -584,114 +579,3 @@ def _origin(chain: Sequence[AgentFile], loc: Sequence[str | int], *,
     """The file in an ``extends`` chain that supplied the value at ``loc``, and where."""
     origin = next((a for a in chain if has_path(a.doc.data, loc)), chain[0])
     return origin, origin.doc.locate(loc, key=key)
-
-
-def _find_secret(text: str) -> re.Match[str] | None:
-    if _SECRET_HINT_STR.search(text):
-        return _SECRETS.search(text)
-    return None
-
-
-def _secret_message(match: re.Match[str]) -> str:
-    kind = _SECRET_NAMES[match.lastgroup or "pem"]
-    return f"looks like {kind}; keep credentials out of git and rotate this one"
-
-
-def _dotted(loc: Sequence[str | int]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f", did you mean `{close[0]}`?" if close else ""
-
-
-def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """The field names (as written in YAML) of the model found at ``loc`` under ``model``."""
-    annotation: Any = model
-    for part in loc:
-        annotation = _step(annotation, part)
-    found = _model_in(annotation)
-    return [info.alias or name for name, info in found.model_fields.items()] if found else []
-
-
-def _step(annotation: Any, part: str | int) -> Any:
-    """The type one step (a field, a mapping key or a list index) inside ``annotation``."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType) and len(args) == 1:
-        return _step(args[0], part)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        info = annotation.model_fields.get(str(part)) or next(
-            (f for f in annotation.model_fields.values() if f.alias == part), None)
-        return info.annotation if info is not None else None
-    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping) and args:
-        return args[-1]
-    if origin is not None and isinstance(origin, type) and issubclass(origin, Sequence) and args:
-        return args[0]
-    return None
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
-        return _model_in(args[0])
-    return None
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return repr(value if len(value) <= 40 else value[:37] + "...")
-    return "a list" if isinstance(value, list) else "a mapping"
-
-
-_MESSAGES = {
-    "missing": "is required",
-    "float_type": "must be a number (got {input})",
-    "float_parsing": "must be a number (got {input})",
-    "int_type": "must be a whole number (got {input})",
-    "int_parsing": "must be a whole number (got {input})",
-    "int_from_float": "must be a whole number (got {input})",
-    "string_type": "must be a string (got {input})",
-    "bool_type": "must be true or false (got {input})",
-    "bool_parsing": "must be true or false (got {input})",
-    "list_type": "must be a list (got {input})",
-    "dict_type": "must be a mapping (got {input})",
-    "model_type": "must be a mapping (got {input})",
-    "model_attributes_type": "must be a mapping (got {input})",
-    "less_than_equal": "must be at most {le} (got {input})",
-    "greater_than_equal": "must be at least {ge} (got {input})",
-    "less_than": "must be less than {lt} (got {input})",
-    "greater_than": "must be greater than {gt} (got {input})",
-    "string_pattern_mismatch": "must match {pattern} (got {input})",
-}
-
-
-def describe(err: ErrorDetails, fields: Sequence[str] = ()) -> str:
-    """A short, plain message for one pydantic error (without the field name)."""
-    kind = err["type"]
-    ctx = dict(err.get("ctx") or {})
-    if kind == "extra_forbidden":
-        key = str(err["loc"][-1]) if err["loc"] else ""
-        return "unknown key" + _did_you_mean(key, fields)
-    if kind == "string_too_short" and ctx.get("min_length") == 1:
-        return "must not be empty"
-    template = _MESSAGES.get(kind)
-    if template is None:
-        return err["msg"].removeprefix("Value error, ")
-    shown = {k: _show(v) if isinstance(v, int | float) else v for k, v in ctx.items()}
-    return template.format(input=_show(err.get("input")), **shown)
-

@@ -1,0 +1,141 @@
+"""Messages for people: pydantic errors in plain words, hints, and the credential scan."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import ErrorDetails
+
+__all__ = ["SECRETS", "SECRET_HINT_BYTES", "describe", "did_you_mean", "dotted", "fields_at",
+           "find_secret", "secret_message", "show"]
+
+SECRETS = re.compile(
+    r"(?P<openai>\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,})"
+    r"|(?P<aws>\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)"
+    r"|(?P<github>\bgh[pousr]_[A-Za-z0-9]{36,}|\bgithub_pat_[A-Za-z0-9_]{22,})"
+    r"|(?P<slack>\bxox[abposr]-[A-Za-z0-9-]{10,})"
+    r"|(?P<pem>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)")
+# One cheap literal scan of a whole file before the full patterns run on its values (hot path).
+_SECRET_HINT = "sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox|-----BEGIN"  # noqa: S105
+_SECRET_HINT_STR = re.compile(_SECRET_HINT)
+SECRET_HINT_BYTES = re.compile(_SECRET_HINT.encode())
+_SECRET_NAMES = {"openai": "an API key (sk-…)", "aws": "an AWS access key id",
+                 "github": "a GitHub token", "slack": "a Slack token",
+                 "pem": "a PEM private key"}
+
+
+def find_secret(text: str) -> re.Match[str] | None:
+    if _SECRET_HINT_STR.search(text):
+        return SECRETS.search(text)
+    return None
+
+
+def secret_message(match: re.Match[str]) -> str:
+    kind = _SECRET_NAMES[match.lastgroup or "pem"]
+    return f"looks like {kind}; keep credentials out of git and rotate this one"
+
+
+def dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f", did you mean `{close[0]}`?" if close else ""
+
+
+def fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The field names (as written in YAML) of the model found at ``loc`` under ``model``."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _step(annotation, part)
+    found = _model_in(annotation)
+    return [info.alias or name for name, info in found.model_fields.items()] if found else []
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    """The type one step (a field, a mapping key or a list index) inside ``annotation``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _step(args[0], part)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        info = annotation.model_fields.get(str(part)) or next(
+            (f for f in annotation.model_fields.values() if f.alias == part), None)
+        return info.annotation if info is not None else None
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping) and args:
+        return args[-1]
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Sequence) and args:
+        return args[0]
+    return None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _model_in(args[0])
+    return None
+
+
+def show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "float_type": "must be a number (got {input})",
+    "float_parsing": "must be a number (got {input})",
+    "int_type": "must be a whole number (got {input})",
+    "int_parsing": "must be a whole number (got {input})",
+    "int_from_float": "must be a whole number (got {input})",
+    "string_type": "must be a string (got {input})",
+    "bool_type": "must be true or false (got {input})",
+    "bool_parsing": "must be true or false (got {input})",
+    "list_type": "must be a list (got {input})",
+    "dict_type": "must be a mapping (got {input})",
+    "model_type": "must be a mapping (got {input})",
+    "model_attributes_type": "must be a mapping (got {input})",
+    "less_than_equal": "must be at most {le} (got {input})",
+    "greater_than_equal": "must be at least {ge} (got {input})",
+    "less_than": "must be less than {lt} (got {input})",
+    "greater_than": "must be greater than {gt} (got {input})",
+    "string_pattern_mismatch": "must match {pattern} (got {input})",
+}
+
+
+def describe(err: ErrorDetails, fields: Sequence[str] = ()) -> str:
+    """A short, plain message for one pydantic error (without the field name)."""
+    kind = err["type"]
+    ctx = dict(err.get("ctx") or {})
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1]) if err["loc"] else ""
+        return "unknown key" + did_you_mean(key, fields)
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return "must not be empty"
+    template = _MESSAGES.get(kind)
+    if template is None:
+        return err["msg"].removeprefix("Value error, ")
+    shown = {k: show(v) if isinstance(v, int | float) else v for k, v in ctx.items()}
+    return template.format(input=show(err.get("input")), **shown)
+
