@@ -100,7 +100,14 @@ class AsyncClient(ClientCore):
         :meth:`get_version` for a version that may have to be fetched."""
         if self.closed:
             self.check_open()
-        return self.holdings.get(agent_id, version)
+        try:
+            return self.holdings.get(agent_id, version)
+        except KeyError as exc:
+            if exc.__class__ is not KeyError:
+                raise
+            raise KeyError(f"version {version} of {agent_id!r} is not held yet; "
+                           f"`await client.get_version({agent_id!r}, {version})` fetches it"
+                           ) from None
 
     async def get_version(self, agent_id: str, version: int) -> Snapshot:
         """That exact version: held, or fetched once from the history hash and then kept."""

@@ -59,7 +59,8 @@ def _now() -> str:
 
 @dataclass(frozen=True, slots=True)
 class ClientStatus:
-    """What a client knows about itself, for health checks and dashboards."""
+    """What a client knows about itself, for health checks and dashboards (attributes, or
+    ``status["connected"]``, or :meth:`as_dict` for JSON)."""
 
     instance_id: str
     connected: bool
@@ -72,6 +73,14 @@ class ClientStatus:
     commit: str
     versions: dict[str, int]
     last_error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
 
 
 class ClientCore:

@@ -36,6 +36,7 @@ __all__ = [
 logger = logging.getLogger("configsync.client")
 
 CACHE_FORMAT = 1
+KEEP_VERSIONS = 16
 
 
 class UnknownAgentError(KeyError, ConfigsyncError):
@@ -127,6 +128,7 @@ class Holdings:
         self.namespace = namespace
         self.current: Mapping[str, Snapshot] = {}
         self.versions: dict[tuple[str, int], Snapshot] = {}
+        self._kept: dict[str, list[int]] = {}
         self.epoch: str | None = None
         self.revision = -1
         self.commit = ""
@@ -147,7 +149,16 @@ class Holdings:
         return pinned
 
     def remember(self, snapshot: Snapshot) -> None:
-        self.versions[(snapshot.agent_id, snapshot.version)] = snapshot
+        """Keep a version for pinned reads (the last :data:`KEEP_VERSIONS` of each agent: a
+        conversation that pins an older one holds its Snapshot itself)."""
+        key = (snapshot.agent_id, snapshot.version)
+        self.versions[key] = snapshot
+        held = self._kept.setdefault(snapshot.agent_id, [])
+        if snapshot.version not in held:
+            held.append(snapshot.version)
+            held.sort()
+            while len(held) > KEEP_VERSIONS:
+                self.versions.pop((snapshot.agent_id, held.pop(0)), None)
 
     def _set_schema(self, schema: str) -> None:
         if schema != self.schema or self.epoch is None:
@@ -184,6 +195,7 @@ class Holdings:
             if new_epoch:
                 self.versions = {k: v for k, v in self.versions.items()
                                  if fresh.get(k[0]) is v}
+                self._kept = {a: [v] for a, v in self.versions}
             self.current = fresh
             self.epoch, self.revision, self.commit = epoch, revision, state.get("commit", "")
         return changes

@@ -113,6 +113,8 @@ def test_pinned_versions(world: World) -> None:
             await until(lambda: client.get("a").version == 6)
             assert await client.get_version("a", 1) is pinned
         async with AsyncClient(redis=world.url, namespace="test") as fresh:
+            with pytest.raises(KeyError, match="get_version"):
+                fresh.get("a", version=5)  # not held yet: no network in get()
             assert (await fresh.get_version("a", 5)).version == 5
             assert fresh.get("a", version=5).version == 5  # kept after the fetch
             with pytest.raises(VersionNotFoundError):

@@ -325,3 +325,19 @@ def test_example_agent_loop_runs(world: World) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == (
         "turn 1: a v1 model=gpt-4o temperature=0.7 prompt='You are A.'")
+
+
+def test_versions_held_for_pinning_are_bounded(world: World) -> None:
+    from configsync.holdings import KEEP_VERSIONS
+
+    with Client(redis=world.url, namespace="test") as client:
+        first = client.get("a")
+        for i in range(KEEP_VERSIONS + 2):
+            world.push("a", (i % 20) / 10)
+        wait_until(lambda: client.get("a").version == KEEP_VERSIONS + 3)
+        held = [v for (agent, v) in client.holdings.versions if agent == "a"]
+        assert len(held) == KEEP_VERSIONS and max(held) == KEEP_VERSIONS + 3
+        assert first.version == 1  # a conversation that kept its snapshot still has it
+        status = client.status()
+        assert status["versions"]["a"] == status.versions["a"] == KEEP_VERSIONS + 3
+        assert status.as_dict()["connected"] is True
