@@ -267,11 +267,7 @@ class Holdings:
             state = {"epoch": str(data["epoch"] or ""), "revision": str(data["revision"]),
                      "commit": str(data["commit"]), "schema": str(data.get("schema", ""))}
             self.replace_all(state, records)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            logger.warning("event=cache_unreadable path=%s error=%r: starting without it",
-                           target, str(exc))
-            return False
-        except Exception as exc:  # e.g. a config that no longer validates
+        except Exception as exc:  # unreadable, truncated, or configs that no longer validate
             logger.warning("event=cache_unreadable path=%s error=%r: starting without it",
                            target, str(exc))
             return False

@@ -215,10 +215,3 @@ if redis.call('HEXISTS', KEYS[1], 'seen') == 1 then
 end
 return 0
 """
-
-
-def snapshots_by_agent(snapshots: Iterable[Record]) -> dict[str, list[Record]]:
-    out: dict[str, list[Record]] = {}
-    for snapshot in snapshots:
-        out.setdefault(snapshot.agent_id, []).append(snapshot)
-    return out
