@@ -18,7 +18,7 @@ never both write the same step (DESIGN.md invariants 1 and 4).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
