@@ -23,7 +23,7 @@ import redis
 import redis.asyncio as aioredis
 
 from .backoff import Backoff
-from .client import ClientCore, _now, parse_event
+from .client import ClientCore, _now, parse_event, texts
 from .holdings import Change, Snapshot, VersionNotFoundError, typed
 from .snapshot import Record
 
@@ -134,7 +134,7 @@ class AsyncClient(ClientCore):
         if self.last_sync_at is not None:  # the first read takes both in one round trip
             client: Any = self._redis
             raw: Mapping[bytes, bytes] = await client.hgetall(self.keys.state)
-            state = {k.decode(): v.decode() for k, v in raw.items()}
+            state = texts(raw)
             if "seen" not in state:
                 return False  # no data yet: keep the last known good
             if self.unchanged(state):
@@ -143,7 +143,7 @@ class AsyncClient(ClientCore):
             pipe.hgetall(self.keys.state)
             pipe.hgetall(self.keys.current)
             state_raw, current = await pipe.execute()
-        state = {k.decode(): v.decode() for k, v in state_raw.items()}
+        state = texts(state_raw)
         await self._deliver(self.take_full(state, current))
         return "seen" in state
 

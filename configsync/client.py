@@ -166,12 +166,12 @@ class ClientCore:
             logger.info("event=%s agent=%s version=%s", "updated" if snap else "deleted",
                         change.agent_id, snap.version if snap else "-")
 
-    def take_full(self, state: Mapping[str, str], raw: Mapping[bytes, bytes]) -> list[Change]:
+    def take_full(self, state: Mapping[str, str], raw: Mapping[Any, Any]) -> list[Change]:
         """A full read of ``state`` and ``current``; a missing state keeps what is held."""
         if "seen" not in state:
             return []
         self.last_error = state.get("last_error") or None
-        records = {k.decode(): Record.from_json(v) for k, v in raw.items()}
+        records = {text(k): Record.from_json(v) for k, v in raw.items()}
         changes = self.holdings.replace_all(state, records)
         self.last_sync_at = _now()
         return changes
@@ -249,6 +249,15 @@ class ClientCore:
     @property
     def report_ttl(self) -> int:
         return max(1, int(self.report_interval * 3 + 0.999))
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text, whether or not the connection decodes responses."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def texts(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {text(k): text(v) for k, v in raw.items()}
 
 
 def parse_event(data: bytes | str) -> dict[str, Any] | None:
@@ -355,7 +364,7 @@ class Client(ClientCore):
         if self.last_sync_at is not None:
             state_raw: Mapping[bytes, bytes] = self._redis.hgetall(  # type: ignore[assignment]
                 self.keys.state)
-            state = {k.decode(): v.decode() for k, v in state_raw.items()}
+            state = texts(state_raw)
             if "seen" not in state:
                 return False  # no data yet: keep the last known good
             if self.unchanged(state):
@@ -364,7 +373,7 @@ class Client(ClientCore):
         pipe.hgetall(self.keys.state)
         pipe.hgetall(self.keys.current)
         state_raw, current = pipe.execute()
-        state = {k.decode(): v.decode() for k, v in state_raw.items()}
+        state = texts(state_raw)
         self._deliver(self.take_full(state, current))
         return "seen" in state
 

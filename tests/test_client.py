@@ -341,3 +341,13 @@ def test_versions_held_for_pinning_are_bounded(world: World) -> None:
         status = client.status()
         assert status["versions"]["a"] == status.versions["a"] == KEEP_VERSIONS + 3
         assert status.as_dict()["connected"] is True
+
+
+def test_a_decoding_redis_connection_works_too(world: World) -> None:
+    connection = redis.Redis.from_url(world.url, decode_responses=True)
+    with Client(redis=connection, namespace="test") as client:
+        assert client.get("a").version == 1
+        world.push("a", 0.8)
+        wait_until(lambda: client.get("a").version == 2)
+        assert client.get("a", version=1).version == 1
+    connection.close()
