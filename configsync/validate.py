@@ -120,12 +120,12 @@ def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1,
     inside it). ``jobs`` > 1 parses YAML in that many forked processes: only for a process
     with no other threads, such as the CLI.
 
-    ``previous``, the report of an earlier tree that passed, makes the check incremental: files
-    whose entry key (a blob sha) is unchanged are not read again, and only agents whose own
-    file, a base in their ``extends`` chain or their prompt file changed are validated again
-    (all of them when ``configsync.yaml`` changed). The result is the same as a full check.
-    ``changed``, the paths that differ from ``previous``'s tree (from ``git diff-tree``), makes
-    the cost follow the change instead of the repository's size.
+    ``previous`` (the report of an earlier tree that passed) with ``changed`` (the paths that
+    differ from it, from ``git diff-tree``) makes the check incremental: only changed files are
+    read, and only agents whose own file, a base in their ``extends`` chain or their prompt file
+    changed are validated again, so the cost follows the change, not the repository's size.
+    When ``configsync.yaml`` changed, or either is missing, everything is checked. The result
+    is the same as a full check.
     """
     # Thousands of node graphs stay alive while checking; the cyclic GC would re-scan them all
     # on every generation-0 collection (5x slower at 10,000 files). Nothing here makes cycles
@@ -133,7 +133,7 @@ def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1,
     enabled = gc.isenabled()
     gc.disable()
     try:
-        checker = _Checker(source, repo_root, jobs, previous)
+        checker = _Checker(source, repo_root, jobs)
         if previous is not None and changed is not None and SETTINGS_FILE not in changed:
             return checker.run_changes(previous, changed)
         return checker.run()
@@ -154,7 +154,6 @@ class _Checker:
     source: Source
     repo_root: Path | None
     jobs: int = 1
-    previous: Report | None = None
     found: set[Diagnostic] = field(default_factory=set)
     settings: RepoSettings = field(default_factory=RepoSettings)
     context: dict[str, Any] = field(default_factory=dict)
@@ -175,45 +174,15 @@ class _Checker:
                             "commit the file itself")
             elif entry.kind != "file":
                 self.report(entry.path, 1, 1, "is not a regular file")
-        previous = self.previous
-        if previous is not None and not _same(by_path, previous.entries, SETTINGS_FILE):
-            previous = None  # new settings (limits, registry, schema): check everything again
-        if previous is None:
-            self.check_settings(by_path.get(SETTINGS_FILE))
-        else:
-            self.settings, self.model = previous.settings, previous.model
-            self.context = {"settings": self.settings}
+        self.check_settings(by_path.get(SETTINGS_FILE))
         agent_entries = self.agent_entries(entries)
-        to_load = []
-        for entry in agent_entries:
-            agent_id = agent_id_for(entry.path)
-            kept = previous.agents.get(agent_id or "") if previous is not None else None
-            if kept is not None and kept.path == entry.path and previous is not None and _same(
-                    by_path, previous.entries, entry.path):
-                self.agents[kept.agent_id] = kept
-            else:
-                to_load.append(entry)
-        loaded = fork_map(self.load_agents, to_load, jobs=self.jobs)
-        for entry, (doc, maybe_secret) in zip(to_load, loaded, strict=True):
+        loaded = fork_map(self.load_agents, agent_entries, jobs=self.jobs)
+        for entry, (doc, maybe_secret) in zip(agent_entries, loaded, strict=True):
             self.take_agent(entry, doc, maybe_secret)
         configs: dict[str, dict[str, Any]] = {}
         report = Report([], configs, self.settings, len(agent_entries) + 1, by_path,
                         self.agents, model=self.model)
-        dirty = sorted(self.agents)
-        if previous is not None:
-            fresh = {agent_id_for(e.path) for e in to_load}
-            dirty = []
-            for agent_id in sorted(self.agents):
-                if agent_id in fresh or not _unchanged(agent_id, previous, self.agents, by_path):
-                    dirty.append(agent_id)
-                    continue
-                configs[agent_id] = previous.configs[agent_id]
-                report.chains[agent_id] = previous.chains[agent_id]
-                if agent_id in previous.prompt_of:
-                    path = previous.prompt_of[agent_id]
-                    report.prompt_of[agent_id] = path
-                    report.prompts[path] = previous.prompts[path]
-        self.resolve_into(report, dirty, previous)
+        self.resolve_into(report, sorted(self.agents), None)
         report.configs = dict(sorted(configs.items()))
         report.diagnostics = sorted(self.found)
         report.index()
@@ -549,20 +518,6 @@ def _same(now: Mapping[str, Entry], before: Mapping[str, Entry], path: str) -> b
     a, b = now.get(path), before.get(path)
     return (a is None and b is None) or (
         a is not None and b is not None and a.key == b.key and a.kind == b.kind)
-
-
-def _unchanged(agent_id: str, previous: Report, agents: Mapping[str, AgentFile],
-               by_path: Mapping[str, Entry]) -> bool:
-    """Whether everything ``agent_id``'s resolved config was made of is as in ``previous``."""
-    chain = previous.chains.get(agent_id)
-    if chain is None or agent_id not in previous.configs:
-        return False  # it did not pass before
-    for member in chain:
-        agent = agents.get(member)
-        if agent is None or agent is not previous.agents.get(member):
-            return False
-    prompt = previous.prompt_of.get(agent_id)
-    return prompt is None or _same(by_path, previous.entries, prompt)
 
 
 def _merged_keys(chain: Sequence[AgentFile]) -> set[str]:
