@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -24,7 +23,7 @@ import redis.asyncio as aioredis
 
 from .backoff import Backoff
 from .client import ClientCore, _now, parse_event, texts
-from .holdings import Change, Snapshot, VersionNotFoundError, typed
+from .holdings import Change, Snapshot
 from .snapshot import Record
 
 __all__ = ["AsyncClient"]
@@ -32,24 +31,14 @@ __all__ = ["AsyncClient"]
 logger = logging.getLogger("configsync.client")
 
 
-class AsyncClient(ClientCore):
+class AsyncClient(ClientCore[aioredis.Redis]):
     """An asyncio client (see :class:`configsync.Client` for the behaviour)."""
 
-    def __init__(self, *, redis: str | aioredis.Redis, namespace: str = "default",
-                 cache_path: str | os.PathLike[str] | None = None, check_interval: float = 30.0,
-                 report_interval: float = 10.0, instance_id: str | None = None,
-                 on_disconnect: Callable[[BaseException], Any] | None = None,
-                 on_reconnect: Callable[[], Any] | None = None,
-                 socket_timeout: float = 5.0) -> None:
-        super().__init__(namespace=namespace, cache_path=cache_path,
-                         check_interval=check_interval, report_interval=report_interval,
-                         instance_id=instance_id, on_disconnect=on_disconnect,
-                         on_reconnect=on_reconnect)
-        self._owns_redis = isinstance(redis, str)
-        self._redis: aioredis.Redis = (
-            aioredis.Redis.from_url(redis, socket_timeout=socket_timeout,
-                                    socket_connect_timeout=socket_timeout)
-            if isinstance(redis, str) else redis)
+    def _connect(self, url: str, socket_timeout: float) -> aioredis.Redis:
+        return aioredis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                       socket_connect_timeout=socket_timeout)
+
+    def _init_runtime(self) -> None:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._resync = False
@@ -100,33 +89,25 @@ class AsyncClient(ClientCore):
         :meth:`get_version` for a version that may have to be fetched."""
         if self.closed:
             self.check_open()
-        try:
-            return self.holdings.get(agent_id, version)
-        except KeyError as exc:
-            if exc.__class__ is not KeyError:
-                raise
+        if version is None:
+            return self.holdings.get(agent_id)
+        held = self.holdings.pinned(agent_id, version)
+        if held is None:
             raise KeyError(f"version {version} of {agent_id!r} is not held yet; "
-                           f"`await client.get_version({agent_id!r}, {version})` fetches it"
-                           ) from None
+                           f"`await client.get_version({agent_id!r}, {version})` fetches it")
+        return held
 
     async def get_version(self, agent_id: str, version: int) -> Snapshot:
         """That exact version: held, or fetched once from the history hash and then kept."""
         self.check_open()
-        try:
-            return self.holdings.get(agent_id, version)
-        except KeyError as exc:
-            if exc.__class__ is not KeyError:
-                raise
+        held = self.holdings.pinned(agent_id, version)
+        if held is not None:
+            return held
         key = self.keys.history(agent_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(key, str(version))
             pipe.hkeys(key)
-            raw, kept = await pipe.execute()
-        if raw is None:
-            raise VersionNotFoundError(agent_id, version, sorted(int(v) for v in kept))
-        snapshot = typed(Record.from_json(raw), self.holdings.model)
-        self.holdings.remember(snapshot)
-        return snapshot
+            return self.take_version(agent_id, version, *await pipe.execute())
 
     # -- the background task ---------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 
@@ -51,6 +51,7 @@ __all__ = ["Client", "ClientStatus"]
 logger = logging.getLogger("configsync.client")
 
 Callback = Callable[[str, Snapshot | None], Any]
+R = TypeVar("R")
 
 
 def _now() -> str:
@@ -83,13 +84,19 @@ class ClientStatus:
         return getattr(self, name)
 
 
-class ClientCore:
-    """Everything Client and AsyncClient share that does no I/O."""
+class ClientCore(Generic[R]):
+    """Everything Client and AsyncClient share that does no I/O, the constructor included
+    (``R`` is the redis-py client class: sync or asyncio)."""
 
-    def __init__(self, *, namespace: str, cache_path: str | os.PathLike[str] | None,
-                 check_interval: float, report_interval: float, instance_id: str | None,
-                 on_disconnect: Callable[[BaseException], Any] | None,
-                 on_reconnect: Callable[[], Any] | None) -> None:
+    def __init__(self, *, redis: str | R, namespace: str = "default",
+                 cache_path: str | os.PathLike[str] | None = None, check_interval: float = 30.0,
+                 report_interval: float = 10.0, instance_id: str | None = None,
+                 on_disconnect: Callable[[BaseException], Any] | None = None,
+                 on_reconnect: Callable[[], Any] | None = None,
+                 socket_timeout: float = 5.0) -> None:
+        self._owns_redis = isinstance(redis, str)
+        self._redis: R = self._connect(redis, socket_timeout) if isinstance(redis, str) \
+            else redis
         self.keys = Keys(namespace)
         self.namespace = namespace
         self.cache_path = cache_path
@@ -112,6 +119,13 @@ class ClientCore:
         self.closed = False
         if cache_path is not None:
             self.holdings.load(cache_path)
+        self._init_runtime()
+
+    def _connect(self, url: str, socket_timeout: float) -> R:
+        raise NotImplementedError
+
+    def _init_runtime(self) -> None:
+        """The subclass's own background machinery (thread or task)."""
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -147,6 +161,14 @@ class ClientCore:
                             self.last_error)
 
     # -- applying -----------------------------------------------------------------------------
+
+    def take_version(self, agent_id: str, version: int, raw: Any, kept: Any) -> Snapshot:
+        """The reply to ``HGET history version`` + ``HKEYS history``, as a kept Snapshot."""
+        if raw is None:
+            raise VersionNotFoundError(agent_id, version, sorted(int(v) for v in kept))
+        snapshot = typed(Record.from_json(raw), self.holdings.model)
+        self.holdings.remember(snapshot)
+        return snapshot
 
     def due_callbacks(self, changes: list[Change]) -> list[tuple[Callback, Change]]:
         with self.callbacks_lock:
@@ -268,28 +290,17 @@ def parse_event(data: bytes | str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) and "type" in event else None
 
 
-class Client(ClientCore):
+class Client(ClientCore[redis.Redis]):
     """A thread-backed client (see the module docstring). Use as a context manager, or call
     :meth:`start` and :meth:`stop`."""
 
-    def __init__(self, *, redis: str | redis.Redis, namespace: str = "default",
-                 cache_path: str | os.PathLike[str] | None = None, check_interval: float = 30.0,
-                 report_interval: float = 10.0, instance_id: str | None = None,
-                 on_disconnect: Callable[[BaseException], Any] | None = None,
-                 on_reconnect: Callable[[], Any] | None = None,
-                 socket_timeout: float = 5.0) -> None:
-        super().__init__(namespace=namespace, cache_path=cache_path,
-                         check_interval=check_interval, report_interval=report_interval,
-                         instance_id=instance_id, on_disconnect=on_disconnect,
-                         on_reconnect=on_reconnect)
-        self._owns_redis = isinstance(redis, str)
-        self._redis: _redis_module.Redis = (
-            _redis_module.Redis.from_url(redis, socket_timeout=socket_timeout,
-                                         socket_connect_timeout=socket_timeout)
-            if isinstance(redis, str) else redis)
+    def _connect(self, url: str, socket_timeout: float) -> redis.Redis:
+        return redis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                    socket_connect_timeout=socket_timeout)
+
+    def _init_runtime(self) -> None:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pubsub: Any = None
         self._resync = threading.Event()
 
     def __enter__(self) -> Client:
@@ -310,7 +321,7 @@ class Client(ClientCore):
             state_read = self._full_check()
             self.set_connected()
             self.fresh(state_read)
-        except (_redis_module.RedisError, OSError) as exc:
+        except (redis.RedisError, OSError) as exc:
             self.set_disconnected(exc)
         self._thread = threading.Thread(target=self._run, name="configsync-client",
                                         daemon=True)
@@ -327,7 +338,7 @@ class Client(ClientCore):
             self._thread.join(timeout=10)
         try:
             self._redis.delete(self.keys.client(self.instance_id))
-        except (_redis_module.RedisError, OSError):
+        except (redis.RedisError, OSError):
             pass
         if self._owns_redis:
             self._redis.close()
@@ -337,24 +348,16 @@ class Client(ClientCore):
         (fetched once from the history hash if not held, then kept: versions are immutable)."""
         if self.closed:
             self.check_open()
-        try:
-            return self.holdings.get(agent_id, version)
-        except KeyError as exc:
-            if version is None or exc.__class__ is not KeyError:
-                raise
-        return self._fetch_version(agent_id, version)
-
-    def _fetch_version(self, agent_id: str, version: int) -> Snapshot:
+        if version is None:
+            return self.holdings.get(agent_id)
+        held = self.holdings.pinned(agent_id, version)
+        if held is not None:
+            return held
         key = self.keys.history(agent_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hget(key, str(version))
         pipe.hkeys(key)
-        raw, kept = pipe.execute()
-        if raw is None:
-            raise VersionNotFoundError(agent_id, version, sorted(int(v) for v in kept))
-        snapshot = typed(Record.from_json(raw), self.holdings.model)
-        self.holdings.remember(snapshot)
-        return snapshot
+        return self.take_version(agent_id, version, *pipe.execute())
 
     # -- the background thread ---------------------------------------------------------------
 
@@ -391,7 +394,7 @@ class Client(ClientCore):
             try:
                 self._follow()
                 backoff.reset()
-            except (_redis_module.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError) as exc:
                 self.set_disconnected(exc)
                 self._stopping.wait(backoff.next())
             except Exception:  # a bug must not kill the thread that keeps configs fresh
@@ -445,5 +448,3 @@ class Client(ClientCore):
             self._deliver(self.holdings.apply_record(
                 Record.from_json(raw), event["epoch"], int(event.get("revision") or 0)))
 
-
-_redis_module = redis

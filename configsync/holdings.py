@@ -136,17 +136,19 @@ class Holdings:
         self.model: type[AgentConfig] = AgentConfig
         self.lock = threading.Lock()
 
-    def get(self, agent_id: str, version: int | None = None) -> Snapshot:
-        """Lock-free in-memory read (a version is found only if already held)."""
+    def get(self, agent_id: str) -> Snapshot:
+        """Lock-free in-memory read of the current snapshot."""
         snapshot = self.current.get(agent_id)
-        if version is None or (snapshot is not None and snapshot.version == version):
-            if snapshot is None:
-                raise UnknownAgentError(agent_id, sorted(self.current))
+        if snapshot is None:
+            raise UnknownAgentError(agent_id, sorted(self.current))
+        return snapshot
+
+    def pinned(self, agent_id: str, version: int) -> Snapshot | None:
+        """That version if it is held (current, or seen before), else None."""
+        snapshot = self.current.get(agent_id)
+        if snapshot is not None and snapshot.version == version:
             return snapshot
-        pinned = self.versions.get((agent_id, version))
-        if pinned is None:
-            raise KeyError((agent_id, version))
-        return pinned
+        return self.versions.get((agent_id, version))
 
     def remember(self, snapshot: Snapshot) -> None:
         """Keep a version for pinned reads (the last :data:`KEEP_VERSIONS` of each agent: a
