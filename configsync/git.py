@@ -219,8 +219,7 @@ class Mirror(GitRepo):
         return True
 
     def is_ancestor(self, ancestor: str, head: str) -> bool:
-        if not self.has_commit(ancestor):
-            return False
+        """False also when ``ancestor`` is not in this repository (exit 128, not 1)."""
         try:
             self._git("merge-base", "--is-ancestor", ancestor, head)
         except GitError:

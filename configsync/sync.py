@@ -85,12 +85,15 @@ class Engine:
     def _entries(self, applied: Applied, commit: str) -> tuple[dict[str, Entry], set[str]] | None:
         """The commit's config entries patched from the applied tree by ``git diff-tree``, and
         the changed paths (cost follows the change); None when a full listing is needed."""
-        if applied.report is None or applied.commit is None or not self.mirror.has_commit(
-                applied.commit):
+        if applied.report is None or applied.commit is None:
+            return None
+        try:
+            changes = self.mirror.diff_tree(applied.commit, commit, CONFIG_PATHS)
+        except GitError:  # the applied commit is gone from the mirror (a force-push)
             return None
         entries = dict(applied.report.entries)
         changed = set()
-        for change in self.mirror.diff_tree(applied.commit, commit, CONFIG_PATHS):
+        for change in changes:
             changed.add(change.path)
             if change.status == "D":
                 entries.pop(change.path, None)

@@ -371,14 +371,16 @@ def test_sigkill_at_random_points_loses_nothing(remote: Remote, make_daemon: Any
     killed.sync()
     head = _history_of_changes(remote, 100, rng)
     progress = []
-    for _ in range(8):  # SIGKILL at random points (some before start-up ends, most mid-walk)
+    # SIGKILL mid-walk: once the daemon has passed a random revision, at a random moment after
+    # (waiting on progress, not on time, so a faster daemon is still caught mid-walk)
+    for target in sorted(rng.sample(range(5, 80), 5)):
         proc = spawn_daemon(remote, redis_server.url, "kill", tmp_path / "wd", interval=0.05)
-        time.sleep(rng.uniform(0.3, 1.2))
+        wait_until(lambda target=target, proc=proc: int(killed.store.state()["revision"])
+                   >= target or proc.poll() is not None, timeout=60)
+        time.sleep(rng.uniform(0, 0.03))
         proc.kill()
         proc.wait()
         progress.append(killed.store.state()["revision"])
-        if killed.store.state()["seen"] == head:
-            break
     proc = spawn_daemon(remote, redis_server.url, "kill", tmp_path / "wd", interval=0.05)
     try:  # then let one run to the head
         wait_until(lambda: killed.store.state()["seen"] == head, timeout=60)
