@@ -25,10 +25,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import ConfigsyncError
 
-__all__ = ["MAX_DEPTH", "Document", "YamlError", "load_yaml"]
+__all__ = ["MAX_DEPTH", "VALUE_ALLOWANCE", "Document", "YamlError", "load_yaml"]
 
 MAX_DEPTH = 100
 """Deepest nesting of mappings and sequences a config file may have."""
+
+VALUE_ALLOWANCE = 10_000
+"""A file may hold at most ``len(text) + VALUE_ALLOWANCE`` values (mappings, lists and scalars,
+keys not counted) once its aliases are expanded; more is an alias bomb (billion laughs)."""
+
+_BOMB = "too many values after expanding aliases (possible alias bomb)"
 
 _BaseLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -185,8 +191,7 @@ class _Builder:
     def build(self, node: Node, depth: int = 0) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise _error("too many values after expanding aliases (possible alias bomb)",
-                         self.top or node)
+            raise _error(_BOMB, self.top or node)
         if isinstance(node, ScalarNode):
             if node.tag == _STR:
                 return node.value
@@ -234,6 +239,8 @@ class _Builder:
                 self.top = value_node
             if value_node.__class__ is ScalarNode and value_node.tag == _STR:
                 self.budget -= 1
+                if self.budget < 0:
+                    raise _error(_BOMB, self.top or value_node)
                 result[key] = value_node.value
             else:
                 result[key] = build(value_node, depth + 1)
@@ -264,24 +271,66 @@ def _decode(raw: bytes) -> str:
 
 
 def _check_depth(text: str) -> None:
-    """Refuse input nested deeper than MAX_DEPTH before the (recursive) composer sees it.
+    """Refuse input nested deeper than MAX_DEPTH, with our message, before any library limit.
 
     Every level of nesting costs one of ``[{-?`` or a deeper indent, so most files are cleared by
-    counting; only the rest pay for a pass of the (iterative) event parser.
+    counting; only the rest pay for a pass of the (iterative) event parser. libyaml's composer
+    recurses in C, and libyaml 0.2.6 (PyYAML 6.0.4's wheels) refuses nesting past its own limit
+    while scanning ahead, before an event at depth MAX_DEPTH + 1 reaches us: when libyaml's pass
+    fails for any reason, PyYAML's pure-Python parser (no nesting limit in any release) measures
+    again, so the verdict and its position do not depend on the installed versions (issue 7).
     """
     cheap_bound = sum(text.count(c) for c in "[{-?") + int((2 * len(text)) ** 0.5) + 1
     if cheap_bound <= MAX_DEPTH:
         return
+    if _BaseLoader is not yaml.SafeLoader:
+        try:
+            _measure_depth(_Loader(text))
+            return
+        except yaml.YAMLError:
+            pass  # a syntax error, or libyaml's own nesting limit: measure again, below
+    loader = _DepthLoader(text)
+    try:
+        _measure_depth(loader)
+    except yaml.YAMLError:
+        # A syntax error (the composer reports it), unless the scanner, which runs ahead of the
+        # parser, had already opened more than MAX_DEPTH collections before it: then the file
+        # is too deep whatever follows, and a library's own limit could otherwise speak first.
+        if loader.too_deep_at is not None:
+            raise _depth_error(loader.too_deep_at) from None
+
+
+def _measure_depth(loader: Any) -> None:
+    """Read ``loader``'s events; raise at the first collection deeper than MAX_DEPTH."""
     depth = 0
-    for event in yaml.parse(text, Loader=_Loader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                mark = event.start_mark
-                line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-                raise YamlError(f"nested deeper than {MAX_DEPTH} levels", line, column)
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _depth_error(event.start_mark)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
+def _depth_error(mark: Any) -> YamlError:
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return YamlError(f"nested deeper than {MAX_DEPTH} levels", line, column)
+
+
+class _DepthLoader(yaml.SafeLoader):
+    """PyYAML's pure-Python safe loader, which notes where its scanner (which runs ahead of the
+    parser) first holds more than MAX_DEPTH open collections."""
+
+    too_deep_at: Any = None
+
+    def fetch_more_tokens(self) -> None:
+        super().fetch_more_tokens()
+        if self.too_deep_at is None and self.flow_level + len(self.indents) > MAX_DEPTH:
+            self.too_deep_at = self.tokens[-1].start_mark if self.tokens else self.get_mark()
 
 
 def _kind(value: Any) -> str:
@@ -319,7 +368,7 @@ def load_yaml(raw: bytes | str, *, max_bytes: int | None = None) -> Document:
             from None
     if root is None:
         raise YamlError("file is empty; it must be a mapping of keys to values")
-    data = _Builder(budget=len(text) + 10_000).build(root)
+    data = _Builder(budget=len(text) + VALUE_ALLOWANCE).build(root)
     if not isinstance(root, MappingNode) or not isinstance(data, dict):
         raise _error(f"top level must be a mapping of keys to values (got {_kind(data)})", root)
     return Document(data, None, text)  # the node graph is re-made only if a position is asked

@@ -86,8 +86,27 @@ def settings_json_schema() -> dict[str, Any]:
 
 
 def render_schemas(model: type[AgentConfig] = AgentConfig) -> dict[str, str]:
-    """File name → JSON text, for ``configsync schema``."""
+    """File name → JSON text, for ``configsync schema``.
+
+    The text is the same whichever allowed pydantic is installed (so ``schema --check`` in CI
+    agrees with a developer's machine): a whole number is written ``2``, never ``2.0``, which
+    older pydantic releases emit for float bounds (JSON does not tell the two apart).
+    """
     return {
-        AGENT_SCHEMA_FILE: json.dumps(agent_json_schema(model), indent=2) + "\n",
-        SETTINGS_SCHEMA_FILE: json.dumps(settings_json_schema(), indent=2) + "\n",
+        AGENT_SCHEMA_FILE: _dump(agent_json_schema(model)),
+        SETTINGS_SCHEMA_FILE: _dump(settings_json_schema()),
     }
+
+
+def _dump(schema: dict[str, Any]) -> str:
+    return json.dumps(_whole_numbers(schema), indent=2) + "\n"
+
+
+def _whole_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    return value

@@ -7,7 +7,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from configsync.loader import MAX_DEPTH, YamlError, load_yaml
+from configsync import loader
+from configsync.loader import MAX_DEPTH, VALUE_ALLOWANCE, YamlError, load_yaml
 
 BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
     f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
@@ -66,12 +67,148 @@ def test_bad_bytes(raw: bytes, line: int, column: int, message: str) -> None:
     assert (info.value.line, info.value.column, info.value.message) == (line, column, message)
 
 
-def test_size_limit_is_checked_before_parsing() -> None:
+@pytest.mark.parametrize("size", [49, 50, 51])
+def test_size_limit_at_its_boundary(size: int) -> None:
+    raw = b"a: " + b"x" * (size - 3)
+    if size <= 50:
+        assert load_yaml(raw, max_bytes=50).data == {"a": "x" * (size - 3)}
+        return
     with pytest.raises(YamlError) as info:
-        load_yaml(b"a: " + b"x" * 100, max_bytes=50)
-    assert info.value.message == ("file is 103 bytes, over the limit of 50 "
-                                  "(limits.max_file_bytes in configsync.yaml)")
-    assert load_yaml(b"a: " + b"x" * 47, max_bytes=50).data == {"a": "x" * 47}
+        load_yaml(raw, max_bytes=50)
+    assert (info.value.line, info.value.column, info.value.message) == (
+        1, 1, f"file is {size} bytes, over the limit of 50 "
+              "(limits.max_file_bytes in configsync.yaml)")
+
+
+# -- limits: configsync's own limits fire first, with its own message, whatever PyYAML/libyaml
+#    is installed (libyaml 0.2.6 has a nesting limit of its own; older ones recurse until they
+#    crash). Each shape is built at a given depth, with the position of its deepest collection.
+
+def _flow_seq(depth: int) -> tuple[str, tuple[int, int]]:
+    return "a: " + "[" * (depth - 1) + "]" * (depth - 1) + "\n", (1, 3 + depth - 1)
+
+
+def _flow_map(depth: int) -> tuple[str, tuple[int, int]]:
+    return "a: " + "{b: " * (depth - 1) + "1" + "}" * (depth - 1) + "\n", (1, 4 * (depth - 1))
+
+
+def _block_map(depth: int) -> tuple[str, tuple[int, int]]:
+    lines = [" " * i + "k:\n" for i in range(depth - 1)]
+    return "".join(lines) + " " * (depth - 1) + "x: 1\n", (depth, depth)
+
+
+def _block_seq(depth: int) -> tuple[str, tuple[int, int]]:
+    return "a:\n" + "- " * (depth - 1) + "x\n", (2, 2 * (depth - 1) - 1)
+
+
+def _mixed(depth: int) -> tuple[str, tuple[int, int]]:
+    """Block mappings and indentless sequences in turn: ``a:\n- a:\n  - a: ...``."""
+    lines, indent, line = ["a:\n"], 0, 1
+    for level in range(2, depth + 1):
+        if level % 2 == 0:  # a sequence under the key above, at that key's indent
+            lines.append(" " * indent + "-")
+            position = (line + 1, indent + 1)
+        else:  # a mapping inside the entry: its key after "- "
+            lines[-1] += " a:\n"
+            position = (line + 1, indent + 3)
+            indent += 2
+            line += 1
+    if depth % 2 == 0:
+        lines[-1] += " x\n"
+    else:
+        lines.append(" " * indent + "b: 1\n")
+    return "".join(lines), position
+
+
+@pytest.fixture(params=["libyaml", "pure-python"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with libyaml (when installed) and again with PyYAML's pure-Python parser."""
+    if request.param == "libyaml" and not hasattr(yaml, "CSafeLoader"):
+        pytest.skip("libyaml is not installed")
+    if request.param == "pure-python":
+        monkeypatch.setattr(loader, "_BaseLoader", yaml.SafeLoader)
+        monkeypatch.setattr(loader, "_Loader", yaml.SafeLoader)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("shape", [_flow_seq, _flow_map, _block_map, _block_seq, _mixed])
+def test_depth_limit_at_its_boundary(shape: object, parser: str) -> None:
+    assert callable(shape)
+    text, _ = shape(MAX_DEPTH)
+    load_yaml(text)  # exactly MAX_DEPTH levels: fine
+    text, position = shape(MAX_DEPTH + 1)
+    with pytest.raises(YamlError) as info:
+        load_yaml(text)
+    assert (info.value.line, info.value.column, info.value.message) == (
+        *position, f"nested deeper than {MAX_DEPTH} levels")
+
+
+@pytest.mark.parametrize("shape", [_flow_seq, _flow_map, _block_map, _block_seq, _mixed])
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 50, 1_100, 20_000])
+def test_far_too_deep_is_our_error_not_the_librarys(shape: object, depth: int,
+                                                     parser: str) -> None:
+    assert callable(shape)
+    text, _ = shape(depth)
+    _, position = shape(MAX_DEPTH + 1)
+    with pytest.raises(YamlError) as info:
+        load_yaml(text)
+    assert (info.value.line, info.value.column, info.value.message) == (
+        *position, f"nested deeper than {MAX_DEPTH} levels")
+
+
+def test_a_library_nesting_limit_below_the_input_never_speaks() -> None:
+    """libyaml >= 0.2.6 refuses deep input with its own message while scanning ahead; with its
+    limit set just above ours, our message and position still win."""
+    native = getattr(yaml, "_yaml", None)
+    get_limit = getattr(native, "_get_max_nest_level", None)
+    set_limit = getattr(native, "_set_max_nest_level", None)
+    if get_limit is None or set_limit is None or get_limit() < 0:
+        pytest.skip("this libyaml has no nesting limit")
+    before = get_limit()
+    set_limit(MAX_DEPTH + 5)
+    try:
+        for shape in (_flow_seq, _flow_map, _block_map, _block_seq, _mixed):
+            text, _ = shape(MAX_DEPTH + 300)
+            _, position = shape(MAX_DEPTH + 1)
+            with pytest.raises(YamlError) as info:
+                load_yaml(text)
+            assert (info.value.line, info.value.column, info.value.message) == (
+                *position, f"nested deeper than {MAX_DEPTH} levels"), shape
+    finally:
+        set_limit(before)
+
+
+def test_too_deep_before_a_syntax_error_is_still_too_deep(parser: str) -> None:
+    with pytest.raises(YamlError) as info:
+        load_yaml("a: " + "[" * 1_100 + " @")
+    assert info.value.message == f"nested deeper than {MAX_DEPTH} levels"
+    with pytest.raises(YamlError) as info:  # a shallow syntax error stays a syntax error
+        load_yaml("a: " + "[" * 20 + " @" + "-" * 200)
+    assert info.value.message.startswith("invalid YAML: ")
+
+
+def _alias_text(values: int) -> str:
+    """A file whose aliases expand to ``values`` values, padded with a comment to the length
+    at which that is exactly the allowance."""
+    items, copies = 99, 200
+    core = ("a: &x [" + ", ".join(["1"] * items) + "]\nb: [" + ", ".join(["*x"] * copies)
+            + "]\n")
+    assert values == 2 + (items + 1) * (copies + 1)  # root, a's list + items, b's list + copies
+    pad = values - VALUE_ALLOWANCE - len(core) - 1
+    assert pad > 1
+    return core + "#" * pad + "\n"
+
+
+def test_alias_expansion_limit_at_its_boundary(parser: str) -> None:
+    total = 2 + 100 * 201
+    text = _alias_text(total)
+    assert len(text) + VALUE_ALLOWANCE == total
+    data = load_yaml(text).data
+    assert len(data["b"]) == 200
+    with pytest.raises(YamlError) as info:
+        load_yaml(text[:-2] + "\n")  # one character less: one value over the allowance
+    assert (info.value.line, info.value.column, info.value.message) == (
+        2, 4, "too many values after expanding aliases (possible alias bomb)")
 
 
 @pytest.mark.parametrize(("text", "data"), [
