@@ -287,8 +287,17 @@ def _check_depth(text: str) -> None:
         try:
             _measure_depth(_Loader(text))
             return
+        except yaml.YAMLError as exc:  # a syntax error, or libyaml's own nesting limit
+            end = _offset(text, exc)
+        # libyaml scanned cleanly up to where it stopped: the text before that point holds at
+        # most its limit, so a pass over it alone finds the first too-deep collection, fast.
+        # (Events up to that collection do not depend on what the cut removes: a simple key
+        # is shorter than 1,024 characters.) Clean to the cut: it was a syntax error.
+        try:
+            _measure_depth(_Loader(text[:end]))
+            return
         except yaml.YAMLError:
-            pass  # a syntax error, or libyaml's own nesting limit: measure again, below
+            pass  # the cut itself broke the text: measure it all, below
     loader = _DepthLoader(text)
     try:
         _measure_depth(loader)
@@ -314,6 +323,13 @@ def _measure_depth(loader: Any) -> None:
                 depth -= 1
     finally:
         loader.dispose()
+
+
+def _offset(text: str, exc: yaml.YAMLError) -> int:
+    """The character offset at which a parser error points (0 when it has no mark)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    index = getattr(mark, "index", 0)  # characters, in libyaml and in PyYAML alike
+    return max(0, min(int(index), len(text)))
 
 
 def _depth_error(mark: Any) -> YamlError:

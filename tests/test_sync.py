@@ -363,6 +363,7 @@ def _history_of_changes(remote: Remote, count: int, rng: random.Random) -> str:
     return head
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_loses_nothing(remote: Remote, make_daemon: Any,
                                                 redis_server: Any, tmp_path: Path) -> None:
     rng = random.Random(7)
@@ -395,6 +396,7 @@ def test_sigkill_at_random_points_loses_nothing(remote: Remote, make_daemon: Any
     assert len(updates) == len(set(updates))
 
 
+@pytest.mark.slow
 def test_two_daemons_racing_write_what_one_would(remote: Remote, make_daemon: Any,
                                                  redis_server: Any, tmp_path: Path) -> None:
     rng = random.Random(11)
@@ -451,6 +453,7 @@ def test_redis_down_mid_run_applies_when_it_returns(remote: Remote, tmp_path: Pa
     assert not runner.is_alive()
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_2000_cycles(remote: Remote, make_daemon: Any) -> None:
     daemon = make_daemon(remote)
 

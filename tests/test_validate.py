@@ -308,6 +308,7 @@ _value = st.recursive(_leaf, lambda c: st.lists(c, max_size=3)
                       | st.dictionaries(_keys, c, max_size=3), max_leaves=10)
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=5000,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(["a", "b", "c/d"]),
