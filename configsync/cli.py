@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                     "versioned snapshots and change events to Redis atomically.")
     sync.add_argument("--repo", help="remote URL or local path (default: the git repository "
                                      "the command runs in)")
-    sync.add_argument("--branch", default="main", help="branch to follow (default: main)")
+    sync.add_argument("--branch", help="branch to follow (default: the remote's default "
+                                       "branch, which its HEAD names)")
     sync.add_argument("--redis", help="Redis URL (default: $CONFIGSYNC_REDIS_URL; with neither, "
                                       "an embedded redis-server persisted under the workdir)")
     sync.add_argument("--namespace", help="Redis namespace (default: configsync.yaml's)")
@@ -107,8 +108,9 @@ def _parser() -> argparse.ArgumentParser:
                                                          "0 when it applied, 1 when rejected")
     sync.add_argument("--keep", type=_positive_int, default=100,
                       help="history versions kept per agent (default: 100)")
-    sync.add_argument("--workdir", default=".configsync",
-                      help="where the mirror and the embedded Redis live (default: .configsync)")
+    sync.add_argument("--workdir", help="where the mirror and the embedded Redis live "
+                                        "(default: .git/configsync in a local repository, "
+                                        "else $XDG_STATE_HOME/configsync/NAME-HASH)")
     sync.set_defaults(func=cmd_sync)
 
     schema = commands.add_parser(

@@ -20,7 +20,7 @@ import git as gitpython
 
 from .errors import GitError, UsageError
 
-__all__ = ["GitRepo", "TreeEntry"]
+__all__ = ["GitRepo", "Mirror", "RemoteRefs", "TreeEntry"]
 
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
 
@@ -54,8 +54,10 @@ class GitRepo:
             self._repo = gitpython.Repo(path, search_parent_directories=True)
         except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError) as exc:
             raise UsageError(f"not a git repository: {path}") from exc
-        if self._repo.bare:
-            self.top = Path(self._repo.git_dir)
+        self.git_dir = Path(self._repo.git_dir)  # per worktree: .git, or .git/worktrees/<name>
+        self.bare: bool = self._repo.bare
+        if self.bare:
+            self.top = self.git_dir
             self.prefix = ""
         else:
             self.top = Path(self._repo.working_tree_dir or path)
@@ -161,6 +163,15 @@ class Change:
     path: str
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteRefs:
+    """What ``git ls-remote --symref`` says of a remote: its branches and its default branch
+    (the one its ``HEAD`` names; None when HEAD is detached or missing)."""
+
+    default: str | None
+    branches: tuple[str, ...]
+
+
 _LOG_FORMAT = "%H%x00%an <%ae>%x00%cI%x00%s%x00"
 
 
@@ -184,19 +195,53 @@ class Mirror(GitRepo):
         super().__init__(path)
         self.url = url
 
-    def fetch(self, branch: str) -> None:
-        """Fetch ``branch`` (force: a force-push replaces it)."""
+    def _remote(self, command: str, options: Sequence[str], refs: Sequence[str], *,
+                what: str, hint: str) -> str:
+        """``git COMMAND OPTIONS -- URL REFS``: the one way configsync talks to the remote.
+        A failure names the URL without credentials, and says ``hint``."""
         from .logs import redact_text, redact_url
 
         try:
-            self._repo.git.execute(
-                ["git", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--force",
-                 "--", self.url, f"+refs/heads/{branch}:refs/heads/{branch}"], env=_ENV)
+            out: str = self._repo.git.execute(["git", command, *options, "--", self.url, *refs],
+                                              env=_ENV)
         except gitpython.GitCommandError as exc:
             detail = redact_text((exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n"))
-            raise GitError(
-                f"git fetch {redact_url(self.url)} {branch} failed: {detail or 'no output'} "
-                "(is the remote reachable and the branch name right?)") from None
+            raise GitError(f"git {command} {redact_url(self.url)}{what} failed: "
+                           f"{detail or 'no output'} ({hint})") from None
+        return out
+
+    def fetch(self, branch: str) -> None:
+        """Fetch ``branch`` (force: a force-push replaces it)."""
+        self._remote("fetch", ["--quiet", "--no-tags", "--no-write-fetch-head", "--force"],
+                     [f"+refs/heads/{branch}:refs/heads/{branch}"], what=f" {branch}",
+                     hint="is the remote reachable and the branch name right?")
+
+    def remote_refs(self) -> RemoteRefs:
+        """The remote's branches and default branch, from one ``git ls-remote --symref``."""
+        listing = self._remote("ls-remote", ["--symref"], ["HEAD", "refs/heads/*"], what="",
+                               hint="is the remote reachable?")
+        default = None
+        branches = []
+        for line in listing.splitlines():
+            name, _, ref = line.partition("\t")
+            if name.startswith("ref: ") and ref == "HEAD":
+                default = name.removeprefix("ref: ").removeprefix("refs/heads/")
+            elif ref.startswith("refs/heads/"):
+                branches.append(ref.removeprefix("refs/heads/"))
+        return RemoteRefs(default if default in branches else None, tuple(sorted(branches)))
+
+    def recorded_branch(self) -> str | None:
+        """The branch this mirror followed last time (its HEAD), if it holds it."""
+        try:
+            ref = self._git("symbolic-ref", "--quiet", "HEAD").strip()
+        except GitError:
+            return None
+        branch = ref.removeprefix("refs/heads/")
+        return branch if ref.startswith("refs/heads/") and self.has_branch(branch) else None
+
+    def record_branch(self, branch: str) -> None:
+        """Remember ``branch`` as the one this mirror follows (for a start with no remote)."""
+        self._git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
 
     def head(self, branch: str) -> str:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -34,11 +35,19 @@ def redact_text(text: str) -> str:
     return _USERINFO.sub("", text)
 
 
+_NEEDS_QUOTES = re.compile('[\\s"=\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
+_STILL_RAW = re.compile("[\x7f-\x9f\u2028\u2029]")  # line breaks to some readers; JSON keeps them
+
+
 def _value(value: Any) -> str:
+    """A value as it is, or JSON-quoted when it holds a space, a quote, ``=``, a backslash or
+    any control or line-breaking character, so that untrusted text (a commit message, a git
+    error) can never start a line of its own."""
     text = str(value)
-    if not text or any(c in text for c in ' "='):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return text
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    quoted = json.dumps(text, ensure_ascii=False)
+    return _STILL_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 
 def kv(event: str, **fields: Any) -> str:

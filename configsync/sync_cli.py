@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import os
+import re
 import sys
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -19,20 +23,95 @@ from .model import RepoSettings
 from .store import Store
 from .sync import Daemon
 
-__all__ = ["run_sync"]
+__all__ = ["Source", "default_workdir", "run_sync"]
 
 
-def _source_url(repo: str | None) -> str:
-    """A remote URL as given, or a local repository as an absolute path."""
-    if repo is None:
-        with GitRepo(".") as here:
-            return str(here.top.resolve())
-    if "://" in repo or (":" in repo and not os.path.exists(repo)):
-        return repo  # a URL, or scp-like user@host:path
-    path = Path(repo)
-    if not path.exists():
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the daemon fetches from: a URL, or a local repository's absolute path (with its
+    git folder when it has a working tree: the default workdir lives there)."""
+
+    url: str
+    git_dir: Path | None = None
+
+
+def _source(repo: str | None) -> Source:
+    """A remote URL as given, or a local repository (default: the one the command runs in)."""
+    if repo is not None and ("://" in repo or (":" in repo and not os.path.exists(repo))):
+        return Source(repo)  # a URL, or scp-like user@host:path
+    if repo is not None and not Path(repo).exists():
         raise UsageError(f"no such repository: {repo}")
-    return str(path.resolve())
+    with GitRepo(repo or ".") as local:
+        if local.bare:
+            return Source(str(local.top.resolve()))
+        return Source(str(local.top.resolve()), local.git_dir.resolve())
+
+
+def default_workdir(source: Source) -> Path:
+    """Where the mirror and the embedded Redis live unless ``--workdir`` says: inside a local
+    repository's git folder (``.git/configsync``: never in its working tree, so ``git status``
+    stays clean), else ``$XDG_STATE_HOME/configsync/<name>-<hash of the URL>`` (by default
+    ``~/.local/state``). Credentials in a URL do not change the hash."""
+    if source.git_dir is not None:
+        return source.git_dir / "configsync"
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    clean = redact_url(source.url)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", clean.rstrip("/").rsplit("/", 1)[-1]
+                  .rsplit(":", 1)[-1].removesuffix(".git")).strip("-.") or "repo"
+    digest = hashlib.sha256(clean.encode()).hexdigest()[:12]
+    return base / "configsync" / f"{name}-{digest}"
+
+
+def _lock(workdir: Path, stack: ExitStack) -> None:
+    """Hold ``WORKDIR/lock`` for the daemon's lifetime: two daemons on one workdir would share
+    a mirror and an embedded Redis's files."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        handle = (workdir / "lock").open("a+")
+    except OSError as exc:
+        raise UsageError(f"cannot use {workdir} as the workdir: {exc.strerror or exc} "
+                         "(pass --workdir)") from None
+    stack.callback(handle.close)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        raise UsageError(f"another configsync sync (pid {holder}) is using {workdir}; stop it "
+                         "or pass a different --workdir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+
+
+def _branch(mirror: Mirror, requested: str | None, once: bool) -> str:
+    """``requested``, else the remote's default branch; a branch the remote lacks is a usage
+    error that lists the ones it has. With the remote unreachable (and not ``once``) the daemon
+    starts on the branch its mirror already holds, and retries the remote."""
+    try:
+        refs = mirror.remote_refs()
+    except GitError as exc:
+        known = requested or mirror.recorded_branch()
+        if once or known is None or not mirror.has_branch(known):
+            raise
+        logger.warning(kv("remote_unreachable", error=str(exc), branch=known))
+        return known
+    shown = redact_url(mirror.url)
+    if not refs.branches:
+        raise ConfigsyncError(f"{shown} has no branches yet: push a first commit to it")
+    listed = ", ".join(refs.branches[:20]) + (
+        f" and {len(refs.branches) - 20} more" if len(refs.branches) > 20 else "")
+    branch = requested or refs.default or (refs.branches[0] if len(refs.branches) == 1
+                                           else None)
+    if branch is None:
+        raise UsageError(f"{shown} names no default branch (its HEAD is detached); pass "
+                         f"--branch (it has: {listed})")
+    if branch not in refs.branches:
+        raise UsageError(f"{shown} has no branch {branch}; it has: {listed} (pass --branch)")
+    mirror.record_branch(branch)
+    return branch
 
 
 def _namespace(mirror: Mirror, branch: str) -> str:
@@ -73,11 +152,13 @@ def _embedded(workdir: Path, stack: ExitStack) -> str:
 
 def run_sync(args: argparse.Namespace) -> int:
     configure()
-    workdir = Path(args.workdir)
-    url = _source_url(args.repo)
+    source = _source(args.repo)
+    workdir = Path(args.workdir) if args.workdir else default_workdir(source)
     with ExitStack() as stack:
-        mirror = Mirror(workdir / "mirror", url)
+        _lock(workdir, stack)
+        mirror = Mirror(workdir / "mirror", source.url)
         stack.callback(mirror.close)
+        branch = _branch(mirror, args.branch, args.once)
         redis_url = args.redis or os.environ.get("CONFIGSYNC_REDIS_URL") or _embedded(
             workdir, stack)
         client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5,
@@ -86,16 +167,17 @@ def run_sync(args: argparse.Namespace) -> int:
         namespace = args.namespace
         if namespace is None:
             try:
-                mirror.fetch(args.branch)
+                mirror.fetch(branch)
             except GitError as exc:  # the daemon retries; the mirror may know the branch
-                if args.once or not mirror.has_branch(args.branch):
+                if args.once or not mirror.has_branch(branch):
                     raise
                 logger.warning(kv("remote_unreachable", error=str(exc)))
-            namespace = _namespace(mirror, args.branch)
-        daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=args.branch,
+            namespace = _namespace(mirror, branch)
+        daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=branch,
                         keep=args.keep, jobs=os.cpu_count() or 1)
         daemon.install_signal_handlers()
-        logger.info(kv("started", source=redact_url(url), branch=args.branch,
-                       redis=redact_url(redis_url), namespace=namespace, interval=args.interval,
-                       once=args.once))
+        timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
+        logger.info(kv("started", source=redact_url(source.url), branch=branch,
+                       redis=redact_url(redis_url), namespace=namespace, workdir=workdir,
+                       keep=args.keep, **timing))
         return daemon.run(interval=args.interval, once=args.once)

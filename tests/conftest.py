@@ -135,13 +135,14 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 class Remote:
     """A bare "remote" repository and a clone that commits and pushes, as a user would."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, branch: str = "main") -> None:
         self.url = str(root / "remote.git")
         self.work = root / "work"
+        self.branch = branch
         root.mkdir(parents=True, exist_ok=True)
-        git(root, "init", "-q", "--bare", "-b", "main", self.url)
+        git(root, "init", "-q", "--bare", "-b", branch, self.url)
         git(root, "clone", "-q", self.url, str(self.work))
-        git(self.work, "checkout", "-q", "-B", "main")
+        git(self.work, "checkout", "-q", "-B", branch)
 
     def write(self, files: Mapping[str, str | bytes]) -> None:
         write_tree(self.work, files)
@@ -159,7 +160,8 @@ class Remote:
         return git(self.work, "rev-parse", "HEAD").strip()
 
     def push(self, *, force: bool = False) -> None:
-        git(self.work, "push", "-q", *(["--force"] if force else []), "origin", "HEAD:main")
+        git(self.work, "push", "-q", *(["--force"] if force else []), "origin",
+            f"HEAD:{self.branch}")
 
     def commit_push(self, message: str = "change",
                     files: Mapping[str, str | bytes] | None = None, **env: str) -> str:

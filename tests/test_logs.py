@@ -24,3 +24,19 @@ def test_kv_quotes_and_redacts() -> None:
         'event=applied commit=abc message="fix the prompt" empty=""')
     assert "pw" not in kv("x", error="fatal: https://u:pw@host/r not found")
     assert redact_text("see https://u:pw@h/r and redis://:p@h:1") == "see https://h/r and redis://h:1"
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("two\nlines", '"two\\nlines"'),
+    ("x\nts=2099-01-01T00:00:00Z level=info event=applied",
+     '"x\\nts=2099-01-01T00:00:00Z level=info event=applied"'),
+    ("cr\rtab\tnul\x00", '"cr\\rtab\\tnul\\u0000"'),
+    ("nel\x85ls\u2028ps\u2029", '"nel\\u0085ls\\u2028ps\\u2029"'),
+    ('say "hi"', '"say \\"hi\\""'),
+    ("back\\slash", '"back\\\\slash"'),
+    ("café", "café"),
+])
+def test_kv_values_never_break_the_line(value: str, shown: str) -> None:
+    line = kv("x", v=value)
+    assert line == f"event=x v={shown}"
+    assert len(line.splitlines()) == 1

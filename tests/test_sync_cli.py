@@ -15,7 +15,7 @@ from configsync.cli import main
 from configsync.embedded import RedisServer, free_port
 from configsync.store import Store
 
-from .conftest import Remote, spawn_daemon, wait_until
+from .conftest import SETTINGS, Remote, git, spawn_daemon, wait_until
 
 
 def sync(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -64,7 +64,8 @@ def test_unreachable_remote_with_once(tmp_path: Path, redis_server: RedisServer,
     assert code == 1
     assert "tok3n" not in err
     assert err.strip().splitlines()[-1].startswith(
-        "configsync: error: git fetch https://127.0.0.1:9/r.git main failed:")
+        "configsync: error: git ls-remote https://127.0.0.1:9/r.git failed:")
+    assert err.strip().endswith("(is the remote reachable?)")
 
 
 def test_embedded_redis_when_no_url(remote: Remote, tmp_path: Path,
@@ -125,3 +126,146 @@ def test_bad_options_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as info:
         main(["sync", *argv])
     assert info.value.code == 2
+
+
+def _bare_remote(root: Path, *branches: str) -> str:
+    """A bare repository whose HEAD names the first of ``branches``, each holding one valid
+    config commit."""
+    remote = Remote(root, branch=branches[0])
+    remote.commit_push("configs", {"configsync.yaml": SETTINGS,
+                                   "agents/a.yaml": "system_prompt: A.\nmodel: gpt-4o\n"})
+    for branch in branches[1:]:
+        git(remote.work, "push", "-q", "origin", f"HEAD:refs/heads/{branch}")
+    return remote.url
+
+
+@pytest.mark.parametrize("branch", ["master", "main", "trunk"])
+def test_default_branch_is_the_remotes_head(branch: str, tmp_path: Path,
+                                            redis_server: RedisServer,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    url = _bare_remote(tmp_path / "git", branch, "other")
+    code, err = sync(capsys, "--repo", url, "--redis", redis_server.url, "--once",
+                     "--workdir", str(tmp_path / "wd"))
+    assert code == 0, err
+    assert f" branch={branch} " in err
+    assert Store(redis.Redis.from_url(redis_server.url), "test").state()["branch"] == branch
+
+
+def test_a_branch_the_remote_lacks_lists_the_ones_it_has(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = _bare_remote(tmp_path / "git", "master", "dev")
+    code, err = sync(capsys, "--repo", url, "--branch", "main", "--once",
+                     "--redis", f"redis://127.0.0.1:{free_port()}/0",
+                     "--workdir", str(tmp_path / "wd"))
+    assert (code, err.strip().splitlines()[-1]) == (
+        2, f"configsync: error: {url} has no branch main; it has: dev, master (pass --branch)")
+
+
+def test_a_detached_head_with_several_branches_asks_for_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _bare_remote(tmp_path / "git", "dev", "prod")
+    work = tmp_path / "git" / "work"
+    git(work, "branch", "-q", "prod")
+    git(work, "checkout", "-q", "--detach")
+    code, err = sync(capsys, "--repo", str(work), "--once", "--workdir", str(tmp_path / "wd"),
+                     "--redis", f"redis://127.0.0.1:{free_port()}/0")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"configsync: error: {work} names no default branch (its HEAD is detached); pass "
+        "--branch (it has: dev, prod)")
+
+
+def test_default_workdir_is_inside_git_and_leaves_status_clean(
+        remote: Remote, tmp_path: Path) -> None:
+    """The README's main job: `configsync sync` in a config repository's checkout, with the
+    embedded Redis. Nothing lands in the working tree."""
+    proc = subprocess.run([sys.executable, "-m", "configsync", "sync", "--once"],
+                          cwd=remote.work, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    workdir = remote.work / ".git" / "configsync"
+    assert f"workdir={workdir}" in proc.stderr
+    assert (workdir / "mirror" / "HEAD").is_file() and (workdir / "redis.url").is_file()
+    assert git(remote.work, "status", "--porcelain", "--ignored") == ""
+
+
+def test_default_workdir_for_a_url_is_in_the_state_directory(
+        remote: Remote, tmp_path: Path, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    url = f"file://{remote.url}"
+    code, err = sync(capsys, "--repo", url, "--redis", redis_server.url, "--once")
+    assert code == 0, err
+    (workdir,) = (tmp_path / "state" / "configsync").iterdir()
+    assert workdir.name.startswith("remote-") and len(workdir.name) == len("remote-") + 12
+    assert f"workdir={workdir}" in err and (workdir / "mirror" / "HEAD").is_file()
+    # credentials in the URL do not move it
+    from configsync.sync_cli import Source, default_workdir
+    assert default_workdir(Source("https://u:p@h/x/remote.git")) == default_workdir(
+        Source("https://h/x/remote.git"))
+
+
+def test_two_daemons_never_share_a_workdir(remote: Remote, redis_server: RedisServer,
+                                           tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    proc = spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd")
+    try:
+        wait_until(lambda: (tmp_path / "wd" / "lock").is_file()
+                   and (tmp_path / "wd" / "lock").read_text().strip() == str(proc.pid))
+        code, err = sync(capsys, "--repo", remote.url, "--redis", redis_server.url, "--once",
+                         "--workdir", str(tmp_path / "wd"))
+        assert (code, err.strip()) == (2, (
+            f"configsync: error: another configsync sync (pid {proc.pid}) is using "
+            f"{tmp_path / 'wd'}; stop it or pass a different --workdir"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    code, err = sync(capsys, "--repo", remote.url, "--redis", redis_server.url, "--once",
+                     "--workdir", str(tmp_path / "wd"))
+    assert code == 0, err  # the lock went with the process
+
+
+def test_started_shows_only_the_options_that_apply(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = sync(capsys, "--repo", remote.url, "--redis", redis_server.url, "--once",
+                     "--workdir", str(tmp_path / "wd"))
+    assert code == 0, err
+    (started,) = [line for line in err.splitlines() if "event=started" in line]
+    assert " once=true" in started and "interval=" not in started
+    proc = spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd2", interval=0.5)
+    try:
+        wait_until(lambda: "event=started" in (tmp_path / "wd2" / "daemon.log").read_text())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    (started,) = [line for line in (tmp_path / "wd2" / "daemon.log").read_text().splitlines()
+                  if "event=started" in line]
+    assert " interval=0.5s" in started and "once=" not in started
+
+
+def test_unreachable_remote_at_start_follows_the_branch_the_mirror_holds(
+        tmp_path: Path, redis_server: RedisServer,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = _bare_remote(tmp_path / "git", "trunk")
+    url = f"file://{path}"
+    code, err = sync(capsys, "--repo", url, "--redis", redis_server.url, "--once",
+                     "--workdir", str(tmp_path / "wd"))
+    assert code == 0, err
+    Path(path).rename(tmp_path / "gone.git")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "configsync", "sync", "--repo", url, "--redis", redis_server.url,
+         "--workdir", str(tmp_path / "wd"), "--interval", "0.05"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "event=started" in line:
+                break
+        assert any("event=remote_unreachable" in line and "branch=trunk" in line
+                   for line in lines), lines
+        assert " branch=trunk " in lines[-1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
