@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -24,11 +23,12 @@ import redis.asyncio as aioredis
 from .backoff import Backoff
 from .client import ClientCore, _now, parse_event, texts
 from .holdings import Change, Snapshot
+from .logs import client_logger as logger
+from .logs import kv
 from .snapshot import Record
 
 __all__ = ["AsyncClient"]
 
-logger = logging.getLogger("configsync.client")
 
 
 class AsyncClient(ClientCore[aioredis.Redis]):
@@ -139,7 +139,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                logger.exception("event=callback_failed agent=%s", change.agent_id)
+                logger.exception(kv("callback_failed", agent=change.agent_id))
 
     async def _run(self) -> None:
         backoff = Backoff(0.2, 30.0)
@@ -153,7 +153,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("event=client_error")
+                logger.exception(kv("client_error", namespace=self.namespace))
                 await self._sleep(backoff.next())
 
     async def _sleep(self, seconds: float) -> None:

@@ -20,7 +20,6 @@ holds (or the cache file) and reconnects with capped backoff (DESIGN.md invarian
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import threading
@@ -43,12 +42,13 @@ from .holdings import (
     VersionNotFoundError,
     typed,
 )
+from .logs import client_logger as logger
+from .logs import kv
 from .snapshot import Record
 from .store import Keys
 
 __all__ = ["Client", "ClientStatus"]
 
-logger = logging.getLogger("configsync.client")
 
 Callback = Callable[[str, Snapshot | None], Any]
 R = TypeVar("R")
@@ -181,12 +181,11 @@ class ClientCore(Generic[R]):
             try:
                 self.holdings.save(self.cache_path)
             except OSError as exc:
-                logger.warning("event=cache_write_failed path=%s error=%r", self.cache_path,
-                               str(exc))
+                logger.warning(kv("cache_write_failed", path=self.cache_path, error=str(exc)))
         for change in changes:
             snap = change.snapshot
-            logger.info("event=%s agent=%s version=%s", "updated" if snap else "deleted",
-                        change.agent_id, snap.version if snap else "-")
+            logger.info(kv("updated" if snap else "deleted", agent=change.agent_id,
+                           version=snap.version if snap else None))
 
     def take_full(self, state: Mapping[str, str], raw: Mapping[Any, Any]) -> list[Change]:
         """A full read of ``state`` and ``current``; a missing state keeps what is held."""
@@ -235,14 +234,14 @@ class ClientCore(Generic[R]):
     def set_connected(self) -> None:
         if not self.connected:
             if self.ever_connected:
-                logger.info("event=reconnected namespace=%s", self.namespace)
+                logger.warning(kv("reconnected", namespace=self.namespace))
                 self._hook(self.on_reconnect_hook)
             self.connected = self.ever_connected = True
 
     def set_disconnected(self, exc: BaseException) -> None:
         if self.connected or (not self.ever_connected and self.last_error != str(exc)):
-            logger.warning("event=disconnected namespace=%s error=%r: serving what is held",
-                           self.namespace, str(exc))
+            logger.warning(kv("disconnected", namespace=self.namespace, error=str(exc),
+                              serving="what is held"))
             self.last_error = str(exc)
             if self.connected:
                 self._hook(self.on_disconnect_hook, exc)
@@ -257,7 +256,7 @@ class ClientCore(Generic[R]):
         try:
             hook(*args)
         except Exception:
-            logger.exception("event=hook_failed")
+            logger.exception(kv("hook_failed"))
 
     def report(self) -> str:
         """This instance's fleet report (JSON)."""
@@ -386,7 +385,7 @@ class Client(ClientCore[redis.Redis]):
             try:
                 callback(change.agent_id, change.snapshot)
             except Exception:
-                logger.exception("event=callback_failed agent=%s", change.agent_id)
+                logger.exception(kv("callback_failed", agent=change.agent_id))
 
     def _run(self) -> None:
         backoff = Backoff(0.2, 30.0)
@@ -398,7 +397,7 @@ class Client(ClientCore[redis.Redis]):
                 self.set_disconnected(exc)
                 self._stopping.wait(backoff.next())
             except Exception:  # a bug must not kill the thread that keeps configs fresh
-                logger.exception("event=client_error")
+                logger.exception(kv("client_error", namespace=self.namespace))
                 self._stopping.wait(backoff.next())
 
     def _follow(self) -> None:

@@ -9,7 +9,6 @@ the lock is released (DESIGN.md invariants 6 and 7).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 import threading
@@ -21,6 +20,8 @@ from typing import Any
 from pydantic import ConfigDict
 
 from .errors import ConfigsyncError, SchemaImportError
+from .logs import client_logger as logger
+from .logs import kv
 from .model import AgentConfig
 from .schema import load_agent_model
 from .snapshot import Record
@@ -33,7 +34,6 @@ __all__ = [
     "VersionNotFoundError",
 ]
 
-logger = logging.getLogger("configsync.client")
 
 CACHE_FORMAT = 1
 KEEP_VERSIONS = 16
@@ -101,8 +101,8 @@ def model_for(schema: str | None) -> type[AgentConfig]:
     try:
         return load_agent_model(schema)
     except SchemaImportError as exc:
-        logger.warning("event=schema_unavailable schema=%s error=%r: configs are typed as a "
-                       "lenient AgentConfig", schema, str(exc))
+        logger.warning(kv("schema_unavailable", schema=schema, error=str(exc),
+                          using="a lenient AgentConfig"))
         return _Lenient
 
 
@@ -270,8 +270,8 @@ class Holdings:
                      "commit": str(data["commit"]), "schema": str(data.get("schema", ""))}
             self.replace_all(state, records)
         except Exception as exc:  # unreadable, truncated, or configs that no longer validate
-            logger.warning("event=cache_unreadable path=%s error=%r: starting without it",
-                           target, str(exc))
+            logger.warning(kv("cache_unreadable", path=target, error=str(exc),
+                              using="nothing: starting without it"))
             return False
         return True
 

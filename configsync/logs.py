@@ -6,10 +6,11 @@ import json
 import logging
 import re
 import sys
+import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["configure", "kv", "logger", "redact_url"]
+__all__ = ["client_logger", "configure", "kv", "logger", "redact_text", "redact_url"]
 
 logger = logging.getLogger("configsync")
 
@@ -59,17 +60,54 @@ def kv(event: str, **fields: Any) -> str:
 
 
 class _Formatter(logging.Formatter):
+    """``ts=<UTC> level=<level> event=...``; a traceback (a bug in a callback) follows on its
+    own lines."""
+
+    converter = time.gmtime  # type: ignore[assignment]  # (typeshed's overloads)
+
     def format(self, record: logging.LogRecord) -> str:
         ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
-        return f"ts={ts}Z level={record.levelname.lower()} {record.getMessage()}"
+        line = f"ts={ts}Z level={record.levelname.lower()} {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class _Fallback(logging.StreamHandler):  # type: ignore[type-arg]
+    """The client's lines in the daemon's format on stderr, but only while the application has
+    configured no logging of its own (no handler on the way to the root), like Python's
+    ``lastResort`` (WARNING and up, unless the application lowers the logger's level)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(_Formatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # the stderr of the moment, as lastResort does
+        if not _handled_elsewhere(client_logger, self):
+            super().emit(record)
+
+
+def _handled_elsewhere(start: logging.Logger, own: logging.Handler) -> bool:
+    node: logging.Logger | None = start
+    while node is not None:
+        if any(handler is not own for handler in node.handlers):
+            return True
+        if not node.propagate:
+            return False
+        node = node.parent
+    return False
+
+
+client_logger = logging.getLogger("configsync.client")
+"""The client library's logger (``Client``, ``AsyncClient``): ``key=value`` messages."""
+client_logger.addHandler(_Fallback())
 
 
 def configure(level: int = logging.INFO) -> None:
     """Send configsync's logs to stderr, one ``key=value`` line each (UTC timestamps)."""
     handler = logging.StreamHandler(sys.stderr)
-    formatter = _Formatter()
-    formatter.converter = __import__("time").gmtime
-    handler.setFormatter(formatter)
+    handler.setFormatter(_Formatter())
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False

@@ -26,7 +26,7 @@ import redis
 
 from .snapshot import Record, canonical_json
 
-__all__ = ["EVENTS_MAXLEN", "Event", "Keys", "Store"]
+__all__ = ["EVENTS_MAXLEN", "Event", "Keys", "Store", "namespaces"]
 
 EVENTS_MAXLEN = 10_000
 
@@ -101,6 +101,16 @@ class Write:
     history: Mapping[str, Sequence[Record]] = field(default_factory=dict)
     trim: Mapping[str, int] = field(default_factory=dict)  # agent -> delete versions <= this
     replace_all: bool = False  # a rebuild: drop current and every history hash first
+
+
+def namespaces(client: Any) -> list[str]:
+    """The namespaces that have a state in the Redis ``client`` reaches, sorted. One SCAN:
+    for hints and tools (which namespace did the daemon write?), never for correctness."""
+    found = set()
+    for key in client.scan_iter("configsync:{*}:state", count=1000):
+        name = _text(key) or ""
+        found.add(name[len("configsync:{"):-len("}:state")])
+    return sorted(found)
 
 
 def _text(value: bytes | str | None) -> str | None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -314,17 +318,86 @@ def test_unknown_agent_with_nothing_loaded(tmp_path: Path) -> None:
         server.kill()
 
 
-def test_example_agent_loop_runs(world: World) -> None:
-    import subprocess
-    import sys
+EXAMPLE = Path(__file__).parents[1] / "examples" / "agent_loop.py"
 
-    example = Path(__file__).parents[1] / "examples" / "agent_loop.py"
-    proc = subprocess.run([sys.executable, str(example), "a", "--redis", world.url,
-                           "--namespace", "test", "--turns", "2", "--pause", "0"],
-                          capture_output=True, text=True, timeout=60)
+
+def _example(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(EXAMPLE), *argv, "--turns", "2", "--pause", "0"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+
+
+def test_example_agent_loop_runs(world: World) -> None:
+    proc = _example("a", "--redis", world.url, "--namespace", "test")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == (
-        "turn 1: a v1 model=gpt-4o temperature=0.7 prompt='You are A.'")
+    assert proc.stdout.splitlines()[:2] == [
+        f"reading namespace 'test' from {world.url}",
+        "turn 1: a v1 model=gpt-4o temperature=0.7 prompt='You are A.'"]
+    proc = _example("a", "--redis", world.url, CONFIGSYNC_NAMESPACE="test")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("reading namespace 'test' from ")
+
+
+def test_example_says_which_namespace_has_configs(world: World) -> None:
+    proc = _example("a", "--redis", world.url)  # namespace "default": the daemon wrote "test"
+    assert (proc.returncode, proc.stdout.splitlines()[0]) == (
+        1, f"reading namespace 'default' from {world.url}")
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "agent_loop: no configs in namespace 'default'; the daemon writes 'test' here: pass "
+        "--namespace test or set CONFIGSYNC_NAMESPACE")
+    proc = _example("nobody", "--redis", world.url, "--namespace", "test")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "agent_loop: unknown agent 'nobody'; known agents: a, b")
+    world.redis.flushall()
+    proc = _example("a", "--redis", world.url)
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "agent_loop: no configs in namespace 'default'; is the daemon running, and with this "
+        "Redis URL?")
+    world.server.kill()
+    proc = _example("a", "--redis", world.url)
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"agent_loop: cannot reach Redis at {world.url} and no configs are cached; is the "
+        "daemon running? (it prints the URL to use)")
+
+
+def test_client_log_lines_use_the_daemons_format(world: World) -> None:
+    """An application that configured no logging still gets `ts=... level=...` lines, and sees
+    `reconnected` at the same level as `disconnected`."""
+    script = (
+        "import sys, time\n"
+        "from configsync import Client\n"
+        "with Client(redis=sys.argv[1], namespace='test', check_interval=0.2) as c:\n"
+        "    print('up', flush=True)\n"
+        "    sys.stdin.readline()\n"
+        "    while c.status().connected: time.sleep(0.02)\n"
+        "    print('down', flush=True)\n"
+        "    sys.stdin.readline()\n"
+        "    while not c.status().connected: time.sleep(0.02)\n"
+        "    print('back', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, world.url], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "up\n"
+        world.server.kill()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "down\n"
+        world.server.start()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "back\n"
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    lines = err.splitlines()
+    pattern = re.compile(r"ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ level=warning event=(\w+) "
+                         r"namespace=test")
+    events = [m.group(1) for m in map(pattern.match, lines) if m]
+    assert events == ["disconnected", "reconnected"], err
+    assert all(line.startswith("ts=") for line in lines), err
 
 
 def test_versions_held_for_pinning_are_bounded(world: World) -> None:
