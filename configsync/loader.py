@@ -7,7 +7,8 @@ the text; we build Python values from its node graph ourselves, so that we can
 * reject every tag outside the JSON-like core (``!!python/object`` and friends),
 * bound alias expansion (billion laughs) and nesting depth (libyaml's composer recurses in C and
   crashes the interpreter on very deep input, so deep input is measured with the event parser,
-  which does not recurse, before it is composed),
+  which does not recurse, before it is composed; our limit fires before libyaml's own, which
+  0.2.6 added: see :func:`_check_depth` and docs/DESIGN.md "YAML: what the loader accepts"),
 * keep the node graph, so that a diagnostic about ``tools[1]`` can point at its line and column.
 
 Mapping keys are always their source text (``on:`` is the key ``"on"``, not ``True``): config keys
