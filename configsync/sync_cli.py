@@ -100,7 +100,8 @@ def _branch(mirror: Mirror, requested: str | None, once: bool) -> str:
         return known
     shown = redact_url(mirror.url)
     if not refs.branches:
-        raise ConfigsyncError(f"{shown} has no branches yet: push a first commit to it")
+        raise ConfigsyncError(f"{shown} has no branches yet: commit (or push) a first change "
+                              "to it")
     listed = ", ".join(refs.branches[:20]) + (
         f" and {len(refs.branches) - 20} more" if len(refs.branches) > 20 else "")
     branch = requested or refs.default or (refs.branches[0] if len(refs.branches) == 1

@@ -269,3 +269,12 @@ def test_unreachable_remote_at_start_follows_the_branch_the_mirror_holds(
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_a_repository_with_no_commits_says_so(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    git(tmp_path, "init", "-q", "empty")
+    code, err = sync(capsys, "--repo", str(tmp_path / "empty"), "--once",
+                     "--workdir", str(tmp_path / "wd"))
+    assert (code, err.strip()) == (1, f"configsync: error: {tmp_path / 'empty'} has no branches "
+                                      "yet: commit (or push) a first change to it")
