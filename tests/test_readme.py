@@ -26,9 +26,12 @@ def test_ci_runs_the_readmes_test_command_in_its_own_environment() -> None:
     _, test = _setup_commands()
     script = (ROOT / ".ci" / "run").read_text()
     assert test.removeprefix(VENV) in script.splitlines()
-    assert "python3 -m venv" in script and "mktemp" in script
+    assert ". \"$(dirname \"$0\")/fresh-venv.sh\"" in script
+    fresh = (ROOT / ".ci" / "fresh-venv.sh").read_text()
+    assert "python3 -m venv" in fresh and "mktemp" in fresh
     assert "ruff check ." in script and "mypy --strict configsync" in script
     lowest = (ROOT / ".ci" / "run-lowest").read_text()
-    assert "--resolution lowest-direct" in lowest and 'pytest -m "not slow"' in lowest
+    assert "fresh-venv.sh" in lowest and "--resolution lowest-direct" in lowest
+    assert 'pytest -m "not slow"' in lowest
     workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
     assert "bash .ci/run\n" in workflow and "bash .ci/run-lowest\n" in workflow
