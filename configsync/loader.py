@@ -277,9 +277,11 @@ def _check_depth(text: str) -> None:
     Every level of nesting costs one of ``[{-?`` or a deeper indent, so most files are cleared by
     counting; only the rest pay for a pass of the (iterative) event parser. libyaml's composer
     recurses in C, and libyaml 0.2.6 (PyYAML 6.0.4's wheels) refuses nesting past its own limit
-    while scanning ahead, before an event at depth MAX_DEPTH + 1 reaches us: when libyaml's pass
-    fails for any reason, PyYAML's pure-Python parser (no nesting limit in any release) measures
-    again, so the verdict and its position do not depend on the installed versions (issue 7).
+    while scanning ahead, before an event at depth MAX_DEPTH + 1 reaches us. So when libyaml's
+    pass stops with any error, a second libyaml pass over the text before the stop decides;
+    when even that cannot, PyYAML's pure-Python parser (no nesting limit in any release)
+    measures the whole text. The verdict and its position do not depend on the installed
+    versions (issue 7; docs/DESIGN.md, "YAML: what the loader accepts").
     """
     cheap_bound = sum(text.count(c) for c in "[{-?") + int((2 * len(text)) ** 0.5) + 1
     if cheap_bound <= MAX_DEPTH:

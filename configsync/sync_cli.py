@@ -86,10 +86,11 @@ def _lock(workdir: Path, stack: ExitStack) -> None:
     handle.flush()
 
 
-def _branch(mirror: Mirror, requested: str | None, once: bool) -> str:
-    """``requested``, else the remote's default branch; a branch the remote lacks is a usage
-    error that lists the ones it has. With the remote unreachable (and not ``once``) the daemon
-    starts on the branch its mirror already holds, and retries the remote."""
+def _branch(mirror: Mirror, requested: str | None, once: bool) -> tuple[str, bool]:
+    """``requested``, else the remote's default branch, and whether the remote answered. A
+    branch the remote lacks is a usage error that lists the ones it has. With the remote
+    unreachable (and not ``once``) the daemon starts on the branch its mirror already holds,
+    and retries the remote."""
     try:
         refs = mirror.remote_refs()
     except GitError as exc:
@@ -97,7 +98,7 @@ def _branch(mirror: Mirror, requested: str | None, once: bool) -> str:
         if once or known is None or not mirror.has_branch(known):
             raise
         logger.warning(kv("remote_unreachable", error=str(exc), branch=known))
-        return known
+        return known, False
     shown = redact_url(mirror.url)
     if not refs.branches:
         raise ConfigsyncError(f"{shown} has no branches yet: commit (or push) a first change "
@@ -112,7 +113,7 @@ def _branch(mirror: Mirror, requested: str | None, once: bool) -> str:
     if branch not in refs.branches:
         raise UsageError(f"{shown} has no branch {branch}; it has: {listed} (pass --branch)")
     mirror.record_branch(branch)
-    return branch
+    return branch, True
 
 
 def _namespace(mirror: Mirror, branch: str) -> str:
@@ -159,7 +160,7 @@ def run_sync(args: argparse.Namespace) -> int:
         _lock(workdir, stack)
         mirror = Mirror(workdir / "mirror", source.url)
         stack.callback(mirror.close)
-        branch = _branch(mirror, args.branch, args.once)
+        branch, reachable = _branch(mirror, args.branch, args.once)
         redis_url = args.redis or os.environ.get("CONFIGSYNC_REDIS_URL") or _embedded(
             workdir, stack)
         client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5,
@@ -168,7 +169,8 @@ def run_sync(args: argparse.Namespace) -> int:
         namespace = args.namespace
         if namespace is None:
             try:
-                mirror.fetch(branch)
+                if reachable:
+                    mirror.fetch(branch)
             except GitError as exc:  # the daemon retries; the mirror may know the branch
                 if args.once or not mirror.has_branch(branch):
                     raise
