@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigsyncError, UsageError
+from .logs import one_line
+from .model import NAMESPACE_MAX, NAMESPACE_PATTERN
 from .output import FORMATS, render
 from .repo import open_source
 from .schema import render_schemas
@@ -44,26 +47,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         agents = len(report.configs)
         summary = f"{agents} agent{'s' * (agents != 1)} OK"
-    print(f"configsync: {summary} ({report.files} files checked)", file=sys.stderr)
+    files = report.files
+    print(f"configsync: {summary} ({files} file{'s' * (files != 1)} checked)", file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    stale = []
+    stale: list[tuple[Path, str]] = []
     for name, text in render_schemas().items():
         target = out / name
         current = target.read_text("utf-8") if target.is_file() else None
         if current == text:
             continue
         if args.check:
-            stale.append(target)
+            stale.append((target, "is missing" if current is None else "is stale"))
             continue
         out.mkdir(parents=True, exist_ok=True)
         target.write_text(text, "utf-8")
         print(f"wrote {target}", file=sys.stderr)
-    for target in stale:
-        print(f"configsync: {target} is stale; run `configsync schema --out {args.out}` and "
+    for target, why in stale:
+        print(f"configsync: {target} {why}; run `configsync schema --out {args.out}` and "
               "commit the result", file=sys.stderr)
     return 1 if stale else 0
 
@@ -101,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
                                        "branch, which its HEAD names)")
     sync.add_argument("--redis", help="Redis URL (default: $CONFIGSYNC_REDIS_URL; with neither, "
                                       "an embedded redis-server persisted under the workdir)")
-    sync.add_argument("--namespace", help="Redis namespace (default: configsync.yaml's)")
+    sync.add_argument("--namespace", type=_namespace,
+                      help="Redis namespace (default: configsync.yaml's)")
     sync.add_argument("--interval", type=_positive_float, default=10.0,
                       help="seconds between polls (default: 10)")
     sync.add_argument("--once", action="store_true", help="sync to the current head and exit: "
@@ -123,17 +128,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _namespace(text: str) -> str:
+    if len(text) > NAMESPACE_MAX or not re.fullmatch(NAMESPACE_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"{one_line(text)!r} is not a namespace: letters, digits, `.`, `_` and `-`, starting "
+            f"with a letter or digit, at most {NAMESPACE_MAX} characters")
+    return text
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number (got {text})")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text!r})")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {text})")
+        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1 (got {text!r})")
     return value
 
 
@@ -151,10 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except UsageError as exc:
-        print(f"configsync: error: {exc}", file=sys.stderr)
+        print(f"configsync: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except ConfigsyncError as exc:
-        print(f"configsync: error: {exc}", file=sys.stderr)
+        print(f"configsync: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("configsync: interrupted", file=sys.stderr)

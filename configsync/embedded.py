@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .errors import ConfigsyncError
 
@@ -56,6 +58,7 @@ class RedisServer:
         self.port = port or free_port()
         self.persist = persist
         self.process: subprocess.Popen[bytes] | None = None
+        self.adopted: int | None = None  # the pid of a server started by an earlier process
 
     @property
     def url(self) -> str:
@@ -90,6 +93,25 @@ class RedisServer:
         finally:
             client.close()
 
+    def adopt(self) -> bool:
+        """Take over a server that already runs on :attr:`port` with :attr:`directory` as its
+        data folder: one an earlier daemon started and did not stop (it was killed). Two
+        servers on one append-only file would corrupt it, and the agents already use this
+        server's URL. False when no such server answers there."""
+        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1,
+                             decode_responses=True, retry=Retry(NoBackoff(), 0))
+        try:
+            pid = int(client.info("server")["process_id"])
+            directory = str(client.config_get("dir").get("dir", ""))
+        except (redis.RedisError, OSError, KeyError, ValueError):
+            return False
+        finally:
+            client.close()
+        if Path(directory).resolve() != self.directory.resolve():
+            return False
+        self.adopted = pid
+        return True
+
     def kill(self) -> None:
         """SIGKILL: the server vanishes mid-whatever, as in a crash."""
         if self.process is not None:
@@ -99,6 +121,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """Shut down cleanly (saving when persistent)."""
+        if self.adopted is not None:
+            self._shutdown_adopted()
         if self.process is None:
             return
         self.process.terminate()
@@ -109,9 +133,34 @@ class RedisServer:
             self.process.wait()
         self.process = None
 
+    def _shutdown_adopted(self) -> None:
+        client = redis.Redis(port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+        try:
+            client.shutdown(save=self.persist, nosave=not self.persist)
+        except (redis.RedisError, OSError):
+            pass  # already gone, or going: the connection drops as it exits
+        finally:
+            client.close()
+        deadline = time.monotonic() + 10
+        while _alive(self.adopted) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.adopted = None
+
     def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -9,6 +9,7 @@ is seen as a symlink and never followed.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,6 +27,44 @@ _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
 
 SYMLINK_MODE = "120000"
 SUBMODULE_MODE = "160000"
+
+
+_GIT_DIR_NAMES = frozenset(["HEAD", "config", "description", "hooks", "info", "objects", "refs",
+                            "branches", "packed-refs", "FETCH_HEAD", "ORIG_HEAD", "shallow",
+                            "logs", "index"])
+
+
+def _init_bare(path: Path) -> None:
+    """Make an empty bare repository at ``path`` at once (built beside it, then renamed in), in
+    place of whatever is there: a mirror is a cache, refilled by the next fetch."""
+    scratch = path.with_name(f".{path.name}.new-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        subprocess.run(["git", "init", "-q", "--bare", str(scratch)], check=True,
+                       capture_output=True, env={**os.environ, **_ENV})
+        if path.exists():
+            foreign = sorted(name for name in os.listdir(path)
+                             if name not in _GIT_DIR_NAMES and not name.endswith(".lock"))
+            if foreign:  # not a half-made mirror: never delete what is not ours
+                raise GitError(f"{path} exists and is not a git mirror (it holds "
+                               f"{', '.join(foreign[:3])}); pass another --workdir")
+            shutil.rmtree(path)
+        scratch.rename(path)
+    except subprocess.CalledProcessError as exc:
+        raise GitError(f"cannot create the mirror in {path}: "
+                       f"{exc.stderr.decode(errors='replace').strip()}") from None
+    except OSError as exc:
+        raise GitError(f"cannot create the mirror in {path}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stderr(exc: gitpython.GitCommandError) -> str:
+    """git's message as one line: its lines joined (git explains over several), blank ones
+    dropped (``fatal: ... does not appear to be a git repository fatal: Could not read...``)."""
+    text = str(exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +88,11 @@ class TreeEntry:
 class GitRepo:
     """A local git repository. Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, search_parents: bool = True) -> None:
         try:
-            self._repo = gitpython.Repo(path, search_parent_directories=True)
+            self._repo = gitpython.Repo(path, search_parent_directories=search_parents)
         except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError) as exc:
-            raise UsageError(f"not a git repository: {path}") from exc
+            raise UsageError(f"not a git repository: {os.path.abspath(path)}") from exc
         self.git_dir = Path(self._repo.git_dir)  # per worktree: .git, or .git/worktrees/<name>
         self.bare: bool = self._repo.bare
         if self.bare:
@@ -79,8 +118,7 @@ class GitRepo:
             out: str = self._repo.git.execute(["git", *args], env=_ENV,
                                               strip_newline_in_stdout=False)
         except gitpython.GitCommandError as exc:
-            stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
-            raise GitError(f"git {args[0]} failed: {stderr or exc}") from exc
+            raise GitError(f"git {args[0]} failed: {_stderr(exc) or exc}") from exc
         return out
 
     def resolve(self, ref: str) -> str:
@@ -184,15 +222,13 @@ class Mirror(GitRepo):
 
     def __init__(self, workdir: str | os.PathLike[str], url: str) -> None:
         path = Path(workdir)
-        if not (path / "HEAD").exists():
-            path.mkdir(parents=True, exist_ok=True)
-            try:
-                subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True,
-                               capture_output=True, env={**os.environ, **_ENV})
-            except subprocess.CalledProcessError as exc:
-                raise GitError(f"cannot create the mirror in {path}: "
-                               f"{exc.stderr.decode(errors='replace').strip()}") from None
-        super().__init__(path)
+        # Never search parent folders: a mirror inside .git/configsync/ that is not (yet) a
+        # repository must not be taken for the user's own .git.
+        try:
+            super().__init__(path, search_parents=False)
+        except UsageError:  # missing, or half made by a process killed while making it
+            _init_bare(path)
+            super().__init__(path, search_parents=False)
         self.url = url
 
     def _remote(self, command: str, options: Sequence[str], refs: Sequence[str], *,
@@ -205,9 +241,8 @@ class Mirror(GitRepo):
             out: str = self._repo.git.execute(["git", command, *options, "--", self.url, *refs],
                                               env=_ENV)
         except gitpython.GitCommandError as exc:
-            detail = redact_text((exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n"))
             raise GitError(f"git {command} {redact_url(self.url)}{what} failed: "
-                           f"{detail or 'no output'} ({hint})") from None
+                           f"{redact_text(_stderr(exc)) or 'no output'} ({hint})") from None
         return out
 
     def fetch(self, branch: str) -> None:

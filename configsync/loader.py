@@ -89,10 +89,13 @@ class YamlError(ConfigsyncError):
 
 
 class Document:
-    """A loaded YAML mapping; its node graph (for line and column) is kept or re-made on demand.
+    """A loaded YAML mapping; its node graph (for line and column) is re-made on demand.
 
-    Documents loaded in another process travel back as data and text only; the few that need a
-    position are composed again, which is safe: they already passed every check.
+    A node graph costs about 100 times its text in memory, so documents keep only data and
+    text (also across processes); the few that need a position are composed again, which is
+    safe: they already passed every check. The last graph made is kept for the next position
+    asked of the same document (a file's diagnostics come together), and only that one, so
+    many files with many errors cost one graph at a time.
     """
 
     __slots__ = ("_root", "_text", "data")
@@ -112,11 +115,17 @@ class Document:
 
     @property
     def root(self) -> MappingNode:
-        if self._root is None:
-            root = yaml.compose(self._text or "{}", Loader=_Loader)
-            assert isinstance(root, MappingNode)
-            self._root = root
-        return self._root
+        global _recent
+        if self._root is not None:
+            return self._root
+        text = self._text or "{}"
+        recent_text, recent_root = _recent
+        if recent_text is text:
+            return recent_root
+        root = yaml.compose(text, Loader=_Loader)
+        assert isinstance(root, MappingNode)
+        _recent = (text, root)
+        return root
 
     def locate(self, path: Sequence[str | int], *, key: bool = False,
                offset: int | None = None) -> tuple[int, int]:
@@ -140,6 +149,10 @@ class Document:
         if offset is not None and isinstance(node, ScalarNode) and node.style == "|" and self._text:
             return _inside_block(self._text, node, offset)
         return mark.line + 1, mark.column + 1
+
+
+_recent: tuple[str | None, MappingNode] = (None, MappingNode(_MAP, []))
+"""The last node graph Document.root made, with the text it was made from (by identity)."""
 
 
 def _inside_block(text: str, node: ScalarNode, offset: int) -> tuple[int, int]:
@@ -381,6 +394,11 @@ def load_yaml(raw: bytes | str, *, max_bytes: int | None = None) -> Document:
         if message == "found undefined alias" and mark:
             alias = re.match(r"\*([^\s,\[\]{}]+)", text[mark.index:])
             message += f" `{alias.group(1)}`" if alias else ""
+        elif (exc.context or "").startswith("found duplicate anchor") and mark:
+            anchor = re.match(r"&([^\s,\[\]{}]+)", text[mark.index:])
+            first = exc.context_mark.line + 1 if exc.context_mark else line
+            message = (f"duplicate anchor `&{anchor.group(1) if anchor else '?'}` (first defined "
+                       f"on line {first}); give each anchor its own name")
         raise YamlError(f"invalid YAML: {message}", line, column) from None
     except yaml.YAMLError as exc:  # ReaderError: control characters and the like
         raise YamlError(f"invalid YAML: {_reader_message(exc)}", *_reader_position(text, exc)) \

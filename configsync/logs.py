@@ -10,7 +10,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["client_logger", "configure", "kv", "logger", "redact_text", "redact_url"]
+__all__ = ["client_logger", "configure", "kv", "logger", "one_line", "redact_text", "redact_url"]
 
 logger = logging.getLogger("configsync")
 
@@ -21,13 +21,11 @@ def redact_url(url: str) -> str:
     """``url`` without user and password: ``https://tok@host/r`` → ``https://host/r``."""
     try:
         parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]  # host and port as written, valid or not
     except ValueError:
         return _USERINFO.sub("", url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
@@ -38,6 +36,15 @@ def redact_text(text: str) -> str:
 
 _NEEDS_QUOTES = re.compile('[\\s"=\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
 _STILL_RAW = re.compile("[\x7f-\x9f\u2028\u2029]")  # line breaks to some readers; JSON keeps them
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control or line-breaking character escaped (``\\n``, ``\\u2028``):
+    untrusted text (a file name, a git error, an argument) printed on a line of output can
+    never start a line of its own. Everything else is left as it is."""
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group()) or f"\\u{ord(m.group()):04x}", text)
 
 
 def _value(value: Any) -> str:
@@ -61,15 +68,16 @@ def kv(event: str, **fields: Any) -> str:
 
 class _Formatter(logging.Formatter):
     """``ts=<UTC> level=<level> event=...``; a traceback (a bug in a callback) follows on its
-    own lines."""
+    own lines, each indented."""
 
     converter = time.gmtime  # type: ignore[assignment]  # (typeshed's overloads)
 
     def format(self, record: logging.LogRecord) -> str:
         ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
         line = f"ts={ts}Z level={record.levelname.lower()} {record.getMessage()}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_info:  # indented, so that no text in it can pass for a line of ours
+            trace = self.formatException(record.exc_info)
+            line += "".join(f"\n    {one_line(part)}" for part in trace.splitlines())
         return line
 
 

@@ -35,7 +35,11 @@ AGENT_ID = re.compile(r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*")
 """An agent id: its file's path under ``agents/`` without the extension."""
 
 PROMPT_SOURCE = "set exactly one of `system_prompt` or `system_prompt_file`"
-_NAMESPACE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+"""What a namespace may be (at most 100 characters), wherever it is given: configsync.yaml,
+``--namespace``, a client. It is a Redis hash tag, so never empty and never ``{``, ``}``, ``:``
+or a glob character."""
+NAMESPACE_MAX = 100
 _SCHEMA_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
@@ -60,7 +64,7 @@ class RepoSettings(_Strict):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    namespace: str = Field("default", pattern=_NAMESPACE, max_length=100,
+    namespace: str = Field("default", pattern=NAMESPACE_PATTERN, max_length=NAMESPACE_MAX,
                            description="Redis namespace the sync daemon writes to.")
     models: list[str] | None = Field(
         None, description="Allowed model names; absent means any model name.")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from .logs import one_line
 from .validate import Diagnostic
 
 __all__ = ["FORMATS", "render"]
 
 
 def _text(diagnostics: Sequence[Diagnostic]) -> str:
-    return "".join(f"{d.path}:{d.line}:{d.column}: {d.severity}: {d.message}\n"
-                   for d in diagnostics)
+    # one line each, whatever a file name or a quoted value holds (one_line escapes breaks)
+    return "".join(f"{one_line(d.path)}:{d.line}:{d.column}: {d.severity}: "
+                   f"{one_line(d.message)}\n" for d in diagnostics)
 
 
 def _json(diagnostics: Sequence[Diagnostic]) -> str:

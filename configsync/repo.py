@@ -196,6 +196,9 @@ def open_source(path: str | os.PathLike[str], ref: str | None = None) -> Iterato
     ``ref``) and an unknown ref.
     """
     root = Path(path)
+    if root.is_file():
+        raise UsageError(f"{path} is a file: validate takes the repository's folder (the one "
+                         "that holds configsync.yaml), and checks every file in it")
     if not root.is_dir():
         raise UsageError(f"no such directory: {path}")
     if ref is None:

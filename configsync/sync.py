@@ -29,7 +29,7 @@ from typing import Any
 import redis
 
 from .backoff import Backoff
-from .errors import ConfigsyncError, GitError
+from .errors import ConfigsyncError, GitError, UsageError
 from .git import CommitInfo, Mirror
 from .logs import kv, logger, redact_url
 from .repo import AGENTS_DIR, PROMPTS_DIR, SETTINGS_FILE, Entry, GitSource, git_kind
@@ -37,7 +37,7 @@ from .snapshot import Record, checksum
 from .store import Event, Store, Write
 from .validate import Report, check_tree
 
-__all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult"]
+__all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult", "error_summary"]
 
 CONFIG_PATHS = (SETTINGS_FILE, AGENTS_DIR, PROMPTS_DIR)
 
@@ -69,10 +69,14 @@ class Step:
 
     @property
     def summary(self) -> str:
-        err = self.error or {}
-        more = f" (+{err['errors'] - 1} more)" if err.get("errors", 1) > 1 else ""
-        where = f"{err['file']}:{err['line']}:{err['column']}: " if err.get("file") else ""
-        return f"{where}{err.get('message', '')}{more}"
+        return error_summary(self.error or {})
+
+
+def error_summary(err: dict[str, Any]) -> str:
+    """One line for a rejection (``state.last_error``'s JSON): ``file:line:col: message``."""
+    more = f" (+{err['errors'] - 1} more)" if err.get("errors", 1) > 1 else ""
+    where = f"{err['file']}:{err['line']}:{err['column']}: " if err.get("file") else ""
+    return f"{where}{err.get('message', '')}{more}"
 
 
 class Engine:
@@ -157,10 +161,14 @@ class Daemon:
     """Keeps one namespace in Redis in step with one branch."""
 
     def __init__(self, *, mirror: Mirror, store: Store, branch: str = "main", keep: int = 100,
-                 jobs: int = 1) -> None:
+                 jobs: int = 1, branch_chosen: bool = True) -> None:
+        """``branch_chosen=False``: ``branch`` is only the source's default (``configsync
+        sync`` without ``--branch``), so a namespace that follows another branch is refused
+        rather than moved (a checkout on a feature branch must not take over production)."""
         self.mirror = mirror
         self.store = store
         self.branch = branch
+        self.branch_chosen = branch_chosen
         self.keep = keep
         self.engine = Engine(mirror, jobs=jobs)
         self.applied: Applied | None = None
@@ -186,6 +194,13 @@ class Daemon:
                     return self._result(head)
                 continue
             seen = state["seen"]
+            followed = state.get("branch")
+            if followed and followed != self.branch and not self.branch_chosen:
+                raise UsageError(
+                    f"namespace {self.store.keys.namespace!r} follows branch {followed}, and "
+                    f"{self.source}'s default branch is {self.branch}: pass --branch "
+                    f"{followed} to keep following it, --branch {self.branch} to move the "
+                    "namespace to it, or another --namespace")
             if seen != head and not refetched and not self.mirror.has_commit(seen):
                 # Another daemon applied a commit this mirror has not fetched: fetch before
                 # deciding, or a stale clone would look like a force-push (invariant 5).
@@ -298,6 +313,8 @@ class Daemon:
             step = self.engine.step(applied, info)
             if step.applied is None:
                 last_error = json.dumps(step.error)
+                logger.error(kv("rejected", commit=info.sha[:12], error=step.summary,
+                                during="rebuild"))
                 continue
             applied, last_error = step.applied, ""
             for snapshot in step.upserts:
@@ -346,13 +363,28 @@ class Daemon:
                 failing = None
                 backoff.reset()
             if once:
+                if not result.applied:
+                    self._explain_unapplied(result.head)
                 return 0 if result.applied else 1
             self.stopping.wait(interval)
         logger.info(kv("stopped"))
         return 0
 
+    def _explain_unapplied(self, head: str) -> None:
+        """Why ``--once`` exits 1: the head was rejected (now or on an earlier run)."""
+        state = self.store.state()
+        try:
+            error = json.loads(state.get("last_error") or "{}")
+        except ValueError:
+            error = {}
+        logger.error(kv("head_not_applied", head=head[:12],
+                        serving=(state.get("commit") or "nothing")[:12],
+                        error=error_summary(error) if error else None))
+
     def install_signal_handlers(self) -> None:
-        """First SIGTERM/SIGINT: stop after the commit in hand. Second: exit at once."""
+        """First SIGTERM/SIGINT/SIGHUP (a closed terminal or SSH session): stop after the
+        commit in hand, and let the caller stop what it started (the embedded Redis). Second:
+        exit at once."""
 
         def handle(signum: int, frame: FrameType | None) -> None:
             if self.stopping.is_set():
@@ -360,8 +392,8 @@ class Daemon:
             logger.info(kv("stopping", signal=signal.Signals(signum).name))
             self.stopping.set()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, handle)
 
 
 def _settle() -> None:

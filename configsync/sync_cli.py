@@ -7,10 +7,10 @@ import fcntl
 import hashlib
 import os
 import re
-import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 
@@ -93,12 +93,11 @@ def _branch(mirror: Mirror, requested: str | None, once: bool) -> tuple[str, boo
     and retries the remote."""
     try:
         refs = mirror.remote_refs()
-    except GitError as exc:
+    except GitError:
         known = requested or mirror.recorded_branch()
         if once or known is None or not mirror.has_branch(known):
             raise
-        logger.warning(kv("remote_unreachable", error=str(exc), branch=known))
-        return known, False
+        return known, False  # the daemon's loop says the remote is unreachable, once
     shown = redact_url(mirror.url)
     if not refs.branches:
         raise ConfigsyncError(f"{shown} has no branches yet: commit (or push) a first change "
@@ -116,6 +115,23 @@ def _branch(mirror: Mirror, requested: str | None, once: bool) -> tuple[str, boo
     return branch, True
 
 
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _connect(url: str, origin: str) -> redis.Redis:
+    """A client for ``url``; a URL that is no Redis URL is a usage error naming where it came
+    from (``--redis``, ``CONFIGSYNC_REDIS_URL``)."""
+    shown = redact_url(url)
+    if urlsplit(url).scheme not in _SCHEMES:
+        raise UsageError(f"{origin}: {shown!r} is not a Redis URL; write redis://HOST:PORT/DB "
+                         "(rediss:// for TLS, unix:///path/to/redis.sock)")
+    try:
+        return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
+                                    health_check_interval=30)
+    except ValueError as exc:
+        raise UsageError(f"{origin}: {shown!r} is not a valid Redis URL: {exc}") from None
+
+
 def _namespace(mirror: Mirror, branch: str) -> str:
     head = mirror.head(branch)
     entries = mirror.ls_tree(head, ["configsync.yaml"])
@@ -130,8 +146,10 @@ def _namespace(mirror: Mirror, branch: str) -> str:
     return "default"
 
 
-def _embedded(workdir: Path, stack: ExitStack) -> str:
-    """Start the embedded redis-server under ``workdir`` (same port as last time if free)."""
+def _embedded(workdir: Path, stack: ExitStack, once: bool) -> str:
+    """The embedded redis-server under ``workdir``: on the port it had last time, and the very
+    server that still runs there when an earlier daemon was killed (the workdir lock says no
+    other daemon uses it now); else a new one, on that port when it is free."""
     url_file = workdir / "redis.url"
     port = None
     if url_file.exists():
@@ -139,45 +157,51 @@ def _embedded(workdir: Path, stack: ExitStack) -> str:
             port = int(url_file.read_text().rsplit(":", 1)[1].split("/")[0])
         except (ValueError, IndexError):
             port = None
-    try:
-        server = RedisServer(workdir / "redis", port=port or free_port()).start()
-    except ConfigsyncError:
-        if port is None:
-            raise
-        server = RedisServer(workdir / "redis", port=free_port()).start()
+    server = RedisServer(workdir / "redis", port=port or free_port())
+    adopted = port is not None and server.adopt()
+    if not adopted:
+        try:
+            server.start()
+        except ConfigsyncError:
+            if port is None:
+                raise
+            server = RedisServer(workdir / "redis", port=free_port()).start()
     stack.callback(server.stop)
     url_file.write_text(server.url + "\n")
-    print(f"configsync: embedded redis at {server.url} (agents on this host: "
-          f"CONFIGSYNC_REDIS_URL={server.url})", file=sys.stderr, flush=True)
+    logger.info(kv("embedded_redis", url=server.url, dir=(workdir / "redis").resolve(),
+                   adopted="true" if adopted else None,
+                   agents=None if once else f"CONFIGSYNC_REDIS_URL={server.url}"))
     return server.url
 
 
 def run_sync(args: argparse.Namespace) -> int:
     configure()
     source = _source(args.repo)
-    workdir = Path(args.workdir) if args.workdir else default_workdir(source)
+    workdir = Path(args.workdir).absolute() if args.workdir else default_workdir(source)
     with ExitStack() as stack:
         _lock(workdir, stack)
         mirror = Mirror(workdir / "mirror", source.url)
         stack.callback(mirror.close)
         branch, reachable = _branch(mirror, args.branch, args.once)
-        redis_url = args.redis or os.environ.get("CONFIGSYNC_REDIS_URL") or _embedded(
-            workdir, stack)
-        client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5,
-                                      health_check_interval=30)
+        redis_url, origin = args.redis, "--redis"
+        if not redis_url:
+            redis_url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
+        if not redis_url:
+            redis_url, origin = _embedded(workdir, stack, args.once), "the embedded Redis"
+        client = _connect(redis_url, origin)
         stack.callback(client.close)
         namespace = args.namespace
         if namespace is None:
             try:
                 if reachable:
                     mirror.fetch(branch)
-            except GitError as exc:  # the daemon retries; the mirror may know the branch
+            except GitError:  # the daemon's loop retries, and says so; the mirror has it
                 if args.once or not mirror.has_branch(branch):
                     raise
-                logger.warning(kv("remote_unreachable", error=str(exc)))
             namespace = _namespace(mirror, branch)
         daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=branch,
-                        keep=args.keep, jobs=os.cpu_count() or 1)
+                        keep=args.keep, jobs=os.cpu_count() or 1,
+                        branch_chosen=args.branch is not None)
         daemon.install_signal_handlers()
         timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
         logger.info(kv("started", source=redact_url(source.url), branch=branch,

@@ -321,21 +321,29 @@ def test_unknown_agent_with_nothing_loaded(tmp_path: Path) -> None:
 EXAMPLE = Path(__file__).parents[1] / "examples" / "agent_loop.py"
 
 
-def _example(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _example(*argv: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(EXAMPLE), *argv, "--turns", "2", "--pause", "0"],
-                          capture_output=True, text=True, timeout=60,
+                          capture_output=True, text=True, timeout=60, cwd=cwd,
                           env={**os.environ, **env})
 
 
-def test_example_agent_loop_runs(world: World) -> None:
+def test_example_agent_loop_runs(world: World, tmp_path: Path) -> None:
     proc = _example("a", "--redis", world.url, "--namespace", "test")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[:2] == [
         f"reading namespace 'test' from {world.url}",
         "turn 1: a v1 model=gpt-4o temperature=0.7 prompt='You are A.'"]
-    proc = _example("a", "--redis", world.url, CONFIGSYNC_NAMESPACE="test")
+    proc = _example("a", CONFIGSYNC_REDIS_URL=world.url, CONFIGSYNC_NAMESPACE="test")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("reading namespace 'test' from ")
+    assert proc.stdout.startswith(f"reading namespace 'test' from {world.url}\n")
+    # in a repository whose daemon runs an embedded Redis: the URL it wrote
+    written = tmp_path / "repo" / ".git" / "configsync" / "redis.url"
+    written.parent.mkdir(parents=True)
+    written.write_text(world.url + "\n")
+    (tmp_path / "repo" / "agents").mkdir()
+    proc = _example("a", "--namespace", "test", cwd=tmp_path / "repo" / "agents")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"reading namespace 'test' from {world.url}\n")
 
 
 def test_example_says_which_namespace_has_configs(world: World) -> None:
@@ -344,7 +352,11 @@ def test_example_says_which_namespace_has_configs(world: World) -> None:
         1, f"reading namespace 'default' from {world.url}")
     assert proc.stderr.strip().splitlines()[-1] == (
         "agent_loop: no configs in namespace 'default'; the daemon writes 'test' here: pass "
-        "--namespace test or set CONFIGSYNC_NAMESPACE")
+        "--namespace or set CONFIGSYNC_NAMESPACE to test")
+    proc = _example("a", "--redis", world.url, "--namespace", "other")
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "agent_loop: no configs in namespace 'other'; the daemon writes 'test' here: pass "
+        "--namespace test")
     proc = _example("nobody", "--redis", world.url, "--namespace", "test")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -357,9 +369,39 @@ def test_example_says_which_namespace_has_configs(world: World) -> None:
     world.server.kill()
     proc = _example("a", "--redis", world.url)
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"agent_loop: cannot reach Redis at {world.url} and no configs are cached; is the "
-        "daemon running? (it prints the URL to use)")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"agent_loop: cannot read Redis at {world.url} (")
+    assert last.endswith(") and no configs are cached; is the daemon running? (it prints the "
+                         "URL to use)")
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("localhost:6379", "Redis URL must specify one of the following schemes"),
+    ("redis://127.0.0.1:abc/0", "Port could not be cast to integer value as 'abc'"),
+])
+def test_example_explains_a_bad_url_or_none(url: str, problem: str, tmp_path: Path) -> None:
+    proc = _example("a", "--redis", url)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"agent_loop: {url!r} is not a Redis URL (") and problem in line
+    proc = _example("a", cwd=tmp_path)  # no URL anywhere
+    assert (proc.returncode, proc.stderr.strip()) == (2, (
+        "agent_loop: no Redis URL: start `configsync sync` in this repository (it writes the "
+        "URL), or pass --redis, or set CONFIGSYNC_REDIS_URL"))
+
+
+def test_example_stops_quietly_on_ctrl_c(world: World) -> None:
+    import signal
+
+    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "a", "--redis", world.url,
+                             "--namespace", "test", "--pause", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("reading namespace")
+    assert proc.stdout.readline().startswith("turn 1:")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err, err
 
 
 def test_client_log_lines_use_the_daemons_format(world: World) -> None:

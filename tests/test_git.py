@@ -55,3 +55,26 @@ def test_errors(tmp_path: Path) -> None:
             g.ls_tree("0" * 40, ["agents"])
         with pytest.raises(GitError, match="git cat-file failed to read object"):
             list(g.read_blobs(["0" * 40]))
+
+
+def test_a_half_made_mirror_is_made_again_and_never_taken_for_a_parent_repo(
+        tmp_path: Path) -> None:
+    """A daemon killed while `git init` made its mirror left a folder that is no repository.
+    Inside .git/configsync/ the next start must neither fail for ever nor search upwards and
+    take the user's own .git for the mirror."""
+    from configsync.git import Mirror
+
+    outer = GitTree(tmp_path / "outer")
+    outer.commit("outer")
+    path = outer.root / ".git" / "configsync" / "mirror"
+    path.mkdir(parents=True)
+    (path / "HEAD").write_text("ref: refs/heads/main\n")  # half made: no objects, no refs
+    with Mirror(path, "unused") as mirror:
+        assert mirror.git_dir == path and mirror.bare
+        assert (path / "objects").is_dir()
+    foreign = tmp_path / "work" / "mirror"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine\n")
+    with pytest.raises(GitError, match="exists and is not a git mirror"):
+        Mirror(foreign, "unused")
+    assert (foreign / "notes.txt").read_text() == "mine\n"

@@ -43,6 +43,9 @@ BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
     (BOMB, 5, 4, "too many values after expanding aliases (possible alias bomb)"),
     ("a: &x [1, *x]\n", 1, 4, "an alias refers to a value that contains it (recursive alias)"),
     ("a: *nowhere\n", 1, 4, "invalid YAML: found undefined alias `nowhere`"),
+    ("a: &x 1\nb: &x 2\nc: *x\n", 2, 4,
+     "invalid YAML: duplicate anchor `&x` (first defined on line 1); give each anchor its own "
+     "name"),
     ("[" * 5000 + "]" * 5000, 1, MAX_DEPTH + 1, f"nested deeper than {MAX_DEPTH} levels"),
     ("- " * 3000 + "x\n", 1, 2 * MAX_DEPTH + 1, f"nested deeper than {MAX_DEPTH} levels"),
     ("a: 1\n---\nb: 2\n", 2, 1,

@@ -12,9 +12,14 @@ DIAGS = [Diagnostic("agents/a.yaml", 3, 14, "error", "temperature: must be at mo
 
 
 def test_text() -> None:
-    assert render(DIAGS, "text") == (
+    """One line a diagnostic: a line break in a message or a file name (a file may be called
+    anything) is escaped, so no value can print a diagnostic of its own."""
+    forged = Diagnostic("agents/x\nagents/y.yaml:1:1: error: forged.yaml", 2, 3, "error",
+                        "bad key `a\u2028b`")
+    assert render([*DIAGS, forged], "text") == (
         "agents/a.yaml:3:14: error: temperature: must be at most 2 (got 3.5)\n"
-        "agents/a,b:c.yaml:1:1: warning: 50% sure\nsecond line\n")
+        "agents/a,b:c.yaml:1:1: warning: 50% sure\\nsecond line\n"
+        "agents/x\\nagents/y.yaml:1:1: error: forged.yaml:2:3: error: bad key `a\\u2028b`\n")
 
 
 def test_json() -> None:

@@ -25,7 +25,7 @@ def test_setup_is_two_command_lines_in_a_new_virtual_environment() -> None:
 def test_ci_runs_the_readmes_test_command_in_its_own_environment() -> None:
     _, test = _setup_commands()
     script = (ROOT / ".ci" / "run").read_text()
-    assert test.removeprefix(VENV) in script.splitlines()
+    assert f"{test.removeprefix(VENV)} || exit" in script.splitlines()
     assert ". \"$(dirname \"$0\")/fresh-venv.sh\"" in script
     fresh = (ROOT / ".ci" / "fresh-venv.sh").read_text()
     assert "python3 -m venv" in fresh and "mktemp" in fresh

@@ -76,7 +76,8 @@ def test_embedded_redis_when_no_url(remote: Remote, tmp_path: Path,
                           capture_output=True, text=True, env={**os.environ}, timeout=60)
     assert proc.returncode == 0, proc.stderr
     url = (workdir / "redis.url").read_text().strip()
-    assert f"configsync: embedded redis at {url}" in proc.stderr
+    assert (f"level=info event=embedded_redis url={url} dir={(workdir / 'redis').resolve()}\n"
+            in proc.stderr)  # with --once, no hint for agents: it stops a moment later
     assert (workdir / "redis" / "appendonly.aof").exists() or (
         workdir / "redis" / "appendonlydir").exists()
     # persisted: a second run starts the same server again and finds the state
@@ -261,11 +262,11 @@ def test_unreachable_remote_at_start_follows_the_branch_the_mirror_holds(
         lines = []
         for line in proc.stderr:
             lines.append(line)
-            if "event=started" in line:
+            if "event=remote_unreachable" in line:
                 break
-        assert any("event=remote_unreachable" in line and "branch=trunk" in line
-                   for line in lines), lines
-        assert " branch=trunk " in lines[-1]
+        assert [line.split(" event=")[1].split()[0] for line in lines] == [
+            "started", "remote_unreachable"], lines  # said once, by the loop that retries
+        assert " branch=trunk " in lines[0]
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -278,3 +279,160 @@ def test_a_repository_with_no_commits_says_so(tmp_path: Path,
                      "--workdir", str(tmp_path / "wd"))
     assert (code, err.strip()) == (1, f"configsync: error: {tmp_path / 'empty'} has no branches "
                                       "yet: commit (or push) a first change to it")
+
+
+def _embedded_daemon(repo: Path, workdir: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "configsync", "sync", "--repo", str(repo),
+                             "--workdir", str(workdir), "--interval", "0.05", *extra],
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _until(proc: subprocess.Popen[str], event: str) -> list[str]:
+    """Lines of ``proc``'s stderr up to the first with ``event``."""
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if f" event={event}" in line:
+            return lines
+    raise AssertionError(f"no {event}: {lines}")
+
+
+def _servers(directory: Path) -> list[int]:
+    """Pids of the live redis-servers working in ``directory`` (a server's cwd is its --dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry / "comm").read_text().strip() != "redis-server":
+                continue
+            if (entry / "stat").read_text().rsplit(") ", 1)[1][0] == "Z":
+                continue
+            if Path(os.readlink(entry / "cwd")) == directory:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_killed_daemons_embedded_redis_is_taken_over_not_doubled(
+        remote: Remote, tmp_path: Path) -> None:
+    workdir = tmp_path / "wd"
+    first = _embedded_daemon(Path(remote.url), workdir)
+    try:
+        _until(first, "rebuilt")
+        url = (workdir / "redis.url").read_text().strip()
+        first.kill()  # SIGKILL: no chance to stop its redis-server
+        first.wait(timeout=10)
+        assert len(_servers((workdir / "redis").resolve())) == 1
+        second = _embedded_daemon(Path(remote.url), workdir)
+        try:
+            lines = _until(second, "loaded")
+            (embedded,) = [line for line in lines if "event=embedded_redis" in line]
+            assert f"url={url} " in embedded and " adopted=true" in embedded
+            assert len(_servers((workdir / "redis").resolve())) == 1  # the same one
+            second.send_signal(signal.SIGHUP)  # the terminal closed
+            assert second.wait(timeout=20) == 0
+            rest = second.stderr.read() if second.stderr else ""
+            assert "event=stopping signal=SIGHUP" in rest and "event=stopped" in rest
+        finally:
+            second.kill()
+            second.wait()
+        wait_until(lambda: not _servers((workdir / "redis").resolve()))
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), [
+    (["--redis", "localhost:6379"], {},
+     "--redis: 'localhost:6379' is not a Redis URL; write redis://HOST:PORT/DB (rediss:// for "
+     "TLS, unix:///path/to/redis.sock)"),
+    (["--redis", "http://127.0.0.1:6379"], {},
+     "--redis: 'http://127.0.0.1:6379' is not a Redis URL; write redis://HOST:PORT/DB "
+     "(rediss:// for TLS, unix:///path/to/redis.sock)"),
+    ([], {"CONFIGSYNC_REDIS_URL": "notaurl"},
+     "CONFIGSYNC_REDIS_URL: 'notaurl' is not a Redis URL; write redis://HOST:PORT/DB (rediss:// "
+     "for TLS, unix:///path/to/redis.sock)"),
+    (["--redis", "redis://:pw@127.0.0.1:abc/0"], {},
+     "--redis: 'redis://127.0.0.1:abc/0' is not a valid Redis URL: Port could not be cast to "
+     "integer value as 'abc'"),
+])
+def test_a_bad_redis_url_is_a_usage_error(argv: list[str], env: dict[str, str], message: str,
+                                          remote: Remote, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, err = sync(capsys, "--repo", remote.url, "--once", "--workdir", str(tmp_path / "wd"),
+                     *argv)
+    assert (code, err.strip().splitlines()[-1]) == (2, f"configsync: error: {message}")
+
+
+@pytest.mark.parametrize("namespace", ["", "a:b", "{x}", "eu[-_]west", "a\nb", "-x", "x" * 101])
+def test_a_bad_namespace_is_a_usage_error(namespace: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["sync", f"--namespace={namespace}", "--once"])
+    assert info.value.code == 2
+    assert "is not a namespace: letters, digits" in capsys.readouterr().err
+
+
+def test_a_rejected_head_says_why(remote: Remote, redis_server: RedisServer, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    remote.commit_push("bad head", {"agents/a.yaml": "system_prompt: A\nmodel: gpt-4o\n"
+                                                     "temprature: 1\n"})
+    args = ["--repo", remote.url, "--redis", redis_server.url, "--once",
+            "--workdir", str(tmp_path / "wd")]
+    code, err = sync(capsys, *args)  # a rebuild whose head is rejected
+    assert code == 1
+    why = "agents/a.yaml:3:1: temprature: unknown key, did you mean `temperature`?"
+    (rejected,) = [line for line in err.splitlines() if "event=rejected" in line]
+    assert f'error="{why}" during=rebuild' in rejected
+    (final,) = [line for line in err.splitlines() if "event=head_not_applied" in line]
+    assert f'error="{why}"' in final and "level=error" in final
+    code, err = sync(capsys, *args)  # nothing new: still says why it exits 1
+    assert code == 1 and "event=head_not_applied" in err and why in err
+
+
+def test_git_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = sync(capsys, "--repo", f"file://{tmp_path}/nothing.git", "--once",
+                     "--workdir", str(tmp_path / "wd"))
+    assert code == 1
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"configsync: error: git ls-remote file://{tmp_path}/nothing.git "
+                           "failed: fatal: ")
+    assert "Could not read from remote repository." in line
+
+
+def test_arguments_cannot_forge_output_lines(remote: Remote, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = sync(capsys, "--repo", remote.url, "--once", "--workdir", str(tmp_path / "wd"),
+                     "--branch", "nope\nts=2026-01-01T00:00:00Z level=error event=forged")
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "has no branch nope\\nts=2026" in line
+
+
+def test_a_checkout_on_another_branch_does_not_take_over_the_namespace(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["--redis", redis_server.url, "--once", "--workdir", str(tmp_path / "wd")]
+    monkeypatch.chdir(remote.work)
+    code, err = sync(capsys, *args)  # the checkout is on main: the namespace follows main
+    assert code == 0, err
+    git(remote.work, "checkout", "-q", "-b", "wip")
+    remote.commit("wip experiment", {"agents/a.yaml": "system_prompt: WIP\nmodel: gpt-4o\n"})
+    code, err = sync(capsys, *args)
+    assert (code, err.strip().splitlines()[-1]) == (2, (
+        f"configsync: error: namespace 'test' follows branch main, and {remote.work}'s default "
+        "branch is wip: pass --branch main to keep following it, --branch wip to move the "
+        "namespace to it, or another --namespace"))
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    assert store.state()["branch"] == "main"
+    assert store.current()["a"].config["system_prompt"] == "You are A."
+    code, err = sync(capsys, *args, "--branch", "main")
+    assert code == 0, err
+    code, err = sync(capsys, *args, "--branch", "wip")  # chosen: the namespace moves
+    assert code == 0, err
+    assert store.state()["branch"] == "wip"
+    assert store.current()["a"].config["system_prompt"] == "WIP"
