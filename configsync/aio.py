@@ -25,6 +25,7 @@ from .client import ClientCore, _now, parse_event, texts
 from .holdings import Change, Snapshot
 from .logs import client_logger as logger
 from .logs import kv
+from .redis_url import from_url
 from .snapshot import Record
 
 __all__ = ["AsyncClient"]
@@ -35,8 +36,10 @@ class AsyncClient(ClientCore[aioredis.Redis]):
     """An asyncio client (see :class:`configsync.Client` for the behaviour)."""
 
     def _connect(self, url: str, socket_timeout: float) -> aioredis.Redis:
-        return aioredis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                       socket_connect_timeout=socket_timeout)
+        client: aioredis.Redis = from_url(aioredis.Redis, url, "redis",
+                                          socket_timeout=socket_timeout,
+                                          socket_connect_timeout=socket_timeout)
+        return client
 
     def _init_runtime(self) -> None:
         self._stopping = asyncio.Event()
@@ -138,7 +141,12 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                 result = callback(change.agent_id, change.snapshot)
                 if inspect.isawaitable(result):
                     await result
-            except Exception:
+            except asyncio.CancelledError:  # raised by the callback, not sent to this task:
+                task = asyncio.current_task()  # it must not end the task that keeps configs
+                if task is not None and task.cancelling():  # fresh
+                    raise  # the client itself is being stopped
+                logger.exception(kv("callback_failed", agent=change.agent_id))
+            except Exception:  # (Ctrl-C and SystemExit on the event loop's thread are real)
                 logger.exception(kv("callback_failed", agent=change.agent_id))
 
     async def _run(self) -> None:

@@ -15,6 +15,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .errors import ConfigsyncError, UsageError
@@ -63,8 +64,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
         if args.check:
             stale.append((target, "is missing" if current is None else "is stale"))
             continue
-        out.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, "utf-8")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, "utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {target}: {exc.strerror or exc} (--out names the "
+                             "folder for the schema files)") from None
         print(f"wrote {target}", file=sys.stderr)
     for target, why in stale:
         print(f"configsync: {target} {why}; run `configsync schema --out {args.out}` and "
@@ -78,9 +83,20 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return run_sync(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake said in one line like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"configsync: error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """An argument as a message quotes it: one line, and not all of a very long one."""
+    return "'" + one_line(text if len(text) <= limit else text[:limit] + "...") + "'"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="configsync", description="GitOps for AI agent configuration.")
+    parser = _Parser(prog="configsync", description="GitOps for AI agent configuration.")
     parser.add_argument("--version", action="version", version=f"configsync {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -99,10 +115,12 @@ def _parser() -> argparse.ArgumentParser:
         "sync", help="run the sync daemon: merged commits become versioned snapshots in Redis",
         description="Fetch the branch, validate each new first-parent commit, and write "
                     "versioned snapshots and change events to Redis atomically.")
-    sync.add_argument("--repo", help="remote URL or local path (default: the git repository "
-                                     "the command runs in)")
-    sync.add_argument("--branch", help="branch to follow (default: the remote's default "
-                                       "branch, which its HEAD names)")
+    sync.add_argument("--repo", type=_nonempty,
+                      help="remote URL or local path (default: the git repository the command "
+                           "runs in)")
+    sync.add_argument("--branch", type=_nonempty,
+                      help="branch to follow (default: the remote's default branch, which its "
+                           "HEAD names)")
     sync.add_argument("--redis", help="Redis URL (default: $CONFIGSYNC_REDIS_URL; with neither, "
                                       "an embedded redis-server persisted under the workdir)")
     sync.add_argument("--namespace", type=_namespace,
@@ -131,8 +149,14 @@ def _parser() -> argparse.ArgumentParser:
 def _namespace(text: str) -> str:
     if len(text) > NAMESPACE_MAX or not re.fullmatch(NAMESPACE_PATTERN, text):
         raise argparse.ArgumentTypeError(
-            f"{one_line(text)!r} is not a namespace: letters, digits, `.`, `_` and `-`, starting "
+            f"{_shown(text)} is not a namespace: letters, digits, `.`, `_` and `-`, starting "
             f"with a letter or digit, at most {NAMESPACE_MAX} characters")
+    return text
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
     return text
 
 
@@ -142,7 +166,8 @@ def _positive_float(text: str) -> float:
     except ValueError:
         value = float("nan")
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text!r})")
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds (got {_shown(text)})")
     return value
 
 
@@ -152,7 +177,8 @@ def _positive_int(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1 (got {text!r})")
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number, at least 1 (got {_shown(text)})")
     return value
 
 

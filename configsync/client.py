@@ -44,6 +44,7 @@ from .holdings import (
 )
 from .logs import client_logger as logger
 from .logs import kv
+from .redis_url import from_url
 from .snapshot import Record
 from .store import Keys
 
@@ -294,8 +295,9 @@ class Client(ClientCore[redis.Redis]):
     :meth:`start` and :meth:`stop`."""
 
     def _connect(self, url: str, socket_timeout: float) -> redis.Redis:
-        return redis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                    socket_connect_timeout=socket_timeout)
+        client: redis.Redis = from_url(redis.Redis, url, "redis", socket_timeout=socket_timeout,
+                                       socket_connect_timeout=socket_timeout)
+        return client
 
     def _init_runtime(self) -> None:
         self._stopping = threading.Event()
@@ -384,7 +386,7 @@ class Client(ClientCore[redis.Redis]):
         for callback, change in self.due_callbacks(changes):  # no lock is held here
             try:
                 callback(change.agent_id, change.snapshot)
-            except Exception:
+            except BaseException:  # SystemExit too: a callback must never end this thread
                 logger.exception(kv("callback_failed", agent=change.agent_id))
 
     def _run(self) -> None:

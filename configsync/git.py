@@ -257,7 +257,7 @@ class Mirror(GitRepo):
                                hint="is the remote reachable?")
         default = None
         branches = []
-        for line in listing.splitlines():
+        for line in listing.split("\n"):  # not splitlines(): a branch may hold U+2028
             name, _, ref = line.partition("\t")
             if name.startswith("ref: ") and ref == "HEAD":
                 default = name.removeprefix("ref: ").removeprefix("refs/heads/")

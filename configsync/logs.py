@@ -8,25 +8,20 @@ import re
 import sys
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["client_logger", "configure", "kv", "logger", "one_line", "redact_text", "redact_url"]
 
 logger = logging.getLogger("configsync")
 
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+# Everything from "://" to the last "@" of the same word: a password with an unencoded "/",
+# "?" or "#" (which URL parsers take for the end of the host) is still all removed. The price:
+# an "@" later in a path (https://host/repo@v1) takes the path with it, in logs only.
+_USERINFO = re.compile(r"(?<=://)[^\s'\"]*@")
 
 
 def redact_url(url: str) -> str:
     """``url`` without user and password: ``https://tok@host/r`` → ``https://host/r``."""
-    try:
-        parts = urlsplit(url)
-        if parts.username is None and parts.password is None:
-            return url
-        host = parts.netloc.rpartition("@")[2]  # host and port as written, valid or not
-    except ValueError:
-        return _USERINFO.sub("", url)
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return _USERINFO.sub("", url)
 
 
 def redact_text(text: str) -> str:

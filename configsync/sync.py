@@ -154,7 +154,8 @@ class Engine:
 @dataclass(frozen=True, slots=True)
 class SyncResult:
     head: str
-    applied: bool  # the head is what Redis serves (False: the head was rejected)
+    applied: bool  # the head is what Redis serves (False: rejected, or behind)
+    behind: bool = False  # the head is an ancestor of what is served: nothing was written
 
 
 class Daemon:
@@ -207,23 +208,27 @@ class Daemon:
                 self.mirror.fetch(self.branch)
                 head, refetched = self.mirror.head(self.branch), True
                 continue
-            if seen != head and self.mirror.is_ancestor(head, seen):
-                return self._result(head)  # our head is behind what is served: never regress
+            switching = bool(followed) and followed != self.branch  # chosen with --branch
+            if seen != head and not switching and self.mirror.is_ancestor(head, seen):
+                self.store.heartbeat(utcnow())  # our head is behind what is served: never
+                return self._result(head, behind=True)  # regress (invariant 5)
             self._load(state)
-            if seen != head:
-                if self.mirror.is_ancestor(seen, head):
+            if seen != head or switching:
+                if not switching and self.mirror.is_ancestor(seen, head):
                     commits = self.mirror.first_parent_log(seen, head)
-                else:
-                    logger.warning(kv("force_push", branch=self.branch, seen=seen[:12],
-                                      head=head[:12], applied=state.get("commit", "")[:12]))
+                else:  # one step from the last applied tree to the head
+                    logger.warning(kv("branch_switch" if switching else "force_push",
+                                      branch=self.branch, was=followed if switching else None,
+                                      seen=seen[:12], head=head[:12],
+                                      applied=state.get("commit", "")[:12]))
                     commits = [self.mirror.commit_info(head)]
                 if not self._walk(commits, seen):
                     continue  # another daemon moved the state: read it again
             self.store.heartbeat(utcnow())
             return self._result(head)
 
-    def _result(self, head: str) -> SyncResult:
-        return SyncResult(head, self.store.state().get("commit") == head)
+    def _result(self, head: str, *, behind: bool = False) -> SyncResult:
+        return SyncResult(head, self.store.state().get("commit") == head, behind)
 
     def _walk(self, commits: list[CommitInfo], seen: str) -> bool:
         for info in commits:
@@ -364,22 +369,24 @@ class Daemon:
                 backoff.reset()
             if once:
                 if not result.applied:
-                    self._explain_unapplied(result.head)
+                    self._explain_unapplied(result)
                 return 0 if result.applied else 1
             self.stopping.wait(interval)
         logger.info(kv("stopped"))
         return 0
 
-    def _explain_unapplied(self, head: str) -> None:
-        """Why ``--once`` exits 1: the head was rejected (now or on an earlier run)."""
+    def _explain_unapplied(self, result: SyncResult) -> None:
+        """Why ``--once`` exits 1: the head was rejected (now or on an earlier run), or it is
+        behind what the namespace serves."""
         state = self.store.state()
         try:
             error = json.loads(state.get("last_error") or "{}")
         except ValueError:
             error = {}
-        logger.error(kv("head_not_applied", head=head[:12],
-                        serving=(state.get("commit") or "nothing")[:12],
-                        error=error_summary(error) if error else None))
+        reason = ("the namespace serves a later commit of this branch (is this clone behind?)"
+                  if result.behind else error_summary(error) if error else None)
+        logger.error(kv("head_not_applied", head=result.head[:12],
+                        serving=(state.get("commit") or "nothing")[:12], error=reason))
 
     def install_signal_handlers(self) -> None:
         """First SIGTERM/SIGINT/SIGHUP (a closed terminal or SSH session): stop after the

@@ -7,10 +7,10 @@ import fcntl
 import hashlib
 import os
 import re
+import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import redis
 
@@ -20,6 +20,7 @@ from .git import GitRepo, Mirror
 from .loader import YamlError, load_yaml
 from .logs import configure, kv, logger, redact_url
 from .model import RepoSettings
+from .redis_url import check_redis_url, from_url
 from .store import Store
 from .sync import Daemon
 
@@ -86,16 +87,19 @@ def _lock(workdir: Path, stack: ExitStack) -> None:
     handle.flush()
 
 
-def _branch(mirror: Mirror, requested: str | None, once: bool) -> tuple[str, bool]:
+def _branch(mirror: Mirror, requested: str | None, *, once: bool,
+            namespace_given: bool) -> tuple[str, bool]:
     """``requested``, else the remote's default branch, and whether the remote answered. A
     branch the remote lacks is a usage error that lists the ones it has. With the remote
     unreachable (and not ``once``) the daemon starts on the branch its mirror already holds,
-    and retries the remote."""
+    or on ``--branch`` when ``--namespace`` is given too (nothing else must be read from the
+    remote), and retries the remote."""
     try:
         refs = mirror.remote_refs()
     except GitError:
         known = requested or mirror.recorded_branch()
-        if once or known is None or not mirror.has_branch(known):
+        if once or known is None or not (mirror.has_branch(known)
+                                         or (requested and namespace_given)):
             raise
         return known, False  # the daemon's loop says the remote is unreachable, once
     shown = redact_url(mirror.url)
@@ -107,43 +111,41 @@ def _branch(mirror: Mirror, requested: str | None, once: bool) -> tuple[str, boo
     branch = requested or refs.default or (refs.branches[0] if len(refs.branches) == 1
                                            else None)
     if branch is None:
-        raise UsageError(f"{shown} names no default branch (its HEAD is detached); pass "
-                         f"--branch (it has: {listed})")
+        raise UsageError(f"{shown} names no default branch (its HEAD is detached, or names a "
+                         f"branch it does not have); pass --branch (it has: {listed})")
     if branch not in refs.branches:
         raise UsageError(f"{shown} has no branch {branch}; it has: {listed} (pass --branch)")
     mirror.record_branch(branch)
     return branch, True
 
 
-_SCHEMES = ("redis", "rediss", "unix")
-
-
-def _connect(url: str, origin: str) -> redis.Redis:
-    """A client for ``url``; a URL that is no Redis URL is a usage error naming where it came
-    from (``--redis``, ``CONFIGSYNC_REDIS_URL``)."""
-    shown = redact_url(url)
-    if urlsplit(url).scheme not in _SCHEMES:
-        raise UsageError(f"{origin}: {shown!r} is not a Redis URL; write redis://HOST:PORT/DB "
-                         "(rediss:// for TLS, unix:///path/to/redis.sock)")
-    try:
-        return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
-                                    health_check_interval=30)
-    except ValueError as exc:
-        raise UsageError(f"{origin}: {shown!r} is not a valid Redis URL: {exc}") from None
+NAMESPACE_LOOKBACK = 200
+"""How many first-parent commits back the daemon looks for a valid ``configsync.yaml``."""
 
 
 def _namespace(mirror: Mirror, branch: str) -> str:
-    head = mirror.head(branch)
-    entries = mirror.ls_tree(head, ["configsync.yaml"])
-    if entries and entries[0].is_file:
+    """``namespace:`` of the newest commit on ``branch`` whose ``configsync.yaml`` is valid.
+    Never a guess: a head whose settings are broken must not send the daemon into another
+    team's namespace (``default``), so with none valid in the last NAMESPACE_LOOKBACK commits
+    this is an error that asks for ``--namespace``."""
+    commits = mirror.first_parent_log(None, mirror.head(branch))[-NAMESPACE_LOOKBACK:]
+    for newer, info in enumerate(reversed(commits)):
+        entries = mirror.ls_tree(info.sha, ["configsync.yaml"])
+        if not entries or not entries[0].is_file:
+            continue
         raw = next(mirror.read_blobs([entries[0].sha]))[1]
         try:
-            data = load_yaml(raw).data
-            return RepoSettings.model_validate(data).namespace
+            namespace = RepoSettings.model_validate(load_yaml(raw).data).namespace
         except (YamlError, ValueError):
-            logger.warning(kv("namespace_unreadable", hint="configsync.yaml at the head is "
-                              "invalid; using `default` (pass --namespace)"))
-    return "default"
+            continue
+        if newer:
+            logger.warning(kv("namespace_from_older_commit", namespace=namespace,
+                              commit=info.sha[:12], reason="configsync.yaml at the head is "
+                              "missing or invalid"))
+        return namespace
+    raise ConfigsyncError(f"cannot tell which namespace to write: no valid configsync.yaml in "
+                          f"the last {len(commits)} commits of {branch}; fix it, or pass "
+                          "--namespace")
 
 
 def _embedded(workdir: Path, stack: ExitStack, once: bool) -> str:
@@ -176,35 +178,53 @@ def _embedded(workdir: Path, stack: ExitStack, once: bool) -> str:
 
 def run_sync(args: argparse.Namespace) -> int:
     configure()
+    redis_url, origin = args.redis, "--redis"
+    if not redis_url:
+        redis_url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
+    if redis_url:  # a usage mistake is said before anything runs
+        check_redis_url(redis_url, origin)
     source = _source(args.repo)
     workdir = Path(args.workdir).absolute() if args.workdir else default_workdir(source)
+    created = not workdir.exists()
     with ExitStack() as stack:
-        _lock(workdir, stack)
-        mirror = Mirror(workdir / "mirror", source.url)
-        stack.callback(mirror.close)
-        branch, reachable = _branch(mirror, args.branch, args.once)
-        redis_url, origin = args.redis, "--redis"
-        if not redis_url:
-            redis_url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
-        if not redis_url:
-            redis_url, origin = _embedded(workdir, stack, args.once), "the embedded Redis"
-        client = _connect(redis_url, origin)
-        stack.callback(client.close)
-        namespace = args.namespace
-        if namespace is None:
-            try:
-                if reachable:
-                    mirror.fetch(branch)
-            except GitError:  # the daemon's loop retries, and says so; the mirror has it
-                if args.once or not mirror.has_branch(branch):
-                    raise
-            namespace = _namespace(mirror, branch)
-        daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=branch,
-                        keep=args.keep, jobs=os.cpu_count() or 1,
-                        branch_chosen=args.branch is not None)
-        daemon.install_signal_handlers()
-        timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
-        logger.info(kv("started", source=redact_url(source.url), branch=branch,
-                       redis=redact_url(redis_url), namespace=namespace, workdir=workdir,
-                       keep=args.keep, **timing))
+        try:
+            daemon = _start(args, source, workdir, redis_url, origin, stack)
+        except BaseException:
+            stack.close()  # the lock, the mirror, the embedded Redis
+            if created:  # a start that failed leaves nothing behind
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
         return daemon.run(interval=args.interval, once=args.once)
+
+
+def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: str | None,
+           origin: str, stack: ExitStack) -> Daemon:
+    """Everything before the first poll: lock, mirror, branch, Redis, namespace, signals."""
+    _lock(workdir, stack)
+    mirror = Mirror(workdir / "mirror", source.url)
+    stack.callback(mirror.close)
+    branch, reachable = _branch(mirror, args.branch, once=args.once,
+                                namespace_given=args.namespace is not None)
+    if not redis_url:
+        redis_url, origin = _embedded(workdir, stack, args.once), "the embedded Redis"
+    client: redis.Redis = from_url(redis.Redis, redis_url, origin, socket_timeout=10,
+                                   socket_connect_timeout=5, health_check_interval=30)
+    stack.callback(client.close)
+    namespace = args.namespace
+    if namespace is None:
+        try:
+            if reachable:
+                mirror.fetch(branch)
+        except GitError:  # the daemon's loop retries, and says so; the mirror has it
+            if args.once or not mirror.has_branch(branch):
+                raise
+        namespace = _namespace(mirror, branch)
+    daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=branch,
+                    keep=args.keep, jobs=os.cpu_count() or 1,
+                    branch_chosen=args.branch is not None)
+    daemon.install_signal_handlers()
+    timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
+    logger.info(kv("started", source=redact_url(source.url), branch=branch,
+                   redis=redact_url(redis_url), namespace=namespace, workdir=workdir,
+                   keep=args.keep, **timing))
+    return daemon

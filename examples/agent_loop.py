@@ -18,7 +18,10 @@ writes when configsync.yaml says nothing else).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +29,9 @@ from pathlib import Path
 import redis
 
 from configsync import Client, Snapshot, UnknownAgentError
-from configsync.logs import redact_url
+from configsync.errors import ConfigsyncError
+from configsync.logs import one_line, redact_url
+from configsync.redis_url import check_redis_url
 from configsync.store import namespaces
 
 
@@ -45,43 +50,64 @@ def _empty(url: str, namespace: str, flag: bool) -> str:
 
 def _default_redis() -> str | None:
     """$CONFIGSYNC_REDIS_URL, else the URL the daemon's embedded Redis wrote for the git
-    repository this runs in (.git/configsync/redis.url), else None."""
+    repository this runs in (GIT_DIR/configsync/redis.url), else None."""
     if os.environ.get("CONFIGSYNC_REDIS_URL"):
         return os.environ["CONFIGSYNC_REDIS_URL"]
-    folder = Path.cwd()
-    for here in (folder, *folder.parents):
-        written = here / ".git" / "configsync" / "redis.url"
-        if written.is_file():
-            return written.read_text().strip() or None
+    found = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], capture_output=True,
+                           text=True, check=False)
+    written = Path(found.stdout.strip(), "configsync", "redis.url")
+    if found.returncode == 0 and written.is_file():
+        return written.read_text().strip() or None
     return None
 
 
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {text})")
+    return value
+
+
+def _name(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops it, even when
+    # started where SIGINT was ignored (a background job of a script)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("agent", nargs="?", default="support")
     parser.add_argument("--redis", default=None, help="Redis URL (default: "
                         "$CONFIGSYNC_REDIS_URL, else the one the daemon's embedded Redis "
-                        "wrote in this repository's .git/configsync/redis.url)")
-    parser.add_argument("--namespace", default=None,
+                        "wrote for this repository, GIT_DIR/configsync/redis.url)")
+    parser.add_argument("--namespace", type=_name, default=None,
                         help="namespace to read (default: $CONFIGSYNC_NAMESPACE, else default)")
     parser.add_argument("--turns", type=int, default=0, help="stop after N turns (0: never)")
-    parser.add_argument("--pause", type=float, default=1.0, help="seconds between turns")
+    parser.add_argument("--pause", type=_not_negative, default=1.0,
+                        help="seconds between turns")
     parser.add_argument("--cache", default=None, help="last-known-good cache file (default: "
-                        "~/.cache/configsync/agent_loop-NAMESPACE.json)")
+                        "~/.cache/configsync/agent_loop-NAMESPACE-HASH.json, HASH of the URL)")
     args = parser.parse_args(argv)
+    if args.turns < 0:
+        parser.error(f"--turns must be 0 or more (got {args.turns})")
     url = args.redis or _default_redis()
     if url is None:
         print("agent_loop: no Redis URL: start `configsync sync` in this repository (it writes "
               "the URL), or pass --redis, or set CONFIGSYNC_REDIS_URL", file=sys.stderr)
         return 2
+    shown = one_line(redact_url(url))
     namespace = args.namespace or os.environ.get("CONFIGSYNC_NAMESPACE") or "default"
-    cache = args.cache or os.path.expanduser(f"~/.cache/configsync/agent_loop-{namespace}.json")
-    print(f"reading namespace {namespace!r} from {redact_url(url)}", flush=True)
+    digest = hashlib.sha256(redact_url(url).encode()).hexdigest()[:8]
+    cache = args.cache or os.path.expanduser(
+        f"~/.cache/configsync/agent_loop-{namespace}-{digest}.json")
+    print(f"reading namespace {one_line(namespace)!r} from {shown}", flush=True)
     try:
+        check_redis_url(url, "--redis")
         return _loop(args, url, namespace, cache)
-    except ValueError as exc:  # redis-py's word on a URL it cannot use
-        print(f"agent_loop: {redact_url(url)!r} is not a Redis URL ({exc}); write "
-              "redis://HOST:PORT/DB", file=sys.stderr)
+    except ConfigsyncError as exc:  # a URL that is no Redis URL, said in one line
+        print(f"agent_loop: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -89,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _loop(args: argparse.Namespace, url: str, namespace: str, cache: str) -> int:
     def announce(agent_id: str, snap: Snapshot | None) -> None:
-        print(f"  [reload] {agent_id} -> "
-              f"{f'v{snap.version} ({snap.commit[:8]} by {snap.author})' if snap else 'deleted'}",
-              flush=True)
+        made = f"v{snap.version} ({snap.commit[:8]} by {one_line(snap.author)})" if snap \
+            else "deleted"
+        print(f"  [reload] {agent_id} -> {made}", flush=True)
 
     with Client(redis=url, namespace=namespace, cache_path=cache) as client:
         client.on_change(announce, agent_id=args.agent)
@@ -103,16 +129,8 @@ def _loop(args: argparse.Namespace, url: str, namespace: str, cache: str) -> int
                 try:
                     conversation = client.get(args.agent)  # pin: this conversation keeps it
                 except UnknownAgentError as exc:
-                    status = client.status()
-                    if status.versions:
-                        print(f"agent_loop: {exc}", file=sys.stderr)
-                    elif not status.connected:
-                        print(f"agent_loop: cannot read Redis at {redact_url(url)} "
-                              f"({status.last_error}) and no configs are cached; is the daemon "
-                              "running? (it prints the URL to use)", file=sys.stderr)
-                    else:
-                        print(f"agent_loop: {_empty(url, namespace, args.namespace is not None)}",
-                              file=sys.stderr)
+                    print(f"agent_loop: {_why_not(client, exc, url, namespace, args)}",
+                          file=sys.stderr)
                     return 1
             config = conversation.config
             prompt = (config.system_prompt or "").strip().splitlines()[0][:60]
@@ -121,6 +139,17 @@ def _loop(args: argparse.Namespace, url: str, namespace: str, cache: str) -> int
                   f"temperature={config.temperature} prompt={prompt!r}{stale}", flush=True)
             time.sleep(args.pause)
     return 0
+
+
+def _why_not(client: Client, exc: UnknownAgentError, url: str, namespace: str,
+             args: argparse.Namespace) -> str:
+    status = client.status()
+    if status.versions:
+        return str(exc)
+    if not status.connected:
+        return (f"cannot read Redis at {one_line(redact_url(url))} ({status.last_error}) and no "
+                "configs are cached; is the daemon running? (it prints the URL to use)")
+    return _empty(url, namespace, args.namespace is not None)
 
 
 if __name__ == "__main__":

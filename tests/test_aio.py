@@ -64,6 +64,27 @@ def test_get_and_callbacks(world: World) -> None:
     run(scenario)
 
 
+def test_a_callback_raising_cancelled_error_does_not_end_the_client(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        calls: list[int] = []
+
+        async def cancels(agent_id: str, snap: Snapshot | None) -> None:
+            calls.append(1)
+            raise asyncio.CancelledError
+
+        with caplog.at_level(logging.ERROR, logger="configsync"):
+            async with AsyncClient(redis=world.url, namespace="test") as client:
+                client.on_change(cancels)
+                await off_loop(lambda: world.push("a", 0.1))
+                await until(lambda: calls == [1])
+                await off_loop(lambda: world.push("a", 0.2))
+                await until(lambda: client.get("a").version == 3 and calls == [1, 1])
+        assert "event=callback_failed" in caplog.text
+
+    run(scenario)
+
+
 def test_redis_down_keeps_serving_and_catches_up(world: World, tmp_path: Path) -> None:
     async def scenario() -> None:
         hooks: list[str] = []

@@ -275,3 +275,21 @@ def test_console_script_and_module_agree(tree: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "configsync", "validate", str(tree)],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == ""
+
+
+@pytest.mark.parametrize("out", ["/etc/passwd", "/proc/no/such"])
+def test_schema_out_that_cannot_be_written_is_a_usage_error(
+        out: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "--out", out]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"configsync: error: cannot write {out}/agent.schema.json: ")
+    assert line.endswith("(--out names the folder for the schema files)")
+
+
+def test_a_file_given_to_validate_says_it_wants_the_folder(
+        tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(tree / "agents" / "support.yaml")
+    assert main(["validate", path]) == 2
+    assert capsys.readouterr().err == (
+        f"configsync: error: {path} is a file: validate takes the repository's folder (the one "
+        "that holds configsync.yaml), and checks every file in it\n")

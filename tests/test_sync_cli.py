@@ -172,8 +172,8 @@ def test_a_detached_head_with_several_branches_asks_for_one(
                      "--redis", f"redis://127.0.0.1:{free_port()}/0")
     assert code == 2
     assert err.strip().splitlines()[-1] == (
-        f"configsync: error: {work} names no default branch (its HEAD is detached); pass "
-        "--branch (it has: dev, prod)")
+        f"configsync: error: {work} names no default branch (its HEAD is detached, or names "
+        "a branch it does not have); pass --branch (it has: dev, prod)")
 
 
 def test_default_workdir_is_inside_git_and_leaves_status_clean(
@@ -341,6 +341,8 @@ def test_a_killed_daemons_embedded_redis_is_taken_over_not_doubled(
     finally:
         first.kill()
         first.wait()
+        for pid in _servers((workdir / "redis").resolve()):  # never leave an orphan behind
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(("argv", "env", "message"), [
@@ -354,18 +356,35 @@ def test_a_killed_daemons_embedded_redis_is_taken_over_not_doubled(
      "CONFIGSYNC_REDIS_URL: 'notaurl' is not a Redis URL; write redis://HOST:PORT/DB (rediss:// "
      "for TLS, unix:///path/to/redis.sock)"),
     (["--redis", "redis://:pw@127.0.0.1:abc/0"], {},
-     "--redis: 'redis://127.0.0.1:abc/0' is not a valid Redis URL: Port could not be cast to "
-     "integer value as 'abc'"),
+     "--redis: 'redis://127.0.0.1:abc/0' is not a valid Redis URL (Port could not be cast to "
+     "integer value as 'abc')"),
+    (["--redis", "redis://"], {},  # redis-py would quietly use localhost:6379
+     "--redis: 'redis://' names no host (redis-py would quietly use localhost:6379); write "
+     "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"),
+    (["--redis", "rediss://:pw@/3"], {},
+     "--redis: 'rediss:///3' names no host (redis-py would quietly use localhost:6379); write "
+     "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"),
+    (["--redis", "redis://127.0.0.1:1/0?foo=bar"], {},
+     "--redis: 'redis://127.0.0.1:1/0?foo=bar' has options Redis does not know: foo"),
+    (["--redis", "redis://[::1"], {},
+     "--redis: 'redis://[::1' is not a valid Redis URL (Invalid IPv6 URL)"),
+    (["--redis", "redis://h:1/abc"], {},
+     "--redis: 'redis://h:1/abc' has 'abc' where the database number goes; write "
+     "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"),
+    (["--redis", "unix://"], {},
+     "--redis: 'unix://' names no socket; write redis://HOST:PORT/DB (rediss:// for TLS, "
+     "unix:///path/to/redis.sock)"),
 ])
 def test_a_bad_redis_url_is_a_usage_error(argv: list[str], env: dict[str, str], message: str,
-                                          remote: Remote, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Said before anything runs: no workdir made, no remote asked."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    code, err = sync(capsys, "--repo", remote.url, "--once", "--workdir", str(tmp_path / "wd"),
-                     *argv)
-    assert (code, err.strip().splitlines()[-1]) == (2, f"configsync: error: {message}")
+    code, err = sync(capsys, "--repo", "https://127.0.0.1:9/unreachable.git", "--once",
+                     "--workdir", str(tmp_path / "wd"), *argv)
+    assert (code, err) == (2, f"configsync: error: {message}\n")
+    assert not (tmp_path / "wd").exists()
 
 
 @pytest.mark.parametrize("namespace", ["", "a:b", "{x}", "eu[-_]west", "a\nb", "-x", "x" * 101])
@@ -374,7 +393,12 @@ def test_a_bad_namespace_is_a_usage_error(namespace: str,
     with pytest.raises(SystemExit) as info:
         main(["sync", f"--namespace={namespace}", "--once"])
     assert info.value.code == 2
-    assert "is not a namespace: letters, digits" in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.splitlines()  # one line, not argparse's usage block
+    assert line.startswith("configsync: error: argument --namespace: '")
+    assert line.endswith("' is not a namespace: letters, digits, `.`, `_` and `-`, starting "
+                         "with a letter or digit, at most 100 characters (see `configsync sync "
+                         "--help`)")
+    assert len(line) < 300
 
 
 def test_a_rejected_head_says_why(remote: Remote, redis_server: RedisServer, tmp_path: Path,
@@ -436,3 +460,79 @@ def test_a_checkout_on_another_branch_does_not_take_over_the_namespace(
     assert code == 0, err
     assert store.state()["branch"] == "wip"
     assert store.current()["a"].config["system_prompt"] == "WIP"
+
+
+def test_a_namespace_moves_back_to_an_earlier_branch(
+        tmp_path: Path, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """--branch moves a namespace even to a branch whose head is behind what it serves (the
+    feature branch was made from it): that is no stale clone, and the heartbeat keeps moving."""
+    remote = Remote(tmp_path / "git", branch="master")
+    remote.commit_push("configs", {"configsync.yaml": "namespace: ns\n",
+                                   "agents/a.yaml": "system_prompt: A\nmodel: m\n"})
+    git(remote.work, "checkout", "-q", "-b", "feature")
+    remote.commit("feature", {"agents/a.yaml": "system_prompt: F\nmodel: m\n"})
+    git(remote.work, "push", "-q", "origin", "feature")
+    args = ["--repo", remote.url, "--redis", redis_server.url, "--once",
+            "--workdir", str(tmp_path / "wd")]
+    store = Store(redis.Redis.from_url(redis_server.url), "ns")
+    assert sync(capsys, *args)[0] == 0
+    assert sync(capsys, *args, "--branch", "feature")[0] == 0
+    assert store.current()["a"].config["system_prompt"] == "F"
+    code, err = sync(capsys, *args, "--branch", "master")
+    assert code == 0, err
+    assert "event=branch_switch branch=master was=feature" in err
+    assert store.state()["branch"] == "master"
+    assert store.current()["a"].config["system_prompt"] == "A"
+    assert store.current()["a"].version == 3  # versions keep rising
+
+
+def test_an_invalid_head_config_never_sends_the_daemon_to_another_namespace(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--repo", remote.url, "--redis", redis_server.url, "--once",
+            "--workdir", str(tmp_path / "wd")]
+    remote.commit_push("break the settings", {"configsync.yaml": SETTINGS + "bogus_key: 1\n"})
+    code, err = sync(capsys, *args)
+    assert code == 1  # the head is rejected, in the namespace the repository last named
+    assert "event=namespace_from_older_commit namespace=test" in err
+    (started,) = [line for line in err.splitlines() if "event=started" in line]
+    assert " namespace=test " in started
+    client = redis.Redis.from_url(redis_server.url)
+    assert not client.exists("configsync:{default}:state")
+    bare = Remote(tmp_path / "none")
+    bare.commit_push("no settings", {"agents/a.yaml": "system_prompt: A\nmodel: m\n"})
+    code, err = sync(capsys, "--repo", bare.url, "--redis", redis_server.url, "--once",
+                     "--workdir", str(tmp_path / "wd2"))
+    assert (code, err.strip().splitlines()[-1]) == (1, (
+        "configsync: error: cannot tell which namespace to write: no valid configsync.yaml in "
+        "the last 1 commits of main; fix it, or pass --namespace"))
+    assert not client.exists("configsync:{default}:state")
+
+
+def test_a_start_that_fails_leaves_no_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    code, _ = sync(capsys, "--repo", "https://127.0.0.1:9/never.git", "--once")
+    assert code == 1
+    assert list((tmp_path / "state" / "configsync").iterdir()) == []
+
+
+def test_a_first_start_with_no_remote_waits_when_branch_and_namespace_are_given(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "configsync", "sync", "--repo", f"file://{tmp_path}/later.git",
+         "--branch", "main", "--namespace", "later", "--redis", redis_server.url,
+         "--workdir", str(tmp_path / "wd"), "--interval", "0.05"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        lines = _until(proc, "remote_unreachable")
+        assert " branch=main " in lines[-2] and "event=started" in lines[-2]
+        remote = Remote(tmp_path / "git")  # the remote appears: the daemon catches up
+        remote.commit_push("configs", {"configsync.yaml": "namespace: later\n",
+                                       "agents/a.yaml": "system_prompt: A\nmodel: m\n"})
+        Path(remote.url).rename(tmp_path / "later.git")
+        store = Store(redis.Redis.from_url(redis_server.url), "later")
+        wait_until(lambda: "a" in store.current())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
