@@ -129,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds between polls (default: 10)")
     sync.add_argument("--once", action="store_true", help="sync to the current head and exit: "
                                                          "0 when it applied, 1 when rejected")
+    sync.add_argument("--adopt", action="store_true",
+                      help="take the namespace over when it follows another source or branch "
+                           "(it follows this one from now on)")
     sync.add_argument("--keep", type=_positive_int, default=100,
                       help="history versions kept per agent (default: 100)")
     sync.add_argument("--workdir", help="where the mirror and the embedded Redis live "

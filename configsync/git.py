@@ -1,27 +1,42 @@
 """Every git operation configsync performs; nothing else imports GitPython or runs git.
 
-Failures become :class:`~configsync.errors.GitError` (or :class:`UsageError` for a path that is no
-repository or a ref that does not exist) with a hint. Blob contents are read through one pipelined
-``git cat-file --batch`` per call, never through the working tree, so a symlink committed to git
-is seen as a symlink and never followed.
+GitPython finds repositories; every command runs through :func:`_run`, which checks the exit
+status for what it means (``merge-base --is-ancestor`` exits 1 for "no" and 128 for an error:
+never fold both into False, as pre-commit's ``git.py`` does), runs git in a process group of its
+own, and kills that whole group at a deadline or when the daemon is told to stop, so a remote
+that goes silent can never hang the daemon or leave an orphan. Failures become
+:class:`~configsync.errors.GitError` (or :class:`UsageError` for a path that is no repository or a
+ref that does not exist) with a hint, on one line.
+
+Blob contents are read through ``git cat-file --batch`` (one process a call, or one for a whole
+walk inside :meth:`GitRepo.batch`), never through the working tree, so a symlink committed to
+git is seen as a symlink and never followed.
+
+Credentials never reach argv: an http(s) URL's user and password (or ``token``) are taken out
+of the URL and handed to git by ``GIT_ASKPASS`` through the environment of git's own process.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import IO
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git as gitpython
 
 from .errors import GitError, UsageError
 
-__all__ = ["GitRepo", "Mirror", "RemoteRefs", "TreeEntry"]
+__all__ = ["Change", "CommitInfo", "GitRepo", "Mirror", "RemoteRefs", "TreeEntry"]
 
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
 
@@ -29,42 +44,55 @@ SYMLINK_MODE = "120000"
 SUBMODULE_MODE = "160000"
 
 
-_GIT_DIR_NAMES = frozenset(["HEAD", "config", "description", "hooks", "info", "objects", "refs",
-                            "branches", "packed-refs", "FETCH_HEAD", "ORIG_HEAD", "shallow",
-                            "logs", "index"])
-
-
-def _init_bare(path: Path) -> None:
-    """Make an empty bare repository at ``path`` at once (built beside it, then renamed in), in
-    place of whatever is there: a mirror is a cache, refilled by the next fetch."""
-    scratch = path.with_name(f".{path.name}.new-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(scratch, ignore_errors=True)
-        subprocess.run(["git", "init", "-q", "--bare", str(scratch)], check=True,
-                       capture_output=True, env={**os.environ, **_ENV})
-        if path.exists():
-            foreign = sorted(name for name in os.listdir(path)
-                             if name not in _GIT_DIR_NAMES and not name.endswith(".lock"))
-            if foreign:  # not a half-made mirror: never delete what is not ours
-                raise GitError(f"{path} exists and is not a git mirror (it holds "
-                               f"{', '.join(foreign[:3])}); pass another --workdir")
-            shutil.rmtree(path)
-        scratch.rename(path)
-    except subprocess.CalledProcessError as exc:
-        raise GitError(f"cannot create the mirror in {path}: "
-                       f"{exc.stderr.decode(errors='replace').strip()}") from None
-    except OSError as exc:
-        raise GitError(f"cannot create the mirror in {path}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _stderr(exc: gitpython.GitCommandError) -> str:
-    """git's message as one line: its lines joined (git explains over several), blank ones
-    dropped (``fatal: ... does not appear to be a git repository fatal: Could not read...``)."""
-    text = str(exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
+def _one_line(stderr: bytes) -> str:
+    """git's message as one line: its lines joined (git explains over several)."""
+    text = stderr.decode("utf-8", "replace").strip()
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _run(args: Sequence[str], *, cwd: str | os.PathLike[str] | None, ok: Sequence[int] = (0,),
+         env: dict[str, str] | None = None, timeout: float | None = None,
+         stop: threading.Event | None = None, what: str | None = None) -> tuple[int, str]:
+    """Run ``git ARGS``; return ``(exit status, stdout)`` for a status in ``ok``, else raise
+    GitError naming ``what`` (default: ``git ARGS[0]``) and git's message.
+
+    git runs in a new process group (``start_new_session``): at ``timeout`` seconds, when
+    ``stop`` is set, or when this thread is interrupted (a second SIGTERM), the whole group is
+    killed (git-remote-http, ssh and all), so nothing outlives the call.
+    """
+    label = what or f"git {args[0]}"
+    proc = subprocess.Popen(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, **_ENV, **(env or {})}, start_new_session=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    done = False
+    try:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.1)
+                done = True
+                break
+            except subprocess.TimeoutExpired:
+                if stop is not None and stop.is_set():
+                    raise GitError(f"{label} stopped: configsync is shutting down") from None
+                if deadline is not None and time.monotonic() > deadline:
+                    raise GitError(f"{label} timed out after {timeout:g} s (the remote "
+                                   "accepted the connection and went silent?)") from None
+    finally:
+        if not done:
+            _kill_group(proc)
+    if proc.returncode not in ok:
+        message = _one_line(err) or f"exit status {proc.returncode}"
+        raise GitError(f"{label} failed: {message}")
+    return proc.returncode, out.decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +113,48 @@ class TreeEntry:
         return self.mode.startswith("100")
 
 
+class _BlobReader:
+    """One long-lived ``git cat-file --batch``: a request, then its answer, in turn."""
+
+    def __init__(self, git_dir: str) -> None:
+        self.proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=git_dir,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env={**os.environ, **_ENV},
+                                     start_new_session=True)
+
+    def read(self, sha: str) -> bytes:
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            stdin.write(sha.encode() + b"\n")
+            stdin.flush()
+        except OSError:
+            raise GitError(f"git cat-file ended before reading object {sha}") from None
+        header = stdout.readline().split()
+        if len(header) != 3 or header[1] != b"blob":
+            raise GitError(f"git cat-file failed to read object {sha}")
+        data = _read_exactly(stdout, int(header[2]))
+        stdout.read(1)
+        return data
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.proc)
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise GitError("git cat-file ended in the middle of an object")
+    return data
+
+
 class GitRepo:
     """A local git repository. Use as a context manager, or call :meth:`close`."""
 
@@ -95,6 +165,7 @@ class GitRepo:
             raise UsageError(f"not a git repository: {os.path.abspath(path)}") from exc
         self.git_dir = Path(self._repo.git_dir)  # per worktree: .git, or .git/worktrees/<name>
         self.bare: bool = self._repo.bare
+        self._reader: _BlobReader | None = None
         if self.bare:
             self.top = self.git_dir
             self.prefix = ""
@@ -111,26 +182,32 @@ class GitRepo:
         self.close()
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._repo.close()
 
-    def _git(self, *args: str) -> str:
-        try:
-            out: str = self._repo.git.execute(["git", *args], env=_ENV,
-                                              strip_newline_in_stdout=False)
-        except gitpython.GitCommandError as exc:
-            raise GitError(f"git {args[0]} failed: {_stderr(exc) or exc}") from exc
-        return out
+    def _git(self, *args: str, ok: Sequence[int] = (0,)) -> str:
+        return _run(args, cwd=self.git_dir, ok=ok)[1]
+
+    def _status(self, *args: str) -> bool:
+        """True for exit status 0, False for 1 (git's "no"); anything else is an error."""
+        return _run(args, cwd=self.git_dir, ok=(0, 1))[0] == 0
 
     def resolve(self, ref: str) -> str:
         """The full sha of the commit ``ref`` names."""
         hint = f"unknown git ref: {ref} (is it fetched, and spelled right?)"
         if ref.startswith("-"):
             raise UsageError(hint)
-        try:
-            return self._git("rev-parse", "--verify", "--quiet", "--end-of-options",
-                             f"{ref}^{{commit}}").strip()
-        except GitError as exc:
-            raise UsageError(hint) from exc
+        status, out = _run(["rev-parse", "--verify", "--quiet", "--end-of-options",
+                            f"{ref}^{{commit}}"], cwd=self.git_dir, ok=(0, 1))
+        if status == 1:
+            raise UsageError(hint)
+        return out.strip()
+
+    def is_shallow(self) -> bool:
+        """Whether this is a shallow clone (``git clone --depth``): its history is cut short."""
+        return self._git("rev-parse", "--is-shallow-repository").strip() == "true"
 
     def ls_tree(self, commit: str, paths: Sequence[str]) -> list[TreeEntry]:
         """Every entry under ``paths`` (relative to :attr:`prefix`) in ``commit``'s tree."""
@@ -146,39 +223,34 @@ class GitRepo:
                                      path[len(self.prefix):]))
         return entries
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Inside, every :meth:`read_blobs` shares one ``git cat-file --batch`` process (a
+        walk over thousands of commits starts one, not one a commit)."""
+        if self._reader is not None:
+            yield
+            return
+        self._reader = _BlobReader(str(self.git_dir))
+        try:
+            yield
+        finally:
+            reader, self._reader = self._reader, None
+            reader.close()
+
     def read_blobs(self, shas: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-        """``(sha, content)`` for each blob, through one pipelined ``git cat-file --batch``."""
+        """``(sha, content)`` for each blob, through ``git cat-file --batch``."""
         wanted = list(shas)
         if not wanted:
             return
-        proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=self._repo.git_dir,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env={**os.environ, **_ENV})
-        assert proc.stdin is not None and proc.stdout is not None
-        stdin, stdout = proc.stdin, proc.stdout
-
-        def feed() -> None:
-            try:
-                stdin.write("".join(sha + "\n" for sha in wanted).encode())
-                stdin.close()
-            except OSError:  # git died; the reader reports it
-                pass
-
-        writer = threading.Thread(target=feed, daemon=True)
-        writer.start()
-        try:
+        if self._reader is not None:
             for sha in wanted:
-                header = stdout.readline().split()
-                if len(header) != 3:
-                    raise GitError(f"git cat-file failed to read object {sha}")
-                size = int(header[2])
-                data = stdout.read(size)
-                stdout.read(1)
-                yield sha, data
-        finally:
-            writer.join()
-            stdout.close()
-            proc.wait()
+                yield sha, self._reader.read(sha)
+            return
+        with self.batch():
+            reader = self._reader
+            assert reader is not None
+            for sha in wanted:
+                yield sha, reader.read(sha)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,16 +283,71 @@ class RemoteRefs:
 
 
 _LOG_FORMAT = "%H%x00%an <%ae>%x00%cI%x00%s%x00"
+_RECORD = "\x1e"  # starts each commit in `git log --raw` output (never in a path: -z quotes none)
+
+_GIT_DIR_NAMES = frozenset(["HEAD", "config", "description", "hooks", "info", "objects", "refs",
+                            "branches", "packed-refs", "FETCH_HEAD", "ORIG_HEAD", "shallow",
+                            "logs", "index", "configsync-askpass"])
+
+_ASKPASS = """#!/bin/sh
+# configsync: answers git's credential prompts from this process's environment (never argv)
+case "$1" in
+  Username*) printf '%s\\n' "$CONFIGSYNC_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$CONFIGSYNC_GIT_PASSWORD" ;;
+esac
+"""
+
+
+def _init_bare(path: Path) -> None:
+    """Make an empty bare repository at ``path`` at once (built beside it, then renamed in), in
+    place of whatever is there: a mirror is a cache, refilled by the next fetch."""
+    scratch = path.with_name(f".{path.name}.new-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        _run(["init", "-q", "--bare", str(scratch)], cwd=path.parent,
+             what=f"cannot create the mirror in {path}: git init")
+        if path.exists():
+            foreign = sorted(name for name in os.listdir(path)
+                             if name not in _GIT_DIR_NAMES and not name.endswith(".lock"))
+            if foreign:  # not a half-made mirror: never delete what is not ours
+                raise GitError(f"{path} exists and is not a git mirror (it holds "
+                               f"{', '.join(foreign[:3])}); pass another --workdir")
+            shutil.rmtree(path)
+        scratch.rename(path)
+    except OSError as exc:
+        raise GitError(f"cannot create the mirror in {path}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def split_credentials(url: str, token: str | None = None) -> tuple[str, dict[str, str]]:
+    """An http(s) URL without its user and password, and the environment that hands them to
+    git through GIT_ASKPASS instead (``token`` replaces the password; the user is then the
+    URL's, else ``x-access-token``, GitHub's name for a token). Other URLs are unchanged: an
+    ssh user is no secret."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or (
+            parts.username is None and parts.password is None and token is None):
+        return url, {}
+    host = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    user = unquote(parts.username or "") or ("x-access-token" if token is not None else "")
+    password = token if token is not None else unquote(parts.password or "")
+    return bare, {"CONFIGSYNC_GIT_USERNAME": user, "CONFIGSYNC_GIT_PASSWORD": password}
 
 
 class Mirror(GitRepo):
     """A bare mirror of one branch of a remote, under the daemon's workdir.
 
     The remote URL is passed to each fetch and never written to the mirror's config or to
-    FETCH_HEAD, so credentials in it are never stored; errors and logs carry it redacted.
+    FETCH_HEAD; credentials in it (or ``token``) reach git through its environment only, never
+    argv, disk or logs. Every operation on the remote ends within ``timeout`` seconds, or when
+    :attr:`stop` is set.
     """
 
-    def __init__(self, workdir: str | os.PathLike[str], url: str) -> None:
+    def __init__(self, workdir: str | os.PathLike[str], url: str, *, timeout: float = 60.0,
+                 token: str | None = None) -> None:
         path = Path(workdir)
         # Never search parent folders: a mirror inside .git/configsync/ that is not (yet) a
         # repository must not be taken for the user's own .git.
@@ -230,6 +357,25 @@ class Mirror(GitRepo):
             _init_bare(path)
             super().__init__(path, search_parents=False)
         self.url = url
+        self.timeout = timeout
+        self.stop: threading.Event | None = None
+        self._fetch_url, credentials = split_credentials(url, token)
+        self._env = self._network_env(credentials)
+
+    def _network_env(self, credentials: dict[str, str]) -> dict[str, str]:
+        """Deadlines every transport honours, and the credentials (if any) for GIT_ASKPASS."""
+        seconds = str(max(1, int(self.timeout)))
+        env = {"GIT_HTTP_LOW_SPEED_LIMIT": "1000", "GIT_HTTP_LOW_SPEED_TIME": seconds}
+        if not os.environ.get("GIT_SSH_COMMAND") and not os.environ.get("GIT_SSH"):
+            env["GIT_SSH_COMMAND"] = (f"ssh -o BatchMode=yes -o ConnectTimeout={seconds} "
+                                      "-o ServerAliveInterval=15 -o ServerAliveCountMax=3")
+        if credentials:
+            askpass = self.git_dir / "configsync-askpass"
+            if not askpass.is_file() or askpass.read_text() != _ASKPASS:
+                askpass.write_text(_ASKPASS)
+                askpass.chmod(0o700)
+            env.update(credentials, GIT_ASKPASS=str(askpass))
+        return env
 
     def _remote(self, command: str, options: Sequence[str], refs: Sequence[str], *,
                 what: str, hint: str) -> str:
@@ -237,13 +383,12 @@ class Mirror(GitRepo):
         A failure names the URL without credentials, and says ``hint``."""
         from .logs import redact_text, redact_url
 
+        label = f"git {command} {redact_url(self.url)}{what}"
         try:
-            out: str = self._repo.git.execute(["git", command, *options, "--", self.url, *refs],
-                                              env=_ENV)
-        except gitpython.GitCommandError as exc:
-            raise GitError(f"git {command} {redact_url(self.url)}{what} failed: "
-                           f"{redact_text(_stderr(exc)) or 'no output'} ({hint})") from None
-        return out
+            return _run([command, *options, "--", self._fetch_url, *refs], cwd=self.git_dir,
+                        env=self._env, timeout=self.timeout, stop=self.stop, what=label)[1]
+        except GitError as exc:
+            raise GitError(f"{redact_text(str(exc))} ({hint})") from None
 
     def fetch(self, branch: str) -> None:
         """Fetch ``branch`` (force: a force-push replaces it)."""
@@ -267,56 +412,60 @@ class Mirror(GitRepo):
 
     def recorded_branch(self) -> str | None:
         """The branch this mirror followed last time (its HEAD), if it holds it."""
-        try:
-            ref = self._git("symbolic-ref", "--quiet", "HEAD").strip()
-        except GitError:
+        status, ref = _run(["symbolic-ref", "--quiet", "HEAD"], cwd=self.git_dir, ok=(0, 1))
+        branch = ref.strip().removeprefix("refs/heads/")
+        if status != 0 or not ref.startswith("refs/heads/"):
             return None
-        branch = ref.removeprefix("refs/heads/")
-        return branch if ref.startswith("refs/heads/") and self.has_branch(branch) else None
+        return branch if self.has_branch(branch) else None
 
     def record_branch(self, branch: str) -> None:
         """Remember ``branch`` as the one this mirror follows (for a start with no remote)."""
         self._git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
 
     def head(self, branch: str) -> str:
-        try:
-            return self._git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}").strip()
-        except GitError:
-            raise GitError(f"branch {branch} was not fetched: does the remote have it?") from None
+        status, out = _run(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+                           cwd=self.git_dir, ok=(0, 1))
+        if status == 1:
+            raise GitError(f"branch {branch} was not fetched: does the remote have it?")
+        return out.strip()
 
     def has_branch(self, branch: str) -> bool:
-        try:
-            self.head(branch)
-        except GitError:
-            return False
-        return True
+        return self._status("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
 
     def has_commit(self, sha: str) -> bool:
-        try:
-            self._git("cat-file", "-e", f"{sha}^{{commit}}")
-        except GitError:
-            return False
-        return True
+        """Whether ``sha`` is a commit here (exit 1: no; any other failure raises)."""
+        return self._status("rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
 
     def is_ancestor(self, ancestor: str, head: str) -> bool:
-        """False also when ``ancestor`` is not in this repository (exit 128, not 1)."""
-        try:
-            self._git("merge-base", "--is-ancestor", ancestor, head)
-        except GitError:
-            return False
-        return True
+        """Whether ``ancestor`` is an ancestor of ``head`` (or it): exit 1 means no; anything
+        else (an unknown commit, a killed git, a flaky disk) is a GitError to retry, never a
+        "no" that would turn a walk into a force-push (issue 8)."""
+        return self._status("merge-base", "--is-ancestor", ancestor, head)
 
     def first_parent_log(self, since: str | None, head: str) -> list[CommitInfo]:
         """The commits after ``since`` up to ``head`` along first parents, oldest first."""
+        return [info for info, _ in self.first_parent_changes(since, head, None)]
+
+    def first_parent_changes(self, since: str | None, head: str, paths: Sequence[str] | None
+                             ) -> list[tuple[CommitInfo, list[Change]]]:
+        """Each commit after ``since`` up to ``head`` along first parents, oldest first, with
+        what it changed under ``paths`` against its first parent: one ``git log --raw`` for a
+        whole walk (None: the commits only)."""
         span = f"{since}..{head}" if since else head
-        out = self._git("log", "--first-parent", "--reverse", f"--format={_LOG_FORMAT}", span,
-                        "--")
-        fields = out.strip("\n").split("\0")
-        commits = []
-        for i in range(0, len(fields) - 4, 4):
-            sha, author, date, subject = (f.strip("\n") for f in fields[i:i + 4])
-            commits.append(CommitInfo(sha, author, date, subject))
-        return commits
+        raw = [] if paths is None else ["--raw", "-z", "--no-renames", "--no-abbrev",
+                                        "--diff-merges=first-parent"]
+        # No pathspec: it would drop the commits that touch no config file, and every commit
+        # is a step (it moves state.seen and counts in revision).
+        out = self._git("log", "--first-parent", "--reverse",
+                        f"--format={_RECORD}{_LOG_FORMAT}", *raw, span, "--")
+        walked = []
+        for record in out.split(_RECORD)[1:]:
+            fields = record.split("\0")
+            sha, author, date, subject = (f.strip("\n") for f in fields[:4])
+            changes = [c for c in _changes(fields[4:])
+                       if any(c.path == p or c.path.startswith(p + "/") for p in paths or ())]
+            walked.append((CommitInfo(sha, author, date, subject), changes))
+        return walked
 
     def commit_info(self, sha: str) -> CommitInfo:
         out = self._git("show", "-s", f"--format={_LOG_FORMAT}", sha, "--")
@@ -327,10 +476,20 @@ class Mirror(GitRepo):
         """What changed under ``paths`` between two commits' trees (renames as delete + add)."""
         out = self._git("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", old, new,
                         "--", *paths)
-        records = out.split("\0")
-        changes = []
-        for i in range(0, len(records) - 1, 2):
-            meta, path = records[i], records[i + 1]
-            _old_mode, mode, _old_sha, sha, status = meta.lstrip(":").split()
-            changes.append(Change(status[0], mode, sha, path))
-        return changes
+        return _changes(out.split("\0"))
+
+
+def _changes(records: Sequence[str]) -> list[Change]:
+    """``:old_mode mode old_sha sha status`` + path pairs of ``-z`` raw output."""
+    changes = []
+    items = [r.strip("\n") for r in records]
+    i = 0
+    while i < len(items) - 1:
+        meta = items[i]
+        if not meta.startswith(":"):
+            i += 1
+            continue
+        _old_mode, mode, _old_sha, sha, status = meta.lstrip(":").split()
+        changes.append(Change(status[0], mode, sha, items[i + 1]))
+        i += 2
+    return changes

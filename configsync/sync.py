@@ -154,29 +154,30 @@ class Engine:
 @dataclass(frozen=True, slots=True)
 class SyncResult:
     head: str
-    applied: bool  # the head is what Redis serves (False: rejected, or behind)
-    behind: bool = False  # the head is an ancestor of what is served: nothing was written
+    applied: bool  # the head is what Redis serves (False: rejected, or not confirmed yet)
+    pending: bool = False  # the head is no fast-forward, seen once: the next fetch decides
 
 
 class Daemon:
     """Keeps one namespace in Redis in step with one branch."""
 
     def __init__(self, *, mirror: Mirror, store: Store, branch: str = "main", keep: int = 100,
-                 jobs: int = 1, branch_chosen: bool = True) -> None:
-        """``branch_chosen=False``: ``branch`` is only the source's default (``configsync
-        sync`` without ``--branch``), so a namespace that follows another branch is refused
-        rather than moved (a checkout on a feature branch must not take over production)."""
+                 jobs: int = 1, adopt: bool = False) -> None:
+        """A namespace follows one source and branch (``state.source``, ``state.branch``); a
+        daemon for another one refuses to write unless ``adopt`` (DESIGN.md invariant 5)."""
         self.mirror = mirror
         self.store = store
         self.branch = branch
-        self.branch_chosen = branch_chosen
+        self.adopt = adopt
         self.keep = keep
         self.engine = Engine(mirror, jobs=jobs)
         self.applied: Applied | None = None
         self.epoch: str | None = None
         self.recent: dict[str, Applied] = {}  # steps we computed, by commit: reused on a lost race
         self.stopping = threading.Event()
+        mirror.stop = self.stopping  # a fetch in flight ends when the daemon is told to stop
         self.source = redact_url(mirror.url)
+        self.unconfirmed: str | None = None  # a head that is no fast-forward, seen once
 
     # -- one poll ---------------------------------------------------------------------------
 
@@ -186,7 +187,14 @@ class Daemon:
         return self.catch_up(self.mirror.head(self.branch))
 
     def catch_up(self, head: str) -> SyncResult:
-        """Apply the commits after ``state.seen`` up to ``head`` (a commit in the mirror)."""
+        """Apply the commits after ``state.seen`` up to ``head`` (a commit in the mirror).
+
+        A head that is a descendant of ``state.seen`` is walked commit by commit. Any other
+        head (a rewind to an ancestor, a force-push, or a ``seen`` this source does not have
+        even after a fetch) is applied as one step from the last applied tree, but only when
+        two consecutive fetches agree on it: a replica that answers an older head once must
+        not regress anything (invariants 3 and 5).
+        """
         refetched = False
         while True:
             state = self.store.state()
@@ -194,41 +202,65 @@ class Daemon:
                 if self.rebuild(head):
                     return self._result(head)
                 continue
+            taking_over = self._follows(state)
+            self._load(state)
             seen = state["seen"]
-            followed = state.get("branch")
-            if followed and followed != self.branch and not self.branch_chosen:
-                raise UsageError(
-                    f"namespace {self.store.keys.namespace!r} follows branch {followed}, and "
-                    f"{self.source}'s default branch is {self.branch}: pass --branch "
-                    f"{followed} to keep following it, --branch {self.branch} to move the "
-                    "namespace to it, or another --namespace")
             if seen != head and not refetched and not self.mirror.has_commit(seen):
                 # Another daemon applied a commit this mirror has not fetched: fetch before
-                # deciding, or a stale clone would look like a force-push (invariant 5).
+                # deciding, or a lagging mirror would look like a force-push (invariant 5).
                 self.mirror.fetch(self.branch)
                 head, refetched = self.mirror.head(self.branch), True
                 continue
-            switching = bool(followed) and followed != self.branch  # chosen with --branch
-            if seen != head and not switching and self.mirror.is_ancestor(head, seen):
-                self.store.heartbeat(utcnow())  # our head is behind what is served: never
-                return self._result(head, behind=True)  # regress (invariant 5)
-            self._load(state)
-            if seen != head or switching:
-                if not switching and self.mirror.is_ancestor(seen, head):
-                    commits = self.mirror.first_parent_log(seen, head)
-                else:  # one step from the last applied tree to the head
-                    logger.warning(kv("branch_switch" if switching else "force_push",
-                                      branch=self.branch, was=followed if switching else None,
-                                      seen=seen[:12], head=head[:12],
-                                      applied=state.get("commit", "")[:12]))
-                    commits = [self.mirror.commit_info(head)]
-                if not self._walk(commits, seen):
-                    continue  # another daemon moved the state: read it again
+            if seen == head and not taking_over:
+                self.unconfirmed = None
+                self.store.heartbeat(utcnow())
+                return self._result(head)
+            forward = seen != head and self.mirror.has_commit(seen) and \
+                self.mirror.is_ancestor(seen, head)
+            if not forward and not taking_over and self.unconfirmed != head:
+                self.unconfirmed = head
+                logger.warning(kv("force_push_seen", branch=self.branch, seen=seen[:12],
+                                  head=head[:12], applied_when="the next fetch agrees"))
+                self.store.heartbeat(utcnow())
+                return self._result(head, pending=True)
+            self.unconfirmed = None
+            if taking_over:
+                logger.warning(kv("adopted", source=self.source, branch=self.branch,
+                                  was_source=state.get("source"), was_branch=state.get("branch"),
+                                  seen=seen[:12], head=head[:12]))
+            if forward:
+                commits = self.mirror.first_parent_log(seen, head)
+            else:  # one step from the last applied tree to the head
+                if not taking_over:
+                    logger.warning(kv("force_push", branch=self.branch, seen=seen[:12],
+                                      head=head[:12], applied=state.get("commit", "")[:12]))
+                commits = [self.mirror.commit_info(head)]
+            if not self._walk(commits, seen):
+                continue  # another daemon moved the state: read it again
             self.store.heartbeat(utcnow())
             return self._result(head)
 
-    def _result(self, head: str, *, behind: bool = False) -> SyncResult:
-        return SyncResult(head, self.store.state().get("commit") == head, behind)
+    def _follows(self, state: dict[str, str]) -> bool:
+        """Whether this daemon takes the namespace over from another source or branch (with
+        ``adopt``); without it, such a namespace is a UsageError that says what to do."""
+        source, branch = state.get("source") or self.source, state.get("branch") or self.branch
+        if (source, branch) == (self.source, self.branch):
+            return False
+        if self.adopt:
+            return True
+        ns = self.store.keys.namespace
+        if source == self.source:
+            raise UsageError(
+                f"namespace {ns!r} follows branch {branch} of {source}; this daemon follows "
+                f"{self.branch}: pass --branch {branch} to keep following {branch}, or --adopt "
+                f"to move the namespace to {self.branch}")
+        raise UsageError(
+            f"namespace {ns!r} follows {source} (branch {branch}); this daemon syncs "
+            f"{self.source} (branch {self.branch}), which may be a stale clone: pass --adopt to "
+            "make the namespace follow it from now on, or use another --namespace")
+
+    def _result(self, head: str, *, pending: bool = False) -> SyncResult:
+        return SyncResult(head, self.store.state().get("commit") == head, pending)
 
     def _walk(self, commits: list[CommitInfo], seen: str) -> bool:
         for info in commits:
@@ -348,15 +380,20 @@ class Daemon:
         ``once``: sync to the head, then return 0 when it applied, 1 when it was rejected."""
         backoff = Backoff()
         failing: str | None = None
+        confirming = False
         while not self.stopping.is_set():
             try:
                 result = self.sync()
             except (GitError, redis.RedisError, OSError) as exc:
+                if self.stopping.is_set():
+                    break  # a fetch cut short by SIGTERM: stop, as asked
                 what = "redis_unavailable" if isinstance(exc, redis.RedisError) else (
                     "remote_unreachable" if isinstance(exc, GitError) else "io_error")
                 if once:
                     raise ConfigsyncError(_redis_hint(exc) if what == "redis_unavailable"
                                           else str(exc)) from exc
+                if what != "redis_unavailable":
+                    self._heartbeat()  # alive, and saying so, while the remote fails
                 delay = backoff.next()
                 if failing != what:  # log on state changes, not on every attempt
                     logger.warning(kv(what, error=str(exc), retrying=f"{delay:.1f}s"))
@@ -367,6 +404,9 @@ class Daemon:
                 logger.info(kv("recovered", was=failing, head=result.head[:12]))
                 failing = None
                 backoff.reset()
+            if once and result.pending and not confirming:
+                confirming = True  # --once: the second fetch is now
+                continue
             if once:
                 if not result.applied:
                     self._explain_unapplied(result)
@@ -374,6 +414,12 @@ class Daemon:
             self.stopping.wait(interval)
         logger.info(kv("stopped"))
         return 0
+
+    def _heartbeat(self) -> None:
+        try:
+            self.store.heartbeat(utcnow())
+        except (redis.RedisError, OSError):
+            pass
 
     def _explain_unapplied(self, result: SyncResult) -> None:
         """Why ``--once`` exits 1: the head was rejected (now or on an earlier run), or it is
@@ -383,8 +429,8 @@ class Daemon:
             error = json.loads(state.get("last_error") or "{}")
         except ValueError:
             error = {}
-        reason = ("the namespace serves a later commit of this branch (is this clone behind?)"
-                  if result.behind else error_summary(error) if error else None)
+        reason = ("two fetches disagreed on a head that is no fast-forward (a lagging "
+                  "replica?)" if result.pending else error_summary(error) if error else None)
         logger.error(kv("head_not_applied", head=result.head[:12],
                         serving=(state.get("commit") or "nothing")[:12], error=reason))
 

@@ -220,8 +220,7 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
                 raise
         namespace = _namespace(mirror, branch)
     daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=branch,
-                    keep=args.keep, jobs=os.cpu_count() or 1,
-                    branch_chosen=args.branch is not None)
+                    keep=args.keep, jobs=os.cpu_count() or 1, adopt=args.adopt)
     daemon.install_signal_handlers()
     timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
     logger.info(kv("started", source=redact_url(source.url), branch=branch,

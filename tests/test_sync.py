@@ -261,9 +261,13 @@ def test_force_push_syncs_in_one_step(remote: Remote, make_daemon: Any,
     remote.commit("rewritten 1", {"agents/a.yaml": A1 + "temperature: 0.5\n"})
     head = remote.commit("rewritten 2", {"agents/b.yaml": "system_prompt: B9\nmodel: gpt-4o\n"})
     remote.push(force=True)
+    served = content(daemon.store)
     with caplog.at_level(logging.WARNING, logger="configsync"):
-        daemon.sync()
-    assert "event=force_push" in caplog.text
+        assert daemon.sync().pending  # seen once: nothing written yet
+        assert content(daemon.store)["current"] == served["current"]
+        assert "event=force_push_seen" in caplog.text and "event=force_push " not in caplog.text
+        daemon.sync()  # the next fetch agrees: applied
+    assert "event=force_push " in caplog.text
     current = daemon.store.current()
     assert (current["a"].version, current["a"].commit, current["a"].config["temperature"]) == (
         4, head, 0.5)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -258,12 +259,7 @@ def test_unreachable_remote_at_start_follows_the_branch_the_mirror_holds(
          "--workdir", str(tmp_path / "wd"), "--interval", "0.05"],
         stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stderr is not None
-        lines = []
-        for line in proc.stderr:
-            lines.append(line)
-            if "event=remote_unreachable" in line:
-                break
+        lines = _until(proc, "remote_unreachable")
         assert [line.split(" event=")[1].split()[0] for line in lines] == [
             "started", "remote_unreachable"], lines  # said once, by the loop that retries
         assert " branch=trunk " in lines[0]
@@ -287,15 +283,35 @@ def _embedded_daemon(repo: Path, workdir: Path, *extra: str) -> subprocess.Popen
                             stderr=subprocess.PIPE, text=True)
 
 
-def _until(proc: subprocess.Popen[str], event: str) -> list[str]:
-    """Lines of ``proc``'s stderr up to the first with ``event``."""
+def _until(proc: subprocess.Popen[str], event: str, timeout: float = 30.0) -> list[str]:
+    """Lines of ``proc``'s stderr up to the first with ``event`` (fail after ``timeout``)."""
+    import queue
+    import threading
+
     assert proc.stderr is not None
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
+    lines: queue.Queue[str | None] = getattr(proc, "lines", None) or queue.Queue()
+    if not hasattr(proc, "lines"):
+        proc.lines = lines  # type: ignore[attr-defined]
+
+        def pump() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no {event} within {timeout} s: {seen}") from None
+        if line is None:
+            raise AssertionError(f"no {event} before the process ended: {seen}")
+        seen.append(line)
         if f" event={event}" in line:
-            return lines
-    raise AssertionError(f"no {event}: {lines}")
+            return seen
 
 
 def _servers(directory: Path) -> list[int]:
@@ -331,9 +347,9 @@ def test_a_killed_daemons_embedded_redis_is_taken_over_not_doubled(
             assert f"url={url} " in embedded and " adopted=true" in embedded
             assert len(_servers((workdir / "redis").resolve())) == 1  # the same one
             second.send_signal(signal.SIGHUP)  # the terminal closed
+            rest = "".join(_until(second, "stopped"))
+            assert "event=stopping signal=SIGHUP" in rest
             assert second.wait(timeout=20) == 0
-            rest = second.stderr.read() if second.stderr else ""
-            assert "event=stopping signal=SIGHUP" in rest and "event=stopped" in rest
         finally:
             second.kill()
             second.wait()
@@ -446,25 +462,28 @@ def test_a_checkout_on_another_branch_does_not_take_over_the_namespace(
     assert code == 0, err
     git(remote.work, "checkout", "-q", "-b", "wip")
     remote.commit("wip experiment", {"agents/a.yaml": "system_prompt: WIP\nmodel: gpt-4o\n"})
+    refused = (f"configsync: error: namespace 'test' follows branch main of {remote.work}; this "
+               "daemon follows wip: pass --branch main to keep following main, or --adopt to "
+               "move the namespace to wip")
     code, err = sync(capsys, *args)
-    assert (code, err.strip().splitlines()[-1]) == (2, (
-        f"configsync: error: namespace 'test' follows branch main, and {remote.work}'s default "
-        "branch is wip: pass --branch main to keep following it, --branch wip to move the "
-        "namespace to it, or another --namespace"))
+    assert (code, err.strip().splitlines()[-1]) == (2, refused)
+    code, err = sync(capsys, *args, "--branch", "wip")  # naming it is not taking it over
+    assert (code, err.strip().splitlines()[-1]) == (2, refused)
     store = Store(redis.Redis.from_url(redis_server.url), "test")
     assert store.state()["branch"] == "main"
     assert store.current()["a"].config["system_prompt"] == "You are A."
     code, err = sync(capsys, *args, "--branch", "main")
     assert code == 0, err
-    code, err = sync(capsys, *args, "--branch", "wip")  # chosen: the namespace moves
+    code, err = sync(capsys, *args, "--branch", "wip", "--adopt")  # the namespace moves
     assert code == 0, err
+    assert "event=adopted" in err
     assert store.state()["branch"] == "wip"
     assert store.current()["a"].config["system_prompt"] == "WIP"
 
 
 def test_a_namespace_moves_back_to_an_earlier_branch(
         tmp_path: Path, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
-    """--branch moves a namespace even to a branch whose head is behind what it serves (the
+    """--adopt moves a namespace even to a branch whose head is behind what it serves (the
     feature branch was made from it): that is no stale clone, and the heartbeat keeps moving."""
     remote = Remote(tmp_path / "git", branch="master")
     remote.commit_push("configs", {"configsync.yaml": "namespace: ns\n",
@@ -476,11 +495,11 @@ def test_a_namespace_moves_back_to_an_earlier_branch(
             "--workdir", str(tmp_path / "wd")]
     store = Store(redis.Redis.from_url(redis_server.url), "ns")
     assert sync(capsys, *args)[0] == 0
-    assert sync(capsys, *args, "--branch", "feature")[0] == 0
+    assert sync(capsys, *args, "--branch", "feature", "--adopt")[0] == 0
     assert store.current()["a"].config["system_prompt"] == "F"
-    code, err = sync(capsys, *args, "--branch", "master")
+    code, err = sync(capsys, *args, "--branch", "master", "--adopt")
     assert code == 0, err
-    assert "event=branch_switch branch=master was=feature" in err
+    assert "event=adopted" in err and "branch=master" in err
     assert store.state()["branch"] == "master"
     assert store.current()["a"].config["system_prompt"] == "A"
     assert store.current()["a"].version == 3  # versions keep rising
