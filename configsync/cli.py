@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds between polls (default: 10)")
     sync.add_argument("--once", action="store_true", help="sync to the current head and exit: "
                                                          "0 when it applied, 1 when rejected")
+    sync.add_argument("--fetch-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+                      help="deadline for each fetch or ls-remote; a remote that goes silent "
+                           "is retried with backoff (default: 60)")
+    sync.add_argument("--token-env", metavar="NAME",
+                      help="read the https password or token from environment variable NAME "
+                           "(never put secrets in --repo: the URL is shown in `ps`)")
     sync.add_argument("--adopt", action="store_true",
                       help="take the namespace over when it follows another source or branch "
                            "(it follows this one from now on)")

@@ -183,6 +183,7 @@ def run_sync(args: argparse.Namespace) -> int:
         redis_url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
     if redis_url:  # a usage mistake is said before anything runs
         check_redis_url(redis_url, origin)
+    _token(args.token_env)
     source = _source(args.repo)
     workdir = Path(args.workdir).absolute() if args.workdir else default_workdir(source)
     created = not workdir.exists()
@@ -197,11 +198,23 @@ def run_sync(args: argparse.Namespace) -> int:
         return daemon.run(interval=args.interval, once=args.once)
 
 
+def _token(name: str | None) -> str | None:
+    """The token in environment variable ``name`` (``--token-env``)."""
+    if name is None:
+        return None
+    token = os.environ.get(name)
+    if not token:
+        raise UsageError(f"--token-env {name}: the environment variable {name} is not set "
+                         "(or empty)")
+    return token
+
+
 def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: str | None,
            origin: str, stack: ExitStack) -> Daemon:
     """Everything before the first poll: lock, mirror, branch, Redis, namespace, signals."""
     _lock(workdir, stack)
-    mirror = Mirror(workdir / "mirror", source.url)
+    mirror = Mirror(workdir / "mirror", source.url, timeout=args.fetch_timeout,
+                    token=_token(args.token_env))
     stack.callback(mirror.close)
     branch, reachable = _branch(mirror, args.branch, once=args.once,
                                 namespace_given=args.namespace is not None)

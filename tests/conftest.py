@@ -201,3 +201,75 @@ def spawn_daemon(remote: Remote, redis_url: str, namespace: str, workdir: Path, 
         [sys.executable, "-m", "configsync", "sync", "--repo", remote.url, "--redis", redis_url,
          "--namespace", namespace, "--interval", str(interval), "--workdir", str(workdir),
          *extra], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+
+class GitHttp:
+    """A bare repository served over git's "dumb" HTTP protocol on 127.0.0.1 (a real git
+    client talks to it), optionally behind Basic auth. ``silent = True`` makes it accept
+    connections and then never answer, as a hung server or a black-holing proxy does;
+    ``delay`` slows every answer down."""
+
+    def __init__(self, repo: str, *, user: str | None = None, password: str | None = None):
+        import base64
+        import http.server
+        import threading
+
+        git(Path(repo), "config", "receive.updateServerInfo", "true")
+        git(Path(repo), "update-server-info")
+        self.silent = False
+        self.delay = 0.0
+        self.requests: list[str] = []
+        self.released = threading.Event()
+        wanted = None if user is None else "Basic " + base64.b64encode(
+            f"{user}:{password}".encode()).decode()
+        root = Path(repo)
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests.append(self.path)
+                while outer.silent and not outer.released.wait(0.05):
+                    pass
+                if outer.released.is_set():
+                    return
+                time.sleep(outer.delay)
+                if wanted is not None and self.headers.get("Authorization") != wanted:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                path = root / self.path.split("?", 1)[0].removeprefix("/repo.git/")
+                if not path.is_file() or root not in path.resolve().parents:
+                    self.send_error(404)
+                    return
+                body = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/repo.git"
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def git_http(remote: Remote) -> Iterator[GitHttp]:
+    """``remote`` served over HTTP (pushes to it are served at once)."""
+    server = GitHttp(remote.url)
+    yield server
+    server.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,129 @@ def test_a_half_made_mirror_is_made_again_and_never_taken_for_a_parent_repo(
     with pytest.raises(GitError, match="exists and is not a git mirror"):
         Mirror(foreign, "unused")
     assert (foreign / "notes.txt").read_text() == "mine\n"
+
+
+def _processes(fragment: str) -> list[str]:
+    """Command lines of the live processes whose argv holds ``fragment``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+            if fragment in cmdline and "pytest" not in cmdline:
+                found.append(cmdline)
+        except OSError:
+            continue
+    return found
+
+
+def git_shim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, times: int) -> Path:
+    """Put a `git` on PATH that runs the real one, except that it is SIGKILLed (as by the OOM
+    killer, or a flaky machine) the first ``times`` times it runs ``command``."""
+    import shutil
+
+    real = shutil.which("git")
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    count = tmp_path / "shim-count"
+    count.write_text("0")
+    (shim / "git").write_text(
+        "#!/bin/bash\n"
+        f'if [ "$1" = "{command}" ]; then\n'
+        f'  n=$(cat {count}); echo $((n + 1)) > {count}\n'
+        f'  if [ "$n" -lt {times} ]; then kill -9 $$; fi\n'
+        "fi\n"
+        f'exec {real} "$@"\n')
+    (shim / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    return count
+
+
+def test_is_ancestor_says_no_only_when_git_says_no(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from configsync.git import Mirror
+
+    repo = GitTree(tmp_path / "r")
+    first = repo.commit("one")
+    git(repo.root, "checkout", "-q", "-b", "side")
+    side = repo.commit("side")
+    git(repo.root, "checkout", "-q", "main")
+    second = repo.commit("two")
+    with Mirror(tmp_path / "mirror", str(repo.root)) as mirror:
+        mirror.fetch("main")
+        mirror.fetch("side")
+        assert mirror.is_ancestor(first, second) and not mirror.is_ancestor(side, second)
+        assert mirror.has_commit(second) and not mirror.has_commit("0" * 40)
+        with pytest.raises(GitError, match="git merge-base failed"):
+            mirror.is_ancestor("0" * 40, second)  # exit 128: an error, not a "no"
+        git_shim(tmp_path, monkeypatch, "merge-base", 1)
+        with pytest.raises(GitError, match="git merge-base failed: exit status -9"):
+            mirror.is_ancestor(first, second)  # killed: an error to retry, not a "no"
+        assert mirror.is_ancestor(first, second)
+
+
+def test_credentials_never_reach_argv_or_disk(tmp_path: Path) -> None:
+    import threading
+
+    from configsync.git import Mirror
+
+    from .conftest import GitHttp, Remote
+
+    remote = Remote(tmp_path / "git")
+    head = remote.commit_push("one", {"agents/a.yaml": "a: 1\n"})
+    server = GitHttp(remote.url, user="ada", password="s3cr3t-pw")
+    server.delay = 0.1  # long enough to look at the processes mid-fetch
+    try:
+        url = server.url.replace("http://", "http://ada:s3cr3t-pw@")
+        seen: list[str] = []
+        with Mirror(tmp_path / "mirror", url) as mirror:
+            fetching = threading.Thread(target=mirror.fetch, args=("main",))
+            fetching.start()
+            while fetching.is_alive():
+                seen += _processes("127.0.0.1")
+            fetching.join()
+            assert mirror.head("main") == head
+            assert any("git" in line for line in seen)  # git was running, and looked at
+            assert not [line for line in seen if "s3cr3t" in line]
+            on_disk = [p for p in (tmp_path / "mirror").rglob("*")
+                       if p.is_file() and b"s3cr3t" in p.read_bytes()]
+            assert on_disk == []
+        with Mirror(tmp_path / "mirror2", server.url.replace("http://", "http://ada@"),
+                    token="s3cr3t-pw") as mirror:
+            mirror.fetch("main")  # --token-env: the token as the password
+            assert mirror.head("main") == head
+        with Mirror(tmp_path / "mirror3", server.url) as mirror, \
+                pytest.raises(GitError, match=r"Authentication failed|could not read Username"):
+            mirror.fetch("main")
+    finally:
+        server.close()
+
+
+def test_a_silent_remote_times_out_and_leaves_no_process(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from configsync.git import Mirror
+
+    from .conftest import GitHttp, Remote
+
+    remote = Remote(tmp_path / "git")
+    remote.commit_push("one", {"agents/a.yaml": "a: 1\n"})
+    server = GitHttp(remote.url)
+    server.silent = True
+    try:
+        with Mirror(tmp_path / "mirror", server.url, timeout=1) as mirror:
+            started = time.monotonic()
+            with pytest.raises(GitError, match=r"git fetch http://127\.0\.0\.1:\d+/repo\.git main "
+                                               r"timed out after 1 s"):
+                mirror.fetch("main")
+            assert time.monotonic() - started < 10
+            assert _processes(server.url) == []  # git and git-remote-http both gone
+            mirror.timeout = 60
+            mirror.stop = threading.Event()
+            threading.Timer(0.5, mirror.stop.set).start()
+            with pytest.raises(GitError, match="stopped: configsync is shutting down"):
+                mirror.fetch("main")  # SIGTERM's stop flag ends a fetch in flight
+            assert _processes(server.url) == []
+    finally:
+        server.close()

@@ -274,6 +274,99 @@ def test_force_push_syncs_in_one_step(remote: Remote, make_daemon: Any,
     assert (current["b"].version, daemon.store.state()["commit"]) == (2, head)
 
 
+def test_a_rollback_by_force_push_is_applied(remote: Remote, redis_server: RedisServer,
+                                             tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The commonest undo: `git reset --hard HEAD~1 && git push -f`. Applied as one step from
+    the last applied tree (versions keep rising), by `sync --once` (its two fetches agree)."""
+    from configsync.cli import main
+
+    args = ["sync", "--repo", remote.url, "--redis", redis_server.url, "--once",
+            "--workdir", str(tmp_path / "wd")]
+    good = remote.commit_push("good", {"agents/a.yaml": A1 + "temperature: 0.5\n"})
+    assert main(args) == 0
+    remote.commit_push("BAD change", {"agents/a.yaml": A1 + "temperature: 1.9\n"})
+    assert main(args) == 0
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    assert (store.current()["a"].version, store.current()["a"].config["temperature"]) == (3, 1.9)
+    git(remote.work, "reset", "-q", "--hard", "HEAD~1")
+    remote.push(force=True)
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "event=force_push_seen" in err and "event=force_push " in err
+    a = store.current()["a"]
+    assert (a.version, a.config["temperature"], a.commit) == (4, 0.5, good)
+    assert a.checksum == store.history("a")[2].checksum  # the same config as before BAD
+    assert store.state()["commit"] == store.state()["seen"] == good
+
+
+def test_a_lagging_replica_never_regresses(remote: Remote, make_daemon: Any,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A source that answers an older head once (a replica behind the others) writes nothing:
+    a head that is no fast-forward is applied only when the next fetch agrees."""
+    daemon = make_daemon(remote)
+    old = remote.commit_push("old", {"agents/a.yaml": A1 + "temperature: 0.1\n"})
+    daemon.sync()
+    new = remote.commit_push("new", {"agents/a.yaml": A1 + "temperature: 0.2\n"})
+    daemon.sync()
+    served = content(daemon.store)
+    git(Path(remote.url), "update-ref", "refs/heads/main", old)  # the replica lags, once
+    with caplog.at_level(logging.WARNING, logger="configsync"):
+        result = daemon.sync()
+    assert (result.pending, result.applied) == (True, False)
+    assert "event=force_push_seen" in caplog.text
+    git(Path(remote.url), "update-ref", "refs/heads/main", new)  # and catches up
+    assert daemon.sync().applied
+    after = content(daemon.store)
+    assert after["current"] == served["current"] and after["events"] == served["events"]
+    assert daemon.store.state()["commit"] == new
+
+
+def test_a_stale_source_never_writes(remote: Remote, make_daemon: Any, redis_server: RedisServer,
+                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A developer's clone taken before a hot fix (the default --repo is the repository the
+    command runs in) is another source: it refuses to write, and says how to take over."""
+    from configsync.cli import main
+
+    daemon = make_daemon(remote)
+    daemon.sync()
+    old_clone = tmp_path / "old-clone"
+    git(tmp_path, "clone", "-q", remote.url, str(old_clone))
+    hot = remote.commit_push("a1 hot fix", {"agents/a.yaml": A1 + "temperature: 0.9\n"})
+    daemon.sync()
+    served = content(daemon.store)
+    monkeypatch.chdir(old_clone)
+    args = ["sync", "--redis", redis_server.url, "--once", "--workdir", str(tmp_path / "wd")]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"configsync: error: namespace 'test' follows {remote.url} (branch main); this daemon "
+        f"syncs {old_clone} (branch main), which may be a stale clone: pass --adopt to make the "
+        "namespace follow it from now on, or use another --namespace")
+    assert content(daemon.store) == served and daemon.store.state()["commit"] == hot
+
+
+def test_a_killed_git_never_squashes_the_walk(remote: Remote, make_daemon: Any, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`git merge-base --is-ancestor` killed mid-run is an error to retry, not "no": read as
+    "no", it turned a walk of two commits into one force-push step, for good."""
+    from configsync.errors import GitError
+
+    from .test_git import git_shim
+
+    daemon = make_daemon(remote)
+    daemon.sync()
+    first = remote.commit_push("one", {"agents/a.yaml": A1 + "temperature: 0.1\n"})
+    second = remote.commit_push("two", {"agents/a.yaml": A1 + "temperature: 0.2\n"})
+    git_shim(tmp_path, monkeypatch, "merge-base", 1)
+    with pytest.raises(GitError, match="merge-base"):
+        daemon.sync()
+    daemon.sync()
+    history = daemon.store.history("a")
+    assert (history[2].commit, history[3].commit) == (first, second)  # two steps, in order
+
+
 def test_redis_flushed_rebuilds_the_same_versions(remote: Remote, make_daemon: Any,
                                                   redis_client: redis.Redis) -> None:
     daemon = make_daemon(remote)

@@ -18,6 +18,8 @@ from configsync.store import Store
 
 from .conftest import SETTINGS, Remote, git, spawn_daemon, wait_until
 
+A1_TEMP = "system_prompt: You are A.\nmodel: gpt-4o\ntemperature: 0.4\n"
+
 
 def sync(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     code = main(["sync", *argv])
@@ -555,3 +557,42 @@ def test_a_first_start_with_no_remote_waits_when_branch_and_namespace_are_given(
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_a_silent_remote_never_hangs_the_daemon(remote: Remote, redis_server: RedisServer,
+                                               tmp_path: Path) -> None:
+    """A remote that accepts the connection and goes silent: each fetch ends at
+    --fetch-timeout and is retried with backoff, the heartbeat keeps moving, the daemon
+    catches up once the remote answers again, and SIGTERM mid-fetch exits 0 at once, leaving
+    no git process behind."""
+    from .conftest import GitHttp
+    from .test_git import _processes
+
+    server = GitHttp(remote.url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "configsync", "sync", "--repo", server.url, "--redis",
+         redis_server.url, "--workdir", str(tmp_path / "wd"), "--interval", "0.05",
+         "--fetch-timeout", "1"], stderr=subprocess.PIPE, text=True)
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    try:
+        _until(proc, "rebuilt")
+        server.silent = True
+        (line,) = _until(proc, "remote_unreachable")[-1:]
+        assert "timed out after 1 s" in line
+        beat = store.state()["heartbeat_at"]
+        wait_until(lambda: store.state()["heartbeat_at"] != beat)  # alive, and saying so
+        server.silent = False
+        _until(proc, "recovered")
+        head = remote.commit_push("after", {"agents/a.yaml": A1_TEMP})
+        wait_until(lambda: store.state()["commit"] == head)
+        server.silent = True
+        wait_until(lambda: bool(_processes(server.url)))  # a fetch is hanging right now
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - stopped < 5
+        assert _processes(server.url) == []  # no orphaned git fetch
+    finally:
+        proc.kill()
+        proc.wait()
+        server.close()
