@@ -99,7 +99,7 @@ def model_for(schema: str | None) -> type[AgentConfig]:
     if not schema:
         return AgentConfig
     try:
-        return load_agent_model(schema)
+        return load_agent_model(schema, hide_cwd=False)
     except SchemaImportError as exc:
         logger.warning(kv("schema_unavailable", schema=schema, error=str(exc),
                           using="a lenient AgentConfig"))

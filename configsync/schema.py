@@ -1,9 +1,11 @@
 """The agent model a repository asks for, and the JSON Schema files editors and CI use.
 
 ``schema: package.module:Class`` in ``configsync.yaml`` names an :class:`AgentConfig` subclass. It
-is imported from installed packages only, never from the repository being validated: every
-``sys.path`` entry inside that repository (and the current folder when it lies inside it) is hidden
-while importing, and a module that still resolves to a file inside the repository is refused.
+is imported from installed packages only, never from a config tree, whatever ``sys.path`` and the
+working directory say (issue 8): while importing, every ``sys.path`` entry inside the repository
+being checked is hidden, and so is the working directory (``''``, ``.``, ``PYTHONPATH=.``), where
+a config checkout usually is; the interpreter's own site-packages stay (a virtual environment may
+live inside the repository). A module that still resolves to a file there is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib
 import json
 import os
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +34,45 @@ AGENT_SCHEMA_FILE = "agent.schema.json"
 SETTINGS_SCHEMA_FILE = "configsync.schema.json"
 
 
-def _inside(path: str | os.PathLike[str], root: Path) -> bool:
+def _resolved(path: str | os.PathLike[str]) -> Path | None:
     try:
-        return Path(path).resolve().is_relative_to(root)
+        return Path(path or os.curdir).resolve()
     except OSError:
-        return False
+        return None
 
 
-def load_agent_model(ref: str | None, repo_root: Path | None = None) -> type[AgentConfig]:
-    """The class ``ref`` (``package.module:Class``) names, or AgentConfig when ``ref`` is None."""
+def _site_folders() -> list[Path]:
+    """Where this interpreter installs packages: trusted, even inside a repository (the
+    README's virtual environment lives in the config repository's checkout)."""
+    paths = sysconfig.get_paths()
+    found = {paths[k] for k in ("purelib", "platlib") if k in paths}
+    return [p for p in map(_resolved, found) if p is not None]
+
+
+def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
+                     hide_cwd: bool = True) -> type[AgentConfig]:
+    """The class ``ref`` (``package.module:Class``) names, or AgentConfig when ``ref`` is None.
+
+    ``repo_root`` is the config tree on disk; without one, only the working directory is
+    hidden (``hide_cwd=False`` in an agent's own process, the client's: its working directory
+    is the application, not a config tree). Raises :class:`SchemaImportError` when the module
+    cannot be imported from installed packages, or is not a subclass of :class:`AgentConfig`.
+    """
     if ref is None:
         return AgentConfig
     module_name, _, class_name = ref.partition(":")
-    root = repo_root.resolve() if repo_root is not None else None
+    root = _resolved(repo_root) if repo_root is not None else None
+    here, sites = _resolved(os.curdir) if hide_cwd else None, _site_folders()
+
+    def untrusted(path: str | os.PathLike[str]) -> bool:
+        resolved = _resolved(path)
+        if resolved is None or any(resolved.is_relative_to(site) for site in sites):
+            return False
+        return (here is not None and resolved == here) or (
+            root is not None and resolved.is_relative_to(root))
+
     saved = sys.path[:]
-    if root is not None:
-        sys.path[:] = [p for p in sys.path if not _inside(p or os.curdir, root)]
+    sys.path[:] = [p for p in sys.path if not untrusted(p)]
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an installed module may fail in any way while importing
@@ -54,7 +80,7 @@ def load_agent_model(ref: str | None, repo_root: Path | None = None) -> type[Age
     finally:
         sys.path[:] = saved
     origin = getattr(module, "__file__", None)
-    if root is not None and origin and _inside(origin, root):
+    if origin and untrusted(Path(origin).parent):
         raise SchemaImportError(
             f"`{module_name}` resolves to {origin}, inside the repository being validated; "
             "schemas come from installed packages only")

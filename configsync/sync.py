@@ -23,6 +23,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -80,11 +81,20 @@ def error_summary(err: dict[str, Any]) -> str:
 
 
 class Engine:
-    """Turns commits into steps. Pure: reads git, never Redis."""
+    """Turns commits into steps. Pure: reads git, never Redis. ``repo_root`` is the source's
+    working tree when it is local: a ``schema:`` module is never imported from it (nor from the
+    working directory), whatever ``sys.path`` says (issue 8)."""
 
-    def __init__(self, mirror: Mirror, *, jobs: int = 1) -> None:
+    def __init__(self, mirror: Mirror, *, jobs: int = 1, repo_root: Path | None = None) -> None:
         self.mirror = mirror
         self.jobs = jobs
+        self.repo_root = repo_root
+
+    def check(self, commit: str, entries: dict[str, Entry] | None = None,
+              previous: Report | None = None, changed: set[str] | None = None) -> Report:
+        """check_tree over ``commit``'s tree (incremental with ``previous`` and ``changed``)."""
+        return check_tree(GitSource(self.mirror, commit, entries), jobs=self.jobs,
+                          repo_root=self.repo_root, previous=previous, changed=changed)
 
     def _entries(self, applied: Applied, commit: str) -> tuple[dict[str, Entry], set[str]] | None:
         """The commit's config entries patched from the applied tree by ``git diff-tree``, and
@@ -108,10 +118,9 @@ class Engine:
     def step(self, applied: Applied, info: CommitInfo) -> Step:
         patched = self._entries(applied, info.sha)
         if patched is None:
-            report = check_tree(GitSource(self.mirror, info.sha), jobs=self.jobs)
+            report = self.check(info.sha)
         else:
-            report = check_tree(GitSource(self.mirror, info.sha, patched[0]), jobs=self.jobs,
-                                previous=applied.report, changed=patched[1])
+            report = self.check(info.sha, patched[0], applied.report, patched[1])
         errors = report.errors
         if errors:
             first = errors[0]
@@ -162,15 +171,16 @@ class Daemon:
     """Keeps one namespace in Redis in step with one branch."""
 
     def __init__(self, *, mirror: Mirror, store: Store, branch: str = "main", keep: int = 100,
-                 jobs: int = 1, adopt: bool = False) -> None:
+                 jobs: int = 1, adopt: bool = False, repo_root: Path | None = None) -> None:
         """A namespace follows one source and branch (``state.source``, ``state.branch``); a
-        daemon for another one refuses to write unless ``adopt`` (DESIGN.md invariant 5)."""
+        daemon for another one refuses to write unless ``adopt`` (DESIGN.md invariant 5).
+        ``repo_root``: the source's working tree, when it is local (see :class:`Engine`)."""
         self.mirror = mirror
         self.store = store
         self.branch = branch
         self.adopt = adopt
         self.keep = keep
-        self.engine = Engine(mirror, jobs=jobs)
+        self.engine = Engine(mirror, jobs=jobs, repo_root=repo_root)
         self.applied: Applied | None = None
         self.epoch: str | None = None
         self.recent: dict[str, Applied] = {}  # steps we computed, by commit: reused on a lost race
@@ -334,7 +344,7 @@ class Daemon:
             last[agent_id] = max(version, last.get(agent_id, 0))
         report = None
         if commit is not None and self.mirror.has_commit(commit):
-            report = check_tree(GitSource(self.mirror, commit), jobs=self.engine.jobs)
+            report = self.engine.check(commit)
         self.applied = Applied(commit, report, versions, last, int(state.get("revision", 0)))
         _settle()
         logger.info(kv("loaded", commit=(commit or "")[:12], agents=len(versions),

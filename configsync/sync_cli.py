@@ -35,6 +35,11 @@ class Source:
     url: str
     git_dir: Path | None = None
 
+    @property
+    def tree(self) -> Path | None:
+        """The local working tree (a config tree nothing is ever imported from)."""
+        return Path(self.url) if self.git_dir is not None else None
+
 
 def _source(repo: str | None) -> Source:
     """A remote URL as given, or a local repository (default: the one the command runs in)."""
@@ -233,7 +238,8 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
                 raise
         namespace = _namespace(mirror, branch)
     daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=branch,
-                    keep=args.keep, jobs=os.cpu_count() or 1, adopt=args.adopt)
+                    keep=args.keep, jobs=os.cpu_count() or 1, adopt=args.adopt,
+                    repo_root=source.tree)
     daemon.install_signal_handlers()
     timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
     logger.info(kv("started", source=redact_url(source.url), branch=branch,

@@ -596,3 +596,24 @@ def test_a_silent_remote_never_hangs_the_daemon(remote: Remote, redis_server: Re
         proc.kill()
         proc.wait()
         server.close()
+
+
+@pytest.mark.parametrize("how", ["in the repository", "PYTHONPATH=.", "--repo URL from inside"])
+def test_the_daemon_never_runs_code_from_the_config_repository(
+        how: str, remote: Remote, redis_server: RedisServer, tmp_path: Path) -> None:
+    """`schema: evilmod:Model` with evilmod.py committed beside configsync.yaml: `validate`
+    refused it, but `python -m configsync sync --once` run inside the repository imported it
+    (sys.path starts with the working directory)."""
+    marker = tmp_path / "pwned"
+    evil = f"open({str(marker)!r}, 'w').write('ran')\nfrom configsync import AgentConfig\n" \
+           "class Model(AgentConfig):\n    pass\n"
+    remote.commit_push("custom schema", {"configsync.yaml": SETTINGS + "schema: evilmod:Model\n",
+                                         "evilmod.py": evil})
+    env = {**os.environ, **({"PYTHONPATH": "."} if how == "PYTHONPATH=." else {})}
+    repo = ["--repo", f"file://{remote.url}"] if how.startswith("--repo") else []
+    proc = subprocess.run([sys.executable, "-m", "configsync", "sync", "--once", "--redis",
+                           redis_server.url, "--workdir", str(tmp_path / "wd"), *repo],
+                          cwd=remote.work, env=env, capture_output=True, text=True, timeout=60)
+    assert not marker.exists(), "code from the config repository ran"
+    assert proc.returncode == 1, proc.stderr  # the head is rejected
+    assert "cannot import `evilmod`" in proc.stderr
