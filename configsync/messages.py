@@ -49,7 +49,13 @@ def dotted(loc: Sequence[str | int]) -> str:
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    """``, did you mean `x`?`` for the closest of ``choices``, or nothing. Among thousands of
+    choices only those of about the same length are compared (difflib's cost is per choice, and
+    a hint is asked for each of possibly thousands of errors)."""
+    pool = list(choices)
+    if len(pool) > 200:
+        pool = [c for c in pool if abs(len(c) - len(word)) <= 2][:200]
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     return f", did you mean `{close[0]}`?" if close else ""
 
 

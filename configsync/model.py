@@ -7,7 +7,9 @@ those checks are skipped. Types are strict: ``max_tokens: "1024"`` is a mistake,
 
 from __future__ import annotations
 
+import heapq
 import re
+from collections.abc import Collection
 from typing import Annotated
 
 from pydantic import (
@@ -87,12 +89,20 @@ def _settings(info: ValidationInfo) -> RepoSettings | None:
 def _registered_tool(name: str, info: ValidationInfo) -> str:
     settings = _settings(info)
     if settings is not None and name not in settings.tools:
-        known = (f"known: {', '.join(sorted(settings.tools))}" if settings.tools
+        known = (f"known: {_some(settings.tools)}" if settings.tools
                  else "configsync.yaml has no `tools:` registry")
         raise PydanticCustomError(
             "unknown_tool", "`{name}` is not in the tool registry ({known})",
             {"name": name, "known": known})
     return name
+
+
+def _some(names: Collection[str], most: int = 20) -> str:
+    """The first ``most`` of ``names`` in order, then how many more (a message stays short,
+    and its cost does not grow with a registry of thousands)."""
+    chosen = heapq.nsmallest(most + 1, names)
+    shown = ", ".join(chosen[:most])
+    return shown if len(chosen) <= most else f"{shown} and {len(names) - most} more"
 
 
 ToolName = Annotated[str, AfterValidator(_registered_tool)]

@@ -51,6 +51,9 @@ WARNING = "warning"
 
 _PROMPT_KEYS = ("system_prompt", "system_prompt_file")
 
+MAX_EXTENDS = 32
+"""Most bases an agent's ``extends`` chain may have."""
+
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -160,6 +163,7 @@ class _Checker:
     model: type[AgentConfig] = AgentConfig
     agents: dict[str, AgentFile] = field(default_factory=dict)
     broken: set[str] = field(default_factory=set)
+    merges: dict[str, dict[str, Any]] = field(default_factory=dict)  # agent id → its merge
 
     def report(self, path: str, line: int, column: int, message: str,
                severity: str = ERROR) -> None:
@@ -333,42 +337,53 @@ class _Checker:
             self.scan_secrets(entry.path, doc, doc.data, [])
 
     def chain(self, agent: AgentFile) -> list[AgentFile] | None:
-        """``agent`` and its bases, nearest first; None (reported) when ``extends`` is broken."""
+        """``agent`` and its bases, nearest first; None (reported) when ``extends`` is broken.
+
+        At most MAX_EXTENDS bases: cost stays linear in the number of files (a chain of 3,000
+        one-line files took minutes), and no real configuration needs more.
+        """
         chain = [agent]
+        members = {agent.agent_id}
         while True:
             current = chain[-1]
             base_id = current.doc.data.get("extends")
             if not isinstance(base_id, str):
                 return chain  # absent, or a type error the model reports
             base = self.agents.get(base_id)
-            where = current.doc.locate(["extends"])
             if not AGENT_ID.fullmatch(base_id):
-                self.report(current.path, *where, "extends: must be an agent id, the path of "
-                            f"its file under agents/ without .yaml (got {show(base_id)})")
+                self.report(current.path, *current.doc.locate(["extends"]), "extends: must be an "
+                            "agent id, the path of its file under agents/ without .yaml (got "
+                            f"{show(base_id)})")
                 return None
             if base is None:
                 if base_id not in self.broken:
                     hint = did_you_mean(base_id, self.agents) or (
                         f" (known: {', '.join(sorted(self.agents)[:10])})" if self.agents else "")
-                    self.report(current.path, *where, f"extends: no agent `{base_id}`{hint}")
+                    self.report(current.path, *current.doc.locate(["extends"]),
+                                f"extends: no agent `{base_id}`{hint}")
                 return None
-            if base in chain:
-                cycle = " → ".join([a.agent_id for a in chain[chain.index(base):]] + [base_id])
-                self.report(current.path, *where, f"extends: cycle {cycle}")
+            if base_id in members:
+                ids = [a.agent_id for a in chain]
+                cycle = " → ".join([*ids[ids.index(base_id):], base_id])
+                self.report(current.path, *current.doc.locate(["extends"]),
+                            f"extends: cycle {cycle}")
+                return None
+            if len(chain) > MAX_EXTENDS:
+                ids = [a.agent_id for a in chain] + [base_id]
+                shown = " → ".join([*ids[:3], "…", *ids[-2:]])
+                self.report(agent.path, *agent.doc.locate(["extends"]),
+                            f"extends: more than {MAX_EXTENDS} bases ({shown}); make the chain "
+                            "shorter")
                 return None
             chain.append(base)
+            members.add(base_id)
 
     def resolve(self, agent_id: str) -> _Resolved | None:
         agent = self.agents[agent_id]
         chain = self.chain(agent)
         if chain is None:
             return None
-        merged: dict[str, Any] = chain[0].doc.data if len(chain) == 1 else {}
-        for item in reversed(chain if len(chain) > 1 else ()):
-            data = item.doc.data
-            if any(key in data for key in _PROMPT_KEYS):  # a prompt replaces the inherited one
-                merged = {k: v for k, v in merged.items() if k not in _PROMPT_KEYS}
-            merged = deep_merge(merged, data)
+        merged = self.merged(chain)
         try:
             config = self.model.model_validate(merged, context=self.context)
         except ValidationError as exc:
@@ -382,6 +397,21 @@ class _Checker:
                 self.pydantic_error(err, chain, self.model)
             return None
         return _Resolved(agent, chain, config)
+
+    def merged(self, chain: Sequence[AgentFile]) -> dict[str, Any]:
+        """The deep merge of ``chain`` (nearest first), each base's merge made once and kept:
+        N agents that share bases cost N merges, not N times the chain's length."""
+        head = chain[0]
+        if len(chain) == 1:
+            return head.doc.data
+        found = self.merges.get(head.agent_id)
+        if found is None:
+            base = self.merged(chain[1:])
+            data = head.doc.data
+            if any(key in data for key in _PROMPT_KEYS):  # a prompt replaces the inherited one
+                base = {k: v for k, v in base.items() if k not in _PROMPT_KEYS}
+            found = self.merges[head.agent_id] = deep_merge(base, data)
+        return found
 
     def pydantic_error(self, err: ErrorDetails, chain: Sequence[AgentFile],
                        model: type[BaseModel]) -> None:

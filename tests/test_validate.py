@@ -326,3 +326,38 @@ def test_random_agent_trees_never_crash(tmp_path_factory: pytest.TempPathFactory
     for d in report.diagnostics:
         assert d.line >= 1 and d.column >= 1 and d.message
     assert set(report.configs) <= set(agents)
+
+
+def test_extends_chains_are_capped_and_cost_stays_linear(tmp_path: Path) -> None:
+    """N two-line files, each extending the one before: resolution used to cost N² merges
+    (over a minute at 3,000 files). At most MAX_EXTENDS bases; each base merged once."""
+    from configsync.validate import MAX_EXTENDS
+
+    files: dict[str, str | bytes] = {"agents/c0.yaml": "system_prompt: base\nmodel: gpt-4o\n"}
+    for i in range(1, 3000):
+        files[f"agents/c{i}.yaml"] = f"extends: c{i - 1}\ntemperature: 0.{i % 9}\n"
+    found = check(tmp_path / "r", files)
+    deep = [line for line in found if "more than" in line]
+    assert len(deep) == 3000 - (MAX_EXTENDS + 1) and len(found) == len(deep)
+    assert (f"agents/c{MAX_EXTENDS + 1}.yaml:1:10: error: extends: more than {MAX_EXTENDS} bases "
+            f"(c{MAX_EXTENDS + 1} → c{MAX_EXTENDS} → c{MAX_EXTENDS - 1} → … → c1 → c0); make the "
+            "chain shorter") in found
+    report = check_tree(FolderSource(tmp_path / "r"), repo_root=tmp_path / "r")
+    assert f"c{MAX_EXTENDS}" in report.configs and f"c{MAX_EXTENDS + 1}" not in report.configs
+    assert report.configs[f"c{MAX_EXTENDS}"]["system_prompt"] == "base"
+
+
+def test_hints_stay_cheap_with_thousands_of_names(tmp_path: Path) -> None:
+    """Every missing base asks for a "did you mean" among thousands of agents, and every
+    unknown tool lists the registry: both stay short and cheap."""
+    tools = "".join(f"  t{i}: {{description: x}}\n" for i in range(2000))
+    files: dict[str, str | bytes] = {"configsync.yaml": "namespace: n\ntools:\n" + tools}
+    for i in range(2000):
+        files[f"agents/a{i}.yaml"] = f"extends: b{i}\nsystem_prompt: x\nmodel: m\n"
+    files["agents/z.yaml"] = "system_prompt: x\nmodel: m\ntools: [nope]\n"
+    found = check(tmp_path / "r", files, base=False)
+    assert len(found) == 2001
+    (tool,) = [line for line in found if line.startswith("agents/z.yaml")]
+    assert tool.endswith("`nope` is not in the tool registry (known: t0, t1, t10, t100, t1000, "
+                         "t1001, t1002, t1003, t1004, t1005, t1006, t1007, t1008, t1009, t101, "
+                         "t1010, t1011, t1012, t1013, t1014 and 1980 more)")
