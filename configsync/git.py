@@ -117,6 +117,7 @@ class _BlobReader:
     """One long-lived ``git cat-file --batch``: a request, then its answer, in turn."""
 
     def __init__(self, git_dir: str) -> None:
+        self.owner = os.getpid()  # a forked child must not share this process's pipes
         self.proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=git_dir,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, env={**os.environ, **_ENV},
@@ -227,7 +228,7 @@ class GitRepo:
     def batch(self) -> Iterator[None]:
         """Inside, every :meth:`read_blobs` shares one ``git cat-file --batch`` process (a
         walk over thousands of commits starts one, not one a commit)."""
-        if self._reader is not None:
+        if self._reader is not None and self._reader.owner == os.getpid():
             yield
             return
         self._reader = _BlobReader(str(self.git_dir))
@@ -235,22 +236,24 @@ class GitRepo:
             yield
         finally:
             reader, self._reader = self._reader, None
-            reader.close()
+            if reader is not None:
+                reader.close()
 
     def read_blobs(self, shas: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         """``(sha, content)`` for each blob, through ``git cat-file --batch``."""
         wanted = list(shas)
         if not wanted:
             return
-        if self._reader is not None:
+        if self._reader is not None and self._reader.owner == os.getpid():
             for sha in wanted:
                 yield sha, self._reader.read(sha)
             return
-        with self.batch():
-            reader = self._reader
-            assert reader is not None
+        reader = _BlobReader(str(self.git_dir))  # (a forked child gets one of its own)
+        try:
             for sha in wanted:
                 yield sha, reader.read(sha)
+        finally:
+            reader.close()
 
 
 @dataclass(frozen=True, slots=True)

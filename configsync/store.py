@@ -6,18 +6,24 @@ Keys (``ns`` is the namespace; the ``{ns}`` hash tag keeps a namespace in one cl
                                         applied_at, heartbeat_at, last_error, schema
     configsync:{ns}:current             hash: agent id -> snapshot JSON
     configsync:{ns}:history:<agent id>  hash: version -> snapshot JSON (the last N kept)
+    configsync:{ns}:agents              hash: agent id -> last version written (deleted too)
     configsync:{ns}:events              stream, field ``event`` -> event JSON (capped)
     configsync:{ns}:changes             pub/sub channel, event JSON
     configsync:{ns}:client:<instance>   string with expiry: a running client's report
 
 Every commit's writes go through :meth:`Store.commit_transaction`: one MULTI/EXEC guarded by a
 compare-and-set on ``state.seen`` (WATCH), so a reader never sees half a commit and two daemons
-never both write the same step (DESIGN.md invariants 1 and 4).
+never both write the same step (DESIGN.md invariants 1 and 4). A rebuild first writes the
+history, which is immutable, in bounded pipelines (:meth:`Store.write_history`), so its
+transaction holds only ``state``, ``current``, ``agents`` and the event. The ``agents`` index
+names every history hash: no key is ever found by SCAN, whose glob a namespace could match
+beyond itself. Reads work on either kind of connection (``decode_responses`` or not).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,8 +59,14 @@ class Keys:
         return self.prefix + "history:" + agent_id
 
     @property
+    def agents(self) -> str:
+        return self.prefix + "agents"
+
+    @property
     def history_pattern(self) -> str:
-        return self.prefix + "history:*"
+        """SCAN pattern for the history hashes (glob characters escaped): only to index a
+        namespace written before the ``agents`` index existed."""
+        return re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "history:*"
 
     @property
     def events(self) -> str:
@@ -100,7 +112,8 @@ class Write:
     events: list[Event] = field(default_factory=list)
     history: Mapping[str, Sequence[Record]] = field(default_factory=dict)
     trim: Mapping[str, int] = field(default_factory=dict)  # agent -> delete versions <= this
-    replace_all: bool = False  # a rebuild: drop current and every history hash first
+    replace_all: bool = False  # a rebuild: drop current, state and the index first
+    index: Mapping[str, int] = field(default_factory=dict)  # agent -> last version (rebuild)
 
 
 def namespaces(client: Any) -> list[str]:
@@ -128,27 +141,31 @@ class Store:
 
     def state(self) -> dict[str, str]:
         """The state hash (empty when missing)."""
-        raw: Mapping[bytes, bytes] = self.redis.hgetall(self.keys.state)  # type: ignore[assignment]
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        raw: Mapping[Any, Any] = self.redis.hgetall(self.keys.state)
+        return {_str(k): _str(v) for k, v in raw.items()}
 
     def current(self) -> dict[str, Record]:
-        raw: Mapping[bytes, bytes] = self.redis.hgetall(self.keys.current)  # type: ignore[assignment]
-        return {k.decode(): Record.from_json(v) for k, v in raw.items()}
+        raw: Mapping[Any, Any] = self.redis.hgetall(self.keys.current)
+        return {_str(k): Record.from_json(v) for k, v in raw.items()}
 
     def history(self, agent_id: str) -> dict[int, Record]:
-        raw: Mapping[bytes, bytes] = self.redis.hgetall(  # type: ignore[assignment]
+        raw: Mapping[Any, Any] = self.redis.hgetall(
             self.keys.history(agent_id))
         return {int(k): Record.from_json(v) for k, v in raw.items()}
 
     def history_keys(self) -> list[str]:
-        return [_text(k) or "" for k in self.redis.scan_iter(self.keys.history_pattern,
-                                                               count=1000)]
+        """The namespace's history hashes, from the ``agents`` index."""
+        return [self.keys.history(agent_id) for agent_id in sorted(self.last_versions())]
 
     def last_versions(self) -> dict[str, int]:
-        """Agent id -> highest version ever written, deleted agents included."""
+        """Agent id -> highest version ever written, deleted agents included (the ``agents``
+        index; built once from the history hashes for a namespace written without one)."""
+        raw: Mapping[Any, Any] = self.redis.hgetall(self.keys.agents)
+        if raw:
+            return {_str(k): int(v) for k, v in raw.items()}
         found: dict[str, int] = {}
         prefix = len(self.keys.history(""))
-        keys = self.history_keys()
+        keys = [_str(k) for k in self.redis.scan_iter(self.keys.history_pattern, count=1000)]
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.hkeys(key)
@@ -161,7 +178,7 @@ class Store:
         """The stream's events, oldest first."""
         client: Any = self.redis
         entries = client.xrange(self.keys.events, count=count)
-        return [json.loads(fields[b"event"]) for _, fields in entries]
+        return [json.loads(fields.get(b"event") or fields["event"]) for _, fields in entries]
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -181,10 +198,9 @@ class Store:
                 if _text(pipe.hget(keys.state, "seen")) != expected_seen:
                     pipe.unwatch()
                     return False
-                stale = self.history_keys() if write.replace_all else []
                 pipe.multi()
                 if write.replace_all:
-                    pipe.delete(keys.current, keys.state, *stale)
+                    pipe.delete(keys.current, keys.state, keys.agents)
                 self._queue(pipe, write)
                 pipe.execute()
             except redis.WatchError:
@@ -203,6 +219,9 @@ class Store:
 
         if write.upserts:
             pipe.hset(keys.current, mapping={s.agent_id: text(s) for s in write.upserts})
+            pipe.hset(keys.agents, mapping={s.agent_id: str(s.version) for s in write.upserts})
+        if write.index:
+            pipe.hset(keys.agents, mapping={a: str(v) for a, v in write.index.items()})
         if write.deletes:
             pipe.hdel(keys.current, *write.deletes)
         for agent_id, records in write.history.items():
@@ -210,14 +229,59 @@ class Store:
                 pipe.hset(keys.history(agent_id),
                           mapping={str(s.version): text(s) for s in records})
         for agent_id, upto in write.trim.items():
-            if upto > 0:
-                pipe.hdel(keys.history(agent_id), str(upto))
+            if upto > 0:  # every version at or below the cutoff: --keep may have been lowered
+                pipe.eval(_TRIM, 1, keys.history(agent_id), upto + 1, 0)
         pipe.hset(keys.state, mapping=write.state)
         for event in write.events:
             message = event.to_json()
             pipe.xadd(keys.events, {"event": message}, maxlen=EVENTS_MAXLEN, approximate=True)
             pipe.publish(keys.changes, message)
 
+
+    def write_history(self, history: Mapping[str, Sequence[Record]], *,
+                      chunk_bytes: int = 1 << 20) -> None:
+        """Before a rebuild's transaction: each agent's history hash holds exactly
+        ``history[agent]`` (older and newer versions removed), and the hashes of agents not in
+        it (but in the old index) are gone. Written in pipelines of about ``chunk_bytes``, so
+        no single command blocks the server for long (invariant 1 holds: versions are
+        immutable, and no reader is told of them before the transaction names them)."""
+        keys = self.keys
+        gone = [a for a in self.last_versions() if a not in history]
+        pipe: Any = self.redis.pipeline(transaction=False)
+        size = 0
+        for agent_id in gone:
+            pipe.delete(keys.history(agent_id))
+            size += 64
+        for agent_id, records in history.items():
+            key = keys.history(agent_id)
+            for record in records:
+                text = record.to_json()
+                pipe.hset(key, str(record.version), text)
+                size += len(text)
+                if size >= chunk_bytes:
+                    pipe.execute()
+                    size = 0
+            if records:
+                pipe.eval(_TRIM, 1, key, records[0].version, records[-1].version)
+        pipe.execute()
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_TRIM = """
+-- KEYS[1]: a history hash. Keep the versions from ARGV[1] to ARGV[2] (0: no upper bound).
+local low, high = tonumber(ARGV[1]), tonumber(ARGV[2])
+local gone = {}
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local v = tonumber(field)
+  if v == nil or v < low or (high > 0 and v > high) then gone[#gone + 1] = field end
+  if #gone == 1000 then redis.call('HDEL', KEYS[1], unpack(gone)); gone = {} end
+end
+if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
+return 0
+"""
 
 _HEARTBEAT = """
 if redis.call('HEXISTS', KEYS[1], 'seen') == 1 then

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ import redis
 
 from .backoff import Backoff
 from .errors import ConfigsyncError, GitError, UsageError
-from .git import CommitInfo, Mirror
+from .git import Change, CommitInfo, Mirror
 from .logs import kv, logger, redact_url
 from .repo import AGENTS_DIR, PROMPTS_DIR, SETTINGS_FILE, Entry, GitSource, git_kind
 from .snapshot import Record, checksum
@@ -96,15 +97,20 @@ class Engine:
         return check_tree(GitSource(self.mirror, commit, entries), jobs=self.jobs,
                           repo_root=self.repo_root, previous=previous, changed=changed)
 
-    def _entries(self, applied: Applied, commit: str) -> tuple[dict[str, Entry], set[str]] | None:
-        """The commit's config entries patched from the applied tree by ``git diff-tree``, and
-        the changed paths (cost follows the change); None when a full listing is needed."""
+    def _entries(self, applied: Applied, commit: str,
+                 pending: Mapping[str, Change] | None) -> tuple[dict[str, Entry], set[str]] | None:
+        """The commit's config entries patched from the applied tree (by ``pending``, what
+        changed since it, or else by ``git diff-tree``), and the changed paths (cost follows
+        the change); None when a full listing is needed."""
         if applied.report is None or applied.commit is None:
             return None
-        try:
-            changes = self.mirror.diff_tree(applied.commit, commit, CONFIG_PATHS)
-        except GitError:  # the applied commit is gone from the mirror (a force-push)
-            return None
+        if pending is not None:
+            changes: Iterable[Change] = pending.values()
+        else:
+            try:
+                changes = self.mirror.diff_tree(applied.commit, commit, CONFIG_PATHS)
+            except GitError:  # the applied commit is gone from the mirror (a force-push)
+                return None
         entries = dict(applied.report.entries)
         changed = set()
         for change in changes:
@@ -115,8 +121,38 @@ class Engine:
                 entries[change.path] = Entry(change.path, 0, git_kind(change.mode), change.sha)
         return entries, changed
 
-    def step(self, applied: Applied, info: CommitInfo) -> Step:
-        patched = self._entries(applied, info.sha)
+    def walk(self, applied: Applied, since: str | None, head: str) -> tuple[int, Iterator[Step]]:
+        """How many first-parent commits come after ``since`` up to ``head``, and their steps,
+        in order, each from the last step that applied. One ``git log --raw`` says what every
+        commit changed and one ``git cat-file`` reads every blob: a process or two per commit
+        made a 5,000-commit rebuild take 45 s (issue 8). The caller stops iterating when it
+        cannot write a step."""
+        walked = self.mirror.first_parent_changes(since, head, CONFIG_PATHS)
+        pending: dict[str, Change] | None = {}
+        if applied.commit is not None and since is not None and applied.commit != since:
+            try:  # the last commit seen was rejected: start from what the applied tree lacks
+                pending = {c.path: c for c in self.mirror.diff_tree(applied.commit, since,
+                                                                    CONFIG_PATHS)}
+            except GitError:
+                pending = None  # the applied commit is gone: full checks until one applies
+
+        def steps(applied: Applied, pending: dict[str, Change] | None) -> Iterator[Step]:
+            with self.mirror.batch():
+                for info, changes in walked:
+                    if pending is not None:
+                        pending.update((c.path, c) for c in changes)
+                    step = self.step(applied, info, pending)
+                    yield step
+                    if step.applied is not None:
+                        applied, pending = step.applied, {}
+
+        return len(walked), steps(applied, pending)
+
+    def step(self, applied: Applied, info: CommitInfo,
+             pending: Mapping[str, Change] | None = None) -> Step:
+        """What ``info`` does to ``applied``; ``pending``: what changed since the applied tree
+        (None: ask ``git diff-tree``)."""
+        patched = self._entries(applied, info.sha, pending)
         if patched is None:
             report = self.check(info.sha)
         else:
@@ -238,14 +274,16 @@ class Daemon:
                 logger.warning(kv("adopted", source=self.source, branch=self.branch,
                                   was_source=state.get("source"), was_branch=state.get("branch"),
                                   seen=seen[:12], head=head[:12]))
+            assert self.applied is not None
             if forward:
-                commits = self.mirror.first_parent_log(seen, head)
+                total, steps = self.engine.walk(self.applied, seen, head)
             else:  # one step from the last applied tree to the head
                 if not taking_over:
                     logger.warning(kv("force_push", branch=self.branch, seen=seen[:12],
                                       head=head[:12], applied=state.get("commit", "")[:12]))
-                commits = [self.mirror.commit_info(head)]
-            if not self._walk(commits, seen):
+                total, steps = 1, iter([self.engine.step(self.applied,
+                                                         self.mirror.commit_info(head))])
+            if not self._walk(steps, seen, total):
                 continue  # another daemon moved the state: read it again
             self.store.heartbeat(utcnow())
             return self._result(head)
@@ -272,19 +310,32 @@ class Daemon:
     def _result(self, head: str, *, pending: bool = False) -> SyncResult:
         return SyncResult(head, self.store.state().get("commit") == head, pending)
 
-    def _walk(self, commits: list[CommitInfo], seen: str) -> bool:
-        for info in commits:
-            if self.stopping.is_set():
-                return True
-            if not self.apply(info, seen):
-                return False
-            seen = info.sha
+    def _walk(self, steps: Iterator[Step], seen: str, total: int) -> bool:
+        """Write ``steps`` in order; False when another writer moved ``state.seen`` first."""
+        progress = _Progress(total)
+        try:
+            for step in steps:
+                if self.stopping.is_set():
+                    return True
+                if not self.write(step, seen):
+                    return False
+                seen = step.info.sha
+                progress.tick()
+        finally:
+            if hasattr(steps, "close"):
+                steps.close()  # (ends the walk's git processes now, not at garbage collection)
         return True
 
     def apply(self, info: CommitInfo, expected_seen: str) -> bool:
-        """Write one commit's step; False when another writer moved ``state.seen`` first."""
+        """Compute and write one commit's step; False when another writer moved
+        ``state.seen`` first."""
+        assert self.applied is not None
+        return self.write(self.engine.step(self.applied, info), expected_seen)
+
+    def write(self, step: Step, expected_seen: str) -> bool:
+        """Write one step in one transaction, guarded by ``state.seen == expected_seen``."""
         assert self.applied is not None and self.epoch is not None
-        step = self.engine.step(self.applied, info)
+        info = step.info
         if step.applied is None:
             write = Write({"seen": info.sha, "last_error": json.dumps(step.error)},
                           events=[Event("rejected", info.sha, self.applied.revision, self.epoch,
@@ -356,11 +407,13 @@ class Daemon:
         applied = Applied()
         history: dict[str, deque[Record]] = {}
         last_error = ""
-        for info in self.mirror.first_parent_log(None, head):
-            step = self.engine.step(applied, info)
+        total, steps = self.engine.walk(applied, None, head)
+        progress = _Progress(total)
+        for step in steps:
+            progress.tick()
             if step.applied is None:
                 last_error = json.dumps(step.error)
-                logger.error(kv("rejected", commit=info.sha[:12], error=step.summary,
+                logger.error(kv("rejected", commit=step.info.sha[:12], error=step.summary,
                                 during="rebuild"))
                 continue
             applied, last_error = step.applied, ""
@@ -369,8 +422,11 @@ class Daemon:
                                    deque(maxlen=self.keep)).append(snapshot)
         self.epoch = uuid.uuid4().hex
         current = [history[agent_id][-1] for agent_id in sorted(applied.versions)]
+        # History is immutable: written first, in bounded pipelines; the transaction below
+        # holds only what readers look at (state, current, the index, the event).
+        self.store.write_history({a: list(s) for a, s in history.items()})
         write = Write(self._state_fields(applied, head, last_error), upserts=current,
-                      history={a: list(s) for a, s in history.items()},
+                      index={a: s[-1].version for a, s in history.items()},
                       events=[Event("rebuilt", applied.commit or "", applied.revision,
                                     self.epoch)], replace_all=True)
         if not self.store.commit_transaction(write, expected_seen=None):
@@ -457,6 +513,25 @@ class Daemon:
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, handle)
+
+
+class _Progress:
+    """``event=progress walked=1200/5000`` at most every PROGRESS_SECONDS, for long walks."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.walked = 0
+        self.last = time.monotonic()
+
+    def tick(self) -> None:
+        self.walked += 1
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS and self.walked < self.total:
+            self.last = now
+            logger.info(kv("progress", walked=f"{self.walked}/{self.total}"))
+
+
+PROGRESS_SECONDS = 5.0
 
 
 def _settle() -> None:

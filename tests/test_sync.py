@@ -474,8 +474,8 @@ def test_sigkill_at_random_points_loses_nothing(remote: Remote, make_daemon: Any
     for target in sorted(rng.sample(range(5, 80), 5)):
         proc = spawn_daemon(remote, redis_server.url, "kill", tmp_path / "wd", interval=0.05)
         wait_until(lambda target=target, proc=proc: int(killed.store.state()["revision"])
-                   >= target or proc.poll() is not None, timeout=60)
-        time.sleep(rng.uniform(0, 0.03))
+                   >= target or proc.poll() is not None, timeout=60, interval=0.0002)
+        time.sleep(rng.uniform(0, 0.002))  # (a walk step takes about a millisecond)
         proc.kill()
         proc.wait()
         progress.append(killed.store.state()["revision"])
