@@ -456,7 +456,8 @@ class Daemon:
                 what = "redis_unavailable" if isinstance(exc, redis.RedisError) else (
                     "remote_unreachable" if isinstance(exc, GitError) else "io_error")
                 if once:
-                    raise ConfigsyncError(_redis_hint(exc) if what == "redis_unavailable"
+                    raise ConfigsyncError(_redis_hint(exc, self.store.redis)
+                                          if what == "redis_unavailable"
                                           else str(exc)) from exc
                 if what != "redis_unavailable":
                     self._heartbeat()  # alive, and saying so, while the remote fails
@@ -541,5 +542,17 @@ def _settle() -> None:
     gc.freeze()
 
 
-def _redis_hint(exc: BaseException) -> str:
-    return f"redis: {exc} (is Redis running, and the URL right?)"
+def _redis_hint(exc: BaseException, client: Any) -> str:
+    """A Redis failure in one line, with the likeliest cause: a TLS mismatch looks like a
+    timeout from one side and a dropped connection from the other."""
+    text = str(exc)
+    pool = getattr(client, "connection_pool", None)
+    tls = isinstance(pool, redis.ConnectionPool) and issubclass(pool.connection_class,
+                                                                 redis.SSLConnection)
+    if tls and any(word in text for word in ("Timeout", "SSL", "EOF", "handshake")):
+        hint = "rediss:// speaks TLS: if this server is plain Redis, use redis://"
+    elif not tls and any(word in text for word in ("Connection closed", "reset", "reading")):
+        hint = "is Redis running, and does it want TLS? (then use rediss://)"
+    else:
+        hint = "is Redis running, and the URL right?"
+    return f"redis: {text} ({hint})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 from configsync.snapshot import Record
@@ -55,23 +57,65 @@ def test_events_are_published_with_the_transaction(redis_client: redis.Redis) ->
 
 def test_rebuild_replaces_everything(redis_client: redis.Redis) -> None:
     store = Store(redis_client, "t")
-    store.commit_transaction(Write({"seen": "c1"}, upserts=[snap("old", 3)],
-                                   history={"old": [snap("old", 3)]}), expected_seen=None)
+    store.commit_transaction(Write({"seen": "c1"}, upserts=[snap("old", 3), snap("kept", 5)],
+                                   history={"old": [snap("old", 3)],
+                                            "kept": [snap("kept", 4), snap("kept", 5)]}),
+                             expected_seen=None)
     redis_client.hdel(store.keys.state, "seen")  # state lost, other keys left behind
-    store.commit_transaction(Write({"seen": "c9"}, upserts=[snap("new", 1)],
-                                   history={"new": [snap("new", 1)]}, replace_all=True),
+    # a rebuild: history first, in bounded pipelines; then one transaction for the rest
+    store.write_history({"new": [snap("new", 1)], "kept": [snap("kept", 1), snap("kept", 2)]},
+                        chunk_bytes=1)
+    store.commit_transaction(Write({"seen": "c9"}, upserts=[snap("new", 1), snap("kept", 2)],
+                                   index={"new": 1, "kept": 2}, replace_all=True),
                              expected_seen=None)
-    assert list(store.current()) == ["new"]
-    assert store.history_keys() == [store.keys.history("new")]
+    assert sorted(store.current()) == ["kept", "new"]
+    assert store.history_keys() == [store.keys.history("kept"), store.keys.history("new")]
+    assert not redis_client.exists(store.keys.history("old"))
+    assert sorted(store.history("kept")) == [1, 2]  # versions 4 and 5 of the old epoch gone
+    assert store.last_versions() == {"kept": 2, "new": 1}
 
 
-def test_history_trim(redis_client: redis.Redis) -> None:
+def test_history_trim_drops_everything_at_or_below_the_cutoff(redis_client: redis.Redis) -> None:
+    """Lowering --keep from 5 to 2 used to leave 4 5 6 9 10: only v - keep was deleted."""
     store = Store(redis_client, "t")
-    store.commit_transaction(Write({"seen": "1"}, history={"a": [snap("a", 1), snap("a", 2)]}),
-                             expected_seen=None)
-    store.commit_transaction(Write({"seen": "2"}, history={"a": [snap("a", 3)]}, trim={"a": 1}),
+    store.commit_transaction(
+        Write({"seen": "1"}, history={"a": [snap("a", v) for v in range(4, 9)]}),
+        expected_seen=None)
+    store.commit_transaction(Write({"seen": "2"}, history={"a": [snap("a", 9)]}, trim={"a": 7}),
                              expected_seen="1")
-    assert sorted(store.history("a")) == [2, 3]
+    assert sorted(store.history("a")) == [8, 9]
+
+
+def test_a_namespace_never_reaches_into_another(redis_client: redis.Redis) -> None:
+    """`eu[-_]west` as a SCAN glob matched `eu-west` and `eu_west`: a rebuild of one deleted
+    the others' history. Keys come from the namespace's own index; the fallback SCAN (for a
+    namespace written before the index) is escaped."""
+    glob, plain = Store(redis_client, "eu[-_]west"), Store(redis_client, "eu-west")
+    for store in (glob, plain):
+        store.commit_transaction(Write({"seen": "1"}, upserts=[snap("a", 1)],
+                                       history={"a": [snap("a", 1)]}), expected_seen=None)
+    redis_client.delete(glob.keys.agents)  # written before the index existed
+    assert glob.last_versions() == {"a": 1}
+    assert glob.history_keys() == ["configsync:{eu[-_]west}:history:a"]
+    glob.write_history({})
+    assert plain.history("a") == {1: snap("a", 1)}
+
+
+def test_reads_work_on_a_decoding_connection(redis_server: Any) -> None:
+    """CONFIGSYNC_REDIS_URL=...?decode_responses=True, which agents on the host may share,
+    crashed the daemon in store.py ('str' object has no attribute 'decode')."""
+    client = redis.Redis.from_url(redis_server.url + "?decode_responses=True")
+    store = Store(client, "t")
+    store.commit_transaction(Write({"seen": "c1"}, upserts=[snap("a", 1)],
+                                   history={"a": [snap("a", 1)]},
+                                   events=[Event("updated", "c1", 1, "e", "a", 1)]),
+                             expected_seen=None)
+    assert store.state() == {"seen": "c1"}
+    assert store.current() == {"a": snap("a", 1)} and store.history("a") == {1: snap("a", 1)}
+    assert store.last_versions() == {"a": 1} and store.events()[0]["agent_id"] == "a"
+    assert not store.commit_transaction(Write({"seen": "c2"}), expected_seen="nope")
+    assert store.commit_transaction(Write({"seen": "c2"}), expected_seen="c1")
+    client.close()
 
 
 def test_heartbeat_never_creates_state(redis_client: redis.Redis) -> None:

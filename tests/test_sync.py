@@ -401,6 +401,19 @@ def test_keep_trims_history(remote: Remote, make_daemon: Any) -> None:
     assert sorted(daemon.store.history("a")) == [4, 5]
 
 
+def test_lowering_keep_trims_every_older_version(remote: Remote, make_daemon: Any) -> None:
+    daemon = make_daemon(remote, keep=5)
+    daemon.sync()
+    for i in range(1, 9):
+        remote.commit_push(f"t{i}", {"agents/a.yaml": A1 + f"temperature: 0.{i}\n"})
+        daemon.sync()
+    assert sorted(daemon.store.history("a")) == [5, 6, 7, 8, 9]
+    lower = make_daemon(remote, keep=2)
+    remote.commit_push("t9", {"agents/a.yaml": A1 + "temperature: 1.9\n"})
+    lower.sync()
+    assert sorted(daemon.store.history("a")) == [9, 10]
+
+
 def test_a_second_daemon_picks_up_where_the_first_stopped(remote: Remote,
                                                           make_daemon: Any) -> None:
     first = make_daemon(remote)

@@ -617,3 +617,19 @@ def test_the_daemon_never_runs_code_from_the_config_repository(
     assert not marker.exists(), "code from the config repository ran"
     assert proc.returncode == 1, proc.stderr  # the head is rejected
     assert "cannot import `evilmod`" in proc.stderr
+
+
+def test_a_decoding_connection_and_a_tls_mismatch(remote: Remote, redis_server: RedisServer,
+                                                  tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """CONFIGSYNC_REDIS_URL=...?decode_responses=True (shared by agents on the host) works;
+    rediss:// against a plain server says it may be a TLS mismatch."""
+    args = ["--repo", remote.url, "--once", "--workdir", str(tmp_path / "wd")]
+    for _ in range(2):  # a rebuild, then a step from the state it wrote
+        code, err = sync(capsys, *args, "--redis", redis_server.url + "?decode_responses=True")
+        assert code == 0, err
+    code, err = sync(capsys, *args, "--redis", redis_server.url.replace("redis://", "rediss://")
+                     + "?socket_timeout=0.5")
+    assert code == 1
+    assert err.strip().splitlines()[-1].endswith(
+        "(rediss:// speaks TLS: if this server is plain Redis, use redis://)")
