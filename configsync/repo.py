@@ -7,6 +7,7 @@ folder source needs no git at all; a :class:`GitSource` reads blobs from the obj
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +25,9 @@ if TYPE_CHECKING:  # GitPython costs 35 ms to import; a working-tree check never
 __all__ = [
     "AGENTS_DIR",
     "AGENT_SUFFIXES",
+    "ATTRIBUTES_FILE",
+    "CONFIG_PATHS",
+    "LFS_POINTER",
     "PROMPTS_DIR",
     "SETTINGS_FILE",
     "Entry",
@@ -33,13 +37,19 @@ __all__ = [
     "agent_id_for",
     "deep_merge",
     "has_path",
+    "lfs_match",
+    "lfs_patterns",
     "open_source",
 ]
 
 SETTINGS_FILE = "configsync.yaml"
 AGENTS_DIR = "agents"
 PROMPTS_DIR = "prompts"
+ATTRIBUTES_FILE = ".gitattributes"
+CONFIG_PATHS = (SETTINGS_FILE, ATTRIBUTES_FILE, AGENTS_DIR, PROMPTS_DIR)
+"""Everything in a repository that the config tree is made of (the rest is never read)."""
 AGENT_SUFFIXES = (".yaml", ".yml")
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +58,7 @@ class Entry:
 
     path: str
     size: int
-    kind: str  # "file", "symlink" or "other"
+    kind: str  # "file", "symlink", "submodule" or "other"
     key: str  # how the source finds the content again (a blob sha, or the path)
 
 
@@ -71,7 +81,7 @@ class FolderSource:
     def entries(self) -> list[Entry]:
         found: list[Entry] = []
         root = os.fspath(self.root)
-        for name in (SETTINGS_FILE, AGENTS_DIR, PROMPTS_DIR):
+        for name in CONFIG_PATHS:
             try:
                 info = os.lstat(os.path.join(root, name))
             except FileNotFoundError:
@@ -88,6 +98,11 @@ class FolderSource:
         for child in children:
             path = f"{rel}/{child.name}"
             if child.is_dir(follow_symlinks=False):
+                if os.path.lexists(os.path.join(child.path, ".git")):
+                    # a submodule's (or a nested repository's) files are not this
+                    # repository's: git stores only a pointer, so --ref and sync see none
+                    found.append(Entry(path, 0, "submodule", path))
+                    continue
                 self._walk(child.path, path, found)
             else:
                 info = child.stat(follow_symlinks=False)
@@ -128,7 +143,7 @@ class GitSource:
             return list(self.by_path.values())
         return [
             Entry(e.path, e.size, git_kind(e.mode), e.sha)
-            for e in self.repo.ls_tree(self.commit, [SETTINGS_FILE, AGENTS_DIR, PROMPTS_DIR])
+            for e in self.repo.ls_tree(self.commit, list(CONFIG_PATHS))
         ]
 
     def read(self, entries: Sequence[Entry]) -> Iterator[tuple[Entry, bytes]]:
@@ -142,7 +157,36 @@ class GitSource:
 
 def git_kind(mode: str) -> str:
     """An Entry kind for a git tree mode."""
-    return "file" if mode.startswith("100") else "symlink" if mode == "120000" else "other"
+    if mode.startswith("100"):
+        return "file"
+    return {"120000": "symlink", "160000": "submodule"}.get(mode, "other")
+
+
+def lfs_patterns(text: str) -> list[tuple[int, str]]:
+    """``(line, pattern)`` of each ``.gitattributes`` line that puts paths in Git LFS
+    (``filter=lfs``)."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if parts and not parts[0].startswith("#") and "filter=lfs" in parts[1:]:
+            found.append((number, parts[0]))
+    return found
+
+
+def lfs_match(path: str, patterns: Sequence[tuple[int, str]]) -> tuple[int, str] | None:
+    """The first LFS pattern of the root ``.gitattributes`` that ``path`` matches (git's
+    rules, simplified to err toward a match: a pattern without ``/`` matches a file name at any
+    depth; one with ``/`` the path from the root, ``*`` and ``**`` crossing folders)."""
+    name = path.rsplit("/", 1)[-1]
+    for number, pattern in patterns:
+        anchored = pattern.lstrip("/")
+        if "/" in pattern.rstrip("/"):
+            if fnmatch.fnmatchcase(path, anchored) or fnmatch.fnmatchcase(
+                    path, anchored.rstrip("/") + "/*"):
+                return number, pattern
+        elif fnmatch.fnmatchcase(name, pattern) or path.startswith(anchored.rstrip("/") + "/"):
+            return number, pattern
+    return None
 
 
 def agent_id_for(path: str) -> str | None:

@@ -34,14 +34,13 @@ from .backoff import Backoff
 from .errors import ConfigsyncError, GitError, UsageError
 from .git import Change, CommitInfo, Mirror
 from .logs import kv, logger, redact_url
-from .repo import AGENTS_DIR, PROMPTS_DIR, SETTINGS_FILE, Entry, GitSource, git_kind
+from .repo import CONFIG_PATHS, SETTINGS_FILE, Entry, GitSource, git_kind
 from .snapshot import Record, checksum
 from .store import Event, Store, Write
 from .validate import Report, check_tree
 
 __all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult", "error_summary"]
 
-CONFIG_PATHS = (SETTINGS_FILE, AGENTS_DIR, PROMPTS_DIR)
 
 
 def utcnow() -> str:

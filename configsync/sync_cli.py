@@ -48,6 +48,12 @@ def _source(repo: str | None) -> Source:
     if repo is not None and not Path(repo).exists():
         raise UsageError(f"no such repository: {repo}")
     with GitRepo(repo or ".") as local:
+        if local.is_shallow():  # git refuses to fetch from it: say why, and what to run
+            raise UsageError(
+                f"{local.top} is a shallow clone (git clone --depth, the default of "
+                "actions/checkout): configsync needs the branch's whole history (versions "
+                "count commits); run `git fetch --unshallow` there, or pass --repo with the "
+                "remote's URL")
         if local.bare:
             return Source(str(local.top.resolve()))
         return Source(str(local.top.resolve()), local.git_dir.resolve())

@@ -34,6 +34,8 @@ from .model import AGENT_ID, PROMPT_SOURCE, AgentConfig, RepoSettings
 from .parallel import fork_map
 from .repo import (
     AGENT_SUFFIXES,
+    ATTRIBUTES_FILE,
+    LFS_POINTER,
     SETTINGS_FILE,
     AgentFile,
     Entry,
@@ -41,6 +43,8 @@ from .repo import (
     agent_id_for,
     deep_merge,
     has_path,
+    lfs_match,
+    lfs_patterns,
 )
 from .schema import load_agent_model
 
@@ -50,6 +54,9 @@ ERROR = "error"
 WARNING = "warning"
 
 _PROMPT_KEYS = ("system_prompt", "system_prompt_file")
+
+_LFS_HINT = ("git stores a pointer and the daemon would serve it; keep config files out of "
+             f"LFS (remove their pattern from {ATTRIBUTES_FILE} and commit them again)")
 
 MAX_EXTENDS = 32
 """Most bases an agent's ``extends`` chain may have."""
@@ -92,6 +99,7 @@ class Report:
     dependents: dict[str, frozenset[str]] = field(default_factory=dict)  # id -> chains with it
     prompt_users: dict[str, frozenset[str]] = field(default_factory=dict)  # path -> agents
     rechecked: frozenset[str] | None = None  # agents looked at again (None: all of them)
+    lfs: tuple[tuple[int, str], ...] = ()  # the .gitattributes lines that put files in LFS
 
     def index(self) -> None:
         """Build the reverse indexes (base id and prompt path -> agents) from scratch."""
@@ -137,7 +145,8 @@ def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1,
     gc.disable()
     try:
         checker = _Checker(source, repo_root, jobs)
-        if previous is not None and changed is not None and SETTINGS_FILE not in changed:
+        if (previous is not None and changed is not None and SETTINGS_FILE not in changed
+                and ATTRIBUTES_FILE not in changed):
             return checker.run_changes(previous, changed)
         return checker.run()
     finally:
@@ -164,20 +173,42 @@ class _Checker:
     agents: dict[str, AgentFile] = field(default_factory=dict)
     broken: set[str] = field(default_factory=set)
     merges: dict[str, dict[str, Any]] = field(default_factory=dict)  # agent id → its merge
+    lfs: list[tuple[int, str]] = field(default_factory=list)  # .gitattributes LFS lines
+    in_lfs: set[str] = field(default_factory=set)  # paths already reported as stored in LFS
 
     def report(self, path: str, line: int, column: int, message: str,
                severity: str = ERROR) -> None:
         self.found.add(Diagnostic(path, line, column, severity, message))
 
+    def kind_problem(self, entry: Entry) -> None:
+        """Only regular files committed in this repository make a config tree."""
+        if entry.kind == "symlink":
+            self.report(entry.path, 1, 1, "is a symlink; configsync never follows symlinks: "
+                        "commit the file itself")
+        elif entry.kind == "submodule":
+            self.report(entry.path, 1, 1, "is a git submodule: configsync reads only files "
+                        "committed in this repository (git stores a submodule as a pointer); "
+                        "copy the files in, or use git subtree")
+        elif entry.kind != "file":
+            self.report(entry.path, 1, 1, "is not a regular file")
+        elif entry.path != ATTRIBUTES_FILE:
+            found = lfs_match(entry.path, self.lfs)
+            if found is not None:
+                self.report(entry.path, 1, 1, f"is stored with Git LFS ({ATTRIBUTES_FILE} line "
+                            f"{found[0]}: `{found[1]} filter=lfs`): {_LFS_HINT}")
+                self.in_lfs.add(entry.path)
+
+    def read_attributes(self, entry: Entry | None) -> None:
+        if entry is not None and entry.kind == "file":
+            raw = next(iter(self.source.read([entry])))[1]
+            self.lfs = lfs_patterns(raw.decode("utf-8", "replace"))
+
     def run(self) -> Report:
         entries = self.source.entries()
         by_path = {e.path: e for e in entries}
+        self.read_attributes(by_path.get(ATTRIBUTES_FILE))
         for entry in entries:
-            if entry.kind == "symlink":
-                self.report(entry.path, 1, 1, "is a symlink; configsync never follows symlinks: "
-                            "commit the file itself")
-            elif entry.kind != "file":
-                self.report(entry.path, 1, 1, "is not a regular file")
+            self.kind_problem(entry)
         self.check_settings(by_path.get(SETTINGS_FILE))
         agent_entries = self.agent_entries(entries)
         loaded = fork_map(self.load_agents, agent_entries, jobs=self.jobs)
@@ -185,7 +216,7 @@ class _Checker:
             self.take_agent(entry, doc, maybe_secret)
         configs: dict[str, dict[str, Any]] = {}
         report = Report([], configs, self.settings, len(agent_entries) + 1, by_path,
-                        self.agents, model=self.model)
+                        self.agents, model=self.model, lfs=tuple(self.lfs))
         self.resolve_into(report, sorted(self.agents), None)
         report.configs = dict(sorted(configs.items()))
         report.diagnostics = sorted(self.found)
@@ -199,15 +230,14 @@ class _Checker:
         self.settings, self.model = previous.settings, previous.model
         self.context = {"settings": self.settings}
         self.agents = dict(previous.agents)
+        self.lfs = list(previous.lfs)
         touched: set[str] = set()
         to_load: list[Entry] = []
         files = previous.files
         for path in sorted(changed):
             entry = by_path.get(path)
-            if entry is not None and entry.kind != "file":
-                self.report(path, 1, 1, "is a symlink; configsync never follows symlinks: commit "
-                            "the file itself" if entry.kind == "symlink"
-                            else "is not a regular file")
+            if entry is not None:
+                self.kind_problem(entry)
             agent_id = agent_id_for(path)
             if agent_id is None:
                 continue
@@ -241,7 +271,7 @@ class _Checker:
             prompt_of.pop(agent_id, None)
         report = Report([], configs, self.settings, files, by_path, self.agents, chains,
                         prompt_of, dict(previous.prompts), self.model,
-                        rechecked=frozenset(dirty))
+                        rechecked=frozenset(dirty), lfs=previous.lfs)
         self.resolve_into(report, sorted(a for a in dirty if a in self.agents), previous)
         report.diagnostics = sorted(self.found)
         report.dependents, report.prompt_users = _patched_indexes(previous, report, dirty)
@@ -274,9 +304,10 @@ class _Checker:
             return
         raw = next(iter(self.source.read([entry])))[1]
         try:
-            doc = load_yaml(raw, max_bytes=RepoSettings().limits.max_file_bytes)
+            doc = self.parse(SETTINGS_FILE, raw, RepoSettings().limits.max_file_bytes)
         except YamlError as exc:
-            self.report(SETTINGS_FILE, exc.line, exc.column, exc.message)
+            if SETTINGS_FILE not in self.in_lfs:
+                self.report(SETTINGS_FILE, exc.line, exc.column, exc.message)
             return
         try:
             self.settings = RepoSettings.model_validate(doc.data)
@@ -313,13 +344,20 @@ class _Checker:
                 chosen[agent_id] = entry
         return list(chosen.values())
 
+    @staticmethod
+    def parse(path: str, raw: bytes, limit: int) -> Document:
+        """``load_yaml``, and a Git LFS pointer said for what it is (both raise YamlError)."""
+        if raw.startswith(LFS_POINTER):
+            raise YamlError(f"is a Git LFS pointer, not the file: {_LFS_HINT}")
+        return load_yaml(raw, max_bytes=limit)
+
     def load_agents(self, entries: Sequence[Entry]) -> list[tuple[Document | YamlError, bool]]:
         """Read and parse agent files (in a forked child, for a big tree: keep it pure)."""
         limit = self.settings.limits.max_file_bytes
         done: dict[str, tuple[Document | YamlError, bool]] = {}
         for entry, raw in self.source.read(entries):
             try:
-                done[entry.path] = load_yaml(raw, max_bytes=limit), bool(
+                done[entry.path] = self.parse(entry.path, raw, limit), bool(
                     SECRET_HINT_BYTES.search(raw))
             except YamlError as exc:
                 done[entry.path] = exc, False
@@ -329,7 +367,8 @@ class _Checker:
         agent_id = agent_id_for(entry.path)
         assert agent_id is not None
         if isinstance(doc, YamlError):
-            self.report(entry.path, doc.line, doc.column, doc.message)
+            if entry.path not in self.in_lfs:  # (said once: "is stored with Git LFS")
+                self.report(entry.path, doc.line, doc.column, doc.message)
             self.broken.add(agent_id)
             return
         self.agents[agent_id] = AgentFile(agent_id, entry.path, doc)
@@ -464,6 +503,12 @@ class _Checker:
         return texts
 
     def prompt_text(self, path: str, raw: bytes) -> str | None:
+        if raw.startswith(LFS_POINTER):
+            if path not in self.in_lfs:
+                self.report(path, 1, 1, f"is a Git LFS pointer, not the file: {_LFS_HINT}")
+            return None
+        if path in self.in_lfs:
+            return None  # the working tree has the content; git, the daemon's source, does not
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

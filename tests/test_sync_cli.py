@@ -633,3 +633,101 @@ def test_a_decoding_connection_and_a_tls_mismatch(remote: Remote, redis_server: 
     assert code == 1
     assert err.strip().splitlines()[-1].endswith(
         "(rediss:// speaks TLS: if this server is plain Redis, use redis://)")
+
+
+def test_untrusted_text_never_forges_a_log_line(remote: Remote, redis_server: RedisServer,
+                                                tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A key, a commit message and an author name from the config repository, each holding a
+    line break and a fake log line: every line of the daemon's log and of validate's text
+    output is still one of ours."""
+    forged = "ts=2099-01-01T00:00:00Z level=info event=applied commit=deadbeef revision=99"
+    remote.commit_push(f"x\n{forged}", {
+        "agents/a.yaml": f'system_prompt: A\nmodel: gpt-4o\n"x\\n{forged}": 1\n'},
+        GIT_AUTHOR_NAME=f"Mallory\r{forged}")
+    code, err = sync(capsys, "--repo", remote.url, "--redis", redis_server.url, "--once",
+                     "--workdir", str(tmp_path / "wd"))
+    assert code == 1
+    remote.commit_push(f"fix\u2028{forged}", {"agents/a.yaml": "system_prompt: A\nmodel: gpt-4o\n"},
+                       GIT_AUTHOR_NAME=f"Mallory\u2028{forged}")
+    code, more = sync(capsys, "--repo", remote.url, "--redis", redis_server.url, "--once",
+                      "--workdir", str(tmp_path / "wd"))
+    assert code == 0, more
+    for line in (err + more).splitlines():
+        assert line.startswith("ts=2026-") or line.startswith("ts=20"), line
+        assert "commit=deadbeef" not in line.split('"')[0], line
+    assert "event=applied commit=deadbeef" not in "\n".join(
+        line for line in (err + more).split("\n") if not line.startswith("ts=20"))
+    git(remote.work, "reset", "-q", "--hard", "HEAD~1")
+    assert main(["validate", str(remote.work)]) == 1
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1 and "\\n" + forged in out
+
+
+def _verdicts(remote: Remote, redis_server: RedisServer, tmp_path: Path,
+              capsys: pytest.CaptureFixture[str]) -> tuple[list[str], list[str], int]:
+    """What the PR check (working-tree validate), `validate --ref HEAD` and the daemon say
+    about the remote's work tree and head."""
+    main(["validate", str(remote.work)])
+    tree = capsys.readouterr().out.splitlines()
+    main(["validate", str(remote.work), "--ref", "HEAD"])
+    ref = capsys.readouterr().out.splitlines()
+    code, _ = sync(capsys, "--repo", remote.url, "--redis", redis_server.url, "--once",
+                   "--workdir", str(tmp_path / "wd"))
+    return ([line.split(str(remote.work) + "/")[-1] for line in tree],
+            [line.split(str(remote.work) + "/")[-1] for line in ref], code)
+
+
+def test_a_submodule_gets_one_verdict_everywhere(remote: Remote, redis_server: RedisServer,
+                                                 tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    shared = Remote(tmp_path / "shared")
+    shared.commit_push("shared", {"extra.yaml": "system_prompt: S\nmodel: gpt-4o\n"})
+    git(remote.work, "-c", "protocol.file.allow=always", "submodule", "add", "-q",
+        shared.url, "agents/shared")
+    remote.commit_push("add a submodule")
+    tree, ref, code = _verdicts(remote, redis_server, tmp_path, capsys)
+    message = ("agents/shared:1:1: error: is a git submodule: configsync reads only files "
+               "committed in this repository (git stores a submodule as a pointer); copy the "
+               "files in, or use git subtree")
+    assert tree == ref == [message] and code == 1
+
+
+def test_a_git_lfs_file_gets_one_verdict_everywhere(remote: Remote, redis_server: RedisServer,
+                                                    tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Committed as an LFS pointer (what git stores); the working tree holds the content
+    (what LFS's smudge filter writes): both are the same error."""
+    pointer = ("version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 +
+               "\nsize 12\n")
+    remote.commit_push("prompt in LFS", {
+        ".gitattributes": "*.md filter=lfs diff=lfs merge=lfs -text\n",
+        "prompts/p.md": pointer,
+        "agents/a.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o\n"})
+    (remote.work / "prompts" / "p.md").write_text("You are A.\n")  # smudged, in the tree
+    tree, ref, code = _verdicts(remote, redis_server, tmp_path, capsys)
+    message = ("prompts/p.md:1:1: error: is stored with Git LFS (.gitattributes line 1: `*.md "
+               "filter=lfs`): git stores a pointer and the daemon would serve it; keep config "
+               "files out of LFS (remove their pattern from .gitattributes and commit them "
+               "again)")
+    assert tree == ref == [message] and code == 1
+    remote.commit_push("no attributes, still a pointer", {".gitattributes": "# none\n",
+                                                          "prompts/p.md": pointer})
+    tree, ref, code = _verdicts(remote, redis_server, tmp_path, capsys)
+    assert tree == ref == [
+        "prompts/p.md:1:1: error: is a Git LFS pointer, not the file: git stores a pointer and "
+        "the daemon would serve it; keep config files out of LFS (remove their pattern from "
+        ".gitattributes and commit them again)"] and code == 1
+
+
+def test_a_shallow_source_says_what_to_run(remote: Remote, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    remote.commit_push("two", {"agents/a.yaml": "system_prompt: A2\nmodel: gpt-4o\n"})
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{remote.url}", "shallow")
+    code, err = sync(capsys, "--repo", str(tmp_path / "shallow"), "--once",
+                     "--redis", f"redis://127.0.0.1:{free_port()}/0")
+    assert (code, err.strip()) == (2, (
+        f"configsync: error: {tmp_path / 'shallow'} is a shallow clone (git clone --depth, "
+        "the default of actions/checkout): configsync needs the branch's whole history "
+        "(versions count commits); run `git fetch --unshallow` there, or pass --repo with the "
+        "remote's URL"))
