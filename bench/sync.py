@@ -123,7 +123,7 @@ def naive_pass(root: Path, client: redis.Redis, prefix: str) -> int:
 def make_daemon(url: str, repo: Repo, workdir: Path, namespace: str) -> Daemon:
     return Daemon(mirror=Mirror(workdir, str(repo.remote)),
                   store=Store(redis.Redis.from_url(url), namespace),
-                  branch="main", keep=100, jobs=os.cpu_count() or 1)
+                  branch="main", keep=100, jobs=os.cpu_count() or 1, tune_gc=True)
 
 
 def incremental_ours(url: str, repo: Repo, daemon: Daemon, reps: int) -> list[float]:

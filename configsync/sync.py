@@ -206,10 +206,13 @@ class Daemon:
     """Keeps one namespace in Redis in step with one branch."""
 
     def __init__(self, *, mirror: Mirror, store: Store, branch: str = "main", keep: int = 100,
-                 jobs: int = 1, adopt: bool = False, repo_root: Path | None = None) -> None:
+                 jobs: int = 1, adopt: bool = False, repo_root: Path | None = None,
+                 tune_gc: bool = False) -> None:
         """A namespace follows one source and branch (``state.source``, ``state.branch``); a
         daemon for another one refuses to write unless ``adopt`` (DESIGN.md invariant 5).
-        ``repo_root``: the source's working tree, when it is local (see :class:`Engine`)."""
+        ``repo_root``: the source's working tree, when it is local (see :class:`Engine`).
+        ``tune_gc``: this process is the daemon (``configsync sync``), so it may tune the
+        process-wide garbage collector (see :meth:`_settle`)."""
         self.mirror = mirror
         self.store = store
         self.branch = branch
@@ -223,6 +226,7 @@ class Daemon:
         mirror.stop = self.stopping  # a fetch in flight ends when the daemon is told to stop
         self.source = redact_url(mirror.url)
         self.unconfirmed: str | None = None  # a head that is no fast-forward, seen once
+        self.tune_gc = tune_gc
 
     # -- one poll ---------------------------------------------------------------------------
 
@@ -396,7 +400,7 @@ class Daemon:
         if commit is not None and self.mirror.has_commit(commit):
             report = self.engine.check(commit)
         self.applied = Applied(commit, report, versions, last, int(state.get("revision", 0)))
-        _settle()
+        self._settle()
         logger.info(kv("loaded", commit=(commit or "")[:12], agents=len(versions),
                        revision=self.applied.revision))
 
@@ -432,7 +436,7 @@ class Daemon:
             self.applied = None
             return False
         self.applied = applied
-        _settle()
+        self._settle()
         logger.info(kv("rebuilt", commit=(applied.commit or "")[:12], agents=len(current),
                        revision=applied.revision, epoch=self.epoch,
                        seconds=f"{time.monotonic() - started:.2f}"))
@@ -500,6 +504,15 @@ class Daemon:
         logger.error(kv("head_not_applied", head=result.head[:12],
                         serving=(state.get("commit") or "nothing")[:12], error=reason))
 
+    def _settle(self) -> None:
+        """After loading a whole tree, in the daemon's own process only (``tune_gc``): collect
+        once, then keep the long-lived objects out of every later collection, so a
+        10,000-agent state does not make each commit's GC pauses longer. ``gc.freeze`` is
+        process-wide and cannot be scoped: a program that embeds a Daemon keeps its own GC."""
+        if self.tune_gc:
+            gc.collect()
+            gc.freeze()
+
     def install_signal_handlers(self) -> None:
         """First SIGTERM/SIGINT/SIGHUP (a closed terminal or SSH session): stop after the
         commit in hand, and let the caller stop what it started (the embedded Redis). Second:
@@ -532,13 +545,6 @@ class _Progress:
 
 
 PROGRESS_SECONDS = 5.0
-
-
-def _settle() -> None:
-    """After loading a whole tree: collect once, then keep the long-lived objects out of every
-    later collection, so a 10,000-agent state does not make each commit's GC pauses longer."""
-    gc.collect()
-    gc.freeze()
 
 
 def _redis_hint(exc: BaseException, client: Any) -> str:

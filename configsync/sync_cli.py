@@ -245,7 +245,7 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
         namespace = _namespace(mirror, branch)
     daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=branch,
                     keep=args.keep, jobs=os.cpu_count() or 1, adopt=args.adopt,
-                    repo_root=source.tree)
+                    repo_root=source.tree, tune_gc=True)
     daemon.install_signal_handlers()
     timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
     logger.info(kv("started", source=redact_url(source.url), branch=branch,

@@ -406,9 +406,12 @@ def test_example_says_which_namespace_has_configs(world: World) -> None:
     ("redis://127.0.0.1:1/0?foo=bar", "--redis: 'redis://127.0.0.1:1/0?foo=bar' has options "
                                       "Redis does not know: foo"),
 ])
-def test_example_explains_a_bad_url_or_none(url: str, message: str, tmp_path: Path) -> None:
+def test_example_explains_a_bad_url(url: str, message: str) -> None:
     proc = _example("a", "--redis", url)
     assert (proc.returncode, proc.stderr) == (2, f"agent_loop: {message}\n")
+
+
+def test_example_without_a_url_says_where_to_get_one(tmp_path: Path) -> None:
     proc = _example("a", cwd=tmp_path)  # no URL anywhere
     assert (proc.returncode, proc.stderr.strip()) == (2, (
         "agent_loop: no Redis URL: start `configsync sync` in this repository (it writes the "

@@ -623,3 +623,22 @@ def test_incremental_checks_agree_with_full_checks(remote: Remote, make_daemon: 
         assert applied.report.prompt_users == full.prompt_users
         assert {a: v for a, (v, _) in applied.versions.items()} == versions(daemon.store)
     assert versions(daemon.store) == {"a": 2, "base": 3, "k/c": 5, "k/d": 4}
+
+
+def test_library_use_leaves_the_processs_gc_alone(remote: Remote, make_daemon: Any) -> None:
+    """gc.freeze() on every load and gc.disable() around validation also ran when a program
+    imported configsync as a library: tuning belongs to the daemon's own process."""
+    before = (gc.isenabled(), gc.get_freeze_count(), gc.get_threshold())
+    daemon = make_daemon(remote)
+    daemon.sync()
+    remote.commit_push("t1", {"agents/a.yaml": A1 + "temperature: 0.1\n"})
+    daemon.sync()
+    daemon.applied = None
+    daemon.sync()  # a load from the state again
+    assert (gc.isenabled(), gc.get_freeze_count(), gc.get_threshold()) == before
+    gc.disable()
+    try:
+        make_daemon(remote, namespace="other").sync()  # a program that disabled it itself
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -332,6 +332,7 @@ def _servers(directory: Path) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_killed_daemons_embedded_redis_is_taken_over_not_doubled(
         remote: Remote, tmp_path: Path) -> None:
     workdir = tmp_path / "wd"
@@ -559,6 +560,7 @@ def test_a_first_start_with_no_remote_waits_when_branch_and_namespace_are_given(
         proc.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_a_silent_remote_never_hangs_the_daemon(remote: Remote, redis_server: RedisServer,
                                                tmp_path: Path) -> None:
     """A remote that accepts the connection and goes silent: each fetch ends at
