@@ -104,3 +104,35 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def show_log_tail(log_path: Path, lines: int = 20) -> None:
     tail = log_path.read_text(errors="replace").splitlines()[-lines:]
     print("daemon log (last lines):\n" + "\n".join(tail), file=sys.stderr)
+
+
+def history_repo(path: Path, agents: int, commits: int) -> str:
+    """A bare repository whose main branch has ``commits`` commits: the first adds
+    configsync.yaml and ``agents`` agents, each later one changes one agent. Written with one
+    ``git fast-import`` (seconds, where a process per commit would take minutes)."""
+    git(path.parent, "init", "-q", "--bare", "-b", "main", str(path))
+    out: list[bytes] = []
+
+    def blob(text: str) -> None:
+        data = text.encode()
+        out.append(b"data %d\n%s\n" % (len(data), data))
+
+    when = 1_704_067_200
+    for n in range(1, commits + 1):
+        out.append(b"commit refs/heads/main\nmark :%d\n" % n)
+        out.append(b"author Bench Author <bench@example.com> %d +0000\n" % (when + n))
+        out.append(b"committer Bench Author <bench@example.com> %d +0000\n" % (when + n))
+        blob(f"change {n}")
+        if n > 1:
+            out.append(b"from :%d\n" % (n - 1))
+        touched = range(agents) if n == 1 else [n % agents]
+        if n == 1:
+            out.append(b"M 100644 inline configsync.yaml\n")
+            blob("namespace: bench\n")
+        for a in touched:
+            out.append(b"M 100644 inline agents/a%05d.yaml\n" % a)
+            blob(f"system_prompt: You are agent {a}, in its version {n}.\nmodel: gpt-4o\n"
+                 f"max_tokens: {100 + n}\n")
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=path, input=b"".join(out),
+                   check=True, env={**os.environ, **GIT_ENV}, timeout=600)
+    return git(path, "rev-parse", "refs/heads/main")

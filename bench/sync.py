@@ -12,7 +12,16 @@ clone, generates agent files as bench/validate.py does, and measures in this one
   re-validates every file and SETs and PUBLISHes every agent one by one (median of 3), at two
   repository sizes;
 * push -> ``updated`` event latency (p50, p99) with ``python -m configsync sync`` running as a
-  subprocess (``--interval 0.2``) on a small repository.
+  subprocess (``--interval 0.2``) on a small repository;
+* the rebuild of a long history (``--history``, 5,000 commits by default): the walk as it was
+  (a ``git diff-tree`` and a ``git cat-file`` process per commit) against the walk as it is (one
+  ``git log --raw`` and one ``git cat-file`` for all of it), then the whole ``Daemon.rebuild``;
+* the longest Redis server-side block while a rebuild of ``--rebuild-agents`` agents with
+  ``--rebuild-versions`` versions each writes (the longest PING another client waited for):
+  everything in one MULTI/EXEC, as before, against history in bounded pipelines first and a
+  transaction without it;
+* ``configsync validate`` on an ``extends`` chain of ``--chain`` files, and the revision before
+  resolution was made linear (``BASELINE_REV``, in a git worktree) on ``--chain-baseline`` files.
 
 The naive baseline is the usual blog-post ``AgentConfigStore.put(agent_id, config)``:
 ``load_yaml`` + ``AgentConfig.model_validate`` per file, then ``r.set(key, json)`` and
@@ -51,7 +60,9 @@ INCREMENTAL_REPS = 20
 NAIVE_REPS = 3
 PUSH_REPO_AGENTS = 100
 
-from benchlib import Repo, percentile, show_log_tail, stop  # noqa: E402
+from benchlib import Repo, history_repo, percentile, show_log_tail, stop  # noqa: E402
+
+BASELINE_REV = "09f5597"  # the last revision whose extends resolution cost N^2
 
 # -- pub/sub -----------------------------------------------------------------------------------
 
@@ -252,6 +263,200 @@ def push_latency(base: Path, url: str, pushes: int, seed: int) -> list[float]:
     return latencies
 
 
+# -- long histories, big rebuilds, extends chains -----------------------------------------------
+
+def history_walks(base: Path, url: str, commits: int, agents: int) -> dict[str, float]:
+    """Seconds to compute every step of a ``commits``-long history: per commit (as before) and
+    batched (as now), then a whole Daemon.rebuild into Redis."""
+    from configsync.sync import Applied, Engine
+
+    print(f"[history] {commits} commits over {agents} agents (git fast-import) ...",
+          file=sys.stderr, flush=True)
+    remote = base / "history.git"
+    head = history_repo(remote, agents, commits)
+    mirror = Mirror(base / "history-mirror", str(remote))
+    mirror.fetch("main")
+    engine = Engine(mirror, jobs=1)
+    try:
+        print("[history] per-commit walk ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        applied = Applied()
+        for info in mirror.first_parent_log(None, head):
+            step = engine.step(applied, info)
+            applied = step.applied or applied
+        per_commit = time.perf_counter() - start
+        print("[history] batched walk ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        _, steps = engine.walk(Applied(), None, head)
+        batched_applied = Applied()
+        for step in steps:
+            batched_applied = step.applied or batched_applied
+        batched = time.perf_counter() - start
+        if batched_applied.versions != applied.versions:
+            raise RuntimeError("the batched walk numbered versions differently")
+        daemon = Daemon(mirror=mirror, store=Store(redis.Redis.from_url(url), "benchhistory"),
+                        tune_gc=True)
+        start = time.perf_counter()
+        daemon.sync()
+        rebuild = time.perf_counter() - start
+        daemon.store.redis.close()
+    finally:
+        mirror.close()
+    return {"commits": commits, "per_commit": per_commit, "batched": batched,
+            "rebuild": rebuild}
+
+
+def _longest_wait_ms(url: str, run: Callable[[], None]) -> float:
+    """The longest another client waited for an answer while ``run`` wrote: a PING every
+    millisecond on its own connection (Redis runs one command, a whole MULTI/EXEC included,
+    at a time; SLOWLOG times the commands inside a transaction one by one, not the block)."""
+    prober = redis.Redis.from_url(url)
+    prober.ping()
+    longest = 0.0
+    done = threading.Event()
+
+    def probe() -> None:
+        nonlocal longest
+        while not done.is_set():
+            start = time.perf_counter()
+            prober.ping()
+            longest = max(longest, time.perf_counter() - start)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        run()
+    finally:
+        done.set()
+        thread.join()
+        prober.close()
+    return longest * 1000.0
+
+
+def rebuild_blocks(url: str, agents: int, versions: int) -> dict[str, float]:
+    """Longest server-side block while a rebuild of ``agents`` x ``versions`` writes."""
+    from configsync.snapshot import Record, checksum
+    from configsync.store import Event, Write
+
+    print(f"[rebuild] {agents} agents x {versions} versions, one transaction vs pipelines ...",
+          file=sys.stderr, flush=True)
+    prompt = "You are a careful assistant. " * 30
+    history = {}
+    for a in range(agents):
+        agent_id = f"team{a % 50}/agent{a}"
+        records = []
+        for v in range(1, versions + 1):
+            config = {"system_prompt": f"{prompt} {a}.{v}", "model": "gpt-4o",
+                      "temperature": 0.5, "max_tokens": 100 + v}
+            records.append(Record(agent_id, v, checksum(config), config, "c" * 40,
+                                  "A <a@b>", "2026-01-01T00:00:00+00:00", "m", "now"))
+        history[agent_id] = records
+    current = [records[-1] for records in history.values()]
+    client = redis.Redis.from_url(url)
+    results = {}
+    try:
+        for name in ("one transaction", "pipelines first"):
+            namespace = "benchblock-" + name.split()[0]
+            store = Store(client, namespace)
+            state = {"seen": "c" * 40, "commit": "c" * 40, "revision": str(versions)}
+            event = [Event("rebuilt", "c" * 40, versions, "e")]
+            if name == "one transaction":
+                write = Write(state, upserts=current, history=history, events=event,
+                              replace_all=True)
+
+                def run(write: Write = write, store: Store = store) -> None:
+                    store.commit_transaction(write, expected_seen=None)
+            else:
+                write = Write(state, upserts=current, events=event, replace_all=True,
+                              index={a: r[-1].version for a, r in history.items()})
+
+                def run(write: Write = write, store: Store = store) -> None:
+                    store.write_history(history)
+                    store.commit_transaction(write, expected_seen=None)
+            start = time.perf_counter()
+            results[name] = _longest_wait_ms(url, run)
+            results[name + " wall"] = time.perf_counter() - start
+            client.delete(*client.keys(f"configsync:{{{namespace}}}:*"))
+    finally:
+        client.close()
+    return results
+
+
+def extends_chains(base: Path, chain: int, baseline_chain: int) -> dict[str, Any]:
+    """``configsync validate`` on a chain of ``chain`` files, and BASELINE_REV's on
+    ``baseline_chain`` files (it is quadratic: minutes at 3,000)."""
+    def make(n: int) -> Path:
+        root = base / f"chain{n}"
+        (root / "agents").mkdir(parents=True)
+        (root / "configsync.yaml").write_text("namespace: chain\n")
+        (root / "agents" / "c0.yaml").write_text("system_prompt: base\nmodel: gpt-4o\n")
+        for i in range(1, n):
+            (root / "agents" / f"c{i}.yaml").write_text(f"extends: c{i - 1}\ntemperature: "
+                                                        f"0.{i % 9}\n")
+        return root
+
+    def timed(root: Path, pythonpath: str | None = None) -> float:
+        env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "configsync", "validate", str(root)],
+                       capture_output=True, env=env, timeout=3600, check=False)
+        return time.perf_counter() - start
+
+    print(f"[extends] validate on chains of {chain} and {baseline_chain} files ...",
+          file=sys.stderr, flush=True)
+    results: dict[str, Any] = {"chain": chain, "baseline_chain": baseline_chain,
+                               "ours": timed(make(chain)), "ours_small": None, "before": None}
+    small = make(baseline_chain)
+    results["ours_small"] = timed(small)
+    project = Path(__file__).resolve().parents[1]
+    worktree = base / "baseline"
+    added = subprocess.run(["git", "-C", str(project), "worktree", "add", "-q", "--detach",
+                            str(worktree), BASELINE_REV], capture_output=True, check=False)
+    if added.returncode == 0:
+        try:
+            results["before"] = timed(small, str(worktree))
+        finally:
+            subprocess.run(["git", "-C", str(project), "worktree", "remove", "--force",
+                            str(worktree)], capture_output=True, check=False)
+    return results
+
+
+def report_history(walks: dict[str, float] | None, blocks: dict[str, float] | None,
+                   chains: dict[str, Any] | None) -> bool:
+    checks = []
+    print(f"\n{'measure':<52}{'now':>12}{'before':>12}{'before/now':>12}")
+    if walks:
+        n = walks["commits"]
+        print(f"{f'walk of a {n}-commit history (s)':<52}{walks['batched']:>12.2f}"
+              f"{walks['per_commit']:>12.2f}{walks['per_commit'] / walks['batched']:>11.1f}x")
+        print(f"{'  whole rebuild into Redis (s)':<52}{walks['rebuild']:>12.2f}{'-':>12}")
+        ratio = walks["per_commit"] / walks["batched"]
+        checks.append((f"rebuild walk of {n} commits at least 3x faster", ratio >= 3,
+                       f"{ratio:.1f}x"))
+    if blocks:
+        now, before = blocks["pipelines first"], blocks["one transaction"]
+        print(f"{'longest wait of another Redis client, rebuild (ms)':<52}{now:>12.1f}"
+              f"{before:>12.1f}{before / max(now, 0.001):>11.1f}x")
+        print(f"{'  wall time of those writes (s)':<52}{blocks['pipelines first wall']:>12.2f}"
+              f"{blocks['one transaction wall']:>12.2f}")
+    if chains:
+        n, small = chains["chain"], chains["baseline_chain"]
+        print(f"{f'validate, extends chain of {n} files (s)':<52}{chains['ours']:>12.2f}"
+              f"{'-':>12}")
+        before = chains["before"]
+        shown = f"{before:>12.2f}" if before is not None else f"{'n/a':>12}"
+        ratio = f"{before / chains['ours_small']:>11.1f}x" if before else f"{'':>12}"
+        print(f"{f'validate, extends chain of {small} files (s)':<52}"
+              f"{chains['ours_small']:>12.2f}{shown}{ratio}")
+        checks.append((f"validate of a {n}-file chain under 5 s", chains["ours"] < 5,
+                       f"{chains['ours']:.2f} s"))
+    print("\ntargets:")
+    for name, ok, got in checks:
+        print(f"  {'[ok]' if ok else '[MISS]':<7}{name:<66}{got}")
+    return all(ok for _, ok, _ in checks)
+
+
 # -- the table ---------------------------------------------------------------------------------
 
 def report(sizes: list[dict[str, Any]], pushes: list[float], big: int) -> bool:
@@ -313,6 +518,13 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--pushes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--history", type=int, default=5000, help="commits (0: skip)")
+    parser.add_argument("--rebuild-agents", type=int, default=10_000, help="(0: skip)")
+    parser.add_argument("--rebuild-versions", type=int, default=10)
+    parser.add_argument("--chain", type=int, default=3000, help="extends chain (0: skip)")
+    parser.add_argument("--chain-baseline", type=int, default=800)
+    parser.add_argument("--only-history", action="store_true",
+                        help="skip the sync and push measurements")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="configsync-bench-sync-"))
     os.environ["GIT_CONFIG_GLOBAL"] = str(base / "gitconfig")  # no user config, no hooks
@@ -320,12 +532,21 @@ def main() -> int:
     server: RedisServer | None = None
     try:
         server = RedisServer(base / "redis", persist=False).start()
-        sizes = [measure_size(base, server.url, n, args.seed)
-                 for n in sorted({args.small, args.agents})]
-        pushes = push_latency(base, server.url, args.pushes, args.seed) if args.pushes else []
-        print(f"\nconfigsync sync vs naive SET+PUBLISH, seed {args.seed}, {os.cpu_count()} cores, "
-              "one run on this machine, redis-server on 127.0.0.1")
-        ok = report(sizes, pushes, args.agents)
+        ok = True
+        if not args.only_history:
+            sizes = [measure_size(base, server.url, n, args.seed)
+                     for n in sorted({args.small, args.agents})]
+            pushes = push_latency(base, server.url, args.pushes, args.seed) if args.pushes \
+                else []
+            print(f"\nconfigsync sync vs naive SET+PUBLISH, seed {args.seed}, {os.cpu_count()} "
+                  "cores, one run on this machine, redis-server on 127.0.0.1")
+            ok = report(sizes, pushes, args.agents)
+        walks = history_walks(base, server.url, args.history, 50) if args.history else None
+        blocks = rebuild_blocks(server.url, args.rebuild_agents, args.rebuild_versions) \
+            if args.rebuild_agents else None
+        chains = extends_chains(base, args.chain, args.chain_baseline) if args.chain else None
+        print(f"\nlong histories, big rebuilds, extends chains ({os.cpu_count()} cores, one run)")
+        ok = report_history(walks, blocks, chains) and ok
         return 0 if ok else 1
     finally:
         if server is not None:

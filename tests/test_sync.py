@@ -642,3 +642,24 @@ def test_library_use_leaves_the_processs_gc_alone(remote: Remote, make_daemon: A
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_long_walks_say_how_far_they_are(remote: Remote, make_daemon: Any,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A first sync of a long history was 45 s of silence: progress lines (at most every
+    PROGRESS_SECONDS), and a rejection during the rebuild is logged like a later one."""
+    from configsync import sync as sync_module
+
+    for i in range(1, 6):
+        remote.commit_push(f"t{i}", {"agents/a.yaml": A1 + f"temperature: 0.{i}\n"})
+    remote.commit_push("bad", {"agents/a.yaml": A1 + "temperature: 9\n"})
+    remote.commit_push("good", {"agents/a.yaml": A1 + "temperature: 0.9\n"})
+    monkeypatch.setattr(sync_module, "PROGRESS_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO, logger="configsync"):
+        make_daemon(remote).sync()
+    progress = [r.getMessage() for r in caplog.records if "event=progress" in r.getMessage()]
+    assert progress[:2] == ["event=progress walked=1/8", "event=progress walked=2/8"]
+    assert len(progress) == 7  # not after the last one: `rebuilt` says that
+    (rejected,) = [r.getMessage() for r in caplog.records if "event=rejected" in r.getMessage()]
+    assert rejected.endswith('during=rebuild') and "temperature: must be at most 2" in rejected
