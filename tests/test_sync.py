@@ -388,12 +388,17 @@ def test_redis_flushed_rebuilds_the_same_versions(remote: Remote, make_daemon: A
     assert [e["type"] for e in daemon.store.events()] == ["rebuilt"]
 
 
-def test_keep_trims_history(remote: Remote, make_daemon: Any) -> None:
-    daemon = make_daemon(remote, keep=2)
+def sync_each_change(remote: Remote, daemon: Daemon, changes: int) -> None:
+    """Push ``changes`` commits, each a new temperature for agent a, syncing after each."""
     daemon.sync()
-    for i in range(1, 5):
+    for i in range(1, changes + 1):
         remote.commit_push(f"t{i}", {"agents/a.yaml": A1 + f"temperature: 0.{i}\n"})
         daemon.sync()
+
+
+def test_keep_trims_history(remote: Remote, make_daemon: Any) -> None:
+    daemon = make_daemon(remote, keep=2)
+    sync_each_change(remote, daemon, 4)
     assert sorted(daemon.store.history("a")) == [4, 5]
     redis_client = daemon.store.redis
     redis_client.flushall()
@@ -403,10 +408,7 @@ def test_keep_trims_history(remote: Remote, make_daemon: Any) -> None:
 
 def test_lowering_keep_trims_every_older_version(remote: Remote, make_daemon: Any) -> None:
     daemon = make_daemon(remote, keep=5)
-    daemon.sync()
-    for i in range(1, 9):
-        remote.commit_push(f"t{i}", {"agents/a.yaml": A1 + f"temperature: 0.{i}\n"})
-        daemon.sync()
+    sync_each_change(remote, daemon, 8)
     assert sorted(daemon.store.history("a")) == [5, 6, 7, 8, 9]
     lower = make_daemon(remote, keep=2)
     remote.commit_push("t9", {"agents/a.yaml": A1 + "temperature: 1.9\n"})
@@ -628,14 +630,15 @@ def test_incremental_checks_agree_with_full_checks(remote: Remote, make_daemon: 
 def test_library_use_leaves_the_processs_gc_alone(remote: Remote, make_daemon: Any) -> None:
     """gc.freeze() on every load and gc.disable() around validation also ran when a program
     imported configsync as a library: tuning belongs to the daemon's own process."""
-    before = (gc.isenabled(), gc.get_freeze_count(), gc.get_threshold())
+    before, frozen = (gc.isenabled(), gc.get_threshold()), gc.get_freeze_count()
     daemon = make_daemon(remote)
     daemon.sync()
     remote.commit_push("t1", {"agents/a.yaml": A1 + "temperature: 0.1\n"})
     daemon.sync()
     daemon.applied = None
     daemon.sync()  # a load from the state again
-    assert (gc.isenabled(), gc.get_freeze_count(), gc.get_threshold()) == before
+    assert (gc.isenabled(), gc.get_threshold()) == before
+    assert gc.get_freeze_count() <= frozen  # (a freeze adds every live object; some may die)
     gc.disable()
     try:
         make_daemon(remote, namespace="other").sync()  # a program that disabled it itself
