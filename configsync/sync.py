@@ -209,7 +209,8 @@ class Daemon:
                  jobs: int = 1, adopt: bool = False, repo_root: Path | None = None,
                  tune_gc: bool = False) -> None:
         """A namespace follows one source and branch (``state.source``, ``state.branch``); a
-        daemon for another one refuses to write unless ``adopt`` (DESIGN.md invariant 5).
+        daemon for another one refuses to write unless ``adopt``, which takes it over once
+        (DESIGN.md invariant 5).
         ``repo_root``: the source's working tree, when it is local (see :class:`Engine`).
         ``tune_gc``: this process is the daemon (``configsync sync``), so it may tune the
         process-wide garbage collector (see :meth:`_settle`)."""
@@ -288,6 +289,8 @@ class Daemon:
                                                          self.mirror.commit_info(head))])
             if not self._walk(steps, seen, total):
                 continue  # another daemon moved the state: read it again
+            if taking_over:
+                self.adopt = False  # once: two daemons left with --adopt must not take turns
             self.store.heartbeat(utcnow())
             return self._result(head)
 

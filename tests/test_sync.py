@@ -666,3 +666,25 @@ def test_long_walks_say_how_far_they_are(remote: Remote, make_daemon: Any,
     assert len(progress) == 7  # not after the last one: `rebuilt` says that
     (rejected,) = [r.getMessage() for r in caplog.records if "event=rejected" in r.getMessage()]
     assert rejected.endswith('during=rebuild') and "temperature: must be at most 2" in rejected
+
+
+def test_adopt_takes_a_namespace_over_once(remote: Remote, make_daemon: Any,
+                                           tmp_path: Path) -> None:
+    """Two daemons both left running with --adopt must not take turns for ever: each takes
+    the namespace over once at most, then refuses like any other daemon."""
+    from configsync.errors import UsageError
+
+    other = Remote(tmp_path / "other")
+    other.commit_push("other", {"configsync.yaml": SETTINGS,
+                                "agents/a.yaml": "system_prompt: Other\nmodel: gpt-4o\n"})
+    first, second = make_daemon(remote), make_daemon(other)
+    first.adopt = second.adopt = True
+    first.sync()  # the first sync: no state yet, nothing to adopt
+    second.sync()  # takes it over
+    assert first.store.current()["a"].config["system_prompt"] == "Other"
+    first.sync()  # takes it back, once
+    assert first.store.current()["a"].config["system_prompt"] == "You are A."
+    with pytest.raises(UsageError, match="pass --adopt"):
+        second.sync()  # already used its --adopt
+    first.sync()
+    assert first.store.state()["source"] == remote.url
