@@ -19,6 +19,7 @@ of the URL and handed to git by ``GIT_ASKPASS`` through the environment of git's
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -92,7 +93,9 @@ def _run(args: Sequence[str], *, cwd: str | os.PathLike[str] | None, ok: Sequenc
     if proc.returncode not in ok:
         message = _one_line(err) or f"exit status {proc.returncode}"
         raise GitError(f"{label} failed: {message}")
-    return proc.returncode, out.decode("utf-8", "surrogateescape")
+    # git stores names and messages as bytes: one that is not UTF-8 becomes U+FFFD here, never
+    # a surrogate that would fail later on its way to Redis
+    return proc.returncode, out.decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +289,6 @@ class RemoteRefs:
 
 
 _LOG_FORMAT = "%H%x00%an <%ae>%x00%cI%x00%s%x00"
-_RECORD = "\x1e"  # starts each commit in `git log --raw` output (never in a path: -z quotes none)
 
 _GIT_DIR_NAMES = frozenset(["HEAD", "config", "description", "hooks", "info", "objects", "refs",
                             "branches", "packed-refs", "FETCH_HEAD", "ORIG_HEAD", "shallow",
@@ -460,14 +462,25 @@ class Mirror(GitRepo):
         # No pathspec: it would drop the commits that touch no config file, and every commit
         # is a step (it moves state.seen and counts in revision).
         out = self._git("log", "--first-parent", "--reverse",
-                        f"--format={_RECORD}{_LOG_FORMAT}", *raw, span, "--")
+                        f"--format={_LOG_FORMAT}", *raw, span, "--")
+        tokens = out.split("\0")  # NUL is the one byte no path, name or subject can hold
         walked = []
-        for record in out.split(_RECORD)[1:]:
-            fields = record.split("\0")
-            sha, author, date, subject = (f.strip("\n") for f in fields[:4])
-            changes = [c for c in _changes(fields[4:])
-                       if any(c.path == p or c.path.startswith(p + "/") for p in paths or ())]
-            walked.append((CommitInfo(sha, author, date, subject), changes))
+        i = 0
+        while i < len(tokens):
+            sha = tokens[i].lstrip("\n")
+            if not sha:
+                i += 1
+                continue
+            if not _SHA.fullmatch(sha) or i + 3 >= len(tokens):
+                raise GitError(f"git log printed what configsync cannot read (at {sha[:40]!r})")
+            author, date, subject = tokens[i + 1:i + 4]
+            i += 4
+            while i < len(tokens) and tokens[i] == "":
+                i += 1
+            changes, i = _raw_changes(tokens, i)
+            wanted = [c for c in changes
+                      if any(c.path == p or c.path.startswith(p + "/") for p in paths or ())]
+            walked.append((CommitInfo(sha, author, date, subject), wanted))
         return walked
 
     def commit_info(self, sha: str) -> CommitInfo:
@@ -482,17 +495,23 @@ class Mirror(GitRepo):
         return _changes(out.split("\0"))
 
 
-def _changes(records: Sequence[str]) -> list[Change]:
-    """``:old_mode mode old_sha sha status`` + path pairs of ``-z`` raw output."""
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+_META = re.compile(r"\n?:\d{6} (\d{6}) [0-9a-f]{40,64} ([0-9a-f]{40,64}) ([A-Z])\d*")
+
+
+def _raw_changes(tokens: Sequence[str], i: int) -> tuple[list[Change], int]:
+    """The ``:old_mode mode old_sha sha status`` + path pairs of ``-z`` raw output from
+    ``tokens[i]`` on, and where they end. A path is taken as it is, whatever it holds."""
     changes = []
-    items = [r.strip("\n") for r in records]
-    i = 0
-    while i < len(items) - 1:
-        meta = items[i]
-        if not meta.startswith(":"):
-            i += 1
-            continue
-        _old_mode, mode, _old_sha, sha, status = meta.lstrip(":").split()
-        changes.append(Change(status[0], mode, sha, items[i + 1]))
+    while i + 1 < len(tokens):
+        meta = _META.fullmatch(tokens[i])
+        if meta is None:
+            break
+        mode, sha, status = meta.groups()
+        changes.append(Change(status, mode, sha, tokens[i + 1]))
         i += 2
-    return changes
+    return changes, i
+
+
+def _changes(records: Sequence[str]) -> list[Change]:
+    return _raw_changes(records, 0)[0]

@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -688,3 +689,36 @@ def test_adopt_takes_a_namespace_over_once(remote: Remote, make_daemon: Any,
         second.sync()  # already used its --adopt
     first.sync()
     assert first.store.state()["source"] == remote.url
+
+
+def test_any_bytes_in_names_and_messages_are_read_not_fatal(remote: Remote,
+                                                            make_daemon: Any) -> None:
+    """A record separator in a file name, an author or a subject broke the walk's parsing and
+    crashed every start ("poison commit"); a name that is not UTF-8 crashed on its way to
+    Redis. Names are read as git wrote them (not UTF-8: U+FFFD)."""
+    daemon = make_daemon(remote)
+    daemon.sync()
+    remote.commit_push("a harmless doc file", {"docs/notes\x1ex.txt": "hi\n"})
+    remote.commit_push("fix\x1etypo", {"agents/a.yaml": A1 + "temperature: 0.1\n"},
+                       GIT_AUTHOR_NAME="Eve\x1eMallory")
+    remote.commit("latin-1", {"agents/a.yaml": A1 + "temperature: 0.2\n"})
+    tree = git(remote.work, "rev-parse", "HEAD^{tree}").strip()
+    parent = git(remote.work, "rev-parse", "HEAD~1").strip()
+    raw = (f"tree {tree}\nparent {parent}\n".encode()  # git itself would re-encode these
+           + b"author Ev\xe9 <e@example.org> 1767323045 +0000\n"
+           + b"committer Ev\xe9 <e@example.org> 1767323045 +0000\n\nsubject \xff here\n")
+    head = subprocess.run(["git", "hash-object", "-t", "commit", "-w", "--stdin", "--literally"],
+                          input=raw, cwd=remote.work, capture_output=True,
+                          check=True).stdout.decode().strip()
+    git(remote.work, "update-ref", "refs/heads/main", head)
+    remote.push()
+    daemon.sync()
+    assert daemon.store.state()["commit"] == head
+    history = daemon.store.history("a")
+    assert (history[2].message, history[2].author.split(" <")[0]) == ("fix\x1etypo",
+                                                                      "Eve\x1eMallory")
+    assert (history[3].author, history[3].message) == ("Ev\ufffd <e@example.org>",
+                                                       "subject \ufffd here")
+    daemon.store.redis.flushall()
+    daemon.sync()  # and a rebuild reads it all again
+    assert daemon.store.current()["a"].version == 3
