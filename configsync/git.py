@@ -389,11 +389,20 @@ class Mirror(GitRepo):
         from .logs import redact_text, redact_url
 
         label = f"git {command} {redact_url(self.url)}{what}"
+        # With credentials of our own, no credential helper (`store` writes them to disk in
+        # plain text, and answers with an old token before our new one is asked for).
+        helpers = ["-c", "credential.helper="] if "GIT_ASKPASS" in self._env else []
         try:
-            return _run([command, *options, "--", self._fetch_url, *refs], cwd=self.git_dir,
-                        env=self._env, timeout=self.timeout, stop=self.stop, what=label)[1]
+            return _run([*helpers, command, *options, "--", self._fetch_url, *refs],
+                        cwd=self.git_dir, env=self._env, timeout=self.timeout, stop=self.stop,
+                        what=label)[1]
         except GitError as exc:
-            raise GitError(f"{redact_text(str(exc))} ({hint})") from None
+            message = redact_text(str(exc))
+            if "timed out after" in message or "stopped:" in message:
+                raise GitError(message) from None  # (says what happened already)
+            if "Authentication failed" in message or "could not read Username" in message:
+                hint = "check the credentials: the URL's user and password, or --token-env"
+            raise GitError(f"{message} ({hint})") from None
 
     def fetch(self, branch: str) -> None:
         """Fetch ``branch`` (force: a force-push replaces it)."""

@@ -39,7 +39,8 @@ from .snapshot import Record, checksum
 from .store import Event, Store, Write
 from .validate import Report, check_tree
 
-__all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult", "error_summary"]
+__all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult", "error_summary",
+           "install_stop_handlers"]
 
 
 
@@ -207,7 +208,7 @@ class Daemon:
 
     def __init__(self, *, mirror: Mirror, store: Store, branch: str = "main", keep: int = 100,
                  jobs: int = 1, adopt: bool = False, repo_root: Path | None = None,
-                 tune_gc: bool = False) -> None:
+                 tune_gc: bool = False, stopping: threading.Event | None = None) -> None:
         """A namespace follows one source and branch (``state.source``, ``state.branch``); a
         daemon for another one refuses to write unless ``adopt``, which takes it over once
         (DESIGN.md invariant 5).
@@ -223,11 +224,12 @@ class Daemon:
         self.applied: Applied | None = None
         self.epoch: str | None = None
         self.recent: dict[str, Applied] = {}  # steps we computed, by commit: reused on a lost race
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
         mirror.stop = self.stopping  # a fetch in flight ends when the daemon is told to stop
         self.source = redact_url(mirror.url)
         self.unconfirmed: str | None = None  # a head that is no fast-forward, seen once
         self.tune_gc = tune_gc
+        self.synced = False  # a sync has reached the state once (what a start makes is kept)
 
     # -- one poll ---------------------------------------------------------------------------
 
@@ -250,6 +252,7 @@ class Daemon:
             state = self.store.state()
             if "seen" not in state:
                 if self.rebuild(head):
+                    self.synced = True
                     return self._result(head)
                 continue
             taking_over = self._follows(state)
@@ -264,6 +267,7 @@ class Daemon:
             if seen == head and not taking_over:
                 self.unconfirmed = None
                 self.store.heartbeat(utcnow())
+                self.synced = True
                 return self._result(head)
             forward = seen != head and self.mirror.has_commit(seen) and \
                 self.mirror.is_ancestor(seen, head)
@@ -292,6 +296,7 @@ class Daemon:
             if taking_over:
                 self.adopt = False  # once: two daemons left with --adopt must not take turns
             self.store.heartbeat(utcnow())
+            self.synced = True
             return self._result(head)
 
     def _follows(self, state: dict[str, str]) -> bool:
@@ -517,18 +522,23 @@ class Daemon:
             gc.freeze()
 
     def install_signal_handlers(self) -> None:
-        """First SIGTERM/SIGINT/SIGHUP (a closed terminal or SSH session): stop after the
-        commit in hand, and let the caller stop what it started (the embedded Redis). Second:
-        exit at once."""
+        """See :func:`install_stop_handlers` (for :attr:`stopping`)."""
+        install_stop_handlers(self.stopping)
 
-        def handle(signum: int, frame: FrameType | None) -> None:
-            if self.stopping.is_set():
-                raise SystemExit(128 + signum)
-            logger.info(kv("stopping", signal=signal.Signals(signum).name))
-            self.stopping.set()
 
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, handle)
+def install_stop_handlers(stopping: threading.Event) -> None:
+    """First SIGTERM/SIGINT/SIGHUP (a closed terminal or SSH session): set ``stopping`` (the
+    daemon finishes the commit in hand, a git command in flight is cut short, and the caller
+    stops what it started: the embedded Redis). Second: exit at once (128 + the signal)."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if stopping.is_set():
+            raise SystemExit(128 + signum)
+        logger.info(kv("stopping", signal=signal.Signals(signum).name))
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, handle)
 
 
 class _Progress:

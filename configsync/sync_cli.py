@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from .logs import configure, kv, logger, redact_url
 from .model import RepoSettings
 from .redis_url import check_redis_url, from_url
 from .store import Store
-from .sync import Daemon
+from .sync import Daemon, install_stop_handlers
 
 __all__ = ["Source", "default_workdir", "run_sync"]
 
@@ -198,15 +199,22 @@ def run_sync(args: argparse.Namespace) -> int:
     source = _source(args.repo)
     workdir = Path(args.workdir).absolute() if args.workdir else default_workdir(source)
     created = not workdir.exists()
+    stopping = threading.Event()
+    install_stop_handlers(stopping)  # from the start: SIGTERM during ls-remote stops it too
     with ExitStack() as stack:
+        daemon: Daemon | None = None
         try:
-            daemon = _start(args, source, workdir, redis_url, origin, stack)
-        except BaseException:
+            daemon = _start(args, source, workdir, redis_url, origin, stack, stopping)
+            return daemon.run(interval=args.interval, once=args.once)
+        except ConfigsyncError:
+            if not stopping.is_set():
+                raise
+            logger.info(kv("stopped"))  # told to stop while starting: no error
+            return 0
+        finally:
             stack.close()  # the lock, the mirror, the embedded Redis
-            if created:  # a start that failed leaves nothing behind
-                shutil.rmtree(workdir, ignore_errors=True)
-            raise
-        return daemon.run(interval=args.interval, once=args.once)
+            if created and (daemon is None or not daemon.synced):
+                shutil.rmtree(workdir, ignore_errors=True)  # nothing of value was made
 
 
 def _token(name: str | None) -> str | None:
@@ -221,16 +229,24 @@ def _token(name: str | None) -> str | None:
 
 
 def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: str | None,
-           origin: str, stack: ExitStack) -> Daemon:
-    """Everything before the first poll: lock, mirror, branch, Redis, namespace, signals."""
+           origin: str, stack: ExitStack, stopping: threading.Event) -> Daemon:
+    """Everything before the first poll: lock, mirror, branch, Redis, namespace."""
+
+    def unless_stopping() -> None:
+        if stopping.is_set():
+            raise ConfigsyncError("stopped while starting")
+
     _lock(workdir, stack)
     mirror = Mirror(workdir / "mirror", source.url, timeout=args.fetch_timeout,
                     token=_token(args.token_env))
     stack.callback(mirror.close)
+    mirror.stop = stopping
     branch, reachable = _branch(mirror, args.branch, once=args.once,
                                 namespace_given=args.namespace is not None)
+    unless_stopping()
     if not redis_url:
         redis_url, origin = _embedded(workdir, stack, args.once), "the embedded Redis"
+        unless_stopping()
     client: redis.Redis = from_url(redis.Redis, redis_url, origin, socket_timeout=10,
                                    socket_connect_timeout=5, health_check_interval=30)
     stack.callback(client.close)
@@ -243,10 +259,10 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
             if args.once or not mirror.has_branch(branch):
                 raise
         namespace = _namespace(mirror, branch)
+    unless_stopping()
     daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=branch,
                     keep=args.keep, jobs=os.cpu_count() or 1, adopt=args.adopt,
-                    repo_root=source.tree, tune_gc=True)
-    daemon.install_signal_handlers()
+                    repo_root=source.tree, tune_gc=True, stopping=stopping)
     timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
     logger.info(kv("started", source=redact_url(source.url), branch=branch,
                    redis=redact_url(redis_url), namespace=namespace, workdir=workdir,

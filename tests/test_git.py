@@ -150,6 +150,8 @@ def test_credentials_never_reach_argv_or_disk(tmp_path: Path) -> None:
     remote = Remote(tmp_path / "git")
     head = remote.commit_push("one", {"agents/a.yaml": "a: 1\n"})
     server = GitHttp(remote.url, user="ada", password="s3cr3t-pw")
+    home = Path(os.environ["HOME"])  # a common server set-up: git's `store` helper
+    (home / ".gitconfig").write_text("[credential]\n\thelper = store\n")
     server.delay = 0.1  # long enough to look at the processes mid-fetch
     try:
         url = server.url.replace("http://", "http://ada:s3cr3t-pw@")
@@ -170,8 +172,10 @@ def test_credentials_never_reach_argv_or_disk(tmp_path: Path) -> None:
                     token="s3cr3t-pw") as mirror:
             mirror.fetch("main")  # --token-env: the token as the password
             assert mirror.head("main") == head
+        assert not (home / ".git-credentials").exists()  # never written to disk by a helper
         with Mirror(tmp_path / "mirror3", server.url) as mirror, \
-                pytest.raises(GitError, match=r"Authentication failed|could not read Username"):
+                pytest.raises(GitError, match=r"\(check the credentials: the URL's user and "
+                                              r"password, or --token-env\)"):
             mirror.fetch("main")
     finally:
         server.close()

@@ -733,3 +733,30 @@ def test_a_shallow_source_says_what_to_run(remote: Remote, tmp_path: Path,
         "the default of actions/checkout): configsync needs the branch's whole history "
         "(versions count commits); run `git fetch --unshallow` there, or pass --repo with the "
         "remote's URL"))
+
+
+def test_sigterm_while_starting_stops_at_once(remote: Remote, tmp_path: Path) -> None:
+    """The handlers used to come after ls-remote, the embedded Redis and the first fetch:
+    SIGTERM then killed the daemon at once (143, no log line) and left git and redis-server
+    running. It stops cleanly now, whatever it is doing, and leaves nothing behind."""
+    from .conftest import GitHttp
+    from .test_git import _processes
+
+    server = GitHttp(remote.url)
+    server.silent = True
+    proc = subprocess.Popen([sys.executable, "-m", "configsync", "sync", "--repo", server.url,
+                             "--workdir", str(tmp_path / "wd"), "--fetch-timeout", "30"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: bool(_processes(server.url)))  # ls-remote hangs on the remote
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - stopped < 5
+        err = proc.stderr.read() if proc.stderr else ""
+        assert "event=stopping signal=SIGTERM" in err and "event=stopped" in err, err
+        assert _processes(server.url) == [] and not (tmp_path / "wd").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+        server.close()
