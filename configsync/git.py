@@ -37,7 +37,8 @@ import git as gitpython
 
 from .errors import GitError, UsageError
 
-__all__ = ["Change", "CommitInfo", "GitRepo", "Mirror", "RemoteRefs", "TreeEntry"]
+__all__ = ["Change", "CommitInfo", "GitRepo", "Mirror", "RemoteRefs", "TreeEntry",
+           "tracks_files_under"]
 
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
 
@@ -96,6 +97,17 @@ def _run(args: Sequence[str], *, cwd: str | os.PathLike[str] | None, ok: Sequenc
     # git stores names and messages as bytes: one that is not UTF-8 becomes U+FFFD here, never
     # a surrogate that would fail later on its way to Redis
     return proc.returncode, out.decode("utf-8", "replace")
+
+
+def tracks_files_under(root: Path, folder: Path) -> bool:
+    """Whether the git repository at ``root`` tracks any file under ``folder`` (inside it). When
+    git cannot tell (no git, not a repository), True: the answer that trusts nothing."""
+    try:
+        status, out = _run(["ls-files", "-z", "--", str(folder.relative_to(root))], cwd=root,
+                           ok=(0, 128))
+    except (OSError, ValueError):
+        return True
+    return status != 0 or bool(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,12 +41,18 @@ def _resolved(path: str | os.PathLike[str]) -> Path | None:
         return None
 
 
-def _site_folders() -> list[Path]:
-    """Where this interpreter installs packages: trusted, even inside a repository (the
-    README's virtual environment lives in the config repository's checkout)."""
+def _site_folders(root: Path | None) -> list[Path]:
+    """Where this interpreter installs packages: trusted, even inside the repository (the
+    README's virtual environment lives in the config repository's checkout), unless the
+    repository tracks files there (a pull request that commits `.venv/.../evil.py`)."""
     paths = sysconfig.get_paths()
-    found = {paths[k] for k in ("purelib", "platlib") if k in paths}
-    return [p for p in map(_resolved, found) if p is not None]
+    found = [p for p in map(_resolved, {paths[k] for k in ("purelib", "platlib") if k in paths})
+             if p is not None]
+    if root is None:
+        return found
+    from .git import tracks_files_under  # (GitPython only when a venv lives in the repository)
+
+    return [p for p in found if not p.is_relative_to(root) or not tracks_files_under(root, p)]
 
 
 def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
@@ -62,7 +68,7 @@ def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
         return AgentConfig
     module_name, _, class_name = ref.partition(":")
     root = _resolved(repo_root) if repo_root is not None else None
-    here, sites = _resolved(os.curdir) if hide_cwd else None, _site_folders()
+    here, sites = _resolved(os.curdir) if hide_cwd else None, _site_folders(root)
 
     def untrusted(path: str | os.PathLike[str]) -> bool:
         resolved = _resolved(path)

@@ -118,3 +118,36 @@ def test_schema_subclass_without_repo_root(package: str) -> None:
     model = load_agent_model(f"{package}.models:SupportAgent")
     assert model.__name__ == "SupportAgent"
     assert load_agent_model(None).__name__ == "AgentConfig"
+
+
+def test_a_venv_committed_into_the_repository_is_not_trusted(tmp_path: Path) -> None:
+    """The README's venv lives in the repository's checkout, so its site-packages are trusted;
+    but a pull request can commit `.venv/lib/.../evilmod.py` (a checkout then makes the venv
+    around it). Site-packages that the repository tracks files in are not trusted."""
+    import os
+    import subprocess
+    import sysconfig
+
+    from .conftest import GitTree
+
+    repo = GitTree(tmp_path / "victim")
+    marker = tmp_path / "pwned"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(repo.root / ".venv")],
+                   check=True)
+    python = repo.root / ".venv" / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; "
+                                "print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    here = sysconfig.get_paths()["purelib"]  # configsync and its dependencies, for that venv
+    (site / "outside.pth").write_text("\n".join([here, str(Path(__file__).parents[1])]) + "\n")
+    (site / "evilmod.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\nfrom configsync import AgentConfig\n"
+        "class Model(AgentConfig):\n    pass\n")
+    repo.write({"configsync.yaml": SETTINGS + "schema: evilmod:Model\n",
+                "agents/a.yaml": "system_prompt: A\nmodel: gpt-4o\n"})
+    repo.commit("a pull request that commits into the venv")
+    for argv in (["validate", "."], ["validate", ".", "--ref", "HEAD"]):
+        proc = subprocess.run([str(python), "-m", "configsync", *argv], cwd=repo.root,
+                              capture_output=True, text=True, env={**os.environ}, timeout=60)
+        assert not marker.exists(), proc.stderr
+        assert proc.returncode == 1 and "cannot import `evilmod`" in proc.stdout, proc
