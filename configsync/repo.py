@@ -7,7 +7,6 @@ folder source needs no git at all; a :class:`GitSource` reads blobs from the obj
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import stat
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,9 +36,8 @@ __all__ = [
     "agent_id_for",
     "deep_merge",
     "has_path",
-    "lfs_match",
-    "lfs_patterns",
     "open_source",
+    "submodule_paths",
 ]
 
 SETTINGS_FILE = "configsync.yaml"
@@ -50,6 +48,7 @@ CONFIG_PATHS = (SETTINGS_FILE, ATTRIBUTES_FILE, AGENTS_DIR, PROMPTS_DIR)
 """Everything in a repository that the config tree is made of (the rest is never read)."""
 AGENT_SUFFIXES = (".yaml", ".yml")
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+"""How a Git LFS pointer file begins (what git stores for a file in LFS)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +76,12 @@ class FolderSource:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self.submodules: set[str] = set()
 
     def entries(self) -> list[Entry]:
         found: list[Entry] = []
         root = os.fspath(self.root)
+        self.submodules = self._submodules(root)
         for name in CONFIG_PATHS:
             try:
                 info = os.lstat(os.path.join(root, name))
@@ -90,7 +91,22 @@ class FolderSource:
                 self._walk(os.path.join(root, name), name, found)
             else:
                 found.append(Entry(name, info.st_size, _kind(info.st_mode), name))
+        listed = {e.path for e in found}
+        for path in sorted(self.submodules - listed):  # not initialised: no folder, or empty
+            if path.startswith((AGENTS_DIR + "/", PROMPTS_DIR + "/")):
+                found = [e for e in found if not e.path.startswith(path + "/")]
+                found.append(Entry(path, 0, "submodule", path))
         return found
+
+    @staticmethod
+    def _submodules(root: str) -> set[str]:
+        """Submodule paths from ``.gitmodules``: git stores those folders as pointers, so they
+        are submodules here too, initialised (a ``.git`` inside) or not (an empty folder)."""
+        try:
+            with open(os.path.join(root, ".gitmodules"), "rb") as handle:
+                return set(submodule_paths(handle.read(1 << 20).decode("utf-8", "replace")))
+        except OSError:
+            return set()
 
     def _walk(self, folder: str, rel: str, found: list[Entry]) -> None:
         with os.scandir(folder) as listing:
@@ -98,7 +114,7 @@ class FolderSource:
         for child in children:
             path = f"{rel}/{child.name}"
             if child.is_dir(follow_symlinks=False):
-                if os.path.lexists(os.path.join(child.path, ".git")):
+                if os.path.lexists(os.path.join(child.path, ".git")) or path in self.submodules:
                     # a submodule's (or a nested repository's) files are not this
                     # repository's: git stores only a pointer, so --ref and sync see none
                     found.append(Entry(path, 0, "submodule", path))
@@ -162,31 +178,14 @@ def git_kind(mode: str) -> str:
     return {"120000": "symlink", "160000": "submodule"}.get(mode, "other")
 
 
-def lfs_patterns(text: str) -> list[tuple[int, str]]:
-    """``(line, pattern)`` of each ``.gitattributes`` line that puts paths in Git LFS
-    (``filter=lfs``)."""
+def submodule_paths(text: str) -> list[str]:
+    """The ``path = ...`` of each submodule in a ``.gitmodules`` file."""
     found = []
-    for number, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if parts and not parts[0].startswith("#") and "filter=lfs" in parts[1:]:
-            found.append((number, parts[0]))
+    for line in text.splitlines():
+        name, _, value = line.strip().partition("=")
+        if name.strip() == "path" and value.strip():
+            found.append(value.strip().strip('"').strip("/"))
     return found
-
-
-def lfs_match(path: str, patterns: Sequence[tuple[int, str]]) -> tuple[int, str] | None:
-    """The first LFS pattern of the root ``.gitattributes`` that ``path`` matches (git's
-    rules, simplified to err toward a match: a pattern without ``/`` matches a file name at any
-    depth; one with ``/`` the path from the root, ``*`` and ``**`` crossing folders)."""
-    name = path.rsplit("/", 1)[-1]
-    for number, pattern in patterns:
-        anchored = pattern.lstrip("/")
-        if "/" in pattern.rstrip("/"):
-            if fnmatch.fnmatchcase(path, anchored) or fnmatch.fnmatchcase(
-                    path, anchored.rstrip("/") + "/*"):
-                return number, pattern
-        elif fnmatch.fnmatchcase(name, pattern) or path.startswith(anchored.rstrip("/") + "/"):
-            return number, pattern
-    return None
 
 
 def agent_id_for(path: str) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from .attributes import ATTRIBUTES_NAME, Filtered, filtered_paths
 from .errors import SchemaImportError
 from .loader import Document, YamlError, load_yaml
 from .messages import (
@@ -34,7 +35,6 @@ from .model import AGENT_ID, PROMPT_SOURCE, AgentConfig, RepoSettings
 from .parallel import fork_map
 from .repo import (
     AGENT_SUFFIXES,
-    ATTRIBUTES_FILE,
     LFS_POINTER,
     SETTINGS_FILE,
     AgentFile,
@@ -43,8 +43,6 @@ from .repo import (
     agent_id_for,
     deep_merge,
     has_path,
-    lfs_match,
-    lfs_patterns,
 )
 from .schema import load_agent_model
 
@@ -56,7 +54,14 @@ WARNING = "warning"
 _PROMPT_KEYS = ("system_prompt", "system_prompt_file")
 
 _LFS_HINT = ("git stores a pointer and the daemon would serve it; keep config files out of "
-             f"LFS (remove their pattern from {ATTRIBUTES_FILE} and commit them again)")
+             "LFS (remove their pattern from .gitattributes and commit them again)")
+_FILTER_HINT = ("git stores what the filter makes, and the daemon would serve it; keep config "
+                "files out of filters (remove their pattern from .gitattributes and commit them "
+                "again)")
+
+
+def _is_attributes(path: str) -> bool:
+    return path == ATTRIBUTES_NAME or path.endswith("/" + ATTRIBUTES_NAME)
 
 MAX_EXTENDS = 32
 """Most bases an agent's ``extends`` chain may have."""
@@ -99,7 +104,7 @@ class Report:
     dependents: dict[str, frozenset[str]] = field(default_factory=dict)  # id -> chains with it
     prompt_users: dict[str, frozenset[str]] = field(default_factory=dict)  # path -> agents
     rechecked: frozenset[str] | None = None  # agents looked at again (None: all of them)
-    lfs: tuple[tuple[int, str], ...] = ()  # the .gitattributes lines that put files in LFS
+    attributes: dict[str, str] = field(default_factory=dict)  # each .gitattributes: its text
 
     def index(self) -> None:
         """Build the reverse indexes (base id and prompt path -> agents) from scratch."""
@@ -146,7 +151,7 @@ def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1,
     try:
         checker = _Checker(source, repo_root, jobs)
         if (previous is not None and changed is not None and SETTINGS_FILE not in changed
-                and ATTRIBUTES_FILE not in changed):
+                and not any(_is_attributes(path) for path in changed)):
             return checker.run_changes(previous, changed)
         return checker.run()
     finally:
@@ -173,8 +178,9 @@ class _Checker:
     agents: dict[str, AgentFile] = field(default_factory=dict)
     broken: set[str] = field(default_factory=set)
     merges: dict[str, dict[str, Any]] = field(default_factory=dict)  # agent id → its merge
-    lfs: list[tuple[int, str]] = field(default_factory=list)  # .gitattributes LFS lines
-    in_lfs: set[str] = field(default_factory=set)  # paths already reported as stored in LFS
+    attributes: dict[str, str] = field(default_factory=dict)  # each .gitattributes: its text
+    filtered: dict[str, Filtered] = field(default_factory=dict)  # config files git filters
+    in_lfs: set[str] = field(default_factory=set)  # paths already reported as filtered
 
     def report(self, path: str, line: int, column: int, message: str,
                severity: str = ERROR) -> None:
@@ -191,22 +197,31 @@ class _Checker:
                         "copy the files in, or use git subtree")
         elif entry.kind != "file":
             self.report(entry.path, 1, 1, "is not a regular file")
-        elif entry.path != ATTRIBUTES_FILE:
-            found = lfs_match(entry.path, self.lfs)
+        else:
+            found = self.filtered.get(entry.path)
             if found is not None:
-                self.report(entry.path, 1, 1, f"is stored with Git LFS ({ATTRIBUTES_FILE} line "
-                            f"{found[0]}: `{found[1]} filter=lfs`): {_LFS_HINT}")
+                lfs = found.filter == "lfs"
+                kind = "with Git LFS" if lfs else f"through the `{found.filter}` filter"
+                self.report(entry.path, 1, 1, f"is stored {kind} ({found.file} line {found.line}: "
+                            f"`{found.pattern}`, filter={found.filter}): "
+                            f"{_LFS_HINT if lfs else _FILTER_HINT}")
                 self.in_lfs.add(entry.path)
 
-    def read_attributes(self, entry: Entry | None) -> None:
-        if entry is not None and entry.kind == "file":
-            raw = next(iter(self.source.read([entry])))[1]
-            self.lfs = lfs_patterns(raw.decode("utf-8", "replace"))
+    def read_attributes(self, entries: Sequence[Entry]) -> None:
+        """Which config files git stores through a filter, from every .gitattributes."""
+        files = [e for e in entries if e.kind == "file" and _is_attributes(e.path)]
+        self.attributes = {e.path: raw.decode("utf-8", "replace")
+                           for e, raw in self.source.read(files)}
+        self.find_filtered(entries)
+
+    def find_filtered(self, entries: Iterable[Entry]) -> None:
+        paths = [e.path for e in entries if e.kind == "file" and not _is_attributes(e.path)]
+        self.filtered = filtered_paths(self.attributes, paths) if self.attributes else {}
 
     def run(self) -> Report:
         entries = self.source.entries()
         by_path = {e.path: e for e in entries}
-        self.read_attributes(by_path.get(ATTRIBUTES_FILE))
+        self.read_attributes(entries)
         for entry in entries:
             self.kind_problem(entry)
         self.check_settings(by_path.get(SETTINGS_FILE))
@@ -216,7 +231,7 @@ class _Checker:
             self.take_agent(entry, doc, maybe_secret)
         configs: dict[str, dict[str, Any]] = {}
         report = Report([], configs, self.settings, len(agent_entries) + 1, by_path,
-                        self.agents, model=self.model, lfs=tuple(self.lfs))
+                        self.agents, model=self.model, attributes=self.attributes)
         self.resolve_into(report, sorted(self.agents), None)
         report.configs = dict(sorted(configs.items()))
         report.diagnostics = sorted(self.found)
@@ -230,7 +245,8 @@ class _Checker:
         self.settings, self.model = previous.settings, previous.model
         self.context = {"settings": self.settings}
         self.agents = dict(previous.agents)
-        self.lfs = list(previous.lfs)
+        self.attributes = previous.attributes
+        self.find_filtered(by_path[p] for p in changed if p in by_path)
         touched: set[str] = set()
         to_load: list[Entry] = []
         files = previous.files
@@ -271,7 +287,7 @@ class _Checker:
             prompt_of.pop(agent_id, None)
         report = Report([], configs, self.settings, files, by_path, self.agents, chains,
                         prompt_of, dict(previous.prompts), self.model,
-                        rechecked=frozenset(dirty), lfs=previous.lfs)
+                        rechecked=frozenset(dirty), attributes=previous.attributes)
         self.resolve_into(report, sorted(a for a in dirty if a in self.agents), previous)
         report.diagnostics = sorted(self.found)
         report.dependents, report.prompt_users = _patched_indexes(previous, report, dirty)

@@ -708,8 +708,8 @@ def test_a_git_lfs_file_gets_one_verdict_everywhere(remote: Remote, redis_server
         "agents/a.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o\n"})
     (remote.work / "prompts" / "p.md").write_text("You are A.\n")  # smudged, in the tree
     tree, ref, code = _verdicts(remote, redis_server, tmp_path, capsys)
-    message = ("prompts/p.md:1:1: error: is stored with Git LFS (.gitattributes line 1: `*.md "
-               "filter=lfs`): git stores a pointer and the daemon would serve it; keep config "
+    message = ("prompts/p.md:1:1: error: is stored with Git LFS (.gitattributes line 1: `*.md`, "
+               "filter=lfs): git stores a pointer and the daemon would serve it; keep config "
                "files out of LFS (remove their pattern from .gitattributes and commit them "
                "again)")
     assert tree == ref == [message] and code == 1
@@ -760,3 +760,63 @@ def test_sigterm_while_starting_stops_at_once(remote: Remote, tmp_path: Path) ->
         proc.kill()
         proc.wait()
         server.close()
+
+
+@pytest.mark.parametrize(("attributes", "where"), [
+    ({"prompts/.gitattributes": "*.md filter=lfs\n"}, "prompts/.gitattributes line 1: `*.md`"),
+    ({".gitattributes": "[attr]big filter=lfs -text\n*.md big\n"}, ".gitattributes line 2: `*.md`"),
+    ({".gitattributes": '"prompts/p.md" filter=lfs\n'}, ".gitattributes line 1: `prompts/p.md`"),
+])
+def test_filtered_files_get_one_verdict_everywhere(
+        attributes: dict[str, str], where: str, remote: Remote, redis_server: RedisServer,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nested .gitattributes, macros and quoted patterns: the working tree (smudged content)
+    and git (a pointer) used to disagree."""
+    pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "b" * 64 + "\nsize 9\n"
+    remote.commit_push("prompt in LFS", {
+        **attributes, "prompts/p.md": pointer,
+        "agents/a.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o\n"})
+    (remote.work / "prompts" / "p.md").write_text("You are A.\n")
+    tree, ref, code = _verdicts(remote, redis_server, tmp_path, capsys)
+    assert tree == ref == [f"prompts/p.md:1:1: error: is stored with Git LFS ({where}, "
+                           "filter=lfs): git stores a pointer and the daemon would serve it; "
+                           "keep config files out of LFS (remove their pattern from "
+                           ".gitattributes and commit them again)"] and code == 1
+
+
+def test_any_filter_gets_one_verdict_everywhere(remote: Remote, redis_server: RedisServer,
+                                                tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """git-crypt style: the blob is ciphertext, which the daemon reported as bad UTF-8."""
+    remote.commit_push("encrypted prompt", {
+        ".gitattributes": "prompts/*.md filter=crypt diff=crypt\n",
+        "prompts/p.md": b"\x1f\x8b\x08\x00ciphertext",
+        "agents/a.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o\n"})
+    (remote.work / "prompts" / "p.md").write_text("You are A.\n")
+    tree, ref, code = _verdicts(remote, redis_server, tmp_path, capsys)
+    assert tree == ref == [
+        "prompts/p.md:1:1: error: is stored through the `crypt` filter (.gitattributes line 1: "
+        "`prompts/*.md`, filter=crypt): git stores what the filter makes, and the daemon would "
+        "serve it; keep config files out of filters (remove their pattern from .gitattributes "
+        "and commit them again)"] and code == 1
+
+
+def test_an_uninitialised_submodule_gets_the_same_verdict(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain `git clone` (and actions/checkout) leaves a submodule's folder empty: the PR
+    check passed while the daemon rejected the commit."""
+    shared = Remote(tmp_path / "shared")
+    shared.commit_push("shared", {"extra.yaml": "system_prompt: S\nmodel: gpt-4o\n"})
+    git(remote.work, "-c", "protocol.file.allow=always", "submodule", "add", "-q",
+        shared.url, "agents/team")
+    remote.commit_push("add a submodule")
+    clone = tmp_path / "plain-clone"
+    git(tmp_path, "clone", "-q", remote.url, str(clone))  # no --recurse-submodules
+    assert (clone / "agents" / "team").is_dir() and not any((clone / "agents" / "team").iterdir())
+    main(["validate", str(clone)])
+    tree = [line.split(str(clone) + "/")[-1] for line in capsys.readouterr().out.splitlines()]
+    _, ref, code = _verdicts(remote, redis_server, tmp_path, capsys)
+    assert tree == ref == ["agents/team:1:1: error: is a git submodule: configsync reads only "
+                           "files committed in this repository (git stores a submodule as a "
+                           "pointer); copy the files in, or use git subtree"] and code == 1
