@@ -121,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--branch", type=_nonempty,
                       help="branch to follow (default: the remote's default branch, which its "
                            "HEAD names)")
-    sync.add_argument("--redis", help="Redis URL (default: $CONFIGSYNC_REDIS_URL; with neither, "
-                                      "an embedded redis-server persisted under the workdir)")
+    sync.add_argument("--redis", type=_nonempty,
+                      help="Redis URL (default: $CONFIGSYNC_REDIS_URL; with neither, an "
+                           "embedded redis-server persisted under the workdir)")
     sync.add_argument("--namespace", type=_namespace,
                       help="Redis namespace (default: configsync.yaml's)")
     sync.add_argument("--interval", type=_positive_float, default=10.0,
@@ -132,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--fetch-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
                       help="deadline for each fetch or ls-remote; a remote that goes silent "
                            "is retried with backoff (default: 60)")
-    sync.add_argument("--token-env", metavar="NAME",
+    sync.add_argument("--token-env", metavar="NAME", type=_nonempty,
                       help="read the https password or token from environment variable NAME "
                            "(never put secrets in --repo: the URL is shown in `ps`)")
     sync.add_argument("--adopt", action="store_true",

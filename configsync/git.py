@@ -25,7 +25,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +60,18 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+TICK_SECONDS = 5.0
+"""How often a long git command lets its caller show it is alive (the daemon's heartbeat)."""
+
+
 def _run(args: Sequence[str], *, cwd: str | os.PathLike[str] | None, ok: Sequence[int] = (0,),
          env: dict[str, str] | None = None, timeout: float | None = None,
-         stop: threading.Event | None = None, what: str | None = None) -> tuple[int, str]:
+         stop: threading.Event | None = None, what: str | None = None,
+         tick: Callable[[], None] | None = None,
+         warnings: list[str] | None = None) -> tuple[int, str]:
     """Run ``git ARGS``; return ``(exit status, stdout)`` for a status in ``ok``, else raise
-    GitError naming ``what`` (default: ``git ARGS[0]``) and git's message.
+    GitError naming ``what`` (default: ``git ARGS[0]``) and git's message. ``warnings``
+    receives git's stderr of a success; ``tick`` is called every TICK_SECONDS while git runs.
 
     git runs in a new process group (``start_new_session``): at ``timeout`` seconds, when
     ``stop`` is set, or when this thread is interrupted (a second SIGTERM), the whole group is
@@ -74,7 +81,9 @@ def _run(args: Sequence[str], *, cwd: str | os.PathLike[str] | None, ok: Sequenc
     proc = subprocess.Popen(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, **_ENV, **(env or {})}, start_new_session=True)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    ticked = started
     done = False
     try:
         while True:
@@ -85,15 +94,21 @@ def _run(args: Sequence[str], *, cwd: str | os.PathLike[str] | None, ok: Sequenc
             except subprocess.TimeoutExpired:
                 if stop is not None and stop.is_set():
                     raise GitError(f"{label} stopped: configsync is shutting down") from None
-                if deadline is not None and time.monotonic() > deadline:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
                     raise GitError(f"{label} timed out after {timeout:g} s (the remote "
                                    "accepted the connection and went silent?)") from None
+                if tick is not None and now - ticked >= TICK_SECONDS:
+                    ticked = now
+                    tick()
     finally:
         if not done:
             _kill_group(proc)
     if proc.returncode not in ok:
         message = _one_line(err) or f"exit status {proc.returncode}"
         raise GitError(f"{label} failed: {message}")
+    if warnings is not None:
+        warnings.append(err.decode("utf-8", "replace"))
     # git stores names and messages as bytes: one that is not UTF-8 becomes U+FFFD here, never
     # a surrogate that would fail later on its way to Redis
     return proc.returncode, out.decode("utf-8", "replace")
@@ -376,6 +391,7 @@ class Mirror(GitRepo):
         self.url = url
         self.timeout = timeout
         self.stop: threading.Event | None = None
+        self.tick: Callable[[], None] | None = None  # called every few seconds of a fetch
         self._fetch_url, credentials = split_credentials(url, token)
         self._env = self._network_env(credentials)
 
@@ -395,7 +411,7 @@ class Mirror(GitRepo):
         return env
 
     def _remote(self, command: str, options: Sequence[str], refs: Sequence[str], *,
-                what: str, hint: str) -> str:
+                what: str, hint: str, warnings: list[str] | None = None) -> str:
         """``git COMMAND OPTIONS -- URL REFS``: the one way configsync talks to the remote.
         A failure names the URL without credentials, and says ``hint``."""
         from .logs import redact_text, redact_url
@@ -407,7 +423,7 @@ class Mirror(GitRepo):
         try:
             return _run([*helpers, command, *options, "--", self._fetch_url, *refs],
                         cwd=self.git_dir, env=self._env, timeout=self.timeout, stop=self.stop,
-                        what=label)[1]
+                        what=label, tick=self.tick, warnings=warnings)[1]
         except GitError as exc:
             message = redact_text(str(exc))
             if "timed out after" in message or "stopped:" in message:
@@ -418,9 +434,16 @@ class Mirror(GitRepo):
 
     def fetch(self, branch: str) -> None:
         """Fetch ``branch`` (force: a force-push replaces it)."""
+        said: list[str] = []
         self._remote("fetch", ["--quiet", "--no-tags", "--no-write-fetch-head", "--force"],
                      [f"+refs/heads/{branch}:refs/heads/{branch}"], what=f" {branch}",
-                     hint="is the remote reachable and the branch name right?")
+                     hint="is the remote reachable and the branch name right?", warnings=said)
+        if "shallow roots are not allowed" in "".join(said):  # git fetches nothing, exit 0
+            from .logs import redact_url
+
+            raise GitError(f"{redact_url(self.url)} is a shallow clone (git clone --depth): "
+                           "configsync needs the branch's whole history; run `git fetch "
+                           "--unshallow` there, or point --repo at the repository it came from")
 
     def remote_refs(self) -> RemoteRefs:
         """The remote's branches and default branch, from one ``git ls-remote --symref``."""
@@ -468,22 +491,25 @@ class Mirror(GitRepo):
         "no" that would turn a walk into a force-push (issue 8)."""
         return self._status("merge-base", "--is-ancestor", ancestor, head)
 
-    def first_parent_log(self, since: str | None, head: str) -> list[CommitInfo]:
-        """The commits after ``since`` up to ``head`` along first parents, oldest first."""
-        return [info for info, _ in self.first_parent_changes(since, head, None)]
+    def first_parent_log(self, since: str | None, head: str, *,
+                         limit: int | None = None) -> list[CommitInfo]:
+        """The commits after ``since`` up to ``head`` along first parents, oldest first (the
+        newest ``limit`` of them)."""
+        return [info for info, _ in self.first_parent_changes(since, head, None, limit=limit)]
 
-    def first_parent_changes(self, since: str | None, head: str, paths: Sequence[str] | None
+    def first_parent_changes(self, since: str | None, head: str, paths: Sequence[str] | None,
+                             *, limit: int | None = None
                              ) -> list[tuple[CommitInfo, list[Change]]]:
         """Each commit after ``since`` up to ``head`` along first parents, oldest first, with
         what it changed under ``paths`` against its first parent: one ``git log --raw`` for a
         whole walk (None: the commits only)."""
-        span = f"{since}..{head}" if since else head
+        span = [f"{since}..{head}" if since else head, *([f"-n{limit}"] if limit else [])]
         raw = [] if paths is None else ["--raw", "-z", "--no-renames", "--no-abbrev",
                                         "--diff-merges=first-parent"]
         # No pathspec: it would drop the commits that touch no config file, and every commit
         # is a step (it moves state.seen and counts in revision).
         out = self._git("log", "--first-parent", "--reverse",
-                        f"--format={_LOG_FORMAT}", *raw, span, "--")
+                        f"--format={_LOG_FORMAT}", *raw, *span, "--")
         tokens = out.split("\0")  # NUL is the one byte no path, name or subject can hold
         walked = []
         i = 0

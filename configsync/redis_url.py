@@ -22,6 +22,7 @@ __all__ = ["check_redis_url", "from_url"]
 _FORM = "write redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"
 _OPTIONS = frozenset(["db", "username", "password", "client_name", "decode_responses",
                       "encoding", *getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {})])
+# (encoding is known, and refused below with a reason of its own)
 
 
 def _problem(url: str) -> str | None:
@@ -32,10 +33,16 @@ def _problem(url: str) -> str | None:
         return f"is not a valid Redis URL ({exc})"
     if parts.scheme not in ("redis", "rediss", "unix"):
         return f"is not a Redis URL; {_FORM}"
-    unknown = sorted(name for name in parse_qs(parts.query, keep_blank_values=True)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(name for name in query
                      if name not in _OPTIONS and not name.startswith("ssl_"))
     if unknown:
         return f"has options Redis does not know: {', '.join(unknown)}"
+    if "encoding" in query:
+        return "sets ?encoding=: configsync reads and writes UTF-8 only"
+    path_db, query_db = parts.path.strip("/"), query.get("db", [""])[0]
+    if path_db and query_db and path_db != query_db:
+        return f"names database {path_db} in its path and {query_db} in ?db=; keep one"
     if parts.scheme == "unix":
         return None if parts.path not in ("", "/") else f"names no socket; {_FORM}"
     if not parts.hostname:

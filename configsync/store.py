@@ -238,6 +238,17 @@ class Store:
             pipe.publish(keys.changes, message)
 
 
+    def trim_history(self, cutoffs: Mapping[str, int]) -> None:
+        """Delete every version at or below ``cutoffs[agent]`` from each agent's history, in
+        one pipeline (outside any transaction: versions are immutable; trimming only forgets
+        old ones)."""
+        if not cutoffs:
+            return
+        pipe: Any = self.redis.pipeline(transaction=False)
+        for agent_id, upto in cutoffs.items():
+            pipe.eval(_TRIM, 1, self.keys.history(agent_id), upto + 1, 0)
+        pipe.execute()
+
     def write_history(self, history: Mapping[str, Sequence[Record]], *,
                       chunk_bytes: int = 1 << 20) -> None:
         """Before a rebuild's transaction: each agent's history hash holds exactly

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,7 +192,9 @@ class Engine:
             upserts.append(Record(agent_id, version, digest, config, info.sha, info.author,
                                     info.committed_at, info.message, synced_at))
         gone = [(agent_id, versions.pop(agent_id)[0]) for agent_id in deleted]
-        new = Applied(info.sha, report, versions, last, applied.revision + 1)
+        # the commit already served, applied again (back after a rejected one): no new revision
+        revision = applied.revision + (info.sha != applied.commit)
+        new = Applied(info.sha, report, versions, last, revision)
         return Step(info, new, upserts, gone)
 
 
@@ -226,6 +228,7 @@ class Daemon:
         self.recent: dict[str, Applied] = {}  # steps we computed, by commit: reused on a lost race
         self.stopping = stopping or threading.Event()
         mirror.stop = self.stopping  # a fetch in flight ends when the daemon is told to stop
+        mirror.tick = self._heartbeat  # and heartbeat_at moves while a fetch takes long
         self.source = redact_url(mirror.url)
         self.unconfirmed: str | None = None  # a head that is no fast-forward, seen once
         self.tune_gc = tune_gc
@@ -288,7 +291,7 @@ class Daemon:
             else:  # one step from the last applied tree to the head
                 if not taking_over:
                     logger.warning(kv("force_push", branch=self.branch, seen=seen[:12],
-                                      head=head[:12], applied=state.get("commit", "")[:12]))
+                                      head=head[:12], was_serving=state.get("commit", "")[:12]))
                 total, steps = 1, iter([self.engine.step(self.applied,
                                                          self.mirror.commit_info(head))])
             if not self._walk(steps, seen, total):
@@ -315,15 +318,16 @@ class Daemon:
                 f"to move the namespace to {self.branch}")
         raise UsageError(
             f"namespace {ns!r} follows {source} (branch {branch}); this daemon syncs "
-            f"{self.source} (branch {self.branch}), which may be a stale clone: pass --adopt to "
-            "make the namespace follow it from now on, or use another --namespace")
+            f"{self.source} (branch {self.branch}), which may be a stale clone (or the namespace "
+            "was taken over from elsewhere with --adopt): pass --adopt to make the namespace "
+            "follow this source from now on, or use another --namespace")
 
     def _result(self, head: str, *, pending: bool = False) -> SyncResult:
         return SyncResult(head, self.store.state().get("commit") == head, pending)
 
     def _walk(self, steps: Iterator[Step], seen: str, total: int) -> bool:
         """Write ``steps`` in order; False when another writer moved ``state.seen`` first."""
-        progress = _Progress(total)
+        progress = _Progress(total, self._heartbeat)
         try:
             for step in steps:
                 if self.stopping.is_set():
@@ -408,6 +412,9 @@ class Daemon:
         if commit is not None and self.mirror.has_commit(commit):
             report = self.engine.check(commit)
         self.applied = Applied(commit, report, versions, last, int(state.get("revision", 0)))
+        # --keep may have been lowered since these were written: trim every agent now, not
+        # only each on its own next version
+        self.store.trim_history({a: v - self.keep for a, v in last.items() if v > self.keep})
         self._settle()
         logger.info(kv("loaded", commit=(commit or "")[:12], agents=len(versions),
                        revision=self.applied.revision))
@@ -419,7 +426,7 @@ class Daemon:
         history: dict[str, deque[Record]] = {}
         last_error = ""
         total, steps = self.engine.walk(applied, None, head)
-        progress = _Progress(total)
+        progress = _Progress(total, self._heartbeat)
         for step in steps:
             progress.tick()
             if step.applied is None:
@@ -474,7 +481,9 @@ class Daemon:
                     self._heartbeat()  # alive, and saying so, while the remote fails
                 delay = backoff.next()
                 if failing != what:  # log on state changes, not on every attempt
-                    logger.warning(kv(what, error=str(exc), retrying=f"{delay:.1f}s"))
+                    error = _redis_hint(exc, self.store.redis) if what == "redis_unavailable" \
+                        else str(exc)
+                    logger.warning(kv(what, error=error, retrying=f"{delay:.1f}s"))
                     failing = what
                 self.stopping.wait(delay)
                 continue
@@ -483,13 +492,14 @@ class Daemon:
                 failing = None
                 backoff.reset()
             if once and result.pending and not confirming:
-                confirming = True  # --once: the second fetch is now
+                confirming = True  # --once: the second fetch, a moment later
+                self.stopping.wait(CONFIRM_SECONDS)
                 continue
             if once:
                 if not result.applied:
                     self._explain_unapplied(result)
                 return 0 if result.applied else 1
-            self.stopping.wait(interval)
+            self.stopping.wait(min(interval, CONFIRM_SECONDS) if result.pending else interval)
         logger.info(kv("stopped"))
         return 0
 
@@ -541,13 +551,20 @@ def install_stop_handlers(stopping: threading.Event) -> None:
         signal.signal(signum, handle)
 
 
-class _Progress:
-    """``event=progress walked=1200/5000`` at most every PROGRESS_SECONDS, for long walks."""
+CONFIRM_SECONDS = 2.0
+"""A head that is no fast-forward is fetched again this long after (or at the next poll, when
+polls come sooner) and applied only when both fetches agree (invariants 3 and 5)."""
 
-    def __init__(self, total: int) -> None:
+
+class _Progress:
+    """``event=progress walked=1200/5000`` at most every PROGRESS_SECONDS, for long walks (and
+    a heartbeat with it: a long walk is no dead daemon)."""
+
+    def __init__(self, total: int, heartbeat: Callable[[], None]) -> None:
         self.total = total
         self.walked = 0
         self.last = time.monotonic()
+        self.heartbeat = heartbeat
 
     def tick(self) -> None:
         self.walked += 1
@@ -555,6 +572,7 @@ class _Progress:
         if now - self.last >= PROGRESS_SECONDS and self.walked < self.total:
             self.last = now
             logger.info(kv("progress", walked=f"{self.walked}/{self.total}"))
+            self.heartbeat()
 
 
 PROGRESS_SECONDS = 5.0

@@ -140,10 +140,11 @@ def _namespace(mirror: Mirror, branch: str) -> str:
     Never a guess: a head whose settings are broken must not send the daemon into another
     team's namespace (``default``), so with none valid in the last NAMESPACE_LOOKBACK commits
     this is an error that asks for ``--namespace``."""
-    commits = mirror.first_parent_log(None, mirror.head(branch))[-NAMESPACE_LOOKBACK:]
+    commits = mirror.first_parent_log(None, mirror.head(branch), limit=NAMESPACE_LOOKBACK)
+    limit = RepoSettings().limits.max_file_bytes
     for newer, info in enumerate(reversed(commits)):
         entries = mirror.ls_tree(info.sha, ["configsync.yaml"])
-        if not entries or not entries[0].is_file:
+        if not entries or not entries[0].is_file or entries[0].size > limit:
             continue
         raw = next(mirror.read_blobs([entries[0].sha]))[1]
         try:
@@ -193,6 +194,9 @@ def run_sync(args: argparse.Namespace) -> int:
     redis_url, origin = args.redis, "--redis"
     if not redis_url:
         redis_url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
+        if redis_url is not None and not redis_url.strip():
+            raise UsageError("CONFIGSYNC_REDIS_URL is set but empty: give it a URL, or unset "
+                             "it for the embedded Redis")
     if redis_url:  # a usage mistake is said before anything runs
         check_redis_url(redis_url, origin)
     _token(args.token_env)
@@ -237,8 +241,11 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
             raise ConfigsyncError("stopped while starting")
 
     _lock(workdir, stack)
-    mirror = Mirror(workdir / "mirror", source.url, timeout=args.fetch_timeout,
-                    token=_token(args.token_env))
+    token = _token(args.token_env)
+    if source.url.startswith("http://") and (token or "@" in source.url.split("/")[2]):
+        logger.warning(kv("insecure_credentials", source=redact_url(source.url),
+                          hint="http:// sends the password in clear text: use https://"))
+    mirror = Mirror(workdir / "mirror", source.url, timeout=args.fetch_timeout, token=token)
     stack.callback(mirror.close)
     mirror.stop = stopping
     branch, reachable = _branch(mirror, args.branch, once=args.once,

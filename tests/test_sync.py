@@ -343,8 +343,9 @@ def test_a_stale_source_never_writes(remote: Remote, make_daemon: Any, redis_ser
     assert main(args) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"configsync: error: namespace 'test' follows {remote.url} (branch main); this daemon "
-        f"syncs {old_clone} (branch main), which may be a stale clone: pass --adopt to make the "
-        "namespace follow it from now on, or use another --namespace")
+        f"syncs {old_clone} (branch main), which may be a stale clone (or the namespace was "
+        "taken over from elsewhere with --adopt): pass --adopt to make the namespace follow "
+        "this source from now on, or use another --namespace")
     assert content(daemon.store) == served and daemon.store.state()["commit"] == hot
 
 
@@ -722,3 +723,31 @@ def test_any_bytes_in_names_and_messages_are_read_not_fatal(remote: Remote,
     daemon.store.redis.flushall()
     daemon.sync()  # and a rebuild reads it all again
     assert daemon.store.current()["a"].version == 3
+
+
+def test_lowering_keep_trims_at_start_not_at_each_agents_next_version(
+        remote: Remote, make_daemon: Any) -> None:
+    daemon = make_daemon(remote, keep=5)
+    sync_each_change(remote, daemon, 6)
+    assert sorted(daemon.store.history("a")) == [3, 4, 5, 6, 7]
+    lower = make_daemon(remote, keep=2)
+    lower.sync()  # nothing new: a load, and every agent trimmed
+    assert sorted(daemon.store.history("a")) == [6, 7]
+
+
+def test_the_same_commit_applied_again_is_no_new_revision(remote: Remote,
+                                                          make_daemon: Any) -> None:
+    """Rolling back to the commit that is served, after a rejected one: `updated=0`, and the
+    revision (which clients compare) stays."""
+    daemon = make_daemon(remote)
+    good = remote.commit_push("good", {"agents/a.yaml": A1 + "temperature: 0.1\n"})
+    daemon.sync()
+    revision = daemon.store.state()["revision"]
+    remote.commit_push("bad", {"agents/a.yaml": "model: gpt-4o\n"})
+    daemon.sync()
+    git(remote.work, "reset", "-q", "--hard", good)
+    remote.push(force=True)
+    daemon.sync()
+    daemon.sync()  # the rewind is confirmed
+    state = daemon.store.state()
+    assert (state["seen"], state["commit"], state["revision"]) == (good, good, revision)

@@ -393,6 +393,14 @@ def test_a_killed_daemons_embedded_redis_is_taken_over_not_doubled(
     (["--redis", "unix://"], {},
      "--redis: 'unix://' names no socket; write redis://HOST:PORT/DB (rediss:// for TLS, "
      "unix:///path/to/redis.sock)"),
+    (["--redis", "redis://127.0.0.1:1/0?db=3"], {},
+     "--redis: 'redis://127.0.0.1:1/0?db=3' names database 0 in its path and 3 in ?db=; keep "
+     "one"),
+    (["--redis", "redis://127.0.0.1:1/0?encoding=latin-1"], {},
+     "--redis: 'redis://127.0.0.1:1/0?encoding=latin-1' sets ?encoding=: configsync reads and "
+     "writes UTF-8 only"),
+    ([], {"CONFIGSYNC_REDIS_URL": ""},
+     "CONFIGSYNC_REDIS_URL is set but empty: give it a URL, or unset it for the embedded Redis"),
 ])
 def test_a_bad_redis_url_is_a_usage_error(argv: list[str], env: dict[str, str], message: str,
                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -820,3 +828,46 @@ def test_an_uninitialised_submodule_gets_the_same_verdict(
     assert tree == ref == ["agents/team:1:1: error: is a git submodule: configsync reads only "
                            "files committed in this repository (git stores a submodule as a "
                            "pointer); copy the files in, or use git subtree"] and code == 1
+
+
+def test_once_confirms_a_rewind_with_a_second_fetch_a_moment_later(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path) -> None:
+    """A source that answers an older head for a moment: --once's two fetches used to happen
+    in the same instant, and it regressed."""
+    args = [sys.executable, "-m", "configsync", "sync", "--repo", remote.url, "--redis",
+            redis_server.url, "--once", "--workdir", str(tmp_path / "wd")]
+    old = remote.commit_push("old", {"agents/a.yaml": A1_TEMP})
+    new = remote.commit_push("new", {"agents/a.yaml": A1_TEMP.replace("0.4", "0.8")})
+    assert subprocess.run(args, capture_output=True, timeout=60).returncode == 0
+    git(Path(remote.url), "update-ref", "refs/heads/main", old)  # lagging, for a moment
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    _until(proc, "force_push_seen")
+    git(Path(remote.url), "update-ref", "refs/heads/main", new)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "event=force_push " not in err, err  # served: the head
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    assert store.state()["commit"] == new
+
+
+def test_namespace_discovery_is_bounded(remote: Remote, redis_server: RedisServer,
+                                        tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A 19 MB configsync.yaml at the head took 15 s and 1 GB to find the namespace in."""
+    remote.commit_push("huge settings", {"configsync.yaml": SETTINGS + "#" * 300_000 + "\n"})
+    code, err = sync(capsys, "--repo", remote.url, "--redis", redis_server.url, "--once",
+                     "--workdir", str(tmp_path / "wd"))
+    assert code == 1  # the head is rejected (over the size limit), in the right namespace
+    assert "event=namespace_from_older_commit namespace=test" in err
+
+
+def test_a_shallow_source_url_says_so(remote: Remote, redis_server: RedisServer, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    remote.commit_push("two", {"agents/a.yaml": A1_TEMP})
+    git(tmp_path, "clone", "-q", "--bare", "--depth", "1", f"file://{remote.url}", "shallow.git")
+    code, err = sync(capsys, "--repo", f"file://{tmp_path}/shallow.git", "--once",
+                     "--redis", redis_server.url, "--workdir", str(tmp_path / "wd"))
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        f"configsync: error: file://{tmp_path}/shallow.git is a shallow clone (git clone "
+        "--depth): configsync needs the branch's whole history; run `git fetch --unshallow` "
+        "there, or point --repo at the repository it came from")
