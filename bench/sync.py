@@ -399,7 +399,9 @@ def extends_chains(base: Path, chain: int, baseline_chain: int) -> dict[str, Any
     def timed(root: Path, pythonpath: str | None = None) -> float:
         env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "configsync", "validate", str(root)],
+        # cwd=root: `-m` puts the working directory first on sys.path, ahead of PYTHONPATH, so
+        # run from the project the baseline would silently be today's code
+        subprocess.run([sys.executable, "-m", "configsync", "validate", str(root)], cwd=root,
                        capture_output=True, env=env, timeout=3600, check=False)
         return time.perf_counter() - start
 
