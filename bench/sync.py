@@ -105,8 +105,8 @@ class Subscriber:
 
 def updated(agent_id: str, commit: str) -> Callable[[dict[str, Any]], bool]:
     def match(event: dict[str, Any]) -> bool:
-        return (event.get("type") == "updated" and event.get("agent_id") == agent_id
-                and event.get("commit") == commit)
+        return (event.get("type") == "applied" and event.get("commit") == commit
+                and any(c["agent_id"] == agent_id for c in event.get("changes") or ()))
     return match
 
 

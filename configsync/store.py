@@ -32,9 +32,13 @@ import redis
 
 from .snapshot import Record, canonical_json
 
-__all__ = ["EVENTS_MAXLEN", "Event", "Keys", "Store", "namespaces"]
+__all__ = ["EVENTS_MAXLEN", "EVENT_CHANGES_MAX", "AgentChange", "Event", "Keys", "Store",
+           "namespaces"]
 
 EVENTS_MAXLEN = 10_000
+EVENT_CHANGES_MAX = 1_000
+"""An ``applied`` event lists at most this many agents (about 60 bytes each); a bigger commit
+sends ``changes: null``, so no event (or stream entry) grows with the size of the repository."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +85,40 @@ class Keys:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """A change event, as published and appended to the stream."""
+class AgentChange:
+    """One agent a commit changed: its new version, or its last one when ``deleted``."""
 
-    type: str  # updated, deleted, rejected, rebuilt
+    agent_id: str
+    version: int
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A change event, as published and appended to the stream: one per applied commit
+    (``applied``, listing every agent it changed), rejected commit or rebuild.
+
+    Within an epoch, ``applied`` events carry consecutive revisions, so a reader that holds
+    revision R and receives R + 2 knows it missed one (DESIGN.md invariant 6). A commit that
+    changes more than EVENT_CHANGES_MAX agents lists none (``changes`` is null, ``count``
+    says how many): its readers re-read ``current``."""
+
+    type: str  # applied, rejected, rebuilt
     commit: str
     revision: int
     epoch: str
-    agent_id: str | None = None
-    version: int | None = None
-    checksum: str | None = None
+    changes: Sequence[AgentChange] = ()
     error: str | None = None
 
     def to_json(self) -> str:
-        data = {"type": self.type, "agent_id": self.agent_id, "version": self.version,
-                "checksum": self.checksum, "commit": self.commit, "revision": self.revision,
-                "epoch": self.epoch}
+        data: dict[str, Any] = {"type": self.type, "commit": self.commit,
+                                "revision": self.revision, "epoch": self.epoch}
+        if self.type == "applied":
+            listed = sorted(self.changes, key=lambda c: c.agent_id)
+            data["count"] = len(listed)
+            data["changes"] = None if len(listed) > EVENT_CHANGES_MAX else [
+                {"agent_id": c.agent_id, "version": c.version, "deleted": c.deleted}
+                for c in listed]
         if self.error is not None:
             data["error"] = self.error
         return canonical_json(data)

@@ -36,7 +36,7 @@ from .git import Change, CommitInfo, Mirror
 from .logs import kv, logger, redact_url
 from .repo import CONFIG_PATHS, SETTINGS_FILE, Entry, GitSource, git_kind
 from .snapshot import Record, checksum
-from .store import Event, Store, Write
+from .store import AgentChange, Event, Store, Write
 from .validate import Report, check_tree
 
 __all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult", "error_summary",
@@ -385,12 +385,13 @@ class Daemon:
                 "schema": schema or ""}
 
     def _events(self, step: Step, new: Applied) -> list[Event]:
+        """One ``applied`` event for the commit, listing every agent it changed (none for a
+        commit that touched no agent: readers learn its revision and read nothing)."""
         assert self.epoch is not None
-        events = [Event("updated", step.info.sha, new.revision, self.epoch, s.agent_id, s.version,
-                        s.checksum) for s in step.upserts]
-        events += [Event("deleted", step.info.sha, new.revision, self.epoch, agent_id, version)
-                   for agent_id, version in step.deleted]
-        return events
+        changes = [AgentChange(s.agent_id, s.version) for s in step.upserts]
+        changes += [AgentChange(agent_id, version, deleted=True)
+                    for agent_id, version in step.deleted]
+        return [Event("applied", step.info.sha, new.revision, self.epoch, changes)]
 
     def _load(self, state: dict[str, str]) -> None:
         """Make :attr:`applied` match ``state.commit`` (another daemon, or a restart)."""

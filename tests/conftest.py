@@ -15,6 +15,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -273,3 +274,18 @@ def git_http(remote: Remote) -> Iterator[GitHttp]:
     server = GitHttp(remote.url)
     yield server
     server.close()
+
+
+def agent_events(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Stream events with each ``applied`` event spread into one ``updated`` or ``deleted``
+    entry per agent it lists (in its order), other events as they are."""
+    flat: list[dict[str, Any]] = []
+    for event in events:
+        if event["type"] != "applied":
+            flat.append(dict(event))
+            continue
+        for change in event["changes"] or ():
+            flat.append({"type": "deleted" if change["deleted"] else "updated",
+                         "agent_id": change["agent_id"], "version": change["version"],
+                         **{k: event[k] for k in ("commit", "revision", "epoch")}})
+    return flat

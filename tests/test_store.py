@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
 
 from configsync.snapshot import Record
-from configsync.store import Event, Keys, Store, Write
+from configsync.store import EVENT_CHANGES_MAX, AgentChange, Event, Keys, Store, Write
 
 
 def snap(agent_id: str, version: int) -> Record:
@@ -29,17 +30,22 @@ def test_compare_and_set_on_seen(redis_client: redis.Redis) -> None:
     store = Store(redis_client, "t")
     first = Write({"seen": "c1", "commit": "c1"}, upserts=[snap("a", 1)],
                   history={"a": [snap("a", 1)]},
-                  events=[Event("updated", "c1", 1, "e", "a", 1, "c" * 64)])
+                  events=[Event("applied", "c1", 1, "e", [AgentChange("a", 1)])])
     assert store.commit_transaction(first, expected_seen=None)
     assert not store.commit_transaction(first, expected_seen=None)  # state exists now
     assert not store.commit_transaction(Write({"seen": "c2"}), expected_seen="zzz")
     assert store.commit_transaction(Write({"seen": "c2"}, deletes=["a"],
-                                          events=[Event("deleted", "c2", 2, "e", "a", 1)]),
+                                          events=[Event("applied", "c2", 2, "e",
+                                                        [AgentChange("a", 1, deleted=True)])]),
                                     expected_seen="c1")
     assert store.state() == {"seen": "c2", "commit": "c1"}
     assert store.current() == {}
     assert store.history("a") == {1: snap("a", 1)}
-    assert [e["type"] for e in store.events()] == ["updated", "deleted"]
+    assert store.events() == [
+        {"type": "applied", "commit": "c1", "revision": 1, "epoch": "e", "count": 1,
+         "changes": [{"agent_id": "a", "version": 1, "deleted": False}]},
+        {"type": "applied", "commit": "c2", "revision": 2, "epoch": "e", "count": 1,
+         "changes": [{"agent_id": "a", "version": 1, "deleted": True}]}]
     assert store.last_versions() == {"a": 1}
 
 
@@ -108,11 +114,11 @@ def test_reads_work_on_a_decoding_connection(redis_server: Any) -> None:
     store = Store(client, "t")
     store.commit_transaction(Write({"seen": "c1"}, upserts=[snap("a", 1)],
                                    history={"a": [snap("a", 1)]},
-                                   events=[Event("updated", "c1", 1, "e", "a", 1)]),
+                                   events=[Event("applied", "c1", 1, "e", [AgentChange("a", 1)])]),
                              expected_seen=None)
     assert store.state() == {"seen": "c1"}
     assert store.current() == {"a": snap("a", 1)} and store.history("a") == {1: snap("a", 1)}
-    assert store.last_versions() == {"a": 1} and store.events()[0]["agent_id"] == "a"
+    assert store.last_versions() == {"a": 1} and store.events()[0]["changes"][0]["agent_id"] == "a"
     assert not store.commit_transaction(Write({"seen": "c2"}), expected_seen="nope")
     assert store.commit_transaction(Write({"seen": "c2"}), expected_seen="c1")
     client.close()
@@ -125,3 +131,21 @@ def test_heartbeat_never_creates_state(redis_client: redis.Redis) -> None:
     store.commit_transaction(Write({"seen": "c1"}), expected_seen=None)
     store.heartbeat("later")
     assert store.state() == {"seen": "c1", "heartbeat_at": "later"}
+
+
+def test_an_applied_event_lists_changes_up_to_a_bound() -> None:
+    """One event per commit, whatever its size: past EVENT_CHANGES_MAX it lists none, so no
+    event or stream entry grows with the repository (readers re-read ``current``)."""
+    small = json.loads(Event("applied", "c", 3, "e", [AgentChange("b", 2, deleted=True),
+                                                      AgentChange("a", 5)]).to_json())
+    assert small["changes"] == [{"agent_id": "a", "version": 5, "deleted": False},
+                                {"agent_id": "b", "version": 2, "deleted": True}]
+    assert (small["count"], small["revision"]) == (2, 3)
+    empty = json.loads(Event("applied", "c", 4, "e").to_json())
+    assert (empty["changes"], empty["count"]) == ([], 0)
+    big = json.loads(Event("applied", "c", 5, "e", [AgentChange(f"a{i}", 1) for i in
+                                                   range(EVENT_CHANGES_MAX + 1)]).to_json())
+    assert (big["changes"], big["count"]) == (None, EVENT_CHANGES_MAX + 1)
+    rejected = json.loads(Event("rejected", "c", 5, "e", error="x").to_json())
+    assert rejected == {"type": "rejected", "commit": "c", "revision": 5, "epoch": "e",
+                        "error": "x"}

@@ -22,7 +22,7 @@ from configsync.snapshot import checksum
 from configsync.store import Store
 from configsync.sync import Daemon
 
-from .conftest import SETTINGS, Remote, git, spawn_daemon, wait_until
+from .conftest import SETTINGS, Remote, agent_events, git, spawn_daemon, wait_until
 
 A1 = "system_prompt: You are A.\nmodel: gpt-4o\n"
 
@@ -73,8 +73,8 @@ def test_first_sync_rebuilds_from_history(remote: Remote, make_daemon: Any) -> N
     assert versions(store) == {"a": 2, "b": 2}
     assert sorted(store.history("a")) == [1, 2]
     events = store.events()
-    assert events == [{"type": "rebuilt", "agent_id": None, "version": None, "checksum": None,
-                       "commit": head, "revision": 3, "epoch": state["epoch"]}]
+    assert events == [{"type": "rebuilt", "commit": head, "revision": 3,
+                       "epoch": state["epoch"]}]
     snapshot = store.current()["a"]
     assert snapshot.config["temperature"] == 0.1
     assert snapshot.checksum == checksum(snapshot.config)
@@ -100,7 +100,7 @@ def test_no_ff_merge_is_one_version_naming_the_merge(remote: Remote, make_daemon
     snapshot = daemon.store.current()["a"]
     assert (snapshot.version, snapshot.commit, snapshot.message) == (2, merge, "Merge feature")
     assert snapshot.author == git(remote.work, "log", "-1", "--format=%an <%ae>").strip()
-    new = daemon.store.events()[len(before):]
+    new = agent_events(daemon.store.events()[len(before):])
     assert [(e["type"], e["agent_id"], e["version"], e["commit"]) for e in new] == [
         ("updated", "a", 2, merge)]
 
@@ -115,7 +115,7 @@ def test_commits_pushed_at_once_apply_in_order(remote: Remote, make_daemon: Any)
     history = daemon.store.history("a")
     assert [(v, s.commit, s.author.split(" <")[0]) for v, s in sorted(history.items())][1:] == [
         (2, shas[0], "Dev 1"), (3, shas[1], "Dev 2"), (4, shas[2], "Dev 3")]
-    updated = [e for e in daemon.store.events() if e["type"] == "updated"]
+    updated = [e for e in agent_events(daemon.store.events()) if e["type"] == "updated"]
     assert [(e["version"], e["commit"], e["revision"]) for e in updated] == [
         (2, shas[0], 2), (3, shas[1], 3), (4, shas[2], 4)]
     assert daemon.store.state()["revision"] == "4"
@@ -206,7 +206,11 @@ def test_unrelated_commit_moves_state_but_no_versions(remote: Remote, make_daemo
     head = remote.commit_push("docs", {"README.md": "docs\n", "agents/notes.txt": "x\n"})
     daemon.sync()
     assert daemon.store.state()["commit"] == head
-    assert len(daemon.store.events()) == events
+    # one event naming the commit and its revision, and no agent: readers learn that nothing
+    # they hold changed, and read nothing
+    new = daemon.store.events()[events:]
+    assert [(e["type"], e["commit"], e["revision"], e["changes"]) for e in new] == [
+        ("applied", head, 2, [])]
     assert versions(daemon.store) == {"a": 1, "b": 1}
 
 
@@ -218,7 +222,7 @@ def test_deletion_and_return(remote: Remote, make_daemon: Any) -> None:
     daemon.sync()
     assert "b" not in daemon.store.current()
     assert sorted(daemon.store.history("b")) == [1]  # history stays
-    event = daemon.store.events()[-1]
+    event = agent_events(daemon.store.events())[-1]
     assert (event["type"], event["agent_id"], event["version"], event["commit"]) == (
         "deleted", "b", 1, gone)
     remote.commit_push("b is back", {"agents/b.yaml": "system_prompt: B again\nmodel: gpt-4o\n"})
@@ -427,7 +431,7 @@ def test_a_second_daemon_picks_up_where_the_first_stopped(remote: Remote,
     second.sync()
     first.sync()
     assert versions(first.store) == {"a": 2, "b": 1}
-    updated = [e for e in first.store.events() if e["type"] == "updated"]
+    updated = [e for e in agent_events(first.store.events()) if e["type"] == "updated"]
     assert len(updated) == 1
 
 
@@ -505,7 +509,7 @@ def test_sigkill_at_random_points_loses_nothing(remote: Remote, make_daemon: Any
     clean.sync()
     assert len(set(progress)) >= 2, progress  # killed at different points of the walk
     assert content(killed.store) == content(clean.store)
-    updates = [(e["agent_id"], e["version"]) for e in killed.store.events()
+    updates = [(e["agent_id"], e["version"]) for e in agent_events(killed.store.events())
                if e["type"] in ("updated", "deleted")]
     assert len(updates) == len(set(updates))
 
@@ -535,7 +539,8 @@ def test_two_daemons_racing_write_what_one_would(remote: Remote, make_daemon: An
             assert proc.wait(timeout=20) == 0
     clean.sync()
     assert content(watcher.store) == content(clean.store)
-    events = [(e["type"], e["agent_id"], e["version"]) for e in watcher.store.events()]
+    events = [(e["type"], e.get("agent_id"), e.get("version"))
+              for e in agent_events(watcher.store.events())]
     assert len(events) == len(set(events))
     assert all("event=stopped" in log.read_text() for log in logs)
 
