@@ -6,14 +6,15 @@
         snap = c.get("support")                          # in memory, no await
         pinned = await c.get_version("support", snap.version)
 
-Callbacks may be plain functions or coroutine functions.
+Callbacks may be plain functions or coroutine functions; they run in a task of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -21,19 +22,29 @@ import redis
 import redis.asyncio as aioredis
 
 from .backoff import Backoff
-from .client import ClientCore, _now, parse_event, texts
+from .client import (
+    FULL_READ_TRIES,
+    MISSING,
+    ClientCore,
+    _now,
+    consistent,
+    full_read_pipeline,
+    parse_event,
+    texts,
+)
 from .holdings import Change, Snapshot
 from .logs import client_logger as logger
 from .logs import kv
 from .redis_url import from_url
-from .snapshot import Record
 
 __all__ = ["AsyncClient"]
 
 
 
 class AsyncClient(ClientCore[aioredis.Redis]):
-    """An asyncio client (see :class:`configsync.Client` for the behaviour)."""
+    """An asyncio client (see :class:`configsync.Client` for the behaviour). Callbacks run in
+    order in a task of their own on the client's event loop (coroutine functions are
+    awaited there), so a slow one never stalls the task that follows Redis."""
 
     def _connect(self, url: str, socket_timeout: float) -> aioredis.Redis:
         client: aioredis.Redis = from_url(aioredis.Redis, url, "redis",
@@ -44,6 +55,9 @@ class AsyncClient(ClientCore[aioredis.Redis]):
     def _init_runtime(self) -> None:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._callback_task: asyncio.Task[None] | None = None
+        self._calls: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...], str] | None] \
+            = asyncio.Queue()
         self._resync = False
 
     async def __aenter__(self) -> AsyncClient:
@@ -60,8 +74,10 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         if self.started:
             return self
         self.started = True
+        self._callback_task = asyncio.create_task(self._run_callbacks(),
+                                                  name="configsync-callbacks")
         try:
-            state_read = await self._full_check()
+            state_read = await self._check()
             self.set_connected()
             self.fresh(state_read)
         except (redis.RedisError, OSError) as exc:
@@ -70,30 +86,38 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         return self
 
     async def stop(self) -> None:
-        """Stop following; a stopped client cannot be started again."""
+        """Stop following; a stopped client cannot be started again. Cancelling the task
+        that awaits this still cancels it (the client's own tasks are cancelled too)."""
         if self.closed:
             return
         self.closed = True
         self._stopping.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=10)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
         try:
-            await self._redis.delete(self.keys.client(self.instance_id))
-        except (redis.RedisError, OSError):
-            pass
-        if self._owns_redis:
-            await self._redis.aclose()
+            await _finish(self._task, 10)
+            if self.dirty_since is not None:
+                await asyncio.to_thread(self.save_cache)
+            self._calls.put_nowait(None)
+            await _finish(self._callback_task, 5)
+            try:
+                if self.reporting:
+                    await self._redis.delete(self.keys.client(self.instance_id))
+            except (redis.RedisError, OSError):
+                pass
+        finally:
+            for task in (self._task, self._callback_task):
+                if task is not None and not task.done():
+                    task.cancel()
+            if self._owns_redis:
+                await self._redis.aclose()
 
-    def get(self, agent_id: str, version: int | None = None) -> Snapshot:
-        """The agent's current snapshot (or a held ``version``), from memory; no await. Use
+    def get(self, agent_id: str, version: int | None = None, default: Any = MISSING) -> Any:
+        """The agent's current snapshot (or a held ``version``), from memory; no await.
+        ``default``, when given, is returned for an unknown or deleted agent. Use
         :meth:`get_version` for a version that may have to be fetched."""
         if self.closed:
             self.check_open()
         if version is None:
-            return self.holdings.get(agent_id)
+            return self.current(agent_id, default)
         held = self.holdings.pinned(agent_id, version)
         if held is None:
             raise KeyError(f"version {version} of {agent_id!r} is not held yet; "
@@ -114,40 +138,52 @@ class AsyncClient(ClientCore[aioredis.Redis]):
 
     # -- the background task ---------------------------------------------------------------
 
-    async def _full_check(self) -> bool:
+    async def _check(self) -> bool:
         if self.last_sync_at is not None:  # the first read takes both in one round trip
             client: Any = self._redis
             raw: Mapping[bytes, bytes] = await client.hgetall(self.keys.state)
             state = texts(raw)
             if "seen" not in state:
                 return False  # no data yet: keep the last known good
+            self._reject(self.take_state(state))
             if self.unchanged(state):
                 return True
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.state)
-            pipe.hgetall(self.keys.current)
-            state_raw, current = await pipe.execute()
-        state = texts(state_raw)
-        await self._deliver(self.take_full(state, current))
+        for _ in range(FULL_READ_TRIES):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                full_read_pipeline(pipe, self.keys)
+                reply = await pipe.execute()
+            if consistent(reply):
+                break
+        state = texts(reply[0])
+        rejections = self.take_state(state) if "seen" in state else []
+        self._deliver(self.take_full(state, reply[1]))
+        self._reject(rejections)
         return "seen" in state
 
-    async def _deliver(self, changes: list[Change]) -> None:
-        if changes and self.cache_path is not None:
-            await asyncio.to_thread(self.after_changes, changes)
-        else:
-            self.after_changes(changes)
+    def _deliver(self, changes: list[Change]) -> None:
+        self.after_changes(changes)
         for callback, change in self.due_callbacks(changes):
+            self._calls.put_nowait((callback, (change.agent_id, change.snapshot),
+                                    change.agent_id))
+
+    def _reject(self, rejections: list[tuple[str, str]]) -> None:
+        for callback, args in self.due_rejections(rejections):
+            self._calls.put_nowait((callback, args, ""))
+
+    async def _run_callbacks(self) -> None:
+        while (item := await self._calls.get()) is not None:
+            callback, args, agent = item
             try:
-                result = callback(change.agent_id, change.snapshot)
+                result = callback(*args)
                 if inspect.isawaitable(result):
                     await result
             except asyncio.CancelledError:  # raised by the callback, not sent to this task:
-                task = asyncio.current_task()  # it must not end the task that keeps configs
-                if task is not None and task.cancelling():  # fresh
+                task = asyncio.current_task()  # it must not end the callbacks that follow
+                if task is not None and task.cancelling():
                     raise  # the client itself is being stopped
-                logger.exception(kv("callback_failed", agent=change.agent_id))
+                logger.exception(kv("callback_failed", agent=agent))
             except Exception:  # (Ctrl-C and SystemExit on the event loop's thread are real)
-                logger.exception(kv("callback_failed", agent=change.agent_id))
+                logger.exception(kv("callback_failed", agent=agent))
 
     async def _run(self) -> None:
         backoff = Backoff(0.2, 30.0)
@@ -176,7 +212,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             await pubsub.subscribe(self.keys.changes)
             if pubsub.connection is not None:
                 pubsub.connection.register_connect_callback(self._on_pubsub_connect)
-            state_read = await self._full_check()
+            state_read = await self._check()
             self._resync = False
             self.set_connected()
             self.fresh(state_read)
@@ -184,19 +220,25 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             next_check = loop.time() + self.check_interval
             next_report = loop.time()
             while not self._stopping.is_set():
-                message = await pubsub.get_message(timeout=0.25)
+                wait = 0.25 if self.dirty_since is None else 0.02
+                message = await pubsub.get_message(timeout=wait)
                 if message is not None and message.get("type") == "message":
                     self.last_event_at = _now()
                     await self._on_event(parse_event(message["data"]))
                 now = loop.time()
                 if self._resync or now >= next_check:
                     self._resync = False
-                    self.fresh(await self._full_check())
+                    self.fresh(await self._check())
                     next_check = now + self.check_interval
-                if now >= next_report:
-                    await self._redis.set(self.keys.client(self.instance_id), self.report(),
-                                          ex=self.report_ttl)
+                if self.save_due(message is None, time.monotonic()):
+                    await asyncio.to_thread(self.save_cache)
+                if self.reporting and now >= next_report:
                     next_report = now + self.report_interval
+                    try:
+                        await self._redis.set(self.keys.client(self.instance_id),
+                                              self.report(), ex=self.report_ttl)
+                    except redis.ResponseError as exc:  # NOPERM: a read-only user
+                        self.report_failed(exc)
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
@@ -204,15 +246,28 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         self._resync = True
 
     async def _on_event(self, event: dict[str, Any] | None) -> None:
-        action, arg = self.plan(event)
-        if action == "changes":
-            await self._deliver(arg)
-        elif action == "full":
-            await self._full_check()
-        elif action == "fetch" and event is not None:
-            raw = await self._redis.hget(self.keys.current, arg)
-            if raw is None:
-                await self._full_check()
-                return
-            await self._deliver(self.holdings.apply_record(
-                Record.from_json(raw), event["epoch"], int(event.get("revision") or 0)))
+        if event is not None and event.get("type") == "rejected":
+            self._reject(self.rejected(event))
+        plan = self.plan(event)
+        if plan.action == "check":
+            self.fresh(await self._check())
+        elif plan.action == "fetch" and event is not None:
+            values = await self._redis.hmget(self.keys.current, plan.agents) \
+                if plan.agents else []
+            changes = self.holdings.apply_event(event, dict(zip(plan.agents, values,
+                                                                strict=True)))
+            if changes is None:
+                self.fresh(await self._check())
+            else:
+                self._deliver(changes)
+
+
+async def _finish(task: asyncio.Task[None] | None, timeout: float) -> None:
+    """Wait for ``task`` to end (cancel it after ``timeout``), without catching the caller's
+    own cancellation: ``asyncio.wait`` never raises what the task raised."""
+    if task is None or task.done():
+        return
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=1)

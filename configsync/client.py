@@ -10,17 +10,22 @@
         client.on_change(lambda agent_id, snap: print(agent_id, snap and snap.version))
         pinned = client.get("support", version=snap.version)   # a conversation keeps its version
 
-A background thread subscribes to the namespace's change channel, re-reads ``state`` and
-``current`` after every (re)connect and every ``check_interval`` seconds (so a lost pub/sub
-message never leaves a stale config), writes every change to ``cache_path`` atomically, and
-reports the instance under ``configsync:{ns}:client:<id>``. With Redis down it serves what it
-holds (or the cache file) and reconnects with capped backoff (DESIGN.md invariants 6 and 7).
+A background thread subscribes to the namespace's change channel. Each commit is one event
+listing the agents it changed; the thread reads those in one ``HMGET``. A gap in the
+revisions (a lost pub/sub message), a reconnect, and every ``check_interval`` seconds re-read
+``state`` (and ``current`` when it says something was missed), so no change is lost. The
+cache file is written atomically once per burst of commits; callbacks run in order on their
+own thread (``configsync-callbacks``), so a slow one delays only the callbacks after it. The
+instance reports itself under ``configsync:{ns}:client:<id>`` when it may write there.
+With Redis down it serves what it holds (or the cache file) and reconnects with capped
+backoff (DESIGN.md invariants 6 and 7).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import threading
 import time
@@ -38,12 +43,16 @@ from .holdings import (
     Change,
     ClientClosedError,
     Holdings,
+    Plan,
     Snapshot,
+    UnknownAgentError,
     VersionNotFoundError,
     typed,
 )
 from .logs import client_logger as logger
 from .logs import kv
+from .messages import error_summary
+from .model import AgentConfig
 from .redis_url import from_url
 from .snapshot import Record
 from .store import Keys
@@ -52,7 +61,12 @@ __all__ = ["Client", "ClientStatus"]
 
 
 Callback = Callable[[str, Snapshot | None], Any]
+RejectCallback = Callable[[str, str], Any]
 R = TypeVar("R")
+SAVE_DELAY = 1.0
+"""Seconds a burst of changes may go unsaved at most: the cache file is written when the
+channel goes quiet, or after this long, whichever comes first."""
+MISSING: Any = object()
 
 
 def _now() -> str:
@@ -74,7 +88,8 @@ class ClientStatus:
     revision: int
     commit: str
     versions: dict[str, int]
-    last_error: str | None
+    last_error: dict[str, Any] | None  # the daemon's last rejected commit (state.last_error)
+    connection_error: str | None  # why Redis could not be read, while it cannot
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -87,14 +102,20 @@ class ClientStatus:
 
 class ClientCore(Generic[R]):
     """Everything Client and AsyncClient share that does no I/O, the constructor included
-    (``R`` is the redis-py client class: sync or asyncio)."""
+    (``R`` is the redis-py client class: sync or asyncio).
+
+    ``model`` types every config (a subclass of AgentConfig, the class the repository's
+    ``schema:`` names); without it configs are AgentConfig, extra fields kept as they came.
+    The state's ``schema`` is only compared with it: Redis never decides what code an agent
+    process imports."""
 
     def __init__(self, *, redis: str | R, namespace: str = "default",
                  cache_path: str | os.PathLike[str] | None = None, check_interval: float = 30.0,
                  report_interval: float = 10.0, instance_id: str | None = None,
                  on_disconnect: Callable[[BaseException], Any] | None = None,
                  on_reconnect: Callable[[], Any] | None = None,
-                 socket_timeout: float = 5.0) -> None:
+                 socket_timeout: float = 5.0,
+                 model: type[AgentConfig] | None = None) -> None:
         self._owns_redis = isinstance(redis, str)
         self._redis: R = self._connect(redis, socket_timeout) if isinstance(redis, str) \
             else redis
@@ -107,15 +128,20 @@ class ClientCore(Generic[R]):
                                           f"{uuid.uuid4().hex[:6]}"
         self.on_disconnect_hook = on_disconnect
         self.on_reconnect_hook = on_reconnect
-        self.holdings = Holdings(namespace)
+        self.holdings = Holdings(namespace, model)
         self.callbacks: list[tuple[str | None, Callback]] = []
+        self.reject_callbacks: list[RejectCallback] = []
         self.callbacks_lock = threading.Lock()
         self.connected = False
         self.ever_connected = False
         self.stale_since: str | None = _now()
         self.last_event_at: str | None = None
         self.last_sync_at: str | None = None
-        self.last_error: str | None = None
+        self.last_error: dict[str, Any] | None = None
+        self.connection_error: str | None = None
+        self.rejected_commit: str | None = None  # the last rejection callbacks were told of
+        self.dirty_since: float | None = None  # changes the cache file does not have yet
+        self.reporting = True
         self.started = False
         self.closed = False
         if cache_path is not None:
@@ -135,22 +161,42 @@ class ClientCore(Generic[R]):
             raise ClientClosedError(
                 "this configsync client was stopped; create a new one instead of reusing it")
 
+    def current(self, agent_id: str, default: Any) -> Any:
+        """The current snapshot, or ``default`` (when given) for an unknown or deleted
+        agent."""
+        if default is MISSING:
+            return self.holdings.get(agent_id)
+        try:
+            return self.holdings.get(agent_id)
+        except UnknownAgentError:
+            return default
+
     @property
     def stale(self) -> bool:
         """True until a non-empty state has been read from Redis, and while disconnected."""
         return self.stale_since is not None
 
     def on_change(self, callback: Callback, agent_id: str | None = None) -> Callable[[], None]:
-        """Call ``callback(agent_id, snapshot)`` once per new version (``None`` on delete),
-        after the cache is updated; for one agent, or all. Returns a function that removes it."""
-        entry = (agent_id, callback)
+        """Call ``callback(agent_id, snapshot)`` once per new version (``None`` on delete);
+        for one agent, or all. Callbacks run in order on the client's callback thread (the
+        event loop, for AsyncClient), never on the thread that follows Redis, so a slow one
+        delays only the callbacks after it. Returns a function that removes it."""
+        return self._register(self.callbacks, (agent_id, callback))
+
+    def on_reject(self, callback: RejectCallback) -> Callable[[], None]:
+        """Call ``callback(commit, error)`` when the daemon rejects a commit (``error`` is the
+        one-line summary, ``file:line:col: message``); the last good configs keep serving.
+        Runs like :meth:`on_change` callbacks. Returns a function that removes it."""
+        return self._register(self.reject_callbacks, callback)
+
+    def _register(self, registry: list[Any], entry: Any) -> Callable[[], None]:
         with self.callbacks_lock:
-            self.callbacks.append(entry)
+            registry.append(entry)
 
         def remove() -> None:
             with self.callbacks_lock:
-                if entry in self.callbacks:
-                    self.callbacks.remove(entry)
+                if entry in registry:
+                    registry.remove(entry)
 
         return remove
 
@@ -159,7 +205,7 @@ class ClientCore(Generic[R]):
         return ClientStatus(self.instance_id, self.connected, self.stale, self.stale_since,
                             self.last_event_at, self.last_sync_at, summary["epoch"],
                             summary["revision"], summary["commit"], summary["versions"],
-                            self.last_error)
+                            self.last_error, self.connection_error)
 
     # -- applying -----------------------------------------------------------------------------
 
@@ -167,7 +213,7 @@ class ClientCore(Generic[R]):
         """The reply to ``HGET history version`` + ``HKEYS history``, as a kept Snapshot."""
         if raw is None:
             raise VersionNotFoundError(agent_id, version, sorted(int(v) for v in kept))
-        snapshot = typed(Record.from_json(raw), self.holdings.model)
+        snapshot = typed(Record.from_json(raw), self.holdings.model, text(raw))
         self.holdings.remember(snapshot)
         return snapshot
 
@@ -178,25 +224,72 @@ class ClientCore(Generic[R]):
                 if agent_id is None or agent_id == change.agent_id]
 
     def after_changes(self, changes: list[Change]) -> None:
-        if changes and self.cache_path is not None:
-            try:
-                self.holdings.save(self.cache_path)
-            except OSError as exc:
-                logger.warning(kv("cache_write_failed", path=self.cache_path, error=str(exc)))
+        """Log the changes and mark the cache file behind (it is written per burst)."""
+        if changes and self.cache_path is not None and self.dirty_since is None:
+            self.dirty_since = time.monotonic()
         for change in changes:
             snap = change.snapshot
             logger.info(kv("updated" if snap else "deleted", agent=change.agent_id,
                            version=snap.version if snap else None))
 
+    def save_due(self, quiet: bool, now: float) -> bool:
+        """Whether to write the cache file now: changes are waiting and the channel went quiet
+        (or they have waited SAVE_DELAY)."""
+        return self.dirty_since is not None and (quiet or now - self.dirty_since >= SAVE_DELAY)
+
+    def save_cache(self) -> None:
+        """Write the cache file (atomic, fsynced); a failure is a warning, retried with the
+        next change."""
+        self.dirty_since = None
+        if self.cache_path is None:
+            return
+        try:
+            self.holdings.save(self.cache_path)
+        except OSError as exc:
+            logger.warning(kv("cache_write_failed", path=self.cache_path, error=str(exc)))
+
     def take_full(self, state: Mapping[str, str], raw: Mapping[Any, Any]) -> list[Change]:
-        """A full read of ``state`` and ``current``; a missing state keeps what is held."""
+        """A full read of ``state`` and then ``current``; a missing state keeps what is
+        held."""
         if "seen" not in state:
             return []
-        self.last_error = state.get("last_error") or None
         records = {text(k): Record.from_json(v) for k, v in raw.items()}
-        changes = self.holdings.replace_all(state, records)
+        changes = self.holdings.replace_all(state, records, {a: text(v) for a, v in
+                                                             zip(records, raw.values(),
+                                                                 strict=True)})
         self.last_sync_at = _now()
         return changes
+
+    def take_state(self, state: Mapping[str, str]) -> list[tuple[str, str]]:
+        """Note the state's ``last_error``; the rejection it names, if callbacks were not told
+        of it yet (none at the first read: that one is history)."""
+        try:
+            error = json.loads(state.get("last_error") or "null")
+        except ValueError:
+            error = None
+        self.last_error = error if isinstance(error, dict) else None
+        commit = str(self.last_error.get("commit", "")) if self.last_error else ""
+        first, told = self.last_sync_at is None, self.rejected_commit
+        if commit:
+            self.rejected_commit = commit
+        if not commit or first or commit == told:
+            return []
+        assert self.last_error is not None
+        return [(commit, error_summary(self.last_error))]
+
+    def due_rejections(self, rejections: list[tuple[str, str]]
+                       ) -> list[tuple[RejectCallback, tuple[str, str]]]:
+        with self.callbacks_lock:
+            registered = list(self.reject_callbacks)
+        return [(callback, rejection) for rejection in rejections for callback in registered]
+
+    def rejected(self, event: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """A ``rejected`` event: the rejection for callbacks, once per commit."""
+        commit, error = str(event.get("commit") or ""), str(event.get("error") or "")
+        if not commit or commit == self.rejected_commit:
+            return []
+        self.rejected_commit = commit
+        return [(commit, error)]
 
     def fresh(self, state_read: bool) -> None:
         """Connected and a non-empty state read: no longer stale."""
@@ -204,35 +297,25 @@ class ClientCore(Generic[R]):
             self.stale_since = None
 
     def unchanged(self, state: Mapping[str, str]) -> bool:
-        """Whether ``state`` says nothing was applied since the last full read."""
+        """Whether ``state`` says nothing was applied since what is held."""
         held = self.holdings
-        if state.get("epoch") != held.epoch or int(state.get("revision") or 0) != held.revision:
+        if state.get("epoch") != held.epoch or int(state.get("revision") or 0) > held.revision:
             return False
-        self.last_error = state.get("last_error") or None
         self.last_sync_at = _now()
         return True
 
-    def plan(self, event: dict[str, Any] | None) -> tuple[str, Any]:
-        """What an event asks for: ("full", None) re-read everything, ("fetch", agent id) read
-        one record, ("changes", [...]) deliver these, ("none", None) nothing."""
-        held = self.holdings
-        if event is None or event.get("epoch") != held.epoch or event["type"] == "rebuilt":
-            return "full", None
-        kind, agent_id, version = event["type"], event.get("agent_id"), event.get("version")
-        if kind == "rejected":
-            self.last_error = event.get("error")
-            return "none", None
-        if not isinstance(agent_id, str) or not isinstance(version, int):
-            return "none", None
-        if kind == "deleted":  # its version is the last one: it deletes that or older
-            return "changes", held.apply_delete(agent_id, version, event["epoch"],
-                                                int(event.get("revision") or 0))
-        current = held.current.get(agent_id)
-        if current is not None and current.version >= version:
-            return "none", None  # duplicated or late: never move back
-        return "fetch", agent_id
+    def plan(self, event: dict[str, Any] | None) -> Plan:
+        """What an event asks for (see :meth:`Holdings.plan`); ``rejected`` events are noted
+        here and ask for a check only when they show a gap."""
+        if event is not None and event.get("type") == "rejected" \
+                and event.get("epoch") == self.holdings.epoch:
+            revision = event.get("revision")
+            return Plan("none") if isinstance(revision, int) \
+                and revision <= self.holdings.revision else Plan("check")
+        return self.holdings.plan(event)
 
     def set_connected(self) -> None:
+        self.connection_error = None
         if not self.connected:
             if self.ever_connected:
                 logger.warning(kv("reconnected", namespace=self.namespace))
@@ -240,15 +323,22 @@ class ClientCore(Generic[R]):
             self.connected = self.ever_connected = True
 
     def set_disconnected(self, exc: BaseException) -> None:
-        if self.connected or (not self.ever_connected and self.last_error != str(exc)):
+        if self.connected or (not self.ever_connected and self.connection_error != str(exc)):
             logger.warning(kv("disconnected", namespace=self.namespace, error=str(exc),
                               serving="what is held"))
-            self.last_error = str(exc)
             if self.connected:
                 self._hook(self.on_disconnect_hook, exc)
+        self.connection_error = str(exc)
         self.connected = False
         if self.stale_since is None:
             self.stale_since = _now()
+
+    def report_failed(self, exc: BaseException) -> None:
+        """Redis refused the fleet report (an ACL without write access, say): log it once
+        and stop reporting. Reading never depends on it."""
+        self.reporting = False
+        logger.warning(kv("report_failed", namespace=self.namespace, error=str(exc),
+                          reporting="off for this client; reads are unaffected"))
 
     @staticmethod
     def _hook(hook: Callable[..., Any] | None, *args: Any) -> None:
@@ -265,8 +355,8 @@ class ClientCore(Generic[R]):
         return json.dumps({"instance_id": self.instance_id, "host": socket.gethostname(),
                            "pid": os.getpid(), "namespace": self.namespace,
                            "epoch": summary["epoch"], "revision": summary["revision"],
-                           "versions": summary["versions"], "stale": self.stale,
-                           "seen_at": _now()}, separators=(",", ":"))
+                           "commit": summary["commit"], "versions": summary["versions"],
+                           "stale": self.stale, "seen_at": _now()}, separators=(",", ":"))
 
     @property
     def report_ttl(self) -> int:
@@ -290,6 +380,50 @@ def parse_event(data: bytes | str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) and "type" in event else None
 
 
+FULL_READ_TRIES = 5
+
+
+def full_read_pipeline(pipe: Any, keys: Keys) -> None:
+    """Queue a full read: ``state``, then ``current``, then the state's epoch again. No
+    MULTI (a reader needs no write or transaction permission): ``current`` read after
+    ``state`` is at least as new as its revision, and the second epoch tells whether a
+    rebuild came in between (then read again)."""
+    pipe.hgetall(keys.state)
+    pipe.hgetall(keys.current)
+    pipe.hget(keys.state, "epoch")
+
+
+def consistent(reply: list[Any]) -> bool:
+    state_raw, _, epoch = reply
+    return text(state_raw.get(b"epoch", state_raw.get("epoch", b""))) == text(epoch or b"")
+
+
+class _Callbacks:
+    """The callback thread: runs queued calls in order, so no callback stalls the client."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], str] | None] \
+            = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="configsync-callbacks",
+                                       daemon=True)
+        self.thread.start()
+
+    def put(self, callback: Callable[..., Any], args: tuple[Any, ...], agent: str) -> None:
+        self.queue.put((callback, args, agent))
+
+    def close(self, timeout: float) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            callback, args, agent = item
+            try:
+                callback(*args)
+            except BaseException:  # SystemExit too: a callback must never end this thread
+                logger.exception(kv("callback_failed", agent=agent))
+
+
 class Client(ClientCore[redis.Redis]):
     """A thread-backed client (see the module docstring). Use as a context manager, or call
     :meth:`start` and :meth:`stop`."""
@@ -303,6 +437,7 @@ class Client(ClientCore[redis.Redis]):
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._resync = threading.Event()
+        self._callbacks: _Callbacks | None = None
 
     def __enter__(self) -> Client:
         return self.start()
@@ -318,8 +453,9 @@ class Client(ClientCore[redis.Redis]):
         if self.started:
             return self
         self.started = True
+        self._callbacks = _Callbacks()
         try:
-            state_read = self._full_check()
+            state_read = self._check()
             self.set_connected()
             self.fresh(state_read)
         except (redis.RedisError, OSError) as exc:
@@ -330,27 +466,36 @@ class Client(ClientCore[redis.Redis]):
         return self
 
     def stop(self) -> None:
-        """Stop following; a stopped client cannot be started again."""
+        """Stop following (the cache file gets what is held); a stopped client cannot be
+        started again."""
         if self.closed:
             return
         self.closed = True
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.dirty_since is not None:
+            self.save_cache()
+        if self._callbacks is not None:
+            self._callbacks.close(timeout=5)
         try:
-            self._redis.delete(self.keys.client(self.instance_id))
+            if self.reporting:
+                self._redis.delete(self.keys.client(self.instance_id))
         except (redis.RedisError, OSError):
             pass
         if self._owns_redis:
             self._redis.close()
 
-    def get(self, agent_id: str, version: int | None = None) -> Snapshot:
-        """The agent's current snapshot, from memory. With ``version``, that exact version
-        (fetched once from the history hash if not held, then kept: versions are immutable)."""
+    def get(self, agent_id: str, version: int | None = None, default: Any = MISSING) -> Any:
+        """The agent's current snapshot, from memory (no I/O). ``default``, when given, is
+        returned for an agent that is unknown or was deleted, instead of raising
+        :class:`UnknownAgentError`. With ``version``, that exact version (fetched once from
+        the history hash if not held, then kept: versions are immutable; raises
+        :class:`VersionNotFoundError` when it was trimmed or never existed)."""
         if self.closed:
             self.check_open()
         if version is None:
-            return self.holdings.get(agent_id)
+            return self.current(agent_id, default)
         held = self.holdings.pinned(agent_id, version)
         if held is not None:
             return held
@@ -362,32 +507,39 @@ class Client(ClientCore[redis.Redis]):
 
     # -- the background thread ---------------------------------------------------------------
 
-    def _full_check(self) -> bool:
-        """Re-read ``state`` (and ``current`` when anything was applied since the last read;
-        the first read takes both in one round trip); True when Redis has a non-empty state."""
+    def _check(self) -> bool:
+        """Re-read ``state``, and ``current`` when the state shows anything this client does
+        not hold (the first read takes both in one round trip); True when Redis has a
+        non-empty state."""
         if self.last_sync_at is not None:
-            state_raw: Mapping[bytes, bytes] = self._redis.hgetall(  # type: ignore[assignment]
-                self.keys.state)
-            state = texts(state_raw)
+            state = texts(self._redis.hgetall(self.keys.state))
             if "seen" not in state:
                 return False  # no data yet: keep the last known good
+            self._reject(self.take_state(state))
             if self.unchanged(state):
                 return True
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hgetall(self.keys.state)
-        pipe.hgetall(self.keys.current)
-        state_raw, current = pipe.execute()
-        state = texts(state_raw)
-        self._deliver(self.take_full(state, current))
+        for _ in range(FULL_READ_TRIES):
+            pipe = self._redis.pipeline(transaction=False)
+            full_read_pipeline(pipe, self.keys)
+            reply = pipe.execute()
+            if consistent(reply):
+                break
+        state = texts(reply[0])
+        rejections = self.take_state(state) if "seen" in state else []
+        self._deliver(self.take_full(state, reply[1]))
+        self._reject(rejections)
         return "seen" in state
 
     def _deliver(self, changes: list[Change]) -> None:
         self.after_changes(changes)
-        for callback, change in self.due_callbacks(changes):  # no lock is held here
-            try:
-                callback(change.agent_id, change.snapshot)
-            except BaseException:  # SystemExit too: a callback must never end this thread
-                logger.exception(kv("callback_failed", agent=change.agent_id))
+        assert self._callbacks is not None
+        for callback, change in self.due_callbacks(changes):
+            self._callbacks.put(callback, (change.agent_id, change.snapshot), change.agent_id)
+
+    def _reject(self, rejections: list[tuple[str, str]]) -> None:
+        assert self._callbacks is not None
+        for callback, (commit, error) in self.due_rejections(rejections):
+            self._callbacks.put(callback, (commit, error), "")
 
     def _run(self) -> None:
         backoff = Backoff(0.2, 30.0)
@@ -409,26 +561,32 @@ class Client(ClientCore[redis.Redis]):
             pubsub.subscribe(self.keys.changes)
             # redis-py may reconnect a pub/sub connection by itself: re-read after that too
             pubsub.connection.register_connect_callback(self._on_pubsub_connect)
-            state_read = self._full_check()
+            state_read = self._check()
             self._resync.clear()
             self.set_connected()
             self.fresh(state_read)
             next_check = time.monotonic() + self.check_interval
             next_report = time.monotonic()
             while not self._stopping.is_set():
-                message = pubsub.get_message(timeout=0.25)
+                wait = 0.25 if self.dirty_since is None else 0.02
+                message = pubsub.get_message(timeout=wait)
                 if message is not None and message.get("type") == "message":
                     self.last_event_at = _now()
                     self._on_event(parse_event(message["data"]))
                 now = time.monotonic()
                 if self._resync.is_set() or now >= next_check:
                     self._resync.clear()
-                    self.fresh(self._full_check())
+                    self.fresh(self._check())
                     next_check = now + self.check_interval
-                if now >= next_report:
-                    self._redis.set(self.keys.client(self.instance_id), self.report(),
-                                    ex=self.report_ttl)
+                if self.save_due(message is None, now):
+                    self.save_cache()
+                if self.reporting and now >= next_report:
                     next_report = now + self.report_interval
+                    try:
+                        self._redis.set(self.keys.client(self.instance_id), self.report(),
+                                        ex=self.report_ttl)
+                    except redis.ResponseError as exc:  # NOPERM: a read-only user
+                        self.report_failed(exc)
         finally:
             pubsub.close()
 
@@ -436,16 +594,16 @@ class Client(ClientCore[redis.Redis]):
         self._resync.set()
 
     def _on_event(self, event: dict[str, Any] | None) -> None:
-        action, arg = self.plan(event)
-        if action == "changes":
-            self._deliver(arg)
-        elif action == "full":
-            self._full_check()
-        elif action == "fetch" and event is not None:
-            raw = self._redis.hget(self.keys.current, arg)
-            if raw is None:
-                self._full_check()
-                return
-            self._deliver(self.holdings.apply_record(
-                Record.from_json(raw), event["epoch"], int(event.get("revision") or 0)))
-
+        if event is not None and event.get("type") == "rejected":
+            self._reject(self.rejected(event))
+        plan = self.plan(event)
+        if plan.action == "check":
+            self.fresh(self._check())
+        elif plan.action == "fetch" and event is not None:
+            fetched = dict(zip(plan.agents, self._redis.hmget(self.keys.current, plan.agents),
+                               strict=True)) if plan.agents else {}
+            changes = self.holdings.apply_event(event, fetched)
+            if changes is None:
+                self.fresh(self._check())
+            else:
+                self._deliver(changes)

@@ -19,16 +19,16 @@ from typing import Any
 
 from pydantic import ConfigDict
 
-from .errors import ConfigsyncError, SchemaImportError
+from .errors import ConfigsyncError
 from .logs import client_logger as logger
 from .logs import kv
 from .model import AgentConfig
-from .schema import load_agent_model
 from .snapshot import Record
 
 __all__ = [
     "ClientClosedError",
     "Holdings",
+    "Plan",
     "Snapshot",
     "UnknownAgentError",
     "VersionNotFoundError",
@@ -92,25 +92,19 @@ class Snapshot:
     synced_at: str
     config: AgentConfig
     record: Record = field(repr=False, compare=False)
+    raw: str = field(default="", repr=False, compare=False)  # the JSON as read from Redis
 
 
-def model_for(schema: str | None) -> type[AgentConfig]:
-    """The repo's declared subclass when importable, else a lenient AgentConfig."""
-    if not schema:
-        return AgentConfig
-    try:
-        return load_agent_model(schema, hide_cwd=False)
-    except SchemaImportError as exc:
-        logger.warning(kv("schema_unavailable", schema=schema, error=str(exc),
-                          using="a lenient AgentConfig"))
-        return _Lenient
+def model_name(model: type[AgentConfig]) -> str:
+    """``module:QualName``, as ``schema:`` in configsync.yaml spells a class."""
+    return f"{model.__module__}:{model.__qualname__}"
 
 
-def typed(record: Record, model: type[AgentConfig]) -> Snapshot:
+def typed(record: Record, model: type[AgentConfig], raw: str = "") -> Snapshot:
     config = model.model_validate(record.config)
     return Snapshot(record.agent_id, record.version, record.checksum, record.commit,
                     record.author, record.committed_at, record.message, record.synced_at,
-                    config, record)
+                    config, record, raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +115,28 @@ class Change:
     snapshot: Snapshot | None
 
 
-class Holdings:
-    """The client's configs: current ones, every version seen, and where they came from."""
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What an event asks of the client (:meth:`Holdings.plan`): ``none``; ``fetch`` the
+    ``agents`` listed (one HMGET of ``current``) and then :meth:`Holdings.apply_event`;
+    or ``check``: re-read ``state``, then ``current`` if anything was applied."""
 
-    def __init__(self, namespace: str) -> None:
+    action: str
+    agents: tuple[str, ...] = ()
+
+
+NOTHING, CHECK = Plan("none"), Plan("check")
+
+
+class Holdings:
+    """The client's configs: current ones, every version seen, and where they came from.
+
+    ``revision`` is only ever claimed when every change up to it is held (invariant 6): from
+    a full read, or from an ``applied`` event whose revision is exactly the next one. A gap,
+    an event listing no agents, or anything unexpected asks for a check instead.
+    """
+
+    def __init__(self, namespace: str, model: type[AgentConfig] | None = None) -> None:
         self.namespace = namespace
         self.current: Mapping[str, Snapshot] = {}
         self.versions: dict[tuple[str, int], Snapshot] = {}
@@ -133,8 +145,9 @@ class Holdings:
         self.revision = -1
         self.commit = ""
         self.schema = ""
-        self.model: type[AgentConfig] = AgentConfig
-        self.lock = threading.Lock()
+        self.user_model = model
+        self.model: type[AgentConfig] = model or AgentConfig
+        self.lock = threading.RLock()
 
     def get(self, agent_id: str) -> Snapshot:
         """Lock-free in-memory read of the current snapshot."""
@@ -152,24 +165,41 @@ class Holdings:
 
     def remember(self, snapshot: Snapshot) -> None:
         """Keep a version for pinned reads (the last :data:`KEEP_VERSIONS` of each agent: a
-        conversation that pins an older one holds its Snapshot itself)."""
-        key = (snapshot.agent_id, snapshot.version)
-        self.versions[key] = snapshot
-        held = self._kept.setdefault(snapshot.agent_id, [])
-        if snapshot.version not in held:
-            held.append(snapshot.version)
-            held.sort()
-            while len(held) > KEEP_VERSIONS:
-                self.versions.pop((snapshot.agent_id, held.pop(0)), None)
+        conversation that pins an older one holds its Snapshot itself). Any thread."""
+        with self.lock:
+            key = (snapshot.agent_id, snapshot.version)
+            self.versions[key] = snapshot
+            held = self._kept.setdefault(snapshot.agent_id, [])
+            if snapshot.version not in held:
+                held.append(snapshot.version)
+                held.sort()
+                while len(held) > KEEP_VERSIONS:
+                    self.versions.pop((snapshot.agent_id, held.pop(0)), None)
 
     def _set_schema(self, schema: str) -> None:
-        if schema != self.schema or self.epoch is None:
-            self.schema = schema
-            self.model = model_for(schema)
+        """The state's ``schema`` is only compared, never imported: Redis must not choose
+        what code an agent process runs. Configs are typed with the caller's ``model``, else
+        with AgentConfig (extra fields kept as they came when the repository declares a
+        subclass)."""
+        if schema == self.schema and self.epoch is not None:
+            return
+        self.schema = schema
+        if self.user_model is not None:
+            if schema and schema != model_name(self.user_model):
+                logger.warning(kv("schema_mismatch", schema=schema,
+                                  model=model_name(self.user_model),
+                                  using=model_name(self.user_model)))
+            return
+        self.model = _Lenient if schema else AgentConfig
+        if schema:
+            logger.info(kv("schema_not_imported", schema=schema,
+                           hint=f"pass model= (Client(..., model={schema.split(':')[-1]})) "
+                                f"to type configs with it"))
 
-    def replace_all(self, state: Mapping[str, str], records: Mapping[str, Record]) -> list[Change]:
-        """Take a full read of ``state`` and ``current`` (level-triggered check). Within one
-        epoch an agent never moves to a lower version; a new epoch replaces everything."""
+    def replace_all(self, state: Mapping[str, str], records: Mapping[str, Record],
+                    raw: Mapping[str, str] | None = None) -> list[Change]:
+        """Take a full read of ``state`` and then ``current`` (level-triggered check). Within
+        one epoch an agent never moves to a lower version; a new epoch replaces everything."""
         with self.lock:
             epoch = state.get("epoch", "")
             revision = int(state.get("revision", "0") or 0)
@@ -187,7 +217,7 @@ class Holdings:
                         or (not new_epoch and held.version > record.version)):
                     fresh[agent_id] = held  # the same, or newer in this epoch: never go back
                     continue
-                snapshot = typed(record, self.model)
+                snapshot = typed(record, self.model, (raw or {}).get(agent_id, ""))
                 fresh[agent_id] = snapshot
                 self.remember(snapshot)
                 changes.append(Change(agent_id, snapshot))
@@ -202,44 +232,81 @@ class Holdings:
             self.epoch, self.revision, self.commit = epoch, revision, state.get("commit", "")
         return changes
 
-    def apply_record(self, record: Record, epoch: str, revision: int) -> list[Change]:
-        """One ``updated`` event's record (read from Redis after the event)."""
-        with self.lock:
-            if epoch != self.epoch:
-                return []  # the caller re-reads everything for a new epoch
-            held = self.current.get(record.agent_id)
-            if held is not None and held.version >= record.version:
-                return []  # duplicated or out-of-order: never move back
-            snapshot = typed(record, self.model)
-            self.remember(snapshot)
-            self.current = {**self.current, record.agent_id: snapshot}
-            self.revision = max(self.revision, revision)
-        return [Change(record.agent_id, snapshot)]
+    def plan(self, event: Mapping[str, Any] | None) -> Plan:
+        """What an ``applied`` event asks for (DESIGN.md invariant 6). Revision R + 1 in the
+        held epoch: fetch the agents it lists that are newer than what is held. R or older:
+        nothing (a duplicate or a late one). Anything else: a check."""
+        if event is None or event.get("type") != "applied" or event.get("epoch") != self.epoch:
+            return CHECK
+        revision, changes = event.get("revision"), event.get("changes")
+        if not isinstance(revision, int) or revision <= self.revision:
+            return NOTHING if isinstance(revision, int) else CHECK
+        if revision != self.revision + 1 or not isinstance(changes, list):
+            return CHECK  # a gap, or a commit too big to list: read what is there
+        try:
+            wanted = tuple(c["agent_id"] for c in changes if not c["deleted"] and (
+                (held := self.current.get(c["agent_id"])) is None or held.version < c["version"]))
+        except (KeyError, TypeError):
+            return CHECK
+        return Plan("fetch", wanted)
 
-    def apply_delete(self, agent_id: str, version: int, epoch: str,
-                     revision: int) -> list[Change]:
+    def apply_event(self, event: Mapping[str, Any], fetched: Mapping[str, str | bytes | None]
+                    ) -> list[Change] | None:
+        """Apply a planned ``applied`` event with its agents' ``current`` records (None: gone
+        since). None when the held revision moved meanwhile: the caller checks instead."""
         with self.lock:
-            held = self.current.get(agent_id)
-            if epoch != self.epoch or held is None or held.version > version:
-                return []
-            self.current = {k: v for k, v in self.current.items() if k != agent_id}
-            self.revision = max(self.revision, revision)
-        return [Change(agent_id, None)]
+            if event["epoch"] != self.epoch or event["revision"] != self.revision + 1:
+                return None
+            current = dict(self.current)
+            changes = []
+            for change in event["changes"]:
+                agent_id = change["agent_id"]
+                held = current.get(agent_id)
+                if change["deleted"]:
+                    if held is not None and held.version <= change["version"]:
+                        del current[agent_id]
+                        changes.append(Change(agent_id, None))
+                    continue
+                if agent_id not in fetched:
+                    continue  # already held at this version or newer
+                raw = fetched[agent_id]
+                if raw is None:  # deleted by a later commit: what is newer is held then
+                    if held is not None:
+                        del current[agent_id]
+                        changes.append(Change(agent_id, None))
+                    continue
+                text = raw.decode() if isinstance(raw, bytes) else raw
+                record = Record.from_json(text)
+                if held is not None and held.version >= record.version:
+                    continue  # never move back
+                snapshot = typed(record, self.model, text)
+                self.remember(snapshot)
+                current[agent_id] = snapshot
+                changes.append(Change(agent_id, snapshot))
+            self.current = current
+            self.revision, self.commit = event["revision"], str(event.get("commit") or "")
+        return changes
 
     # -- the last-known-good file ------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write what is held atomically: temp file, fsync, rename."""
+        """Write what is held atomically: temp file, fsync, rename. The lock is held only to
+        take a consistent view; the file is written from the JSON as read from Redis, so a
+        10,000-agent save costs one join and one write."""
         with self.lock:
-            data = {"format": CACHE_FORMAT, "namespace": self.namespace, "epoch": self.epoch,
-                    "revision": self.revision, "commit": self.commit, "schema": self.schema,
-                    "snapshots": [json.loads(s.record.to_json()) for s in self.current.values()]}
+            current, epoch, revision = self.current, self.epoch, self.revision
+            commit, schema = self.commit, self.schema
+        head = json.dumps({"format": CACHE_FORMAT, "namespace": self.namespace, "epoch": epoch,
+                           "revision": revision, "commit": commit, "schema": schema},
+                          separators=(",", ":"))
+        body = ",".join(s.raw or s.record.to_json() for s in current.values())
+        text = head[:-1] + ',"snapshots":[' + body + "]}"
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(data, out, separators=(",", ":"))
+                out.write(text)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, target)
@@ -266,9 +333,10 @@ class Holdings:
             if data.get("format") != CACHE_FORMAT or data.get("namespace") != self.namespace:
                 raise ValueError("written for another format or namespace")
             records = {r["agent_id"]: Record.from_json(json.dumps(r)) for r in data["snapshots"]}
+            raw = {a: r.to_json() for a, r in records.items()}
             state = {"epoch": str(data["epoch"] or ""), "revision": str(data["revision"]),
                      "commit": str(data["commit"]), "schema": str(data.get("schema", ""))}
-            self.replace_all(state, records)
+            self.replace_all(state, records, raw)
         except Exception as exc:  # unreadable, truncated, or configs that no longer validate
             logger.warning(kv("cache_unreadable", path=target, error=str(exc),
                               using="nothing: starting without it"))

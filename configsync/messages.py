@@ -12,8 +12,18 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-__all__ = ["SECRETS", "SECRET_HINT_BYTES", "describe", "did_you_mean", "dotted", "fields_at",
-           "find_secret", "secret_message", "show"]
+__all__ = [
+    "SECRETS",
+    "SECRET_HINT_BYTES",
+    "describe",
+    "did_you_mean",
+    "dotted",
+    "error_summary",
+    "fields_at",
+    "find_secret",
+    "secret_message",
+    "show",
+]
 
 SECRETS = re.compile(
     r"(?P<openai>\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,})"
@@ -145,3 +155,9 @@ def describe(err: ErrorDetails, fields: Sequence[str] = ()) -> str:
     shown = {k: show(v) if isinstance(v, int | float) else v for k, v in ctx.items()}
     return template.format(input=show(err.get("input")), **shown)
 
+
+def error_summary(err: Mapping[str, Any]) -> str:
+    """One line for a rejection (``state.last_error``'s JSON): ``file:line:col: message``."""
+    more = f" (+{err['errors'] - 1} more)" if err.get("errors", 1) > 1 else ""
+    where = f"{err['file']}:{err['line']}:{err['column']}: " if err.get("file") else ""
+    return f"{where}{err.get('message', '')}{more}"

@@ -34,6 +34,7 @@ from .backoff import Backoff
 from .errors import ConfigsyncError, GitError, UsageError
 from .git import Change, CommitInfo, Mirror
 from .logs import kv, logger, redact_url
+from .messages import error_summary
 from .repo import CONFIG_PATHS, SETTINGS_FILE, Entry, GitSource, git_kind
 from .snapshot import Record, checksum
 from .store import AgentChange, Event, Store, Write
@@ -72,13 +73,6 @@ class Step:
     @property
     def summary(self) -> str:
         return error_summary(self.error or {})
-
-
-def error_summary(err: dict[str, Any]) -> str:
-    """One line for a rejection (``state.last_error``'s JSON): ``file:line:col: message``."""
-    more = f" (+{err['errors'] - 1} more)" if err.get("errors", 1) > 1 else ""
-    where = f"{err['file']}:{err['line']}:{err['column']}: " if err.get("file") else ""
-    return f"{where}{err.get('message', '')}{more}"
 
 
 class Engine:

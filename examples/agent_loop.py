@@ -122,16 +122,24 @@ def _loop(args: argparse.Namespace, url: str, namespace: str, cache: str) -> int
     with Client(redis=url, namespace=namespace, cache_path=cache) as client:
         client.on_change(announce, agent_id=args.agent)
         conversation: Snapshot | None = None
+        served = False  # had a config: its absence now means it was deleted in git
         turn = 0
         while args.turns == 0 or turn < args.turns:
             turn += 1
             if conversation is None or turn % 5 == 1:  # a new conversation every 5 turns
-                try:
-                    conversation = client.get(args.agent)  # pin: this conversation keeps it
-                except UnknownAgentError as exc:
+                # pin: this conversation keeps it; None when the agent is unknown or deleted
+                conversation = client.get(args.agent, default=None)
+            if conversation is None:
+                if not served:
+                    exc = UnknownAgentError(args.agent, sorted(client.status().versions))
                     print(f"agent_loop: {_why_not(client, exc, url, namespace, args)}",
                           file=sys.stderr)
                     return 1
+                print(f"turn {turn}: {args.agent} was deleted from the config repository; "
+                      "no new conversations until it is back", flush=True)
+                time.sleep(args.pause)
+                continue
+            served = True
             config = conversation.config
             prompt = (config.system_prompt or "").strip().splitlines()[0][:60]
             stale = " (stale: Redis unreachable, serving last known good)" if client.stale else ""
@@ -147,8 +155,9 @@ def _why_not(client: Client, exc: UnknownAgentError, url: str, namespace: str,
     if status.versions:
         return str(exc)
     if not status.connected:
-        return (f"cannot read Redis at {one_line(redact_url(url))} ({status.last_error}) and no "
-                "configs are cached; is the daemon running? (it prints the URL to use)")
+        return (f"cannot read Redis at {one_line(redact_url(url))} "
+                f"({status.connection_error}) and no configs are cached; is the daemon "
+                "running? (it prints the URL to use)")
     return _empty(url, namespace, args.namespace is not None)
 
 

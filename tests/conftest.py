@@ -289,3 +289,125 @@ def agent_events(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                          "agent_id": change["agent_id"], "version": change["version"],
                          **{k: event[k] for k in ("commit", "revision", "epoch")}})
     return flat
+
+
+class DroppingProxy:
+    """A TCP proxy in front of a redis-server that really loses pub/sub messages: while
+    ``drop`` is above zero, each ``message`` frame from the server (RESP2 or RESP3) is
+    swallowed (and ``drop`` counted down), as a network or an overflowing buffer would lose
+    it. Everything else passes through byte for byte; what clients send is recorded, so
+    :meth:`commands` tells exactly which commands they ran. ``url`` is the proxy's URL."""
+
+    FRAMES = (b"*3\r\n$7\r\nmessage\r\n", b">3\r\n$7\r\nmessage\r\n")
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import threading
+        self.upstream = ("127.0.0.1", port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.drop = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+        self.sent: list[bytearray] = []
+        self.sockets: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            sent = bytearray()
+            self.sent.append(sent)
+            threading.Thread(target=self._pump, args=(client, server, sent), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, None), daemon=True).start()
+
+    def commands(self) -> list[str]:
+        """Every command the clients sent so far, lower case, in order per connection."""
+        names = []
+        for sent in self.sent:
+            data, at = bytes(sent), 0
+            while at < len(data):
+                end = data.index(b"\r\n", at)
+                count, at = int(data[at + 1:end]), end + 2
+                for i in range(count):
+                    end = data.index(b"\r\n", at)
+                    size = int(data[at + 1:end])
+                    if i == 0:
+                        names.append(data[end + 2:end + 2 + size].decode().lower())
+                    at = end + 2 + size + 2
+        return names
+
+    def _pump(self, source: Any, sink: Any, record: bytearray | None) -> None:
+        buf = b""
+        try:
+            while data := source.recv(65536):
+                if record is not None:
+                    record += data
+                    sink.sendall(data)
+                    continue
+                buf += data
+                buf = self._forward(buf, sink)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def _forward(self, buf: bytes, sink: Any) -> bytes:
+        frame_len = len(self.FRAMES[0])
+        while buf:
+            if buf.startswith(self.FRAMES):
+                end = self._frame_end(buf, frame_len)
+                if end is None:
+                    return buf  # wait for the rest of the frame
+                with self.lock:
+                    lose = self.drop > 0
+                    if lose:
+                        self.drop -= 1
+                        self.dropped += 1
+                if not lose:
+                    sink.sendall(buf[:end])
+                buf = buf[end:]
+                continue
+            found = [at for f in self.FRAMES if (at := buf.find(f, 1)) > 0]
+            if found:
+                keep = min(found)
+            else:  # hold back only a tail that may begin a frame; replies end in \r\n
+                tail = next((k for k in range(min(len(buf), frame_len - 1), 0, -1)
+                             if buf.endswith(tuple(f[:k] for f in self.FRAMES))), 0)
+                keep = len(buf) - tail
+            if keep == 0:
+                return buf
+            sink.sendall(buf[:keep])
+            buf = buf[keep:]
+        return buf
+
+    @staticmethod
+    def _frame_end(buf: bytes, at: int) -> int | None:
+        for _ in range(2):  # channel, then data: two bulk strings
+            line = buf.find(b"\r\n", at)
+            if line < 0:
+                return None
+            size = int(buf[at + 1:line])
+            at = line + 2 + size + 2
+            if len(buf) < at:
+                return None
+        return at
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass

@@ -28,10 +28,10 @@ from configsync import (
 from configsync.embedded import RedisServer
 from configsync.git import Mirror
 from configsync.snapshot import Record
-from configsync.store import Store, Write
+from configsync.store import EVENT_CHANGES_MAX, Store, Write
 from configsync.sync import Daemon
 
-from .conftest import Remote, wait_until
+from .conftest import DroppingProxy, Remote, wait_until
 
 A = "system_prompt: You are A.\nmodel: gpt-4o\n"
 
@@ -235,17 +235,105 @@ def test_duplicate_and_late_events_never_move_back(world: World) -> None:
         client.on_change(lambda agent_id, snap: versions.append(snap.version if snap else -1))
         world.push("a", 0.4)
         wait_until(lambda: versions == [2])
-        epoch = world.daemon.store.state()["epoch"]
-        for version in (1, 2, 2):  # a late one and duplicates, as a flaky network delivers
+        epoch, revision = world.daemon.store.state()["epoch"], client.status().revision
+        for version, deleted in ((1, False), (2, False), (2, False), (1, True)):
+            # late ones and duplicates, as a flaky network delivers
             world.redis.publish(world.daemon.store.keys.changes, json.dumps({
-                "type": "updated", "agent_id": "a", "version": version, "checksum": "x",
-                "commit": "c", "revision": 1, "epoch": epoch}))
-        world.redis.publish(world.daemon.store.keys.changes, json.dumps({
-            "type": "deleted", "agent_id": "a", "version": 1, "checksum": None,
-            "commit": "c", "revision": 1, "epoch": epoch}))
+                "type": "applied", "commit": "c", "revision": revision, "epoch": epoch,
+                "count": 1, "changes": [{"agent_id": "a", "version": version,
+                                         "deleted": deleted}]}))
         world.push("a", 0.6)
         wait_until(lambda: versions == [2, 3])
         assert client.get("a").version == 3
+
+
+def both(world: World, temperature: float) -> str:
+    """One commit that changes agents a and b."""
+    sha = world.remote.commit_push(f"a and b {temperature}", {
+        "agents/a.yaml": A + f"temperature: {temperature}\n",
+        "agents/b.yaml": f"system_prompt: You are B.\nmodel: gpt-4o\ntemperature: {temperature}\n"})
+    world.daemon.sync()
+    return sha
+
+
+def test_a_lost_message_is_noticed_at_the_next_event(world: World) -> None:
+    """Issue 9.1: a commit's event is really lost on the wire (a proxy swallows the frame);
+    the next commit's event shows the gap in revisions, and the client reads what it missed
+    at once, without waiting for its periodic check."""
+    proxy = DroppingProxy(world.server.port)
+    try:
+        with Client(redis=proxy.url, namespace="test", check_interval=3600) as client:
+            wait_until(lambda: client.status().connected)
+            proxy.drop = 1
+            both(world, 0.3)
+            wait_until(lambda: proxy.dropped == 1)
+            assert client.get("b").version == 1  # the event is lost: nothing told the client
+            sha = world.push("a", 0.4)
+            wait_until(lambda: client.get("b").version == 2)
+            assert client.get("a").version == 3
+            status = client.status()
+            assert (status.revision, status.commit) == (3, sha)
+    finally:
+        proxy.close()
+
+
+def test_a_lost_last_message_is_caught_by_the_periodic_check(world: World) -> None:
+    proxy = DroppingProxy(world.server.port)
+    try:
+        with Client(redis=proxy.url, namespace="test", check_interval=0.2) as client:
+            wait_until(lambda: client.status().connected)
+            proxy.drop = 1
+            sha = both(world, 0.3)
+            wait_until(lambda: proxy.dropped == 1)
+            wait_until(lambda: client.get("a").version == 2 and client.get("b").version == 2)
+            assert client.status().commit == sha
+    finally:
+        proxy.close()
+
+
+def test_a_commit_costs_a_client_one_round_trip_and_one_cache_write(world: World,
+                                                                    tmp_path: Path) -> None:
+    """Issue 9.2: one event per commit, one HMGET for every agent it changed, and one cache
+    write per burst; a commit that touches no agent costs no read at all."""
+    files = {f"agents/m{i}.yaml": f"system_prompt: M{i}\nmodel: gpt-4o\n" for i in range(40)}
+    world.remote.commit_push("forty agents", files)
+    world.daemon.sync()
+    cache = tmp_path / "cache.json"
+    proxy = DroppingProxy(world.server.port)  # counts what the client sends
+    try:
+        with Client(redis=proxy.url, namespace="test", cache_path=cache,
+                    check_interval=3600, report_interval=3600) as client:
+            wait_until(lambda: client.status().connected and cache.exists()
+                       and "set" in proxy.commands())  # (the first fleet report is sent)
+            saves: list[int] = []
+            save = client.holdings.save
+            client.holdings.save = (  # type: ignore[method-assign]
+                lambda path: (saves.append(1), save(path))[1])
+            before = len(proxy.commands())
+            sha = world.remote.commit_push("retune all", {
+                name: text + "temperature: 0.9\n" for name, text in files.items()})
+            world.daemon.sync()
+            wait_until(lambda: client.status().commit == sha and saves == [1])
+            assert proxy.commands()[before:] == ["hmget"]
+            assert all(client.get(f"m{i}").version == 2 for i in range(40))
+            assert json.loads(cache.read_text())["commit"] == sha
+            before = len(proxy.commands())
+            docs = world.remote.commit_push("docs only", {"README.md": "docs\n"})
+            world.daemon.sync()
+            wait_until(lambda: client.status().commit == docs)
+            assert proxy.commands()[before:] == []
+    finally:
+        proxy.close()
+
+
+def test_a_commit_too_big_to_list_is_read_whole(world: World, tmp_path: Path) -> None:
+    files = {f"agents/n{i:04}.yaml": f"system_prompt: N{i}\nmodel: gpt-4o\n"
+             for i in range(EVENT_CHANGES_MAX + 1)}
+    with Client(redis=world.url, namespace="test", check_interval=3600) as client:
+        sha = world.remote.commit_push("many agents", files)
+        world.daemon.sync()
+        wait_until(lambda: client.status().commit == sha)
+        assert len(client.status().versions) == EVENT_CHANGES_MAX + 3
 
 
 def test_new_epoch_replaces_and_missing_state_keeps(world: World) -> None:
