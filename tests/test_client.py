@@ -308,7 +308,7 @@ def test_a_commit_costs_a_client_one_round_trip_and_one_cache_write(world: World
             saves: list[int] = []
             save = client.holdings.save
             client.holdings.save = (  # type: ignore[method-assign]
-                lambda path: (saves.append(1), save(path))[1])
+                lambda path: (save(path), saves.append(1))[0])
             before = len(proxy.commands())
             sha = world.remote.commit_push("retune all", {
                 name: text + "temperature: 0.9\n" for name, text in files.items()})
