@@ -246,8 +246,6 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         self._resync = True
 
     async def _on_event(self, event: dict[str, Any] | None) -> None:
-        if event is not None and event.get("type") == "rejected":
-            self._reject(self.rejected(event))
         plan = self.plan(event)
         if plan.action == "check":
             self.fresh(await self._check())
@@ -259,6 +257,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             if changes is None:
                 self.fresh(await self._check())
             else:
+                self.last_error = None  # an applied commit clears the last rejection
                 self._deliver(changes)
 
 

@@ -283,14 +283,6 @@ class ClientCore(Generic[R]):
             registered = list(self.reject_callbacks)
         return [(callback, rejection) for rejection in rejections for callback in registered]
 
-    def rejected(self, event: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """A ``rejected`` event: the rejection for callbacks, once per commit."""
-        commit, error = str(event.get("commit") or ""), str(event.get("error") or "")
-        if not commit or commit == self.rejected_commit:
-            return []
-        self.rejected_commit = commit
-        return [(commit, error)]
-
     def fresh(self, state_read: bool) -> None:
         """Connected and a non-empty state read: no longer stale."""
         if state_read and self.connected:
@@ -305,13 +297,8 @@ class ClientCore(Generic[R]):
         return True
 
     def plan(self, event: dict[str, Any] | None) -> Plan:
-        """What an event asks for (see :meth:`Holdings.plan`); ``rejected`` events are noted
-        here and ask for a check only when they show a gap."""
-        if event is not None and event.get("type") == "rejected" \
-                and event.get("epoch") == self.holdings.epoch:
-            revision = event.get("revision")
-            return Plan("none") if isinstance(revision, int) \
-                and revision <= self.holdings.revision else Plan("check")
+        """What an event asks for (see :meth:`Holdings.plan`); a ``rejected`` one asks for a
+        check, which reads the state's ``last_error`` and tells ``on_reject`` callbacks."""
         return self.holdings.plan(event)
 
     def set_connected(self) -> None:
@@ -594,8 +581,6 @@ class Client(ClientCore[redis.Redis]):
         self._resync.set()
 
     def _on_event(self, event: dict[str, Any] | None) -> None:
-        if event is not None and event.get("type") == "rejected":
-            self._reject(self.rejected(event))
         plan = self.plan(event)
         if plan.action == "check":
             self.fresh(self._check())
@@ -606,4 +591,5 @@ class Client(ClientCore[redis.Redis]):
             if changes is None:
                 self.fresh(self._check())
             else:
+                self.last_error = None  # an applied commit clears the last rejection
                 self._deliver(changes)

@@ -204,3 +204,50 @@ def test_status_fleet_and_closed(world: World) -> None:
             await client.start()
 
     run(scenario)
+
+
+def test_stop_keeps_the_callers_cancellation(world: World) -> None:
+    """Issue 9.3: AsyncClient.stop() swallowed the CancelledError meant for its caller."""
+    async def main() -> None:
+        client = await AsyncClient(redis=world.url, namespace="test").start()
+        started = asyncio.Event()
+
+        async def stuck(agent_id: str, snap: Snapshot | None) -> None:
+            started.set()
+            await asyncio.Event().wait()  # stop() waits for the callbacks to finish
+
+        client.on_change(stuck)
+        await off_loop(lambda: world.push("a", 0.1))
+        await asyncio.wait_for(started.wait(), 30)
+        stopping = asyncio.create_task(client.stop())
+        await asyncio.sleep(0.2)  # inside stop(), waiting for the callbacks
+        assert not stopping.done()
+        stopping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopping
+        await asyncio.sleep(0)
+        assert client.closed and client._task is not None and client._task.done()
+    run(main)
+
+
+def test_callbacks_run_in_their_own_task(world: World) -> None:
+    """A slow coroutine callback stalls neither updates nor reads."""
+    async def main() -> None:
+        release = asyncio.Event()
+        names: list[str] = []
+
+        async def slow(agent_id: str, snap: Snapshot | None) -> None:
+            task = asyncio.current_task()
+            names.append(task.get_name() if task else "")
+            await release.wait()
+
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            client.on_change(slow, agent_id="a")
+            await off_loop(lambda: world.push("a", 0.1))
+            await until(lambda: names == ["configsync-callbacks"])
+            await off_loop(lambda: world.push("a", 0.2))
+            await until(lambda: client.get("a").version == 3)
+            assert client.get("nobody", default=None) is None
+            release.set()
+            await until(lambda: len(names) == 2)
+    run(main)

@@ -584,3 +584,141 @@ def test_a_decoding_redis_connection_works_too(world: World) -> None:
         wait_until(lambda: client.get("a").version == 2)
         assert client.get("a", version=1).version == 1
     connection.close()
+
+
+def test_a_slow_callback_stalls_nothing_but_later_callbacks(world: World) -> None:
+    """Issue 9.3: callbacks ran on the thread that follows Redis; one that blocks stalled
+    every update and check. They run in order on their own thread now."""
+    release = threading.Event()
+    threads: list[str] = []
+
+    def slow(agent_id: str, snap: Snapshot | None) -> None:
+        threads.append(threading.current_thread().name)
+        release.wait(30)
+
+    with Client(redis=world.url, namespace="test") as client:
+        client.on_change(slow, agent_id="a")
+        world.push("a", 0.1)
+        wait_until(lambda: threads == ["configsync-callbacks"])
+        for t in (0.2, 0.3):
+            world.push("a", t)
+        wait_until(lambda: client.get("a").version == 4)  # updates flow while it blocks
+        release.set()
+        wait_until(lambda: len(threads) == 3)
+
+
+def test_a_read_only_user_reads_and_follows_without_flapping(world: World,
+                                                            caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    """Issue 9.4: the minimal ACL the README documents for agents (read and subscribe, no
+    write): the fleet report's SET is refused once, logged once, and nothing else changes."""
+    world.redis.execute_command(
+        "ACL", "SETUSER", "agent", "on", ">agent-pw", "resetkeys", "~configsync:{test}:*",
+        "resetchannels", "&configsync:{test}:changes", "-@all", "+@read", "+subscribe",
+        "+ping", "+hello", "+client|setinfo", "+client|setname")
+    url = world.url.replace("redis://", "redis://agent:agent-pw@")
+    hooks: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="configsync"), Client(
+            redis=url, namespace="test", report_interval=0.1, check_interval=0.1,
+            on_disconnect=lambda exc: hooks.append("down"),
+            on_reconnect=lambda: hooks.append("up")) as client:
+        stale = []
+        for _ in range(10):
+            stale.append(client.stale)
+            time.sleep(0.05)
+        sha = world.push("a", 0.8)
+        wait_until(lambda: client.status().commit == sha)
+        assert client.get("a").version == 2
+        assert not any(stale) and hooks == [] and client.status().connected
+    assert caplog.text.count("event=report_failed") == 1
+
+
+def test_a_deleted_agent_can_have_a_default(world: World) -> None:
+    """Issue 9.6: get(id, default=...) for an agent that is unknown or was deleted."""
+    with Client(redis=world.url, namespace="test") as client:
+        assert client.get("nobody", default=None) is None
+        world.remote.delete("agents/b.yaml")
+        world.remote.commit_push("drop b")
+        world.daemon.sync()
+        wait_until(lambda: client.get("b", default="gone") == "gone")
+        assert client.get("a", default=None) is client.get("a")
+
+
+def test_rejections_reach_agents(world: World) -> None:
+    """Issue 9.7: on_reject(commit, error), and status().last_error."""
+    told: list[tuple[str, str]] = []
+    with Client(redis=world.url, namespace="test") as client:
+        client.on_reject(lambda commit, error: told.append((commit, error)))
+        bad = world.push("a", 3.5)
+        wait_until(lambda: len(told) == 1)
+        assert told == [(bad, "agents/a.yaml:3:14: temperature: must be at most 2 (got 3.5)")]
+        status = client.status()
+        assert status.last_error is not None and status.last_error["commit"] == bad
+        assert client.get("a").version == 1  # the last good config keeps serving
+        world.push("a", 0.5)
+        wait_until(lambda: client.status().last_error is None)
+        assert len(told) == 1
+
+
+def test_the_callers_model_types_configs_and_redis_never_picks_code(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 9.8: state.schema named a module every agent process imported. Now the caller
+    passes model=; the state's schema is only compared."""
+    (tmp_path / "evil_schema_mod.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_name('RAN').write_text('x')\n"
+        "from configsync import AgentConfig\nclass Agent(AgentConfig):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = world.daemon.store
+    state = store.state()
+    store.commit_transaction(Write({"schema": "evil_schema_mod:Agent"}),
+                             expected_seen=state["seen"])
+
+    class SupportConfig(AgentConfig):
+        max_turns: int = 3
+
+    with caplog.at_level(logging.INFO, logger="configsync"):
+        with Client(redis=world.url, namespace="test") as client:
+            config: Any = client.get("a").config
+            assert isinstance(config, AgentConfig) and not isinstance(config, SupportConfig)
+        with Client(redis=world.url, namespace="test", model=SupportConfig) as client:
+            typed_config = client.get("a").config
+            assert isinstance(typed_config, SupportConfig) and typed_config.max_turns == 3
+    assert not (tmp_path / "RAN").exists()
+    assert "event=schema_mismatch schema=evil_schema_mod:Agent" in caplog.text
+
+
+def test_pinned_reads_epoch_changes_and_stops_under_stress(world: World) -> None:
+    """Issue 9.3: pinned reads from many threads while epochs change and clients stop."""
+    for t in (0.1, 0.2, 0.3):
+        world.push("a", t)
+    errors: list[BaseException] = []
+    for _ in range(3):
+        client = Client(redis=world.url, namespace="test", check_interval=0.05).start()
+        stop = threading.Event()
+
+        def reader(c: Client = client, s: threading.Event = stop) -> None:
+            try:
+                while not s.is_set():
+                    for version in (1, 2, 3, 4):
+                        try:
+                            c.get("a", version=version)
+                        except (VersionNotFoundError, ClientClosedError):
+                            pass
+                    c.get("a")
+            except ClientClosedError:
+                pass
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for _ in range(3):  # a new epoch each time: the state is rebuilt
+            world.redis.delete(world.daemon.store.keys.state)
+            world.daemon.sync()
+        client.stop()
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert errors == []
