@@ -147,11 +147,15 @@ class _BlobReader:
     """One long-lived ``git cat-file --batch``: a request, then its answer, in turn."""
 
     def __init__(self, git_dir: str) -> None:
+        self.git_dir = git_dir
         self.owner = os.getpid()  # a forked child must not share this process's pipes
-        self.proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=git_dir,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, env={**os.environ, **_ENV},
-                                     start_new_session=True)
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["git", "cat-file", "--batch"], cwd=self.git_dir,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env={**os.environ, **_ENV},
+                                start_new_session=True)
 
     def read(self, sha: str) -> bytes:
         stdin, stdout = self.proc.stdin, self.proc.stdout
@@ -167,6 +171,46 @@ class _BlobReader:
         data = _read_exactly(stdout, int(header[2]))
         stdout.read(1)
         return data
+
+    def read_many(self, shas: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        """``(sha, content)`` for each of ``shas``, pipelined: a thread writes every request
+        while this one reads the answers (one flush, not one round trip per blob; the thread
+        keeps a full pipe from blocking either side)."""
+        if len(shas) < 2:
+            for sha in shas:
+                yield sha, self.read(sha)
+            return
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        failed: list[OSError] = []
+
+        def request() -> None:
+            try:
+                stdin.write(b"".join(sha.encode() + b"\n" for sha in shas))
+                stdin.flush()
+            except OSError as exc:
+                failed.append(exc)
+
+        writer = threading.Thread(target=request, name="configsync-cat-file", daemon=True)
+        writer.start()
+        answered = 0
+        try:
+            for sha in shas:
+                header = stdout.readline().split()
+                if len(header) != 3 or header[1] != b"blob":
+                    raise GitError(f"git cat-file failed to read object {sha}")
+                data = _read_exactly(stdout, int(header[2]))
+                stdout.read(1)
+                answered += 1
+                yield sha, data
+        finally:
+            if answered < len(shas):  # an error, or the caller stopped early: answers are
+                _kill_group(self.proc)  # still queued, so this process is out of step
+                writer.join()
+                self.proc = self._start()
+            writer.join()
+        if failed:
+            raise GitError("git cat-file ended before reading every object")
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -275,13 +319,11 @@ class GitRepo:
         if not wanted:
             return
         if self._reader is not None and self._reader.owner == os.getpid():
-            for sha in wanted:
-                yield sha, self._reader.read(sha)
+            yield from self._reader.read_many(wanted)
             return
         reader = _BlobReader(str(self.git_dir))  # (a forked child gets one of its own)
         try:
-            for sha in wanted:
-                yield sha, reader.read(sha)
+            yield from reader.read_many(wanted)
         finally:
             reader.close()
 
