@@ -209,3 +209,21 @@ def test_a_silent_remote_times_out_and_leaves_no_process(tmp_path: Path) -> None
             assert _processes(server.url) == []
     finally:
         server.close()
+
+
+def test_pipelined_blob_reads_stay_in_step_when_a_caller_stops_early(tmp_path: Path) -> None:
+    """Many blobs are requested at once; a caller that stops half-way leaves answers queued,
+    and the next read must still get its own blob, not one of those."""
+    repo = GitTree(tmp_path / "r")
+    repo.write({f"f{i}.txt": f"content {i}\n" * (i + 1) for i in range(300)})
+    repo.commit("many files")
+    with GitRepo(repo.root) as gr, gr.batch():
+        shas = {e.path: e.sha for e in gr.ls_tree("HEAD", ["."]) if e.path.endswith(".txt")}
+        wanted = [shas[f"f{i}.txt"] for i in range(300)]
+        got = dict(gr.read_blobs(wanted))
+        assert all(got[shas[f"f{i}.txt"]] == (f"content {i}\n" * (i + 1)).encode()
+                   for i in range(300))
+        reading = gr.read_blobs(wanted)
+        next(reading)
+        reading.close()  # 299 answers still queued
+        assert dict(gr.read_blobs([shas["f7.txt"]])) == {shas["f7.txt"]: b"content 7\n" * 8}
