@@ -612,10 +612,11 @@ def test_a_read_only_user_reads_and_follows_without_flapping(world: World,
                                                             ) -> None:
     """Issue 9.4: the minimal ACL the README documents for agents (read and subscribe, no
     write): the fleet report's SET is refused once, logged once, and nothing else changes."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    line = next(x.strip() for x in readme.splitlines()
+                if x.strip().startswith("ACL SETUSER agent "))
     world.redis.execute_command(
-        "ACL", "SETUSER", "agent", "on", ">agent-pw", "resetkeys", "~configsync:{test}:*",
-        "resetchannels", "&configsync:{test}:changes", "-@all", "+@read", "+subscribe",
-        "+ping", "+hello", "+client|setinfo", "+client|setname")
+        *line.replace("{default}", "{test}").replace(">AGENT_PASSWORD", ">agent-pw").split())
     url = world.url.replace("redis://", "redis://agent:agent-pw@")
     hooks: list[str] = []
     with caplog.at_level(logging.WARNING, logger="configsync"), Client(

@@ -871,3 +871,25 @@ def test_a_shallow_source_url_says_so(remote: Remote, redis_server: RedisServer,
         f"configsync: error: file://{tmp_path}/shallow.git is a shallow clone (git clone "
         "--depth): configsync needs the branch's whole history; run `git fetch --unshallow` "
         "there, or point --repo at the repository it came from")
+
+
+def test_the_documented_daemon_acl_is_enough(remote: Remote, redis_server: RedisServer,
+                                             tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """README's least-privilege line for the daemon: rebuild, apply, trim, publish."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    line = next(x.strip() for x in readme.splitlines()
+                if x.strip().startswith("ACL SETUSER configsync-daemon"))
+    rules = line.replace("{default}", "{test}").replace(">DAEMON_PASSWORD", ">daemon-pw")
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command(*rules.split())
+    url = redis_server.url.replace("redis://", "redis://configsync-daemon:daemon-pw@")
+    args = ["--repo", remote.url, "--redis", url, "--once", "--keep", "1",
+            "--workdir", str(tmp_path / "wd")]
+    assert sync(capsys, *args)[0] == 0
+    remote.commit_push("tune", {"agents/a.yaml": A1_TEMP})
+    code, err = sync(capsys, *args)
+    assert code == 0, err
+    store = Store(admin, "test")
+    assert store.current()["a"].version == 2 and sorted(store.history("a")) == [2]
+    admin.close()
