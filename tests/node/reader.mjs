@@ -3,12 +3,13 @@
 //
 //   node reader.mjs REDIS_URL NAMESPACE            check the namespace, print one JSON line
 //   node reader.mjs REDIS_URL NAMESPACE --follow   first follow the change channel as the
-//       README says a reader must (prints "ready" once subscribed and loaded), until stdin
-//       closes; then check, and compare what it followed with what Redis holds
+//       README says a reader must (prints "ready" once subscribed and loaded, then "decided
+//       {...}" once each event is handled), until stdin closes; then check, and compare what
+//       it followed with what Redis holds
 //
-// The JSON: {contract, state, problems, checksums, read, events, follower}. `problems`
-// lists every way the data breaks the contract (empty when it keeps it); `checksums` has the
-// stored and the recomputed (RFC 8785 + sha256) checksum of every snapshot.
+// The JSON (the last line): {contract, state, problems, checksums, read, events, follower}.
+// `problems` lists every way the data breaks the contract (empty when it keeps it);
+// `checksums` has the stored and the recomputed (RFC 8785 + sha256) checksum of every snapshot.
 import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import { createClient } from 'redis';
@@ -162,7 +163,9 @@ function checkSnapshot(where, text, agentId, version) {
   if (typeof snap.message !== 'string' || /[\n\r]/.test(snap.message)) {
     problem(where, 'message is not one line');
   }
-  if (!UTC_MS.test(snap.synced_at ?? '')) problem(where, `synced_at ${JSON.stringify(snap.synced_at)}`);
+  if (!UTC_MS.test(snap.synced_at ?? '')) {
+    problem(where, `synced_at ${JSON.stringify(snap.synced_at)}`);
+  }
   const config = snap.config;
   if (!isObject(config)) {
     problem(where, 'config is not an object');
@@ -349,9 +352,10 @@ class Follower {
   }
 
   async decide(event, decision, action) {
-    this.decisions.push({ type: event?.type ?? null, revision: event?.revision ?? null,
-      decision });
+    const entry = { type: event?.type ?? null, revision: event?.revision ?? null, decision };
+    this.decisions.push(entry);
     if (action) await action();
+    process.stdout.write(`decided ${JSON.stringify(entry)}\n`);
   }
 }
 
