@@ -723,3 +723,30 @@ def test_pinned_reads_epoch_changes_and_stops_under_stress(world: World) -> None
         for thread in threads:
             thread.join()
     assert errors == []
+
+
+def test_example_survives_its_agent_being_deleted(world: World, tmp_path: Path) -> None:
+    """Issue 9.6: after `git rm agents/<id>.yaml` the example loop died at its next turn with
+    UnknownAgentError; it now says so and waits for the agent to come back."""
+    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "b", "--redis", world.url,
+                             "--namespace", "test", "--pause", "0.05",
+                             "--cache", str(tmp_path / "c.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+                              daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_until(lambda: any(line.startswith("turn 2: b v1") for line in lines))
+        world.remote.delete("agents/b.yaml")
+        world.remote.commit_push("drop b")
+        world.daemon.sync()
+        wait_until(lambda: any("b was deleted" in line for line in lines))
+        assert proc.poll() is None  # still running
+        world.remote.commit_push("b is back", {
+            "agents/b.yaml": "system_prompt: B again\nmodel: gpt-4o\n"})
+        world.daemon.sync()
+        wait_until(lambda: any(line.startswith("turn") and " b v2 " in line for line in lines))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
