@@ -31,7 +31,7 @@ from configsync.store import Store
 from configsync.sync import Daemon
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Repo, git  # noqa: E402
+from benchlib import Repo, git
 
 TIMEOUT = float(os.environ.get("LARGE_COMMIT_TIMEOUT", "600"))
 
