@@ -16,6 +16,12 @@ clone with agent files generated as bench/validate.py does, and measures in this
   agent file changed, committed and pushed per iteration, from ``git push`` returning until the
   callback sees the expected version.
 
+* a large commit (``--large 1000,10000``): one commit that changes every agent, from the start of
+  ``Daemon.catch_up`` until a client with ``cache_path`` holds every new version and its cache
+  file has them (bench/large_commit.py, in a subprocess), next to the same script run against
+  LARGE_BASELINE_REV (per-agent events: one HGET and one whole-cache rewrite per agent), in a
+  git worktree, for the sizes in ``--large-baseline`` (default 1000: the baseline is quadratic).
+
 Prints a table and the targets; exits 1 when a target is missed.
 """
 
@@ -53,6 +59,9 @@ CATCH_UP_REPS = 20
 POLL_INTERVAL = 0.2
 GET_TARGET_NS = 1000.0
 RATIO_TARGET = 100.0
+LARGE_TARGETS = {1000: 1.0, 10_000: 5.0}  # seconds, issue 9
+LARGE_BASELINE_REV = "dc73132"  # the last revision whose daemon sent one event per agent
+LARGE_BASELINE_TIMEOUT = 900
 
 from benchlib import Repo, git, percentile, show_log_tail, stop  # noqa: E402  (bench/ is on sys.path)
 
@@ -205,10 +214,78 @@ def measure_push(base: Path, url: str, repo: Repo, changes: int, seed: int) -> l
     return latencies
 
 
+def run_large(agents: int, pythonpath: str | None, base: Path) -> dict[str, float] | None:
+    """bench/large_commit.py in a subprocess, outside the project (``python`` puts the
+    script's folder first on sys.path, never the project's, so ``pythonpath`` decides which
+    configsync runs); None when it failed or timed out."""
+    env = {**os.environ, "LARGE_COMMIT_TIMEOUT": str(LARGE_BASELINE_TIMEOUT)}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    try:
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("large_commit.py")),
+                               str(agents)], cwd=base, env=env, capture_output=True, text=True,
+                              timeout=LARGE_BASELINE_TIMEOUT + 300, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    if done.returncode != 0:
+        print(f"[large] {agents} agents failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure_large(base: Path, sizes: list[int], baseline_sizes: list[int]
+                  ) -> list[tuple[int, dict[str, float] | None, dict[str, float] | None]]:
+    rows: list[tuple[int, dict[str, float] | None, dict[str, float] | None]] = []
+    project = Path(__file__).resolve().parents[1]
+    worktree = base / "baseline"
+    added = subprocess.run(["git", "-C", str(project), "worktree", "add", "-q", "--detach",
+                            str(worktree), LARGE_BASELINE_REV], capture_output=True,
+                           check=False).returncode == 0
+    try:
+        for n in sizes:
+            print(f"[large] {n} agents, now ...", file=sys.stderr, flush=True)
+            ours = run_large(n, None, base)
+            before = None
+            if added and n in baseline_sizes:
+                print(f"[large] {n} agents, at {LARGE_BASELINE_REV} ...", file=sys.stderr,
+                      flush=True)
+                before = run_large(n, str(worktree), base)
+            rows.append((n, ours, before))
+    finally:
+        if added:
+            subprocess.run(["git", "-C", str(project), "worktree", "remove", "--force",
+                            str(worktree)], capture_output=True, check=False)
+    return rows
+
+
+def report_large(rows: list[tuple[int, dict[str, float] | None, dict[str, float] | None]]
+                 ) -> list[tuple[str, bool, str]]:
+    checks = []
+    print(f"\n{'large commit, every agent changed':<52}{'now':>16}"
+          f"{LARGE_BASELINE_REV:>16}{'ratio':>8}")
+    for n, ours, before in rows:
+        now = f"{ours['seconds']:.2f}" if ours else "failed"
+        old = f"{before['seconds']:.2f}" if before else "not run"
+        ratio = f"{before['seconds'] / ours['seconds']:.0f}x" if ours and before else ""
+        print(f"{f'  {n:,} agents -> client with cache_path (s)':<52}{now:>16}{old:>16}"
+              f"{ratio:>8}")
+        if ours:
+            old_daemon = f"{before['catch_up']:.2f}" if before else "-"
+            print(f"{'    of which the daemon (Daemon.catch_up) (s)':<52}"
+                  f"{ours['catch_up']:>16.2f}{old_daemon:>16}")
+        target = LARGE_TARGETS.get(n)
+        if target is not None:
+            checks.append((f"a {n:,}-agent commit reaches a client with a cache in < {target:g} s",
+                           ours is not None and ours["seconds"] < target,
+                           f"{ours['seconds']:.2f} s" if ours else "failed"))
+    return checks
+
+
 # -- the table ---------------------------------------------------------------------------------
 
 def report(ours: list[float], theirs: list[float], catch_up: list[float], applied: list[float],
-           pushes: list[float]) -> bool:
+           pushes: list[float], large_checks: list[tuple[str, bool, str]]) -> bool:
     ms = 1000.0
     get_ns, base_ns = statistics.median(ours), statistics.median(theirs)
     ratio = base_ns / get_ns
@@ -232,6 +309,7 @@ def report(ours: list[float], theirs: list[float], catch_up: list[float], applie
         ("Client.get() under 1 µs (median)", get_ns < GET_TARGET_NS, f"{get_ns:.0f} ns"),
         (f"at least {RATIO_TARGET:.0f}x faster than a GET + json.loads per turn",
          ratio >= RATIO_TARGET, f"{ratio:.0f}x"),
+        *large_checks,
     ]
     print("\ntargets:")
     for name, ok, got in checks:
@@ -259,6 +337,10 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--large", default="1000,10000",
+                        help="agent counts for the large-commit measure ('' to skip)")
+    parser.add_argument("--large-baseline", default="1000",
+                        help=f"of those, the ones to run at {LARGE_BASELINE_REV} too")
     args = parser.parse_args()
     if args.agents < 1:
         parser.error("--agents must be at least 1")
@@ -297,10 +379,14 @@ def main() -> int:
             print(f"[push] {args.changes} pushes against `configsync sync` ...",
                   file=sys.stderr, flush=True)
             pushes = measure_push(base, url, repo, args.changes, args.seed)
+        sizes = [int(n) for n in args.large.split(",") if n.strip()]
+        baseline_sizes = [int(n) for n in args.large_baseline.split(",") if n.strip()]
+        large = measure_large(base, sizes, baseline_sizes) if sizes else []
         print(f"\nconfigsync Client vs a Redis GET + json.loads per turn, {args.agents} agents, "
               f"seed {args.seed}, {os.cpu_count()} cores, one run on this machine, "
               "redis-server on 127.0.0.1")
-        ok = report(ours, theirs, catch_up, applied, pushes)
+        large_checks = report_large(large) if large else []
+        ok = report(ours, theirs, catch_up, applied, pushes, large_checks)
         return 0 if ok else 1
     finally:
         if daemon is not None:
