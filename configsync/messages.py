@@ -21,6 +21,7 @@ __all__ = [
     "error_summary",
     "fields_at",
     "find_secret",
+    "portability_message",
     "secret_message",
     "show",
 ]
@@ -49,6 +50,20 @@ def find_secret(text: str) -> re.Match[str] | None:
 def secret_message(match: re.Match[str]) -> str:
     kind = _SECRET_NAMES[match.lastgroup or "pem"]
     return f"looks like {kind}; keep credentials out of git and rotate this one"
+
+
+def portability_message(value: float | int, *, made_by: str | None = None) -> str:
+    """Why a number cannot be stored (NaN, an infinity, an integer beyond ±(2^53-1)), and the
+    fix: quote it in the file or, when a model (``made_by``) made it, change the model."""
+    if isinstance(value, float):
+        what = ".nan" if value != value else (".inf" if value > 0 else "-.inf")
+        why = f"{what} has no JSON form: JSON readers in other languages cannot represent it"
+    else:
+        why = (f"{value} is outside ±(2^53-1): JSON readers in other languages (JavaScript, "
+               "Go's float64) cannot represent it exactly")
+    if made_by is not None:
+        return f"{why}; {made_by} made it: change its default or validator"
+    return f"{why}; quote it to keep it as text"
 
 
 def dotted(loc: Sequence[str | int]) -> str:

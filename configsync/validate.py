@@ -28,6 +28,7 @@ from .messages import (
     dotted,
     fields_at,
     find_secret,
+    portability_message,
     secret_message,
     show,
 )
@@ -45,6 +46,7 @@ from .repo import (
     has_path,
 )
 from .schema import load_agent_model
+from .snapshot import non_portable
 
 __all__ = ["ERROR", "WARNING", "Diagnostic", "Report", "check_tree"]
 
@@ -439,10 +441,14 @@ class _Checker:
         if chain is None:
             return None
         merged = self.merged(chain)
+        unportable = self.portable(chain, merged)
         try:
             config = self.model.model_validate(merged, context=self.context)
         except ValidationError as exc:
-            errors = exc.errors()
+            # a number already reported as not portable gets no second line from pydantic
+            # (`temperature: .nan` is not also "must be at most 2"); an unknown key still does
+            errors = [e for e in exc.errors() if e["type"] == "extra_forbidden"
+                      or not any(tuple(e["loc"][:len(u)]) == u for u in unportable)]
             prompts = sum(merged.get(key) is not None for key in _PROMPT_KEYS)
             if prompts != 1 and not any(e["type"] == "prompt_source" for e in errors):
                 # pydantic skips model validators after a field error; report all problems
@@ -451,7 +457,22 @@ class _Checker:
             for err in errors:
                 self.pydantic_error(err, chain, self.model)
             return None
+        if unportable:
+            return None
         return _Resolved(agent, chain, config)
+
+    def portable(self, chain: Sequence[AgentFile], data: Any, *,
+                 made_by: str | None = None) -> list[tuple[str | int, ...]]:
+        """Report every number in ``data`` that JSON cannot carry to readers in other
+        languages (NaN, infinities, integers beyond ±(2^53-1)), at the file in ``chain`` that
+        wrote it; return their paths. ``made_by``: the model that made ``data`` (its dump)."""
+        found = []
+        for loc, value in non_portable(data):
+            origin, (line, column) = _origin(chain, loc)
+            self.report(origin.path, line, column, f"{dotted(loc)}: "
+                        f"{portability_message(value, made_by=made_by)}")
+            found.append(tuple(loc))
+        return found
 
     def merged(self, chain: Sequence[AgentFile]) -> dict[str, Any]:
         """The deep merge of ``chain`` (nearest first), each base's merge made once and kept:
@@ -544,6 +565,10 @@ class _Checker:
 
     def finish(self, item: _Resolved, prompts: Mapping[str, str | None]) -> dict[str, Any] | None:
         config = item.config.model_dump(mode="json", exclude={"extends", "system_prompt_file"})
+        # the files' own numbers passed `portable` already; this catches what the model made
+        # (a default or validator of a `schema:` class): nothing JSON cannot carry is stored
+        if self.portable(item.chain, config, made_by=_model_name(self.model)):
+            return None
         if item.config.system_prompt_file is not None:
             text = prompts.get(item.config.system_prompt_file)
             if text is None:
@@ -618,6 +643,10 @@ def _merged_keys(chain: Sequence[AgentFile]) -> set[str]:
         if any(key in agent.doc.data for key in _PROMPT_KEYS):
             break
     return keys
+
+
+def _model_name(model: type[BaseModel]) -> str:
+    return f"{model.__module__}:{model.__qualname__}"
 
 
 def _origin(chain: Sequence[AgentFile], loc: Sequence[str | int], *,

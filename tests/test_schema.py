@@ -62,6 +62,52 @@ def test_custom_fields_are_validated(tmp_path: Path, package: str) -> None:
     assert (config["framework"], config["max_turns"]) == ("crewai", 10)
 
 
+PORTABLE_MODELS = """\
+import math
+from typing import Any
+
+from pydantic import Field
+
+from configsync import AgentConfig
+
+
+class Agent(AgentConfig):
+    ratio: float = 0.5
+    extra: dict[str, Any] = Field(default_factory=dict)
+    budget: float = math.inf
+"""
+
+
+def test_custom_fields_hold_only_numbers_json_carries(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A float field takes .nan (pydantic allows it), an Any field would turn it into null
+    silently, and a model's own default can be infinite: each is an error, never stored."""
+    name = f"portable_{uuid.uuid4().hex[:8]}"
+    write_tree(tmp_path / "site", {f"{name}.py": PORTABLE_MODELS})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    no_json = ("has no JSON form: JSON readers in other languages cannot represent it; quote "
+               "it to keep it as text")
+    try:
+        root = write_tree(tmp_path / "repo", {
+            "configsync.yaml": SETTINGS + f"schema: {name}:Agent\n",
+            "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\nbudget: 1\nratio: .nan\n"
+                             "extra:\n  deep: [1, {x: -.inf}]\n  big: 9007199254740992\n",
+            "agents/b.yaml": "system_prompt: hi\nmodel: gpt-4o\n",
+            "agents/c.yaml": "system_prompt: hi\nmodel: gpt-4o\nbudget: 9007199254740991\n"})
+        assert lines(root) == [
+            f"agents/a.yaml:4:8: ratio: .nan {no_json}",
+            "agents/a.yaml:6:17: extra.deep[1].x: -.inf " + no_json,
+            "agents/a.yaml:7:8: extra.big: 9007199254740992 is outside ±(2^53-1): JSON readers "
+            "in other languages (JavaScript, Go's float64) cannot represent it exactly; quote it "
+            "to keep it as text",
+            "agents/b.yaml:1:1: budget: .inf has no JSON form: JSON readers in other languages "
+            f"cannot represent it; {name}:Agent made it: change its default or validator",
+        ]
+        assert list(check_tree(FolderSource(root)).configs) == ["c"]
+    finally:
+        sys.modules.pop(name, None)
+
+
 @pytest.mark.parametrize(("ref", "message"), [
     ("no_such_pkg.models:X", "schema: cannot import `no_such_pkg.models`: No module named "
                              "'no_such_pkg'"),

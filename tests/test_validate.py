@@ -23,6 +23,10 @@ def check(root: Path, files: dict[str, str | bytes], *, base: bool = True) -> li
 
 A = "agents/a.yaml"
 OK = "system_prompt: hi\nmodel: gpt-4o\n"
+NO_JSON = ("has no JSON form: JSON readers in other languages cannot represent it; quote it to "
+           "keep it as text")
+TOO_BIG = ("is outside ±(2^53-1): JSON readers in other languages (JavaScript, Go's float64) "
+           "cannot represent it exactly; quote it to keep it as text")
 
 CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("clean", {}, []),
@@ -177,6 +181,28 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
       "out of git and rotate this one"]),
     ("words that merely start like keys are fine",
      {A: "system_prompt: ask-me about AKIA and sk-learn\nmodel: gpt-4o\n"}, []),
+    # numbers JSON readers in other languages cannot hold (issue 9): one line each, on the value
+    ("nan", {A: OK + "temperature: .nan\n"},
+     [f"{A}:3:14: error: temperature: .nan {NO_JSON}"]),
+    ("infinity", {A: OK + "guardrail_threshold: .inf\n"},
+     [f"{A}:3:22: error: guardrail_threshold: .inf {NO_JSON}"]),
+    ("minus infinity, any spelling", {A: OK + "temperature: -.Inf\n"},
+     [f"{A}:3:14: error: temperature: -.inf {NO_JSON}"]),
+    ("a float too big is infinity", {A: OK + "metadata: {labels: {x: 1.0e+400}}\n"},
+     [f"{A}:3:24: error: metadata.labels.x: .inf {NO_JSON}"]),
+    ("integer 2^53", {A: OK + "max_tokens: 9007199254740992\n"},
+     [f"{A}:3:13: error: max_tokens: 9007199254740992 {TOO_BIG}"]),
+    ("integer -2^53 in a list", {A: OK + "tools: [search, -9007199254740992]\n"},
+     [f"{A}:3:17: error: tools[1]: -9007199254740992 {TOO_BIG}"]),
+    ("integer 2^53-1 is fine", {A: OK + "max_tokens: 9007199254740991\n"}, []),
+    ("quoted, they are text", {A: OK + "metadata: {labels: {a: '.nan', b: '9007199254740992'}}\n"},
+     []),
+    ("an unknown key with nan says both", {A: OK + "colour: .nan\n"},
+     [f"{A}:3:1: error: colour: unknown key", f"{A}:3:9: error: colour: .nan {NO_JSON}"]),
+    ("nan in a base is reported in the base, once", {
+        "agents/base.yaml": OK + "metadata:\n  labels:\n    x: .NaN\n",
+        A: "extends: base\n", "agents/b.yaml": "extends: base\n"},
+     [f"agents/base.yaml:5:8: error: metadata.labels.x: .nan {NO_JSON}"]),
 ]
 
 
