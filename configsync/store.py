@@ -3,7 +3,7 @@
 Keys (``ns`` is the namespace; the ``{ns}`` hash tag keeps a namespace in one cluster slot):
 
     configsync:{ns}:state               hash: commit, seen, revision, epoch, branch, source,
-                                        applied_at, heartbeat_at, last_error, schema
+                                        applied_at, heartbeat_at, last_error, schema, contract
     configsync:{ns}:current             hash: agent id -> snapshot JSON
     configsync:{ns}:history:<agent id>  hash: version -> snapshot JSON (the last N kept)
     configsync:{ns}:agents              hash: agent id -> last version written (deleted too)
@@ -32,13 +32,20 @@ import redis
 
 from .snapshot import Record, canonical_json
 
-__all__ = ["EVENTS_MAXLEN", "EVENT_CHANGES_MAX", "AgentChange", "Event", "Keys", "Store",
-           "namespaces"]
+__all__ = ["CONTRACT_VERSION", "EVENTS_MAXLEN", "EVENT_CHANGES_MAX", "AgentChange", "Event",
+           "Keys", "Store", "namespaces"]
 
 EVENTS_MAXLEN = 10_000
 EVENT_CHANGES_MAX = 1_000
 """An ``applied`` event lists at most this many agents (about 60 bytes each); a bigger commit
 sends ``changes: null``, so no event (or stream entry) grows with the size of the repository."""
+
+CONTRACT_VERSION = "2"
+"""``state.contract``: the version of what the keys hold. 2: one ``applied`` event per commit,
+checksums are sha256 of RFC 8785 (JCS) bytes, and no config holds NaN, an infinity or an
+integer beyond ±(2^53-1). 1 (a state without the field): per-agent events, sha256 of Python's
+``json.dumps`` text. A daemon that finds another version at start rebuilds the namespace (a
+new epoch)."""
 
 
 @dataclass(frozen=True, slots=True)

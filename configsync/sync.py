@@ -37,7 +37,7 @@ from .logs import kv, logger, redact_url
 from .messages import error_summary
 from .repo import CONFIG_PATHS, SETTINGS_FILE, Entry, GitSource, git_kind
 from .snapshot import Record, checksum
-from .store import AgentChange, Event, Store, Write
+from .store import CONTRACT_VERSION, AgentChange, Event, Store, Write
 from .validate import Report, check_tree
 
 __all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult", "error_summary",
@@ -253,7 +253,9 @@ class Daemon:
                     return self._result(head)
                 continue
             taking_over = self._follows(state)
-            self._load(state)
+            upgrade = self._contract_upgrade(state)
+            if upgrade is None:
+                self._load(state)  # (a rebuild below makes it anew)
             seen = state["seen"]
             if seen != head and not refetched and not self.mirror.has_commit(seen):
                 # Another daemon applied a commit this mirror has not fetched: fetch before
@@ -261,14 +263,14 @@ class Daemon:
                 self.mirror.fetch(self.branch)
                 head, refetched = self.mirror.head(self.branch), True
                 continue
-            if seen == head and not taking_over:
+            if seen == head and not taking_over and upgrade is None:
                 self.unconfirmed = None
                 self.store.heartbeat(utcnow())
                 self.synced = True
                 return self._result(head)
             forward = seen != head and self.mirror.has_commit(seen) and \
                 self.mirror.is_ancestor(seen, head)
-            if not forward and not taking_over and self.unconfirmed != head:
+            if not forward and seen != head and not taking_over and self.unconfirmed != head:
                 self.unconfirmed = head
                 logger.warning(kv("force_push_seen", branch=self.branch, seen=seen[:12],
                                   head=head[:12], applied_when="the next fetch agrees"))
@@ -279,6 +281,16 @@ class Daemon:
                 logger.warning(kv("adopted", source=self.source, branch=self.branch,
                                   was_source=state.get("source"), was_branch=state.get("branch"),
                                   seen=seen[:12], head=head[:12]))
+            if upgrade is not None:
+                logger.warning(kv("contract_upgrade", **{"from": upgrade, "to": CONTRACT_VERSION},
+                                  commit=(state.get("commit") or "")[:12], head=head[:12]))
+                if not self.rebuild(head, expected_seen=seen):
+                    continue  # another daemon moved the state: read it again
+                if taking_over:
+                    self.adopt = False
+                self.store.heartbeat(utcnow())
+                self.synced = True
+                return self._result(head)
             assert self.applied is not None
             if forward:
                 total, steps = self.engine.walk(self.applied, seen, head)
@@ -315,6 +327,17 @@ class Daemon:
             f"{self.source} (branch {self.branch}), which may be a stale clone (or the namespace "
             "was taken over from elsewhere with --adopt): pass --adopt to make the namespace "
             "follow this source from now on, or use another --namespace")
+
+    def _contract_upgrade(self, state: dict[str, str]) -> str | None:
+        """The contract ``state`` was written with, when the namespace must be rebuilt under
+        CONTRACT_VERSION (checksums change with it, so versions are numbered anew, in a new
+        epoch): a state without the field (configsync before contracts: 1) whenever it is seen,
+        another version at this daemon's start only (two daemons of different versions left
+        running on one namespace must not rebuild it in turns at every poll)."""
+        found = state.get("contract")
+        if found == CONTRACT_VERSION or (found is not None and self.synced):
+            return None
+        return found or "1"
 
     def _result(self, head: str, *, pending: bool = False) -> SyncResult:
         return SyncResult(head, self.store.state().get("commit") == head, pending)
@@ -376,7 +399,7 @@ class Daemon:
         return {"commit": applied.commit or "", "seen": seen, "revision": str(applied.revision),
                 "epoch": self.epoch or "", "branch": self.branch, "source": self.source,
                 "applied_at": now, "heartbeat_at": now, "last_error": last_error,
-                "schema": schema or ""}
+                "schema": schema or "", "contract": CONTRACT_VERSION}
 
     def _events(self, step: Step, new: Applied) -> list[Event]:
         """One ``applied`` event for the commit, listing every agent it changed (none for a
@@ -414,8 +437,9 @@ class Daemon:
         logger.info(kv("loaded", commit=(commit or "")[:12], agents=len(versions),
                        revision=self.applied.revision))
 
-    def rebuild(self, head: str) -> bool:
-        """Rebuild the whole state from the branch history in memory; write it at once."""
+    def rebuild(self, head: str, *, expected_seen: str | None = None) -> bool:
+        """Rebuild the whole state from the branch history in memory; write it at once, when
+        ``state.seen`` is still ``expected_seen`` (None: when the state is still missing)."""
         started = time.monotonic()
         applied = Applied()
         history: dict[str, deque[Record]] = {}
@@ -442,7 +466,7 @@ class Daemon:
                       index={a: s[-1].version for a, s in history.items()},
                       events=[Event("rebuilt", applied.commit or "", applied.revision,
                                     self.epoch)], replace_all=True)
-        if not self.store.commit_transaction(write, expected_seen=None):
+        if not self.store.commit_transaction(write, expected_seen=expected_seen):
             self.applied = None
             return False
         self.applied = applied

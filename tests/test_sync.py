@@ -756,3 +756,128 @@ def test_the_same_commit_applied_again_is_no_new_revision(remote: Remote,
     daemon.sync()  # the rewind is confirmed
     state = daemon.store.state()
     assert (state["seen"], state["commit"], state["revision"]) == (good, good, revision)
+
+
+def _as_contract_1(store: Store, contract: str | None) -> None:
+    """Make a namespace look as configsync wrote it before contract 2: checksums of Python's
+    json.dumps text, other version numbers, and no `contract` field (or ``contract``)."""
+    import hashlib
+
+    def old(record: Any, bump: int) -> str:
+        data = json.loads(record.to_json())
+        data["version"] += bump
+        data["checksum"] = hashlib.sha256(json.dumps(
+            data["config"], sort_keys=True, separators=(",", ":"),
+            ensure_ascii=False).encode()).hexdigest()
+        return json.dumps(data)
+
+    client = store.redis
+    for agent_id, record in store.current().items():
+        client.hset(store.keys.current, agent_id, old(record, 10))
+        for version, kept in store.history(agent_id).items():
+            client.hset(store.keys.history(agent_id), str(version + 10), old(kept, 10))
+            client.hdel(store.keys.history(agent_id), str(version))
+        client.hset(store.keys.agents, agent_id, str(record.version + 10))
+    client.hdel(store.keys.state, "contract")
+    if contract is not None:
+        client.hset(store.keys.state, "contract", contract)
+
+
+@pytest.mark.parametrize("contract", [None, "1", "3"])
+def test_a_state_of_another_contract_is_rebuilt_once_at_start(
+        remote: Remote, make_daemon: Any, caplog: pytest.LogCaptureFixture,
+        contract: str | None) -> None:
+    """Contract 2 changed every checksum (RFC 8785): a daemon that starts on a state written
+    under contract 1 (no `contract` field) or any other rebuilds it from history, once, in a
+    new epoch with one `rebuilt` event, as after a flush."""
+    from configsync.store import CONTRACT_VERSION
+
+    first = make_daemon(remote)
+    remote.commit_push("t1", {"agents/a.yaml": A1 + "temperature: 1\nmax_tokens: 100\n"})
+    first.sync()
+    remote.commit_push("t2", {"agents/a.yaml": A1 + "temperature: 0.00001\n"})
+    first.sync()
+    assert first.store.state()["contract"] == CONTRACT_VERSION == "2"
+    expected = content(first.store)
+    store = first.store
+    _as_contract_1(store, contract)
+    epoch = store.state()["epoch"]
+    events = len(store.events())
+    assert versions(store) == {"a": 13, "b": 11}
+
+    restarted = make_daemon(remote)
+    with caplog.at_level(logging.INFO, logger="configsync"):
+        assert restarted.sync().applied
+        restarted.sync()  # once: the next poll finds contract 2
+    upgrades = [r.getMessage() for r in caplog.records if "contract_upgrade" in r.getMessage()]
+    assert len(upgrades) == 1
+    assert upgrades[0].startswith(f"event=contract_upgrade from={contract or 1} to=2 ")
+    state = store.state()
+    assert state["epoch"] != epoch and state["contract"] == "2"
+    new_events = store.events()[events:]
+    assert [e["type"] for e in new_events] == ["rebuilt"]
+    assert new_events[0]["epoch"] == state["epoch"]
+    after = content(store)
+    assert after["current"] == expected["current"]
+    assert after["history"] == expected["history"]
+    assert after["state"] == expected["state"]
+    assert versions(store) == {"a": 3, "b": 1}
+    for agent_id, record in store.current().items():
+        assert record.checksum == checksum(record.config)
+        assert all(kept.checksum == checksum(kept.config)
+                   for kept in store.history(agent_id).values())
+
+
+def test_a_contract_upgrade_walks_to_the_new_head(remote: Remote, make_daemon: Any) -> None:
+    """Commits pushed while the old daemon was down are part of the rebuild: one `rebuilt`
+    event at the head, no `updated` events in a dying epoch."""
+    first = make_daemon(remote)
+    first.sync()
+    _as_contract_1(first.store, None)
+    events = len(first.store.events())
+    head = remote.commit_push("t1", {"agents/a.yaml": A1 + "temperature: 1.0\n"})
+    restarted = make_daemon(remote)
+    restarted.sync()
+    state = restarted.store.state()
+    assert (state["commit"], state["seen"], state["contract"]) == (head, head, "2")
+    assert [e["type"] for e in restarted.store.events()[events:]] == ["rebuilt"]
+    assert versions(restarted.store) == {"a": 2, "b": 1}
+
+
+def test_contract_is_written_with_every_applied_step(remote: Remote, make_daemon: Any,
+                                                     redis_client: redis.Redis) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    epoch = daemon.store.state()["epoch"]
+    redis_client.hset(daemon.store.keys.state, "contract", "3")  # a newer daemon, say
+    remote.commit_push("t1", {"agents/a.yaml": A1 + "temperature: 0.1\n"})
+    daemon.sync()  # running, not starting: no rebuild (two versions must not take turns)
+    state = daemon.store.state()
+    assert (state["epoch"], state["contract"]) == (epoch, "2")
+    assert [e["type"] for e in daemon.store.events()] == ["rebuilt", "applied"]
+    redis_client.hdel(daemon.store.keys.state, "contract")  # a daemon before contracts
+    daemon.sync()  # a state without a contract is rebuilt whenever it is seen
+    assert daemon.store.state()["epoch"] != epoch
+    assert daemon.store.state()["contract"] == "2"
+
+
+def test_a_contract_upgrade_never_regresses_to_a_lagging_head(remote: Remote,
+                                                              make_daemon: Any) -> None:
+    """A restart on a contract-1 state whose source answers an older head once rebuilds
+    nothing until the next fetch agrees (invariant 5 holds for an upgrade too)."""
+    old = remote.commit_push("old", {"agents/a.yaml": A1 + "temperature: 0.1\n"})
+    first = make_daemon(remote)
+    first.sync()
+    new = remote.commit_push("new", {"agents/a.yaml": A1 + "temperature: 0.2\n"})
+    first.sync()
+    _as_contract_1(first.store, None)
+    epoch = first.store.state()["epoch"]
+    git(Path(remote.url), "update-ref", "refs/heads/main", old)  # the replica lags, once
+    restarted = make_daemon(remote)
+    assert restarted.sync().pending
+    assert (first.store.state()["epoch"], first.store.state()["commit"]) == (epoch, new)
+    git(Path(remote.url), "update-ref", "refs/heads/main", new)  # and catches up
+    assert restarted.sync().applied
+    state = first.store.state()
+    assert (state["commit"], state["contract"]) == (new, "2") and state["epoch"] != epoch
+    assert versions(first.store) == {"a": 3, "b": 1}
