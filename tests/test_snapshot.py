@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
+import shutil
+import subprocess
 
 import pytest
 import rfc8785
@@ -132,3 +135,38 @@ def test_snapshot_round_trip() -> None:
     snap = Record("a", 2, "x", {"model": "m"}, "c", "A <a@b>", "t1", "msg", "t2")
     assert Record.from_json(snap.to_json()) == snap
     assert Record.from_json(snap.to_json().encode()) == snap
+
+
+NODE_READER = r"""
+// A reader in another language, as the README tells it: RFC 8785 by hand (ECMAScript's own
+// number formatting, keys sorted by UTF-16 code units: JavaScript's default sort).
+const crypto = require("crypto");
+function jcs(v) {
+  if (v === null || typeof v !== "object") return JSON.stringify(v);
+  if (Array.isArray(v)) return "[" + v.map(jcs).join(",") + "]";
+  return "{" + Object.keys(v).sort().map(k => JSON.stringify(k) + ":" + jcs(v[k])).join(",") + "}";
+}
+for (const line of require("fs").readFileSync(0, "utf8").trim().split("\n")) {
+  const record = JSON.parse(line);
+  const digest = crypto.createHash("sha256").update(jcs(record.config), "utf8").digest("hex");
+  console.log(digest === record.checksum ? "same" : "different " + record.agent_id);
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+def test_a_nodejs_reader_gets_the_same_checksums() -> None:
+    """Issue 9's reader, for real: Node.js parses each stored snapshot and hashes its JCS."""
+    rng = random.Random(9)
+    configs = [{"temperature": 1.0}, {"x": 0.00001}, {"x": -0.0}, {"x": 2**53 - 1, "y": 1e21},
+               {"\U0001f600": 1, "\ufb33": 2, "\u20ac": 3, "a": 4},
+               {"s": "a\u0001\n\t\"\\\u007f\u2028"}]
+    for _ in range(200):
+        key = "k" + chr(rng.choice([0x41, 0xE9, 0xFB33, 0xFFFF, 0x10000, 0x1F600]))
+        configs.append({key: [rng.random() * 10.0 ** rng.randint(-12, 25)],
+                        "t": float(rng.randint(0, 2)), "n": rng.randint(-(2**53 - 1), 2**53 - 1)})
+    lines = [Record(str(i), 1, checksum(c), c, "c", "A <a@b>", "t1", "msg", "t2").to_json()
+             for i, c in enumerate(configs)]
+    done = subprocess.run(["node", "-e", NODE_READER], input="\n".join(lines), text=True,
+                          capture_output=True, check=True, timeout=60)
+    assert done.stdout.split("\n")[:-1] == ["same"] * len(configs)
