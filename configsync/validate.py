@@ -565,11 +565,9 @@ class _Checker:
 
     def finish(self, item: _Resolved, prompts: Mapping[str, str | None]) -> dict[str, Any] | None:
         config = item.config.model_dump(mode="json", exclude={"extends", "system_prompt_file"})
-        # the files' own numbers passed `portable` already; this catches what a `schema:`
-        # class made (a default, a validator): nothing JSON cannot carry is stored.
-        # AgentConfig's dump holds only the files' values and its own finite defaults.
-        if self.model is not AgentConfig and self.portable(
-                item.chain, config, made_by=_model_name(self.model)):
+        # the files' own numbers passed `portable` already; this catches what the model made
+        # (a default or validator of a `schema:` class): nothing JSON cannot carry is stored
+        if self.portable(item.chain, config, made_by=_model_name(self.model)):
             return None
         if item.config.system_prompt_file is not None:
             text = prompts.get(item.config.system_prompt_file)
