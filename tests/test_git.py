@@ -183,11 +183,10 @@ def test_credentials_never_reach_argv_or_disk(tmp_path: Path) -> None:
 
 def test_a_silent_remote_times_out_and_leaves_no_process(tmp_path: Path) -> None:
     import threading
-    import time
 
     from configsync.git import Mirror
 
-    from .conftest import GitHttp, Remote
+    from .conftest import GitHttp, Remote, wait_until
 
     remote = Remote(tmp_path / "git")
     remote.commit_push("one", {"agents/a.yaml": "a: 1\n"})
@@ -195,18 +194,18 @@ def test_a_silent_remote_times_out_and_leaves_no_process(tmp_path: Path) -> None
     server.silent = True
     try:
         with Mirror(tmp_path / "mirror", server.url, timeout=1) as mirror:
-            started = time.monotonic()
             with pytest.raises(GitError, match=r"git fetch http://127\.0\.0\.1:\d+/repo\.git main "
                                                r"timed out after 1 s"):
                 mirror.fetch("main")
-            assert time.monotonic() - started < 10
-            assert _processes(server.url) == []  # git and git-remote-http both gone
+            # git and git-remote-http both gone (the group's SIGKILL lands at once; a busy
+            # machine may take a moment to reap)
+            wait_until(lambda: _processes(server.url) == [], timeout=10)
             mirror.timeout = 60
             mirror.stop = threading.Event()
             threading.Timer(0.5, mirror.stop.set).start()
             with pytest.raises(GitError, match="stopped: configsync is shutting down"):
                 mirror.fetch("main")  # SIGTERM's stop flag ends a fetch in flight
-            assert _processes(server.url) == []
+            wait_until(lambda: _processes(server.url) == [], timeout=10)
     finally:
         server.close()
 
