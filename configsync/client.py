@@ -24,6 +24,7 @@ backoff (DESIGN.md invariants 6 and 7).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import socket
@@ -67,6 +68,8 @@ SAVE_DELAY = 1.0
 """Seconds a burst of changes may go unsaved at most: the cache file is written when the
 channel goes quiet, or after this long, whichever comes first."""
 MISSING: Any = object()
+LOGGED_CHANGES = 20
+"""More changes than this at once are logged as one line (counts), not one line each."""
 
 
 def _now() -> str:
@@ -227,6 +230,13 @@ class ClientCore(Generic[R]):
         """Log the changes and mark the cache file behind (it is written per burst)."""
         if changes and self.cache_path is not None and self.dirty_since is None:
             self.dirty_since = time.monotonic()
+        if not changes or not logger.isEnabledFor(logging.INFO):
+            return
+        if len(changes) > LOGGED_CHANGES:  # one line for a big commit, not thousands
+            deleted = sum(change.snapshot is None for change in changes)
+            logger.info(kv("updated", agents=len(changes) - deleted, deleted=deleted,
+                           revision=self.holdings.revision))
+            return
         for change in changes:
             snap = change.snapshot
             logger.info(kv("updated" if snap else "deleted", agent=change.agent_id,
@@ -253,10 +263,9 @@ class ClientCore(Generic[R]):
         held."""
         if "seen" not in state:
             return []
-        records = {text(k): Record.from_json(v) for k, v in raw.items()}
-        changes = self.holdings.replace_all(state, records, {a: text(v) for a, v in
-                                                             zip(records, raw.values(),
-                                                                 strict=True)})
+        jsons = {text(k): text(v) for k, v in raw.items()}  # (str: json.loads skips sniffing)
+        records = {a: Record.from_json(v) for a, v in jsons.items()}
+        changes = self.holdings.replace_all(state, records, jsons)
         self.last_sync_at = _now()
         return changes
 
