@@ -142,23 +142,16 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         if self.last_sync_at is not None:  # the first read takes both in one round trip
             client: Any = self._redis
             raw: Mapping[bytes, bytes] = await client.hgetall(self.keys.state)
-            state = texts(raw)
-            if "seen" not in state:
-                return False  # no data yet: keep the last known good
-            self._reject(self.take_state(state))
-            if self.unchanged(state):
-                return True
+            known = self.after_state(texts(raw))
+            if known is not None:
+                return known
         for _ in range(FULL_READ_TRIES):
             async with self._redis.pipeline(transaction=False) as pipe:
                 full_read_pipeline(pipe, self.keys)
                 reply = await pipe.execute()
             if consistent(reply):
                 break
-        state = texts(reply[0])
-        rejections = self.take_state(state) if "seen" in state else []
-        self._deliver(self.take_full(state, reply[1]))
-        self._reject(rejections)
-        return "seen" in state
+        return self.after_full_read(reply)
 
     def _deliver(self, changes: list[Change]) -> None:
         self.after_changes(changes)

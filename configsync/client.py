@@ -292,6 +292,28 @@ class ClientCore(Generic[R]):
             registered = list(self.reject_callbacks)
         return [(callback, rejection) for rejection in rejections for callback in registered]
 
+    def after_state(self, state: Mapping[str, str]) -> bool | None:
+        """After a check's ``HGETALL state``: False (no data yet: keep the last known good),
+        True (nothing this client lacks), or None (read ``current`` too)."""
+        if "seen" not in state:
+            return False
+        self._reject(self.take_state(state))
+        return True if self.unchanged(state) else None
+
+    def after_full_read(self, reply: list[Any]) -> bool:
+        """After :func:`full_read_pipeline`'s reply: take it; True when there is a state."""
+        state = texts(reply[0])
+        rejections = self.take_state(state) if "seen" in state else []
+        self._deliver(self.take_full(state, reply[1]))
+        self._reject(rejections)
+        return "seen" in state
+
+    def _deliver(self, changes: list[Change]) -> None:
+        raise NotImplementedError
+
+    def _reject(self, rejections: list[tuple[str, str]]) -> None:
+        raise NotImplementedError
+
     def fresh(self, state_read: bool) -> None:
         """Connected and a non-empty state read: no longer stale."""
         if state_read and self.connected:
@@ -508,23 +530,16 @@ class Client(ClientCore[redis.Redis]):
         not hold (the first read takes both in one round trip); True when Redis has a
         non-empty state."""
         if self.last_sync_at is not None:
-            state = texts(self._redis.hgetall(self.keys.state))
-            if "seen" not in state:
-                return False  # no data yet: keep the last known good
-            self._reject(self.take_state(state))
-            if self.unchanged(state):
-                return True
+            known = self.after_state(texts(self._redis.hgetall(self.keys.state)))
+            if known is not None:
+                return known
         for _ in range(FULL_READ_TRIES):
             pipe = self._redis.pipeline(transaction=False)
             full_read_pipeline(pipe, self.keys)
             reply = pipe.execute()
             if consistent(reply):
                 break
-        state = texts(reply[0])
-        rejections = self.take_state(state) if "seen" in state else []
-        self._deliver(self.take_full(state, reply[1]))
-        self._reject(rejections)
-        return "seen" in state
+        return self.after_full_read(reply)
 
     def _deliver(self, changes: list[Change]) -> None:
         self.after_changes(changes)
