@@ -32,7 +32,7 @@ from .client import (
     parse_event,
     texts,
 )
-from .holdings import Change, Snapshot
+from .holdings import Snapshot
 from .logs import client_logger as logger
 from .logs import kv
 from .redis_url import from_url
@@ -97,7 +97,8 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             if self.dirty_since is not None:
                 await asyncio.to_thread(self.save_cache)
             self._calls.put_nowait(None)
-            await _finish(self._callback_task, 5)
+            if asyncio.current_task() is not self._callback_task:  # (a callback may stop it)
+                await _finish(self._callback_task, 5)
             try:
                 if self.reporting:
                     await self._redis.delete(self.keys.client(self.instance_id))
@@ -105,7 +106,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                 pass
         finally:
             for task in (self._task, self._callback_task):
-                if task is not None and not task.done():
+                if task is not None and not task.done() and task is not asyncio.current_task():
                     task.cancel()
             if self._owns_redis:
                 await self._redis.aclose()
@@ -153,15 +154,9 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                 break
         return self.after_full_read(reply)
 
-    def _deliver(self, changes: list[Change]) -> None:
-        self.after_changes(changes)
-        for callback, change in self.due_callbacks(changes):
-            self._calls.put_nowait((callback, (change.agent_id, change.snapshot),
-                                    change.agent_id))
-
-    def _reject(self, rejections: list[tuple[str, str]]) -> None:
-        for callback, args in self.due_rejections(rejections):
-            self._calls.put_nowait((callback, args, ""))
+    def _queue_call(self, callback: Callable[..., Any], args: tuple[Any, ...],
+                    agent: str) -> None:
+        self._calls.put_nowait((callback, args, agent))
 
     async def _run_callbacks(self) -> None:
         while (item := await self._calls.get()) is not None:

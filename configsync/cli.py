@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 import traceback
@@ -20,7 +19,7 @@ from typing import NoReturn
 from . import __version__
 from .errors import ConfigsyncError, UsageError
 from .logs import one_line
-from .model import NAMESPACE_MAX, NAMESPACE_PATTERN
+from .model import namespace_problem
 from .output import FORMATS, render
 from .repo import open_source
 from .schema import render_schemas
@@ -157,10 +156,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _namespace(text: str) -> str:
-    if len(text) > NAMESPACE_MAX or not re.fullmatch(NAMESPACE_PATTERN, text):
-        raise argparse.ArgumentTypeError(
-            f"{_shown(text)} is not a namespace: letters, digits, `.`, `_` and `-`, starting "
-            f"with a letter or digit, at most {NAMESPACE_MAX} characters")
+    problem = namespace_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} {problem}")
     return text
 
 

@@ -40,6 +40,7 @@ from typing import Any, Generic, TypeVar
 import redis
 
 from .backoff import Backoff
+from .errors import UsageError
 from .holdings import (
     Change,
     ClientClosedError,
@@ -51,9 +52,9 @@ from .holdings import (
     typed,
 )
 from .logs import client_logger as logger
-from .logs import kv
+from .logs import kv, one_line
 from .messages import error_summary
-from .model import AgentConfig
+from .model import AgentConfig, namespace_problem
 from .redis_url import from_url
 from .snapshot import Record
 from .store import Keys
@@ -93,6 +94,7 @@ class ClientStatus:
     versions: dict[str, int]
     last_error: dict[str, Any] | None  # the daemon's last rejected commit (state.last_error)
     connection_error: str | None  # why Redis could not be read, while it cannot
+    model_errors: dict[str, str]  # agent id -> why model= refused its config (the held one serves)
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -119,6 +121,9 @@ class ClientCore(Generic[R]):
                  on_reconnect: Callable[[], Any] | None = None,
                  socket_timeout: float = 5.0,
                  model: type[AgentConfig] | None = None) -> None:
+        problem = namespace_problem(namespace)
+        if problem is not None:  # what the daemon would refuse to write, said at once
+            raise UsageError(f"namespace={one_line(repr(namespace[:120]))} {problem}")
         self._owns_redis = isinstance(redis, str)
         self._redis: R = self._connect(redis, socket_timeout) if isinstance(redis, str) \
             else redis
@@ -145,6 +150,7 @@ class ClientCore(Generic[R]):
         self.rejected_commit: str | None = None  # the last rejection callbacks were told of
         self.dirty_since: float | None = None  # changes the cache file does not have yet
         self.reporting = True
+        self.said_empty = False
         self.started = False
         self.closed = False
         if cache_path is not None:
@@ -208,7 +214,7 @@ class ClientCore(Generic[R]):
         return ClientStatus(self.instance_id, self.connected, self.stale, self.stale_since,
                             self.last_event_at, self.last_sync_at, summary["epoch"],
                             summary["revision"], summary["commit"], summary["versions"],
-                            self.last_error, self.connection_error)
+                            self.last_error, self.connection_error, summary["model_errors"])
 
     # -- applying -----------------------------------------------------------------------------
 
@@ -303,16 +309,24 @@ class ClientCore(Generic[R]):
     def after_full_read(self, reply: list[Any]) -> bool:
         """After :func:`full_read_pipeline`'s reply: take it; True when there is a state."""
         state = texts(reply[0])
+        if "seen" not in state and not self.said_empty:
+            self.said_empty = True  # a namespace the daemon does not write is a typo, often
+            logger.warning(kv("no_state", namespace=self.namespace,
+                              hint="nothing synced here yet: is the daemon writing another "
+                                   "namespace? (its started line says namespace=...)"))
         rejections = self.take_state(state) if "seen" in state else []
         self._deliver(self.take_full(state, reply[1]))
         self._reject(rejections)
         return "seen" in state
 
     def _deliver(self, changes: list[Change]) -> None:
-        raise NotImplementedError
+        self.after_changes(changes)
+        for callback, change in self.due_callbacks(changes):
+            self._queue_call(callback, (change.agent_id, change.snapshot), change.agent_id)
 
     def _reject(self, rejections: list[tuple[str, str]]) -> None:
-        raise NotImplementedError
+        for callback, args in self.due_rejections(rejections):
+            self._queue_call(callback, args, "")
 
     def fresh(self, state_read: bool) -> None:
         """Connected and a non-empty state read: no longer stale."""
@@ -322,8 +336,9 @@ class ClientCore(Generic[R]):
     def unchanged(self, state: Mapping[str, str]) -> bool:
         """Whether ``state`` says nothing was applied since what is held."""
         held = self.holdings
-        if state.get("epoch") != held.epoch or int(state.get("revision") or 0) > held.revision:
-            return False
+        if (state.get("epoch"), int(state.get("revision") or 0), state.get("commit", "")) != (
+                held.epoch, held.revision, held.commit):
+            return False  # behind, or told something Redis does not say: read it all
         self.last_sync_at = _now()
         return True
 
@@ -358,14 +373,15 @@ class ClientCore(Generic[R]):
         logger.warning(kv("report_failed", namespace=self.namespace, error=str(exc),
                           reporting="off for this client; reads are unaffected"))
 
-    @staticmethod
-    def _hook(hook: Callable[..., Any] | None, *args: Any) -> None:
-        if hook is None:
-            return
-        try:
-            hook(*args)
-        except Exception:
-            logger.exception(kv("hook_failed"))
+    def _hook(self, hook: Callable[..., Any] | None, *args: Any) -> None:
+        """``on_disconnect``/``on_reconnect``: run like callbacks, never on the thread (or
+        task) that follows Redis, so a hook that hangs cannot hold up a config."""
+        if hook is not None:
+            self._queue_call(hook, args, "")
+
+    def _queue_call(self, callback: Callable[..., Any], args: tuple[Any, ...],
+                    agent: str) -> None:
+        raise NotImplementedError
 
     def report(self) -> str:
         """This instance's fleet report (JSON)."""
@@ -430,8 +446,11 @@ class _Callbacks:
         self.queue.put((callback, args, agent))
 
     def close(self, timeout: float) -> None:
+        """Run what is queued, then end; wait ``timeout`` seconds at most (the thread is a
+        daemon thread: a callback still running after that is abandoned with it)."""
         self.queue.put(None)
-        self.thread.join(timeout)
+        if timeout > 0:
+            self.thread.join(timeout)
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
@@ -490,12 +509,13 @@ class Client(ClientCore[redis.Redis]):
             return
         self.closed = True
         self._stopping.set()
-        if self._thread is not None:
+        here = threading.current_thread()
+        if self._thread is not None and self._thread.is_alive() and self._thread is not here:
             self._thread.join(timeout=10)
         if self.dirty_since is not None:
             self.save_cache()
-        if self._callbacks is not None:
-            self._callbacks.close(timeout=5)
+        if self._callbacks is not None:  # (from a callback itself: it cannot wait for itself)
+            self._callbacks.close(timeout=0 if self._callbacks.thread is here else 5)
         try:
             if self.reporting:
                 self._redis.delete(self.keys.client(self.instance_id))
@@ -541,16 +561,10 @@ class Client(ClientCore[redis.Redis]):
                 break
         return self.after_full_read(reply)
 
-    def _deliver(self, changes: list[Change]) -> None:
-        self.after_changes(changes)
+    def _queue_call(self, callback: Callable[..., Any], args: tuple[Any, ...],
+                    agent: str) -> None:
         assert self._callbacks is not None
-        for callback, change in self.due_callbacks(changes):
-            self._callbacks.put(callback, (change.agent_id, change.snapshot), change.agent_id)
-
-    def _reject(self, rejections: list[tuple[str, str]]) -> None:
-        assert self._callbacks is not None
-        for callback, (commit, error) in self.due_rejections(rejections):
-            self._callbacks.put(callback, (commit, error), "")
+        self._callbacks.put(callback, args, agent)
 
     def _run(self) -> None:
         backoff = Backoff(0.2, 30.0)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, ValidationError
 
 from .errors import ConfigsyncError
 from .logs import client_logger as logger
@@ -128,6 +128,14 @@ class Plan:
 NOTHING, CHECK = Plan("none"), Plan("check")
 
 
+def _well_formed(changes: Any) -> bool:
+    """An ``applied`` event's ``changes``: a list of ``{agent_id: str, version: int,
+    deleted: bool}`` (contract 2); anything else asks for a check."""
+    return isinstance(changes, list) and all(
+        isinstance(c, dict) and type(c.get("agent_id")) is str
+        and type(c.get("version")) is int and type(c.get("deleted")) is bool for c in changes)
+
+
 class Holdings:
     """The client's configs: current ones, every version seen, and where they came from.
 
@@ -147,6 +155,7 @@ class Holdings:
         self.schema = ""
         self.user_model = model
         self.model: type[AgentConfig] = model or AgentConfig
+        self.model_errors: dict[str, str] = {}  # agent id -> why the model refused its config
         self.lock = threading.RLock()
 
     def get(self, agent_id: str) -> Snapshot:
@@ -167,14 +176,17 @@ class Holdings:
         """Keep a version for pinned reads (the last :data:`KEEP_VERSIONS` of each agent: a
         conversation that pins an older one holds its Snapshot itself). Any thread."""
         with self.lock:
-            key = (snapshot.agent_id, snapshot.version)
-            self.versions[key] = snapshot
-            held = self._kept.setdefault(snapshot.agent_id, [])
-            if snapshot.version not in held:
-                held.append(snapshot.version)
-                held.sort()
-                while len(held) > KEEP_VERSIONS:
-                    self.versions.pop((snapshot.agent_id, held.pop(0)), None)
+            self._remember(snapshot)
+
+    def _remember(self, snapshot: Snapshot) -> None:
+        key = (snapshot.agent_id, snapshot.version)
+        self.versions[key] = snapshot
+        held = self._kept.setdefault(snapshot.agent_id, [])
+        if snapshot.version not in held:
+            held.append(snapshot.version)
+            held.sort()
+            while len(held) > KEEP_VERSIONS:
+                self.versions.pop((snapshot.agent_id, held.pop(0)), None)
 
     def _set_schema(self, schema: str) -> None:
         """The state's ``schema`` is only compared, never imported: Redis must not choose
@@ -196,16 +208,34 @@ class Holdings:
                            hint=f"pass model= (Client(..., model={schema.split(':')[-1]})) "
                                 f"to type configs with it"))
 
+    def _typed(self, record: Record, raw: str) -> Snapshot | None:
+        """``record`` typed with the model; None (logged once a version, and kept in
+        :attr:`model_errors`) when the model refuses it: the agent keeps what it held, and no
+        other agent waits for it."""
+        try:
+            snapshot = typed(record, self.model, raw)
+        except ValidationError as exc:
+            message = f"{model_name(self.model)} refuses version {record.version}: " + "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in exc.errors())
+            if self.model_errors.get(record.agent_id) != message:
+                logger.error(kv("config_refused_by_model", agent=record.agent_id,
+                                version=record.version, error=message,
+                                serving="the version held, if any"))
+            self.model_errors[record.agent_id] = message
+            return None
+        self.model_errors.pop(record.agent_id, None)
+        return snapshot
+
     def replace_all(self, state: Mapping[str, str], records: Mapping[str, Record],
                     raw: Mapping[str, str] | None = None) -> list[Change]:
-        """Take a full read of ``state`` and then ``current`` (level-triggered check). Within
-        one epoch an agent never moves to a lower version; a new epoch replaces everything."""
+        """Take a full read of ``state`` and then ``current`` (a check): Redis is the truth, so
+        the revision and commit become the state's, whatever events said before (a lost,
+        forged or foreign event is repaired here). Within one epoch an agent never moves to a
+        lower version; a new epoch replaces everything."""
         with self.lock:
             epoch = state.get("epoch", "")
             revision = int(state.get("revision", "0") or 0)
             new_epoch = epoch != self.epoch
-            if not new_epoch and revision < self.revision:
-                return []  # an older read raced a newer one: never go back
             self._set_schema(state.get("schema", ""))
             old = self.current
             fresh: dict[str, Snapshot] = {}
@@ -217,13 +247,19 @@ class Holdings:
                         or (not new_epoch and held.version > record.version)):
                     fresh[agent_id] = held  # the same, or newer in this epoch: never go back
                     continue
-                snapshot = typed(record, self.model, (raw or {}).get(agent_id, ""))
+                snapshot = self._typed(record, (raw or {}).get(agent_id, ""))
+                if snapshot is None:
+                    if held is not None and not new_epoch:
+                        fresh[agent_id] = held
+                    continue
                 fresh[agent_id] = snapshot
-                self.remember(snapshot)
+                self._remember(snapshot)
                 changes.append(Change(agent_id, snapshot))
             for agent_id in old:
-                if agent_id not in records:
+                if agent_id not in fresh:
                     changes.append(Change(agent_id, None))
+            for agent_id in [a for a in self.model_errors if a not in records]:
+                del self.model_errors[agent_id]
             if new_epoch:
                 self.versions = {k: v for k, v in self.versions.items()
                                  if fresh.get(k[0]) is v}
@@ -234,26 +270,27 @@ class Holdings:
 
     def plan(self, event: Mapping[str, Any] | None) -> Plan:
         """What an ``applied`` event asks for (DESIGN.md invariant 6). Revision R + 1 in the
-        held epoch: fetch the agents it lists that are newer than what is held. R or older:
-        nothing (a duplicate or a late one). Anything else: a check."""
+        held epoch: fetch every agent it lists (deletions too: Redis confirms them). Older
+        than R: nothing (a duplicate or a late one). Anything else, R itself included (the
+        commit served, applied again: the state's ``last_error`` may have cleared), or an
+        event of any other shape: a check."""
         if event is None or event.get("type") != "applied" or event.get("epoch") != self.epoch:
             return CHECK
         revision, changes = event.get("revision"), event.get("changes")
-        if not isinstance(revision, int) or revision <= self.revision:
-            return NOTHING if isinstance(revision, int) else CHECK
-        if revision != self.revision + 1 or not isinstance(changes, list):
-            return CHECK  # a gap, or a commit too big to list: read what is there
-        try:
-            wanted = tuple(c["agent_id"] for c in changes if not c["deleted"] and (
-                (held := self.current.get(c["agent_id"])) is None or held.version < c["version"]))
-        except (KeyError, TypeError):
+        if type(revision) is not int:
             return CHECK
-        return Plan("fetch", wanted)
+        if revision < self.revision:
+            return NOTHING
+        if revision != self.revision + 1 or not _well_formed(changes):
+            return CHECK  # a gap, a commit too big to list, or nonsense: read what is there
+        return Plan("fetch", tuple(c["agent_id"] for c in changes or ()))
 
     def apply_event(self, event: Mapping[str, Any], fetched: Mapping[str, str | bytes | None]
                     ) -> list[Change] | None:
-        """Apply a planned ``applied`` event with its agents' ``current`` records (None: gone
-        since). None when the held revision moved meanwhile: the caller checks instead."""
+        """Apply a planned ``applied`` event with every listed agent's ``current`` record
+        (None: not in ``current``). What Redis holds decides, never the event alone: a listed
+        deletion of an agent Redis still serves is not applied. None when the held revision
+        moved meanwhile: the caller checks instead."""
         with self.lock:
             if event["epoch"] != self.epoch or event["revision"] != self.revision + 1:
                 return None
@@ -262,15 +299,8 @@ class Holdings:
             for change in event["changes"]:
                 agent_id = change["agent_id"]
                 held = current.get(agent_id)
-                if change["deleted"]:
-                    if held is not None and held.version <= change["version"]:
-                        del current[agent_id]
-                        changes.append(Change(agent_id, None))
-                    continue
-                if agent_id not in fetched:
-                    continue  # already held at this version or newer
-                raw = fetched[agent_id]
-                if raw is None:  # deleted by a later commit: what is newer is held then
+                raw = fetched.get(agent_id)
+                if raw is None:  # deleted (by this commit, or a later one)
                     if held is not None:
                         del current[agent_id]
                         changes.append(Change(agent_id, None))
@@ -278,9 +308,11 @@ class Holdings:
                 text = raw.decode() if isinstance(raw, bytes) else raw
                 record = Record.from_json(text)
                 if held is not None and held.version >= record.version:
-                    continue  # never move back
-                snapshot = typed(record, self.model, text)
-                self.remember(snapshot)
+                    continue  # held already, or newer: never move back
+                snapshot = self._typed(record, text)
+                if snapshot is None:
+                    continue
+                self._remember(snapshot)
                 current[agent_id] = snapshot
                 changes.append(Change(agent_id, snapshot))
             self.current = current
@@ -346,4 +378,5 @@ class Holdings:
     def summary(self) -> dict[str, Any]:
         current = self.current
         return {"epoch": self.epoch, "revision": self.revision, "commit": self.commit,
-                "versions": {a: s.version for a, s in sorted(current.items())}}
+                "versions": {a: s.version for a, s in sorted(current.items())},
+                "model_errors": dict(sorted(self.model_errors.items()))}

@@ -42,6 +42,17 @@ NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ``--namespace``, a client. It is a Redis hash tag, so never empty and never ``{``, ``}``, ``:``
 or a glob character."""
 NAMESPACE_MAX = 100
+
+
+def namespace_problem(text: str) -> str | None:
+    """Why ``text`` is not a namespace (``"is not a namespace: ..."``: the caller quotes the
+    text its own way), or None when it is one."""
+    if len(text) <= NAMESPACE_MAX and re.fullmatch(NAMESPACE_PATTERN, text):
+        return None
+    return (f"is not a namespace: letters, digits, `.`, `_` and `-`, starting with a letter "
+            f"or digit, at most {NAMESPACE_MAX} characters")
+
+
 _SCHEMA_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 

@@ -251,3 +251,20 @@ def test_callbacks_run_in_their_own_task(world: World) -> None:
             release.set()
             await until(lambda: len(names) == 2)
     run(main)
+
+
+def test_stop_from_a_callback(world: World) -> None:
+    """Red team: `await client.stop()` inside an async callback waited for its own task."""
+    async def main() -> None:
+        client = AsyncClient(redis=world.url, namespace="test")
+        done: list[str] = []
+
+        async def stop_now(agent_id: str, snap: Snapshot | None) -> None:
+            await client.stop()
+            done.append(agent_id)
+
+        client.on_change(stop_now, agent_id="a")
+        await client.start()  # its first read is a change for every agent
+        await until(lambda: done == ["a"])
+        assert client.closed
+    run(main)

@@ -26,12 +26,13 @@ from configsync import (
     VersionNotFoundError,
 )
 from configsync.embedded import RedisServer
+from configsync.errors import UsageError
 from configsync.git import Mirror
 from configsync.snapshot import Record
 from configsync.store import EVENT_CHANGES_MAX, Store, Write
 from configsync.sync import Daemon
 
-from .conftest import DroppingProxy, Remote, wait_until
+from .conftest import DroppingProxy, Remote, git, wait_until
 
 A = "system_prompt: You are A.\nmodel: gpt-4o\n"
 
@@ -155,7 +156,7 @@ def test_redis_down_keeps_serving_and_catches_up(world: World, tmp_path: Path) -
         world.push("a", 1.0)  # a change the client did not see happen
         wait_until(lambda: client.get("a").version == 2, timeout=30)
         wait_until(lambda: not client.stale)
-        assert hooks == ["down", "up"]
+        wait_until(lambda: hooks == ["down", "up"])  # (on the callback thread)
     cached = json.loads((tmp_path / "cache.json").read_text())
     assert {s["agent_id"]: s["version"] for s in cached["snapshots"]} == {"a": 2, "b": 1}
 
@@ -750,3 +751,100 @@ def test_example_survives_its_agent_being_deleted(world: World, tmp_path: Path) 
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_forged_or_foreign_events_are_repaired_by_the_next_check(world: World) -> None:
+    """Red team: an `applied` event for R + 1 that Redis never wrote (forged, or from a
+    namespace of the same name in another database: pub/sub ignores the database) made the
+    client claim a commit it did not hold, and a listed deletion dropped an agent for good."""
+    store = world.daemon.store
+    with Client(redis=world.url, namespace="test", check_interval=0.2) as client:
+        state = store.state()
+        revision = client.status().revision
+        world.redis.publish(store.keys.changes, json.dumps({
+            "type": "applied", "commit": "0" * 40, "revision": revision + 1,
+            "epoch": state["epoch"], "count": 1,
+            "changes": [{"agent_id": "b", "version": 10**9, "deleted": True}]}))
+        sha = world.push("a", 0.4)  # its real event carries the revision the forgery took
+        wait_until(lambda: client.status().commit == sha and client.get("a").version == 2)
+        assert client.get("b").version == 1  # Redis never deleted it
+        assert client.status().revision == int(store.state()["revision"])
+
+
+def test_a_config_the_callers_model_refuses_holds_up_no_other_agent(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    from pydantic import Field
+
+    class Cool(AgentConfig):
+        temperature: float = Field(0.7, ge=0, le=1)
+
+    class Strict(AgentConfig):
+        team: str  # no agent sets it
+
+    with caplog.at_level(logging.ERROR, logger="configsync"), Client(
+            redis=world.url, namespace="test", model=Cool) as client:
+        world.push("a", 1.5)  # valid for the repository, not for this application
+        sha = world.push("b", 0.2, text="system_prompt: B\nmodel: gpt-4o\n")
+        wait_until(lambda: client.status().commit == sha)
+        assert client.get("b").version == 2 and client.get("a").version == 1
+        assert "temperature" in client.status().model_errors["a"]
+        world.push("a", 0.5)
+        wait_until(lambda: client.get("a").version == 3)
+        assert client.status().model_errors == {}
+    assert caplog.text.count("event=config_refused_by_model") == 1
+    with Client(redis=world.url, namespace="test", model=Strict) as strict:  # no raise
+        assert strict.get("a", default=None) is None
+        assert sorted(strict.status().model_errors) == ["a", "b"]
+
+
+def test_hooks_run_on_the_callback_thread(world: World) -> None:
+    """Red team: a hung on_disconnect hook held up every config."""
+    names: list[str] = []
+    release = threading.Event()
+
+    def hung(exc: BaseException) -> None:
+        names.append(threading.current_thread().name)
+        release.wait(30)
+
+    with Client(redis=world.url, namespace="test", on_disconnect=hung) as client:
+        wait_until(lambda: client.status().connected)
+        world.server.kill()
+        wait_until(lambda: names == ["configsync-callbacks"])
+        world.server.start()
+        world.push("a", 0.3)
+        wait_until(lambda: client.get("a").version == 2)  # while the hook still hangs
+        release.set()
+
+
+def test_a_rollback_to_the_commit_served_clears_last_error(world: World) -> None:
+    with Client(redis=world.url, namespace="test", check_interval=3600) as client:
+        bad = world.push("a", 3.5)
+        wait_until(lambda: (client.status().last_error or {}).get("commit") == bad)
+        git(world.remote.work, "reset", "-q", "--hard", "HEAD~1")
+        world.remote.push(force=True)
+        world.daemon.sync()
+        world.daemon.sync()  # the second fetch agrees: applied (the commit served, again)
+        assert world.daemon.store.state()["last_error"] == ""
+        wait_until(lambda: client.status().last_error is None)
+
+
+def test_stop_from_a_callback(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    client = Client(redis=world.url, namespace="test")
+    stopped = threading.Event()
+
+    def stop_now(agent_id: str, snap: Snapshot | None) -> None:
+        client.stop()
+        stopped.set()
+
+    with caplog.at_level(logging.ERROR, logger="configsync"):
+        client.on_change(stop_now)
+        client.start()  # its first read is a change for every agent: the callback stops it
+        assert stopped.wait(10)
+        wait_until(lambda: client._thread is not None and not client._thread.is_alive())
+    assert "callback_failed" not in caplog.text and client.closed
+
+
+def test_a_namespace_the_daemon_would_refuse_is_refused_at_once(world: World) -> None:
+    for bad in ("", "bad ns", "{t1}", "t1}:x"):
+        with pytest.raises(UsageError, match="is not a namespace"):
+            Client(redis=world.url, namespace=bad)

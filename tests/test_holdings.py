@@ -31,10 +31,48 @@ def applied(revision: int, *changes: tuple[str, int, bool], epoch: str = "e",
             if listed else None}
 
 
-def test_the_next_revision_fetches_only_what_is_newer() -> None:
+def test_the_next_revision_fetches_every_agent_it_lists() -> None:
     holdings = held()
-    event = applied(6, ("a", 3, False), ("b", 1, False), ("c", 1, False))
-    assert holdings.plan(event) == Plan("fetch", ("a", "c"))
+    event = applied(6, ("a", 3, False), ("b", 1, True), ("c", 1, False))
+    assert holdings.plan(event) == Plan("fetch", ("a", "b", "c"))
+
+
+def test_a_deletion_redis_does_not_confirm_is_not_applied() -> None:
+    """A forged (or foreign) event saying `b` was deleted: Redis still serves it."""
+    holdings = held()
+    changes = holdings.apply_event(applied(6, ("b", 10**9, True)),
+                                   {"b": record("b", 1).to_json()})
+    assert changes == [] and holdings.get("b").version == 1
+
+
+def test_a_check_repairs_a_revision_and_commit_that_events_got_wrong() -> None:
+    holdings = held()
+    assert holdings.apply_event(applied(6), {}) == []  # a forged, empty R + 1
+    assert (holdings.revision, holdings.commit) == (6, "c6")
+    holdings.replace_all({"epoch": "e", "revision": "5", "commit": "c5"},
+                         {"a": record("a", 2), "b": record("b", 1)})
+    assert (holdings.revision, holdings.commit) == (5, "c5")
+
+
+def test_a_config_the_model_refuses_keeps_the_held_version_and_holds_up_nobody() -> None:
+    from pydantic import Field
+
+    from configsync.model import AgentConfig
+
+    class Cool(AgentConfig):
+        temperature: float = Field(0.7, ge=0, le=1)
+
+    holdings = Holdings("t", Cool)
+    holdings.replace_all({"epoch": "e", "revision": "5", "commit": "c5"},
+                         {"a": record("a", 2), "b": record("b", 1)})
+    changes = holdings.apply_event(applied(6, ("a", 3, False), ("b", 2, False)), {
+        "a": record("a", 3, 1.5).to_json(), "b": record("b", 2, 0.2).to_json()})
+    assert changes is not None and [c.agent_id for c in changes] == ["b"]
+    assert holdings.get("a").version == 2 and holdings.get("b").version == 2
+    assert holdings.revision == 6 and "temperature" in holdings.model_errors["a"]
+    holdings.replace_all({"epoch": "e", "revision": "7", "commit": "c7"},
+                         {"a": record("a", 4, 0.1), "b": record("b", 2, 0.2)})
+    assert holdings.get("a").version == 4 and holdings.model_errors == {}
 
 
 def test_a_gap_a_big_commit_another_epoch_or_nonsense_asks_for_a_check() -> None:
@@ -48,16 +86,29 @@ def test_a_gap_a_big_commit_another_epoch_or_nonsense_asks_for_a_check() -> None
                           "changes": [{"agent": "a"}]}) == CHECK
 
 
-def test_duplicates_and_late_events_ask_for_nothing() -> None:
+def test_late_events_ask_for_nothing_and_the_revision_held_for_a_check() -> None:
     holdings = held()
-    assert holdings.plan(applied(5, ("a", 1, True))) == NOTHING
     assert holdings.plan(applied(3, ("a", 1, False))) == NOTHING
+    # the commit served, applied again (a rewind back to it): last_error may have cleared
+    assert holdings.plan(applied(5)) == CHECK
+
+
+def test_every_change_must_have_the_contracts_shape() -> None:
+    holdings = held()
+    for change in ({"agent_id": "a", "version": "zz", "deleted": True},
+                   {"agent_id": "a", "version": 3, "deleted": 0},
+                   {"agent_id": 7, "version": 3, "deleted": False},
+                   {"agent_id": "a", "version": True, "deleted": False}, "a"):
+        event = {"type": "applied", "commit": "c", "revision": 6, "epoch": "e",
+                 "changes": [change]}
+        assert holdings.plan(event) == CHECK, change
+    assert holdings.plan({**applied(6), "revision": 6.0}) == CHECK
 
 
 def test_applying_claims_the_revision_and_the_commit() -> None:
     holdings = held()
     event = applied(6, ("a", 3, False), ("b", 1, True))
-    changes = holdings.apply_event(event, {"a": record("a", 3, 0.9).to_json()})
+    changes = holdings.apply_event(event, {"a": record("a", 3, 0.9).to_json(), "b": None})
     assert changes is not None
     assert [(c.agent_id, c.snapshot and c.snapshot.version) for c in changes] == [
         ("a", 3), ("b", None)]
