@@ -166,6 +166,7 @@ def test_lost_pubsub_messages_and_late_events(world: World) -> None:
     run(scenario)
 
 
+@pytest.mark.slow  # a stress or scale test: in .ci/run, not the quick subset
 def test_concurrent_reads_from_many_tasks(world: World) -> None:
     async def scenario() -> None:
         async with AsyncClient(redis=world.url, namespace="test") as client:

@@ -327,6 +327,7 @@ def test_a_commit_costs_a_client_one_round_trip_and_one_cache_write(world: World
         proxy.close()
 
 
+@pytest.mark.slow  # a stress or scale test: in .ci/run, not the quick subset
 def test_a_commit_too_big_to_list_is_read_whole(world: World, tmp_path: Path) -> None:
     files = {f"agents/n{i:04}.yaml": f"system_prompt: N{i}\nmodel: gpt-4o\n"
              for i in range(EVENT_CHANGES_MAX + 1)}
@@ -350,6 +351,7 @@ def test_new_epoch_replaces_and_missing_state_keeps(world: World) -> None:
         wait_until(lambda: client.get("a").version == 2)
 
 
+@pytest.mark.slow  # a stress or scale test: in .ci/run, not the quick subset
 def test_concurrent_reads_during_updates(world: World) -> None:
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -561,6 +563,7 @@ def test_client_log_lines_use_the_daemons_format(world: World) -> None:
     assert all(line.startswith("ts=") for line in lines), err
 
 
+@pytest.mark.slow  # a stress or scale test: in .ci/run, not the quick subset
 def test_versions_held_for_pinning_are_bounded(world: World) -> None:
     from configsync.holdings import KEEP_VERSIONS
 
@@ -690,6 +693,7 @@ def test_the_callers_model_types_configs_and_redis_never_picks_code(
     assert "event=schema_mismatch schema=evil_schema_mod:Agent" in caplog.text
 
 
+@pytest.mark.slow  # a stress or scale test: in .ci/run, not the quick subset
 def test_pinned_reads_epoch_changes_and_stops_under_stress(world: World) -> None:
     """Issue 9.3: pinned reads from many threads while epochs change and clients stop."""
     for t in (0.1, 0.2, 0.3):

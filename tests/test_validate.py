@@ -374,6 +374,7 @@ def test_extends_chains_are_capped_and_cost_stays_linear(tmp_path: Path) -> None
     assert report.configs[f"c{MAX_EXTENDS}"]["system_prompt"] == "base"
 
 
+@pytest.mark.slow  # a stress or scale test: in .ci/run, not the quick subset
 def test_hints_stay_cheap_with_thousands_of_names(tmp_path: Path) -> None:
     """Every missing base asks for a "did you mean" among thousands of agents, and every
     unknown tool lists the registry: both stay short and cheap."""
