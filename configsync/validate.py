@@ -272,7 +272,8 @@ class _Checker:
                     self.broken.add(agent_id)
                     continue
                 to_load.append(entry)
-        for entry, (doc, maybe_secret) in zip(to_load, self.load_agents(to_load), strict=True):
+        loaded = fork_map(self.load_agents, to_load, jobs=self.jobs)  # (a big commit: parse
+        for entry, (doc, maybe_secret) in zip(to_load, loaded, strict=True):  # on every core)
             self.take_agent(entry, doc, maybe_secret)
         dirty: set[str] = set()
         for agent_id in touched:
