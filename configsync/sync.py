@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from .errors import ConfigsyncError, GitError, UsageError
 from .git import Change, CommitInfo, Mirror
 from .logs import kv, logger, redact_url
 from .messages import error_summary
+from .parallel import fork_map
 from .repo import CONFIG_PATHS, SETTINGS_FILE, Entry, GitSource, git_kind
 from .snapshot import Record, checksum
 from .store import CONTRACT_VERSION, AgentChange, Event, Store, Write
@@ -172,11 +173,11 @@ class Engine:
         synced_at = utcnow()
         candidates = report.configs if report.rechecked is None else sorted(
             a for a in report.rechecked if a in report.configs)
-        for agent_id in candidates:
+        changed = [a for a in candidates if report.configs[a] is not before.get(a)]
+        # (the incremental check reuses an unchanged agent's config object: skipped above)
+        digests = fork_map(_checksums, [report.configs[a] for a in changed], jobs=self.jobs)
+        for agent_id, digest in zip(changed, digests, strict=True):
             config = report.configs[agent_id]
-            if config is before.get(agent_id):
-                continue  # reused by the incremental check: unchanged
-            digest = checksum(config)
             held = versions.get(agent_id)
             if held is not None and held[1] == digest:
                 continue
@@ -190,6 +191,12 @@ class Engine:
         revision = applied.revision + (info.sha != applied.commit)
         new = Applied(info.sha, report, versions, last, revision)
         return Step(info, new, upserts, gone)
+
+
+def _checksums(configs: Sequence[Any]) -> list[str]:
+    """RFC 8785 checksums (pure Python, so a commit that changes thousands of agents hashes
+    them on every core, through :func:`fork_map`)."""
+    return [checksum(config) for config in configs]
 
 
 @dataclass(frozen=True, slots=True)
