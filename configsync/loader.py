@@ -11,8 +11,12 @@ the text; we build Python values from its node graph ourselves, so that we can
   0.2.6 added: see :func:`_check_depth` and docs/DESIGN.md "YAML: what the loader accepts"),
 * keep the node graph, so that a diagnostic about ``tools[1]`` can point at its line and column.
 
-Mapping keys are always their source text (``on:`` is the key ``"on"``, not ``True``): config keys
-are names. Timestamps stay strings. Everything here knows nothing of pydantic, git or Redis.
+Plain scalars resolve by the YAML 1.2 core schema (what editors and JSON Schema tools read:
+``1e0`` and ``0o17`` are numbers, ``yes`` and ``1:20`` are text); one that a YAML 1.1 reader
+makes into a different non-string value is noted in :attr:`Document.ambiguous` for the
+validator to judge (docs/DESIGN.md, "YAML: what the loader accepts"). Mapping keys are always
+their source text (``on:`` is the key ``"on"``, not ``True``): config keys are names. Dates
+stay strings. Everything here knows nothing of pydantic, git or Redis.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import ConfigsyncError
 
-__all__ = ["MAX_DEPTH", "VALUE_ALLOWANCE", "Document", "YamlError", "load_yaml"]
+__all__ = ["MAX_DEPTH", "VALUE_ALLOWANCE", "Ambiguity", "Document", "YamlError", "load_yaml",
+           "yaml11_reading"]
 
 MAX_DEPTH = 100
 """Deepest nesting of mappings and sequences a config file may have."""
@@ -44,21 +49,100 @@ _STR = _CORE + "str"
 _MAP = _CORE + "map"
 _SEQ = _CORE + "seq"
 _MERGE = _CORE + "merge"
-_SAFE = yaml.constructor.SafeConstructor()
+_INT, _FLOAT, _BOOL, _NULL = (_CORE + t for t in ("int", "float", "bool", "null"))
+
+
+class _Core12(yaml.resolver.BaseResolver):
+    """Implicit tags of the YAML 1.2 core schema (YAML 1.2.2, 10.3.2), what editors,
+    GitHub Actions and check-jsonschema read: PyYAML's own resolver machinery, given the 1.2
+    table instead of its YAML 1.1 one. Everything else is a string."""
+
+
+for _tag, _pattern, _first in [
+    (_MERGE, r"^(?:<<)$", ["<"]),  # (YAML 1.1's merge key, which configsync keeps)
+    (_NULL, r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    (_BOOL, r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    (_INT, r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    (_FLOAT, r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+             r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", list("-+.0123456789")),
+]:
+    _Core12.add_implicit_resolver(_tag, re.compile(_pattern), _first)
+
+
+def _int12(text: str) -> int:
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+def _float12(text: str) -> float:
+    lowered = text.lower()
+    if lowered.endswith(".inf"):
+        return float("-inf") if text.startswith("-") else float("inf")
+    return float("nan") if lowered == ".nan" else float(text)
+
+
 _SCALARS: dict[str, Any] = {
-    _CORE + "int": _SAFE.construct_yaml_int,
-    _CORE + "float": _SAFE.construct_yaml_float,
-    _CORE + "bool": _SAFE.construct_yaml_bool,
-    _CORE + "null": _SAFE.construct_yaml_null,
-    _CORE + "timestamp": lambda node: node.value,
+    _INT: lambda node: _int12(node.value),
+    _FLOAT: lambda node: _float12(node.value),
+    _BOOL: lambda node: node.value in ("true", "True", "TRUE"),
+    _NULL: lambda node: None,
 }
 _KEY_TAGS = frozenset([_STR, *_SCALARS])
 _RESOLVED: dict[str, str] = {}
 
+_YAML11 = yaml.resolver.Resolver()  # PyYAML's YAML 1.1 table: what other readers may see
+_SAFE11 = yaml.constructor.SafeConstructor()
+_LEADING_ZERO = re.compile(r"^[-+]?0[0-9]+$")
+_YES_NO = frozenset("y Y n N yes Yes YES no No NO on On ON off Off OFF".split())
+
+
+def yaml11_reading(text: str, value: Any) -> Any:
+    """What a YAML 1.1 reader (PyYAML, ruamel in 1.1 mode, Go's yaml.v2) makes of the plain
+    scalar ``text`` when that differs from ``value``, its YAML 1.2 reading, and is not a
+    string: the value, or ``_NOT_A_NUMBER`` for a 1.2 integer with a leading zero that 1.1
+    reads as text. ``None`` when both readings agree (the scalar is not ambiguous)."""
+    if text in _YES_NO:
+        return text in ("y", "Y", "yes", "Yes", "YES", "on", "On", "ON")
+    tag: str = _YAML11.resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+    if tag in (_INT, _FLOAT):
+        other = (_SAFE11.construct_yaml_int if tag == _INT else _SAFE11.construct_yaml_float)(
+            ScalarNode(tag, text))
+        same = other == value or (other != other and value != value)  # (NaN is NaN)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not same:
+            return other
+    if _LEADING_ZERO.match(text) and isinstance(value, int):
+        return _NOT_A_NUMBER
+    return None
+
+
+_NOT_A_NUMBER: Any = type("_NotANumber", (), {"__repr__": lambda self: "text"})()
+_AMBIGUOUS_MAX = 64  # longer plain scalars are text in every YAML version
+_YAML11_FIRST = frozenset(_YAML11.yaml_implicit_resolvers) | frozenset("yYnN")
+
+
+class Ambiguity:
+    """A plain scalar that YAML 1.1 and YAML 1.2 readers read differently (``value`` is what
+    this loader made of it, the YAML 1.2 reading; ``yaml11`` the other)."""
+
+    __slots__ = ("column", "line", "path", "text", "value", "yaml11")
+
+    def __init__(self, path: tuple[str | int, ...], text: str, value: Any, yaml11: Any,
+                 line: int, column: int) -> None:
+        self.path, self.text, self.value, self.yaml11 = path, text, value, yaml11
+        self.line, self.column = line, column
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Ambiguity, (self.path, self.text, self.value, self.yaml11, self.line,
+                           self.column)
+
 
 class _Loader(_BaseLoader):  # type: ignore[misc]
-    """The safe loader with a memo for implicit tags: the same keys and values recur in every
-    file, and PyYAML's regex resolver was the largest cost of loading 10,000 files."""
+    """The safe loader, resolving plain scalars by the YAML 1.2 core schema, with a memo for
+    implicit tags: the same keys and values recur in every file, and the regex resolver was
+    the largest cost of loading 10,000 files."""
+
+    yaml_implicit_resolvers = _Core12.yaml_implicit_resolvers
 
     def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode and implicit[0]:
@@ -98,20 +182,35 @@ class Document:
     many files with many errors cost one graph at a time.
     """
 
-    __slots__ = ("_root", "_text", "data")
+    __slots__ = ("_root", "_text", "ambiguous", "data")
 
     def __init__(self, data: dict[str, Any], root: MappingNode | None = None,
-                 text: str | None = None) -> None:
+                 text: str | None = None, ambiguous: Sequence[Ambiguity] = ()) -> None:
         self.data = data
         self._root = root
         self._text = text
+        self.ambiguous = tuple(ambiguous)  # plain scalars YAML 1.1 reads otherwise
 
-    def __getstate__(self) -> tuple[dict[str, Any], str | None]:
-        return self.data, self._text  # the node graph is re-made on demand
+    def __getstate__(self) -> tuple[dict[str, Any], str | None, tuple[Ambiguity, ...]]:
+        return self.data, self._text, self.ambiguous  # the node graph is re-made on demand
 
-    def __setstate__(self, state: tuple[dict[str, Any], str | None]) -> None:
-        self.data, self._text = state
+    def __setstate__(self, state: tuple[dict[str, Any], str | None,
+                                        tuple[Ambiguity, ...]]) -> None:
+        self.data, self._text, self.ambiguous = state
         self._root = None
+
+    def source(self, path: Sequence[str | int]) -> str | None:
+        """The text of the plain scalar at ``path`` as written (``1.10``, ``NO``), or None
+        (no such value, or not a plain scalar: quoted text, a list, a mapping)."""
+        node: Node = self.root
+        for part in path:
+            found = _child(node, part)
+            if found is None:
+                return None
+            node = found[1]
+        if isinstance(node, ScalarNode) and not node.style:  # plain: None, or '' from libyaml
+            return str(node.value)
+        return None
 
     @property
     def root(self) -> MappingNode:
@@ -201,18 +300,31 @@ class _Builder:
         self.budget = budget
         self.open: set[int] = set()
         self.top: Node | None = None  # the top-level value being built, to blame for a bomb
+        self.ambiguous: list[Ambiguity] = []
 
-    def build(self, node: Node, depth: int = 0) -> Any:
+    def scalar(self, node: ScalarNode, path: tuple[str | int, ...]) -> Any:
+        if node.tag == _STR:
+            value: Any = node.value
+        else:
+            construct = _SCALARS.get(node.tag)
+            if construct is None:
+                raise _tag_error(node)
+            value = construct(node)
+        text = node.value
+        if not node.style and len(text) <= _AMBIGUOUS_MAX and text[:1] in _YAML11_FIRST:  # plain
+            other = yaml11_reading(text, value)
+            if other is not None:
+                self.ambiguous.append(Ambiguity(path, text, value, other,
+                                                node.start_mark.line + 1,
+                                                node.start_mark.column + 1))
+        return value
+
+    def build(self, node: Node, depth: int = 0, path: tuple[str | int, ...] = ()) -> Any:
         self.budget -= 1
         if self.budget < 0:
             raise _error(_BOMB, self.top or node)
         if isinstance(node, ScalarNode):
-            if node.tag == _STR:
-                return node.value
-            construct = _SCALARS.get(node.tag)
-            if construct is None:
-                raise _tag_error(node)
-            return construct(node)
+            return self.scalar(node, path)
         if depth >= MAX_DEPTH:
             raise _error(f"nested deeper than {MAX_DEPTH} levels", node)
         if id(node) in self.open:
@@ -222,22 +334,24 @@ class _Builder:
             if isinstance(node, SequenceNode):
                 if node.tag != _SEQ:
                     raise _tag_error(node)
-                return [self.build(item, depth + 1) for item in node.value]
+                return [self.build(item, depth + 1, (*path, i))
+                        for i, item in enumerate(node.value)]
             assert isinstance(node, MappingNode)
             if node.tag != _MAP:
                 raise _tag_error(node)
-            return self.mapping(node, depth)
+            return self.mapping(node, depth, path)
         finally:
             self.open.discard(id(node))
 
-    def mapping(self, node: MappingNode, depth: int) -> dict[str, Any]:
+    def mapping(self, node: MappingNode, depth: int,
+                path: tuple[str | int, ...] = ()) -> dict[str, Any]:
         result: dict[str, Any] = {}
         inherited: dict[str, Any] | None = None
         build = self.build
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
                 inherited = inherited if inherited is not None else {}
-                self.merge(value_node, depth, inherited)
+                self.merge(value_node, depth, inherited, path)
                 continue
             if key_node.__class__ is not ScalarNode:
                 raise _error("a mapping key must be a plain value, not a list or mapping",
@@ -251,24 +365,25 @@ class _Builder:
                              f"{first.start_mark.line + 1})", key_node)
             if depth == 0:
                 self.top = value_node
-            if value_node.__class__ is ScalarNode and value_node.tag == _STR:
+            if value_node.__class__ is ScalarNode:
                 self.budget -= 1
                 if self.budget < 0:
                     raise _error(_BOMB, self.top or value_node)
-                result[key] = value_node.value
+                result[key] = self.scalar(value_node, (*path, key))
             else:
-                result[key] = build(value_node, depth + 1)
+                result[key] = build(value_node, depth + 1, (*path, key))
         if inherited:
             for key, value in inherited.items():
                 result.setdefault(key, value)
         return result
 
-    def merge(self, value_node: Node, depth: int, into: dict[str, Any]) -> None:
+    def merge(self, value_node: Node, depth: int, into: dict[str, Any],
+              path: tuple[str | int, ...] = ()) -> None:
         sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
         for source in sources:
             if not isinstance(source, MappingNode):
                 raise _error("a merge key (<<) takes a mapping or a list of mappings", source)
-            for key, value in self.build(source, depth + 1).items():
+            for key, value in self.build(source, depth + 1, path).items():
                 into.setdefault(key, value)
 
 
@@ -405,10 +520,12 @@ def load_yaml(raw: bytes | str, *, max_bytes: int | None = None) -> Document:
             from None
     if root is None:
         raise YamlError("file is empty; it must be a mapping of keys to values")
-    data = _Builder(budget=len(text) + VALUE_ALLOWANCE).build(root)
+    builder = _Builder(budget=len(text) + VALUE_ALLOWANCE)
+    data = builder.build(root)
     if not isinstance(root, MappingNode) or not isinstance(data, dict):
         raise _error(f"top level must be a mapping of keys to values (got {_kind(data)})", root)
-    return Document(data, None, text)  # the node graph is re-made only if a position is asked
+    # the node graph is re-made only if a position is asked
+    return Document(data, None, text, builder.ambiguous)
 
 
 def _reader_message(exc: yaml.YAMLError) -> str:

@@ -15,6 +15,7 @@ from pydantic_core import ErrorDetails
 __all__ = [
     "SECRETS",
     "SECRET_HINT_BYTES",
+    "ambiguity_message",
     "describe",
     "did_you_mean",
     "dotted",
@@ -155,8 +156,38 @@ _MESSAGES = {
 }
 
 
-def describe(err: ErrorDetails, fields: Sequence[str] = ()) -> str:
-    """A short, plain message for one pydantic error (without the field name)."""
+def _reads_as(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number" if isinstance(value, int | float) else "text"
+
+
+def ambiguity_message(item: Any) -> str:
+    """Why a plain scalar is ambiguous (a loader ``Ambiguity``: ``text`` as written, ``value``
+    its YAML 1.2 reading, ``yaml11`` the other) and the way out, quoting it, in one line."""
+    text, value, other = item.text, item.value, item.yaml11
+    quote = f'quote it: "{text}"'
+    if isinstance(other, bool):
+        return (f"{text} is the text \"{text}\" in YAML 1.2 (editors, JSON Schema, "
+                f"configsync) but {show(other)} in YAML 1.1 readers; write {show(other)} "
+                f"for a boolean, or {quote}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(other, int):  # a leading zero: octal in YAML 1.1
+            digits = text.lstrip("+-").lstrip("0")
+            return (f"{text} is {value} in YAML 1.2 but {other} (octal) in YAML 1.1 readers; "
+                    f"write {value}, or 0o{digits} for octal, or {quote}")
+        return (f"{text} is {value} in YAML 1.2 but text in YAML 1.1 readers; write {value}, "
+                f"or {quote}")
+    return (f"{text} is text in YAML 1.2 but the number {show(other)} in YAML 1.1 readers; "
+            f"write {show(other)} for the number, or {quote}")
+
+
+def describe(err: ErrorDetails, fields: Sequence[str] = (), source: str | None = None) -> str:
+    """A short, plain message for one pydantic error (without the field name). ``source`` is
+    the value's text as written, when it was a plain scalar: the message quotes that (``got
+    1.10``, not ``got 1.1``), and where text was wanted, says how to get it."""
     kind = err["type"]
     ctx = dict(err.get("ctx") or {})
     if kind == "extra_forbidden":
@@ -168,7 +199,10 @@ def describe(err: ErrorDetails, fields: Sequence[str] = ()) -> str:
     if template is None:
         return err["msg"].removeprefix("Value error, ")
     shown = {k: show(v) if isinstance(v, int | float) else v for k, v in ctx.items()}
-    return template.format(input=show(err.get("input")), **shown)
+    given = show(err.get("input")) if source is None else source
+    if source is not None and kind == "string_type":
+        given = f'{source}, which YAML reads as {_reads_as(err.get("input"))}; quote it: "{source}"'
+    return template.format(input=given, **shown)
 
 
 def error_summary(err: Mapping[str, Any]) -> str:

@@ -9,7 +9,7 @@ resolved config of every agent that passed. The sync daemon validates with the s
 from __future__ import annotations
 
 import gc
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from .loader import Document, YamlError, load_yaml
 from .messages import (
     SECRET_HINT_BYTES,
     SECRETS,
+    ambiguity_message,
     describe,
     did_you_mean,
     dotted,
@@ -184,9 +185,24 @@ class _Checker:
     filtered: dict[str, Filtered] = field(default_factory=dict)  # config files git filters
     in_lfs: set[str] = field(default_factory=set)  # paths already reported as filtered
 
+    ambiguous: set[tuple[str, tuple[str | int, ...]]] = field(default_factory=set)
+
     def report(self, path: str, line: int, column: int, message: str,
                severity: str = ERROR) -> None:
         self.found.add(Diagnostic(path, line, column, severity, message))
+
+    def check_ambiguous(self, path: str, doc: Document, free_text: Callable[
+            [tuple[str | int, ...]], bool]) -> None:
+        """A plain scalar that YAML 1.1 readers read otherwise than YAML 1.2 (``yes``,
+        ``0644``, ``1:20``): an error in a typed field, a warning in free text (issue 10).
+        An error there is the one error for that value: pydantic's is not added."""
+        for item in doc.ambiguous:
+            free = free_text(item.path)
+            name = dotted(list(item.path))
+            self.report(path, item.line, item.column,
+                        f"{name}: {ambiguity_message(item)}", WARNING if free else ERROR)
+            if not free:
+                self.ambiguous.add((path, item.path))
 
     def kind_problem(self, entry: Entry) -> None:
         """Only regular files committed in this repository make a config tree."""
@@ -328,6 +344,9 @@ class _Checker:
             if SETTINGS_FILE not in self.in_lfs:
                 self.report(SETTINGS_FILE, exc.line, exc.column, exc.message)
             return
+        if doc.ambiguous:
+            self.check_ambiguous(SETTINGS_FILE, doc,
+                                 lambda p: p[:1] == ("tools",) and p[-1:] == ("description",))
         try:
             self.settings = RepoSettings.model_validate(doc.data)
         except ValidationError as exc:
@@ -391,6 +410,8 @@ class _Checker:
             self.broken.add(agent_id)
             return
         self.agents[agent_id] = AgentFile(agent_id, entry.path, doc)
+        if doc.ambiguous:
+            self.check_ambiguous(entry.path, doc, lambda p: p[:1] == ("metadata",))
         if maybe_secret:
             self.scan_secrets(entry.path, doc, doc.data, [])
 
@@ -499,8 +520,12 @@ class _Checker:
         if err["type"] == "prompt_source" and all(k in _merged_keys(chain) for k in _PROMPT_KEYS):
             loc = ["system_prompt_file"]
         origin, (line, column) = _origin(chain, loc, key=err["type"] == "extra_forbidden")
+        if (origin.path, tuple(loc)) in self.ambiguous:
+            return  # said already, with the way out (quote it)
         name = dotted(loc) if loc and err["type"] != "prompt_source" else ""
-        message = describe(err, fields_at(model, loc[:-1]) if loc else [])
+        source = origin.doc.source(loc) if loc and not isinstance(
+            err.get("input", ""), str) else None  # (text is shown as it is: 'hot')
+        message = describe(err, fields_at(model, loc[:-1]) if loc else [], source=source)
         self.report(origin.path, line, column, f"{name}: {message}" if name else message)
 
     # -- prompt files and the resolved config ----------------------------------------------

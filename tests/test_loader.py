@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -217,7 +219,7 @@ def test_alias_expansion_limit_at_its_boundary(parser: str) -> None:
 @pytest.mark.parametrize(("text", "data"), [
     ("a: 1\nb: [x, 2.5]\nc: {d: true, e: null}\n",
      {"a": 1, "b": ["x", 2.5], "c": {"d": True, "e": None}}),
-    ("on: yes\n1: 2\nnull: x\n", {"on": True, "1": 2, "null": "x"}),  # keys are their text
+    ("on: yes\n1: 2\nnull: x\n", {"on": "yes", "1": 2, "null": "x"}),  # keys are their text
     ("d: 2024-01-01\n", {"d": "2024-01-01"}),  # timestamps stay strings
     ("\ufeffa: 1\n", {"a": 1}),
     ("base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\n",
@@ -313,3 +315,20 @@ def test_random_structures_round_trip(data: dict[str, object]) -> None:
     except YamlError:
         return  # e.g. a structure nested past MAX_DEPTH; never a crash
     assert yaml.safe_load(yaml.safe_dump(loaded)) == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1e0", 1.0), (".5", 0.5), ("+.5", 0.5), ("0o17", 15), ("0x400", 1024), ("-0x1", "-0x1"),
+    ("yes", "yes"), ("1:20", "1:20"), ("1_000", "1_000"), ("0b101", "0b101"), ("0644", 644),
+    ("True", True), ("FALSE", False), ("~", None), ("Null", None), ("2001-12-14", "2001-12-14"),
+    (".inf", float("inf")), ("-.Inf", float("-inf")),
+])
+def test_plain_scalars_resolve_by_yaml_1_2(text: str, value: Any) -> None:
+    """Issue 10.1: the YAML 1.2 core schema, as editors and check-jsonschema read it."""
+    assert load_yaml(f"v: {text}\n").data["v"] == value
+
+
+def test_what_yaml_1_1_reads_otherwise_is_noted_with_where_it_was_written() -> None:
+    doc = load_yaml("a: [x, on]\nb: {c: 0644}\nd: '1:20'\ne: 1.5\nf: 0x10\ng: |\n  yes\n")
+    assert [(a.path, a.text, a.value, a.yaml11, a.line, a.column) for a in doc.ambiguous] == [
+        (("a", 1), "on", "on", True, 1, 8), (("b", "c"), "0644", 644, 420, 2, 8)]

@@ -53,7 +53,8 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("nested unknown key", {A: OK + "metadata:\n  ownr: me\n"},
      [f"{A}:4:3: error: metadata.ownr: unknown key, did you mean `owner`?"]),
     ("label not a string", {A: OK + "metadata:\n  labels: {tier: 1}\n"},
-     [f"{A}:4:18: error: metadata.labels.tier: must be a string (got 1)"]),
+     [f'{A}:4:18: error: metadata.labels.tier: must be a string (got 1, which YAML reads as '
+      'a number; quote it: "1")']),
     ("metadata not a mapping", {A: OK + "metadata: [x]\n"},
      [f"{A}:3:11: error: metadata: must be a mapping (got a list)"]),
     ("blank prompt", {A: "system_prompt: '   '\nmodel: gpt-4o\n"},
@@ -118,9 +119,9 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
      [f"{A}:1:10: error: extends: no agent `suport`, did you mean `support`?"]),
     ("extends unknown base", {A: "extends: zzz\n"},
      [f"{A}:1:10: error: extends: no agent `zzz` (known: a, support)"]),
-    ("extends cycle", {"agents/x.yaml": "extends: y\n", "agents/y.yaml": "extends: x\n"},
-     ["agents/x.yaml:1:10: error: extends: cycle y → x → y",
-      "agents/y.yaml:1:10: error: extends: cycle x → y → x"]),
+    ("extends cycle", {"agents/x.yaml": "extends: z\n", "agents/z.yaml": "extends: x\n"},
+     ["agents/x.yaml:1:10: error: extends: cycle z → x → z",
+      "agents/z.yaml:1:10: error: extends: cycle x → z → x"]),
     ("extends itself", {A: "extends: a\n"}, [f"{A}:1:10: error: extends: cycle a → a"]),
     ("extends bad id", {A: OK + "extends: Bad/ID\n"},
      [f"{A}:3:10: error: extends: must be an agent id, the path of its file under agents/ "
@@ -206,6 +207,71 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
 ]
 
 
+def _amb_bool(text: str, value: str) -> str:
+    return (f'{text} is the text "{text}" in YAML 1.2 (editors, JSON Schema, configsync) but '
+            f'{value} in YAML 1.1 readers; write {value} for a boolean, or quote it: "{text}"')
+
+
+def _amb_number(text: str, value: str) -> str:
+    return (f"{text} is text in YAML 1.2 but the number {value} in YAML 1.1 readers; write "
+            f'{value} for the number, or quote it: "{text}"')
+
+
+# Issue 10.1-2: plain scalars resolve by the YAML 1.2 core schema; a scalar that YAML 1.1
+# reads as another non-string value is an error in a typed field, a warning in free text.
+CASES += [
+    ("yaml 1.2: 1e0 is a number", {A: OK + "temperature: 1e0\n"}, []),
+    ("yaml 1.2: .5 and +.5 are numbers", {A: OK + "temperature: .5\nguardrail_threshold: +.5\n"},
+     []),
+    ("yaml 1.2: 0o17 is 15", {A: OK + "max_tokens: 0o17\n"}, []),
+    ("yaml 1.2: 0x400 is 1024", {A: OK + "max_tokens: 0x400\n"}, []),
+    ("0512 is ambiguous", {A: OK + "max_tokens: 0512\n"},
+     [f'{A}:3:13: error: max_tokens: 0512 is 512 in YAML 1.2 but 330 (octal) in YAML 1.1 '
+      'readers; write 512, or 0o512 for octal, or quote it: "0512"']),
+    ("0644 is ambiguous", {A: OK + "max_tokens: 0644\n"},
+     [f'{A}:3:13: error: max_tokens: 0644 is 644 in YAML 1.2 but 420 (octal) in YAML 1.1 '
+      'readers; write 644, or 0o644 for octal, or quote it: "0644"']),
+    ("0800 is ambiguous", {A: OK + "max_tokens: 0800\n"},
+     [f'{A}:3:13: error: max_tokens: 0800 is 800 in YAML 1.2 but text in YAML 1.1 readers; '
+      'write 800, or quote it: "0800"']),
+    ("02048 is ambiguous", {A: OK + "max_tokens: 02048\n"},
+     [f'{A}:3:13: error: max_tokens: 02048 is 2048 in YAML 1.2 but text in YAML 1.1 readers; '
+      'write 2048, or quote it: "02048"']),
+    ("20:48 is ambiguous", {A: OK + "max_tokens: 20:48\n"},
+     [f"{A}:3:13: error: max_tokens: {_amb_number('20:48', '1248')}"]),
+    ("1:20 is ambiguous", {A: OK + "max_tokens: 1:20\n"},
+     [f"{A}:3:13: error: max_tokens: {_amb_number('1:20', '80')}"]),
+    ("1_000 is ambiguous", {A: OK + "max_tokens: 1_000\n"},
+     [f"{A}:3:13: error: max_tokens: {_amb_number('1_000', '1000')}"]),
+    ("0b101 is ambiguous", {A: OK + "max_tokens: 0b101\n"},
+     [f"{A}:3:13: error: max_tokens: {_amb_number('0b101', '5')}"]),
+    ("1:30.5 is ambiguous", {A: OK + "temperature: 1:30.5\n"},
+     [f"{A}:3:14: error: temperature: {_amb_number('1:30.5', '90.5')}"]),
+    ("yes in a typed list is ambiguous", {A: OK + "tools: [search, yes]\n"},
+     [f"{A}:3:17: error: tools[1]: {_amb_bool('yes', 'true')}"]),
+    ("Off in free text is a warning", {A: OK + "metadata:\n  labels: {mode: Off}\n"},
+     [f"{A}:4:18: warning: metadata.labels.mode: {_amb_bool('Off', 'false')}"]),
+    ("1:30 in a description is a warning", {A: OK + "metadata:\n  description: 1:30\n"},
+     [f"{A}:4:16: warning: metadata.description: {_amb_number('1:30', '90')}"]),
+    ("10:30 in a description is a warning", {A: OK + "metadata:\n  description: 10:30\n"},
+     [f"{A}:4:16: warning: metadata.description: {_amb_number('10:30', '630')}"]),
+    ("NO in a description is a warning", {A: OK + "metadata:\n  description: NO\n"},
+     [f"{A}:4:16: warning: metadata.description: {_amb_bool('NO', 'false')}"]),
+    ("quoted, nothing is ambiguous",
+     {A: OK + "metadata:\n  description: '1:30'\n  labels: {a: 'yes', b: \"0644\"}\n"}, []),
+    ("a number where text is wanted says what was written", {
+        A: OK + "metadata:\n  owner: 1.10\n"},
+     [f'{A}:4:10: error: metadata.owner: must be a string (got 1.10, which YAML reads as a '
+      'number; quote it: "1.10")']),
+    ("a boolean where text is wanted", {A: OK + "metadata:\n  owner: TRUE\n"},
+     [f'{A}:4:10: error: metadata.owner: must be a string (got TRUE, which YAML reads as a '
+      'boolean; quote it: "TRUE")']),
+    ("a bound quotes the number as written", {A: OK + "temperature: 3.50\n"},
+     [f"{A}:3:14: error: temperature: must be at most 2 (got 3.50)"]),
+    ("keys keep their text", {A: OK + "metadata:\n  labels: {on: x, 0644: z}\n"}, []),
+]
+
+
 @pytest.mark.parametrize(("files", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_rules(tmp_path: Path, files: dict[str, str | bytes], expected: list[str]) -> None:
     assert check(tmp_path, files) == expected
@@ -224,6 +290,10 @@ def test_rules(tmp_path: Path, files: dict[str, str | bytes], expected: list[str
      ["configsync.yaml:1:26: error: limits.max_file_bytes: must be at least 1 (got 0)"]),
     ("allow_mass_delete: maybe\n",
      ["configsync.yaml:1:20: error: allow_mass_delete: must be true or false (got 'maybe')"]),
+    ("allow_mass_delete: yes\n",
+     [f"configsync.yaml:1:20: error: allow_mass_delete: {_amb_bool('yes', 'true')}"]),
+    ("tools: {search: {description: on}}\n",
+     [f"configsync.yaml:1:31: warning: tools.search.description: {_amb_bool('on', 'true')}"]),
     ("schema: not a ref\n",
      ["configsync.yaml:1:9: error: schema: must match ^[A-Za-z_][\\w.]*:[A-Za-z_]\\w*$ "
       "(got 'not a ref')"]),
@@ -379,7 +449,7 @@ def test_hints_stay_cheap_with_thousands_of_names(tmp_path: Path) -> None:
     """Every missing base asks for a "did you mean" among thousands of agents, and every
     unknown tool lists the registry: both stay short and cheap."""
     tools = "".join(f"  t{i}: {{description: x}}\n" for i in range(2000))
-    files: dict[str, str | bytes] = {"configsync.yaml": "namespace: n\ntools:\n" + tools}
+    files: dict[str, str | bytes] = {"configsync.yaml": "namespace: ns\ntools:\n" + tools}
     for i in range(2000):
         files[f"agents/a{i}.yaml"] = f"extends: b{i}\nsystem_prompt: x\nmodel: m\n"
     files["agents/z.yaml"] = "system_prompt: x\nmodel: m\ntools: [nope]\n"
