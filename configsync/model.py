@@ -25,6 +25,8 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "AGENT_ID",
+    "NOT_BLANK",
+    "PROMPT_FILE",
     "PROMPT_SOURCE",
     "AgentConfig",
     "Limits",
@@ -37,6 +39,16 @@ AGENT_ID = re.compile(r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*")
 """An agent id: its file's path under ``agents/`` without the extension."""
 
 PROMPT_SOURCE = "set exactly one of `system_prompt` or `system_prompt_file`"
+NOT_BLANK = (r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+             r"\u3000]")
+"""A regex that finds a character ``str.strip()`` keeps (one that is not ``str.isspace()``):
+written out rather than as the class escape, since ECMAScript's whitespace class (editors,
+check-jsonschema) differs from Python's on U+001C-U+001F, U+0085 and U+FEFF. The validator and
+the JSON Schema's ``pattern`` both use it, so they agree on every character."""
+PROMPT_FILE = r"prompts(?:/(?:[^/\\.][^/\\]*|\.[^/\\.][^/\\]*|\.\.[^/\\]+))+"
+"""A relative path under ``prompts/``: parts split by ``/``, none empty, ``.`` or ``..``, no
+backslash. No lookahead and no ``$`` inside, so Python's ``re`` and ECMAScript (editors,
+check-jsonschema) read it the same way."""
 NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 """What a namespace may be (at most 100 characters), wherever it is given: configsync.yaml,
 ``--namespace``, a client. It is a Redis hash tag, so never empty and never ``{``, ``}``, ``:``
@@ -150,7 +162,7 @@ class AgentConfig(_Strict):
     @field_validator("system_prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+        if value is not None and not re.search(NOT_BLANK, value):
             raise PydanticCustomError("blank", "must not be empty")
         return value
 
@@ -159,9 +171,7 @@ class AgentConfig(_Strict):
     def _prompt_under_prompts(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        parts = value.split("/")
-        if parts[0] != "prompts" or len(parts) < 2 or "\\" in value or any(
-                part in ("", ".", "..") for part in parts):
+        if not re.fullmatch(PROMPT_FILE, value):
             raise PydanticCustomError(
                 "prompt_path", "must be a relative path under prompts/ (got '{value}')",
                 {"value": value})

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SchemaImportError
-from .model import AgentConfig, RepoSettings
+from .model import NOT_BLANK, PROMPT_FILE, AgentConfig, RepoSettings
+from .snapshot import MAX_SAFE_INTEGER
 
 __all__ = [
     "AGENT_SCHEMA_FILE",
@@ -32,6 +33,30 @@ __all__ = [
 
 AGENT_SCHEMA_FILE = "agent.schema.json"
 SETTINGS_SCHEMA_FILE = "configsync.schema.json"
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+_MAX_FLOAT = sys.float_info.max
+_PROMPTS = ("system_prompt", "system_prompt_file")
+_EXTENDS = {"required": ["extends"], "properties": {"extends": {"type": "string"}}}
+"""The file has a base (``extends: null`` is no base), which may supply any field."""
+
+
+def _present(*names: str) -> dict[str, Any]:
+    """The file sets every one of ``names`` to a string (null counts as unset)."""
+    return {"required": list(names), "properties": {n: {"type": "string"} for n in names}}
+
+
+# What `validate` says of a single file (model.py, validate.py), as JSON Schema can say it:
+_AGENT_RULES = [
+    # never both prompt sources
+    {"not": _present(*_PROMPTS)},
+    # with no base, nothing supplies `model`
+    {"if": {"not": _EXTENDS}, "then": {"required": ["model"]}},
+    # with no base, or when the file names a prompt key (that drops the inherited prompt, even
+    # as null), one prompt source must be set here
+    {"if": {"anyOf": [{"not": _EXTENDS}, *({"required": [n]} for n in _PROMPTS)]},
+     "then": {"anyOf": [_present(n) for n in _PROMPTS]}},
+]
 
 
 def _resolved(path: str | os.PathLike[str]) -> Path | None:
@@ -99,22 +124,78 @@ def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
 
 
 def agent_json_schema(model: type[AgentConfig] = AgentConfig) -> dict[str, Any]:
-    """JSON Schema for one agent *file*: nothing is required, since ``extends`` may supply it."""
+    """JSON Schema (draft 2020-12) for one agent *file*: every rule a single file can be held
+    to. What needs other files (``extends``, the tool registry, the model allow-list, prompt
+    files) is left to ``validate``; the README lists those and the few differences left."""
     schema = model.model_json_schema()
     schema.pop("required", None)
+    properties = schema.get("properties", {})
+    for name, pattern in (("system_prompt", NOT_BLANK), ("system_prompt_file",
+                                                         f"^{PROMPT_FILE}$")):
+        text = _string_schema(properties.get(name))
+        if text is not None:
+            text["pattern"] = pattern
+    if properties.get("tools", {}).get("type") == "array":
+        properties["tools"]["uniqueItems"] = True
+    schema["allOf"] = [*schema.get("allOf", []), *_AGENT_RULES]
     schema["title"] = "configsync agent"
     schema["description"] = (
-        "One agent file under agents/; its id is the path under agents/ without .yaml. Once "
-        "`extends` is resolved, `model` and exactly one of `system_prompt` or "
-        "`system_prompt_file` are required.")
-    return schema
+        "One agent file under agents/; its id is the path under agents/ without .yaml. Without "
+        "`extends`, `model` and exactly one of `system_prompt` or `system_prompt_file` are "
+        "required; with it, the base may supply them.")
+    return {"$schema": DRAFT, **_json_numbers(schema)}
 
 
 def settings_json_schema() -> dict[str, Any]:
-    """JSON Schema for ``configsync.yaml``."""
+    """JSON Schema (draft 2020-12) for ``configsync.yaml``."""
     schema = RepoSettings.model_json_schema(by_alias=True)
     schema["title"] = "configsync repository settings"
-    return schema
+    return {"$schema": DRAFT, **_json_numbers(schema)}
+
+
+def _string_schema(node: Any) -> dict[str, Any] | None:
+    """The ``{"type": "string"}`` part of a field's schema (``str`` or ``str | None``)."""
+    if not isinstance(node, dict):
+        return None
+    if node.get("type") == "string":
+        return node
+    return next((b for b in node.get("anyOf", []) if b.get("type") == "string"), None)
+
+
+_NOT_NAN = {
+    "$comment": "Rejects NaN (YAML .nan): no number is both >= 1 and <= 0, but NaN passes both "
+                "bounds where a checker tests for a violation (x < minimum); where it tests "
+                "x >= minimum instead, the field's own bounds reject NaN.",
+    "minimum": 1, "maximum": 0}
+
+
+def _json_numbers(value: Any) -> Any:
+    """Bounds on every number, so that what JSON readers cannot hold fails as it does in
+    ``validate`` (snapshot.non_portable): an integer beyond ±(2^53-1), an infinity (YAML
+    ``.inf``, or a float too big to hold) and NaN (``.nan``, which is no integer, and which
+    ``_NOT_NAN`` rejects as a number)."""
+    if isinstance(value, list):
+        return [_json_numbers(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    found = {key: _json_numbers(item) for key, item in value.items()}
+    kind = found.get("type")
+    if kind in ("integer", "number"):
+        most = MAX_SAFE_INTEGER if kind == "integer" else _MAX_FLOAT
+        if "minimum" not in found and "exclusiveMinimum" not in found:
+            found["minimum"] = -most
+        elif kind == "integer" and found.get("minimum", 0) < -most:
+            found["minimum"] = -most
+        if "maximum" not in found and "exclusiveMaximum" not in found:
+            found["maximum"] = most
+        elif kind == "integer" and found.get("maximum", 0) > most:
+            found["maximum"] = most
+        if kind == "number":
+            if "not" in found:
+                found["allOf"] = [*found.get("allOf", []), {"not": _NOT_NAN}]
+            else:
+                found["not"] = _NOT_NAN
+    return found
 
 
 def render_schemas(model: type[AgentConfig] = AgentConfig) -> dict[str, str]:
@@ -122,7 +203,8 @@ def render_schemas(model: type[AgentConfig] = AgentConfig) -> dict[str, str]:
 
     The text is the same whichever allowed pydantic is installed (so ``schema --check`` in CI
     agrees with a developer's machine): a whole number is written ``2``, never ``2.0``, which
-    older pydantic releases emit for float bounds (JSON does not tell the two apart).
+    older pydantic releases emit for float bounds (JSON does not tell the two apart); the
+    largest float stays a float.
     """
     return {
         AGENT_SCHEMA_FILE: _dump(agent_json_schema(model)),
@@ -135,7 +217,7 @@ def _dump(schema: dict[str, Any]) -> str:
 
 
 def _whole_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
         return int(value)
     if isinstance(value, dict):
         return {key: _whole_numbers(item) for key, item in value.items()}

@@ -1,0 +1,187 @@
+"""One verdict for a single agent file: `configsync validate` and check-jsonschema with the
+generated schema (what editors and CI hooks use) accept and refuse the same files (issue 10).
+
+The only cases where they differ are the ones the README lists under the schema's limits: rules
+that need other files (``CROSS_FILE``) and what JSON Schema cannot say (``NO_JSON_SCHEMA``).
+Each case is a file ``agents/case.yaml`` in a config tree that also holds a valid
+``agents/base.yaml`` and ``prompts/main.md``, so ``extends: base`` and ``prompts/main.md``
+resolve.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import regress
+
+from configsync.cli import main
+from configsync.model import NOT_BLANK
+
+from .conftest import SETTINGS, write_tree
+
+PROJECT = Path(__file__).parents[1]
+SCHEMA = PROJECT / "schemas" / "agent.schema.json"
+CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
+
+OK, ERROR = "ok", "error"
+CROSS_FILE = {"extends", "tool registry", "model allow-list", "prompt file existence"}
+NO_JSON_SCHEMA = {"whole float for an integer"}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    body: str
+    verdict: str  # configsync validate's
+    differs: str | None = None  # why check-jsonschema says the opposite (listed in the README)
+
+
+P = "system_prompt: hi\nmodel: gpt-4o\n"  # a valid start
+
+CASES = [
+    Case("minimal", P, OK),
+    Case("every-field", "system_prompt_file: prompts/main.md\nmodel: gpt-4o\ntemperature: 1\n"
+         "max_tokens: 9007199254740991\ntools: [search, calculator]\nguardrail_threshold: 0\n"
+         "metadata: {owner: ada, description: d, labels: {team: core}}\n", OK),
+    # the prompt: not blank, exactly one source, a path under prompts/
+    Case("blank-prompt", 'system_prompt: "   "\nmodel: gpt-4o\n', ERROR),
+    Case("ideographic-space-prompt", 'system_prompt: "\\u3000\\t"\nmodel: gpt-4o\n', ERROR),
+    Case("empty-prompt", 'system_prompt: ""\nmodel: gpt-4o\n', ERROR),
+    Case("both-prompts", P + "system_prompt_file: prompts/main.md\n", ERROR),
+    Case("no-prompt", "model: gpt-4o\n", ERROR),
+    Case("null-prompt", "system_prompt: null\nmodel: gpt-4o\n", ERROR),
+    Case("null-prompt-and-a-file",
+         "system_prompt: null\nsystem_prompt_file: prompts/main.md\nmodel: gpt-4o\n", OK),
+    Case("prompt-file-outside", "system_prompt_file: ../etc/passwd\nmodel: gpt-4o\n", ERROR),
+    Case("prompt-file-dotdot", "system_prompt_file: prompts/../etc/passwd\nmodel: gpt-4o\n",
+         ERROR),
+    Case("prompt-file-backslash", "system_prompt_file: 'prompts\\main.md'\nmodel: gpt-4o\n",
+         ERROR),
+    Case("prompt-file-folder", "system_prompt_file: prompts/\nmodel: gpt-4o\n", ERROR),
+    Case("prompt-file-absolute", "system_prompt_file: /prompts/main.md\nmodel: gpt-4o\n", ERROR),
+    Case("prompt-file-missing", "system_prompt_file: prompts/gone.md\nmodel: gpt-4o\n", ERROR,
+         "prompt file existence"),
+    # the model
+    Case("no-model", "system_prompt: hi\n", ERROR),
+    Case("empty-model", "system_prompt: hi\nmodel: ''\n", ERROR),
+    Case("model-not-allowed", "system_prompt: hi\nmodel: claude-9\n", ERROR, "model allow-list"),
+    # tools
+    Case("duplicate-tool", P + "tools: [search, search]\n", ERROR),
+    Case("tools-not-a-list", P + "tools: search\n", ERROR),
+    Case("unknown-tool", P + "tools: [browse]\n", ERROR, "tool registry"),
+    # numbers: bounds, strict types, and what JSON readers cannot hold
+    Case("nan", P + "temperature: .nan\n", ERROR),
+    Case("inf", P + "temperature: .inf\n", ERROR),
+    Case("minus-inf", P + "guardrail_threshold: -.inf\n", ERROR),
+    Case("temperature-too-high", P + "temperature: 2.5\n", ERROR),
+    Case("temperature-string", P + "temperature: '0.5'\n", ERROR),
+    Case("max-tokens-zero", P + "max_tokens: 0\n", ERROR),
+    Case("max-tokens-bool", P + "max_tokens: true\n", ERROR),
+    Case("max-tokens-unsafe", P + "max_tokens: 9007199254740992\n", ERROR),
+    Case("max-tokens-float", P + "max_tokens: 1024.5\n", ERROR),
+    Case("max-tokens-whole-float", P + "max_tokens: 1024.0\n", ERROR,
+         "whole float for an integer"),
+    # extends: the base may supply model and prompt; a prompt key here drops the inherited one
+    Case("extends-only", "extends: base\ntemperature: 0.3\n", OK),
+    Case("extends-own-prompt-file", "extends: base\nsystem_prompt_file: prompts/main.md\n", OK),
+    Case("extends-blank-prompt", 'extends: base\nsystem_prompt: "  "\n', ERROR),
+    Case("extends-null-prompt", "extends: base\nsystem_prompt: null\n", ERROR),
+    Case("extends-both-prompts",
+         "extends: base\nsystem_prompt: hi\nsystem_prompt_file: prompts/main.md\n", ERROR),
+    Case("extends-null", "extends: null\ntemperature: 0.3\n", ERROR),
+    Case("extends-null-whole", "extends: null\n" + P, OK),
+    Case("extends-list", "extends: [base, other]\n", ERROR),
+    Case("extends-not-an-id", "extends: ../base\n", ERROR),
+    Case("extends-capitals", "extends: Base\n", ERROR),
+    Case("extends-missing", "extends: nobody\n", ERROR, "extends"),
+    Case("extends-itself", "extends: case\n", ERROR, "extends"),
+    # the file's shape
+    Case("unknown-key", P + "temprature: 0.5\n", ERROR),
+    Case("label-not-a-string", P + "metadata: {labels: {tier: 1}}\n", ERROR),
+    Case("owner-not-a-string", P + "metadata: {owner: [ada]}\n", ERROR),
+    Case("top-level-list", "- system_prompt: hi\n", ERROR),
+]
+
+
+def schema_verdicts(folder: Path, files: list[Path]) -> dict[str, str]:
+    """check-jsonschema's verdict on each file, from one run of its command."""
+    proc = subprocess.run([str(CHECK_JSONSCHEMA), "--schemafile", str(SCHEMA), "-o", "json",
+                           *map(str, files)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1), proc.stderr
+    result = json.loads(proc.stdout)
+    failed = {Path(e["filename"]).name for e in result["errors"] + result["parse_errors"]}
+    return {f.name: ERROR if f.name in failed else OK for f in files}
+
+
+@pytest.fixture(scope="module")
+def schema_says(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("schema-cases")
+    files = []
+    for case in CASES:
+        files.append(folder / f"{case.id}.yaml")
+        files[-1].write_text(case.body, encoding="utf-8")
+    return schema_verdicts(folder, files)
+
+
+def validate_says(root: Path, body: str, capsys: pytest.CaptureFixture[str]) -> str:
+    write_tree(root, {
+        "configsync.yaml": SETTINGS,
+        "agents/base.yaml": "system_prompt: You help.\nmodel: gpt-4o\n",
+        "prompts/main.md": "You research.\n",
+    })
+    (root / "agents" / "case.yaml").write_text(body, encoding="utf-8")
+    code = main(["validate", str(root)])
+    out, _ = capsys.readouterr()
+    assert code in (0, 1), out
+    assert (code == 0) == (out == ""), out
+    return OK if code == 0 else ERROR
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_validate_and_the_schema_agree(case: Case, schema_says: dict[str, str], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert validate_says(tmp_path / "repo", case.body, capsys) == case.verdict
+    if case.differs is None:
+        assert schema_says[f"{case.id}.yaml"] == case.verdict
+    else:
+        assert case.differs in CROSS_FILE | NO_JSON_SCHEMA
+        assert (case.verdict, schema_says[f"{case.id}.yaml"]) == (ERROR, OK)
+
+
+def test_the_table_covers_every_documented_difference() -> None:
+    assert {c.differs for c in CASES} - {None} == CROSS_FILE | NO_JSON_SCHEMA
+    assert len(CASES) >= 20
+
+
+def test_the_readme_lists_the_schema_limits() -> None:
+    readme = (PROJECT / "README.md").read_text("utf-8")
+    limits = readme[readme.index("### What the schema cannot check"):]
+    limits = limits[:limits.index("\n## ")]
+    for needle in ("`extends`", "tool registry", "allow-list", "prompt file", "`1024.0`"):
+        assert needle in limits
+
+
+def test_not_blank_is_the_same_in_python_and_ecmascript() -> None:
+    """The blank-prompt rule, character by character: the validator (Python ``re``), the
+    schema's ``pattern`` in ECMAScript (regress, what check-jsonschema and editors use), and
+    ``str.isspace``."""
+    ecma = regress.Regex(NOT_BLANK, "u")
+    for code in range(0x10000):  # every whitespace character either knows is in this plane
+        if 0xD800 <= code < 0xE000:
+            continue  # surrogates are no text
+        char = chr(code)
+        blank = char.isspace()
+        assert (re.search(NOT_BLANK, char) is None) == blank, hex(code)
+        assert (ecma.find(char) is None) == blank, hex(code)
+
+
+def test_the_schema_declares_its_draft() -> None:
+    for name in ("agent.schema.json", "configsync.schema.json"):
+        schema = json.loads((PROJECT / "schemas" / name).read_text("utf-8"))
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
