@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .messages import has_visible_text
+
 __all__ = [
     "AGENT_ID",
     "PROMPT_SOURCE",
@@ -150,7 +152,7 @@ class AgentConfig(_Strict):
     @field_validator("system_prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+        if value is not None and not has_visible_text(value):
             raise PydanticCustomError("blank", "must not be empty")
         return value
 
