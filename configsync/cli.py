@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from .editor import SETTINGS_PATH, editor_settings
 from .errors import ConfigsyncError, UsageError
 from .logs import one_line
+from .messages import plural
 from .model import namespace_problem
 from .output import FORMATS, render
 from .repo import open_source
@@ -43,37 +45,48 @@ def cmd_validate(args: argparse.Namespace) -> int:
     errors, warnings = len(report.errors), len(report.warnings)
     failed = errors > 0 or (args.strict and warnings > 0)
     if errors or warnings:
-        summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+        summary = f"{plural(errors, 'error')}, {plural(warnings, 'warning')}"
     else:
-        agents = len(report.configs)
-        summary = f"{agents} agent{'s' * (agents != 1)} OK"
-    files = report.files
-    print(f"configsync: {summary} ({files} file{'s' * (files != 1)} checked)", file=sys.stderr)
+        summary = f"{plural(len(report.configs), 'agent')} OK"
+    print(f"configsync: {summary} ({plural(report.files, 'file')} checked)", file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    # the editor mapping first: a settings file that cannot be merged into stops everything
+    # before anything is written
+    editor = editor_settings(out, Path(os.curdir))
+    files = {out / name: text for name, text in render_schemas().items()}
     stale: list[tuple[Path, str]] = []
-    for name, text in render_schemas().items():
-        target = out / name
+    for target, text in files.items():
         current = target.read_text("utf-8") if target.is_file() else None
         if current == text:
             continue
         if args.check:
             stale.append((target, "is missing" if current is None else "is stale"))
             continue
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, "utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot write {target}: {exc.strerror or exc} (--out names the "
-                             "folder for the schema files)") from None
-        print(f"wrote {target}", file=sys.stderr)
+        _write(target, text, "(--out names the folder for the schema files)")
+    if editor is not None:
+        if args.check:
+            stale.append((SETTINGS_PATH, "is missing" if not SETTINGS_PATH.exists() else
+                          "does not map the schemas (`yaml.schemas`)"))
+        else:
+            _write(SETTINGS_PATH, editor, "(the editor settings of the repository you run "
+                                          "configsync schema in)")
     for target, why in stale:
         print(f"configsync: {target} {why}; run `configsync schema --out {args.out}` and "
               "commit the result", file=sys.stderr)
     return 1 if stale else 0
+
+
+def _write(target: Path, text: str, hint: str) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, "utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc} {hint}") from None
+    print(f"wrote {target}", file=sys.stderr)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -147,10 +160,13 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser(
         "schema", help="write JSON Schema for agent files and configsync.yaml",
-        description="Write schemas/agent.schema.json and schemas/configsync.schema.json.")
+        description="Write schemas/agent.schema.json and schemas/configsync.schema.json, and "
+                    "map them to agents/**/*.yaml and configsync.yaml in .vscode/settings.json "
+                    "(merged into the file when it exists).")
     schema.add_argument("--out", default="schemas", help="output folder (default: schemas)")
     schema.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 when the files are missing or stale")
+                        help="write nothing; exit 1 when the files (the editor settings too) are "
+                             "missing or stale")
     schema.set_defaults(func=cmd_schema)
     return parser
 

@@ -22,8 +22,11 @@ __all__ = [
     "error_summary",
     "fields_at",
     "find_secret",
+    "has_visible_text",
+    "plural",
     "portability_message",
     "secret_message",
+    "settings_shape_hint",
     "show",
 ]
 
@@ -83,6 +86,40 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
         pool = [c for c in pool if abs(len(c) - len(word)) <= 2][:200]
     close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     return f", did you mean `{close[0]}`?" if close else ""
+
+
+def plural(count: int, word: str) -> str:
+    """``1 file``, ``0 files``, ``2 files``: a count and its noun, in every message."""
+    return f"{count} {word}{'s' * (count != 1)}"
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` has a character a reader would see (``NOT_BLANK``): not only
+    whitespace, byte-order marks and zero-width spaces. One rule for every prompt, written
+    inline or in a file, and the JSON Schema's (issue 10: a BOM-only prompt file passed, a
+    blank one did not)."""
+    from .model import NOT_BLANK  # (model imports this module)
+    return re.search(NOT_BLANK, text) is not None
+
+
+_SETTINGS_SHAPES = {
+    "tools": "`tools: {search: {description: Web search}}`, one key for each tool",
+    "limits": "`limits: {max_file_bytes: 262144}`",
+}
+
+
+def settings_shape_hint(loc: Sequence[str | int], value: Any) -> str:
+    """For a mapping in ``configsync.yaml`` written as something else: an example of the
+    right shape, using the names the user wrote when they listed tools (`tools: [search]`)."""
+    if len(loc) != 1 or loc[0] not in _SETTINGS_SHAPES:
+        return ""
+    names = [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+    if loc[0] == "tools" and names:
+        shown = ", ".join(f"{name}: {{}}" for name in names[:3])
+        more = ", …" if len(names) > 3 else ""
+        return (f"; write one key for each tool: `tools: {{{shown}{more}}}` (each may have a "
+                "`description:`)")
+    return f"; for example {_SETTINGS_SHAPES[str(loc[0])]}"
 
 
 def fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:

@@ -39,12 +39,14 @@ AGENT_ID = re.compile(r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*")
 """An agent id: its file's path under ``agents/`` without the extension."""
 
 PROMPT_SOURCE = "set exactly one of `system_prompt` or `system_prompt_file`"
-NOT_BLANK = (r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
-             r"\u3000]")
-"""A regex that finds a character ``str.strip()`` keeps (one that is not ``str.isspace()``):
-written out rather than as the class escape, since ECMAScript's whitespace class (editors,
-check-jsonschema) differs from Python's on U+001C-U+001F, U+0085 and U+FEFF. The validator and
-the JSON Schema's ``pattern`` both use it, so they agree on every character."""
+NOT_BLANK = (r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200d\u2028\u2029\u202f\u205f"
+             r"\u2060\u3000\ufeff]")
+"""A regex that finds a visible character: not whitespace (``str.isspace()``), and not a
+byte-order mark or a zero-width space, joiner or word joiner (what some editors write into an
+"empty" file). Written out rather than as a class escape, since ECMAScript's whitespace class
+(editors, check-jsonschema) differs from Python's on U+001C-U+001F, U+0085 and U+FEFF. The
+validator (inline prompts and prompt files alike) and the JSON Schema's ``pattern`` all use
+it, so they agree on every character (issue 10.3-4)."""
 PROMPT_FILE = r"prompts(?:/(?:[^/\\.][^/\\]*|\.[^/\\.][^/\\]*|\.\.[^/\\]+))+"
 """A relative path under ``prompts/``: parts split by ``/``, none empty, ``.`` or ``..``, no
 backslash. No lookahead and no ``$`` inside, so Python's ``re`` and ECMAScript (editors,

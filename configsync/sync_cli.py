@@ -20,6 +20,7 @@ from .errors import ConfigsyncError, GitError, UsageError
 from .git import GitRepo, Mirror
 from .loader import YamlError, load_yaml
 from .logs import configure, kv, logger, redact_url
+from .messages import plural
 from .model import RepoSettings
 from .redis_url import check_redis_url, from_url
 from .store import Store
@@ -157,7 +158,7 @@ def _namespace(mirror: Mirror, branch: str) -> str:
                               "missing or invalid"))
         return namespace
     raise ConfigsyncError(f"cannot tell which namespace to write: no valid configsync.yaml in "
-                          f"the last {len(commits)} commits of {branch}; fix it, or pass "
+                          f"the last {plural(len(commits), 'commit')} of {branch}; fix it, or pass "
                           "--namespace")
 
 

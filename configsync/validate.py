@@ -29,8 +29,10 @@ from .messages import (
     dotted,
     fields_at,
     find_secret,
+    has_visible_text,
     portability_message,
     secret_message,
+    settings_shape_hint,
     show,
 )
 from .model import AGENT_ID, PROMPT_SOURCE, AgentConfig, RepoSettings
@@ -65,6 +67,9 @@ _FILTER_HINT = ("git stores what the filter makes, and the daemon would serve it
 
 def _is_attributes(path: str) -> bool:
     return path == ATTRIBUTES_NAME or path.endswith("/" + ATTRIBUTES_NAME)
+
+_EXTENDS_HINT = ("; an agent extends one base, its id (to build on several, let each base "
+                 "extend the next)")
 
 MAX_EXTENDS = 32
 """Most bases an agent's ``extends`` chain may have."""
@@ -351,7 +356,8 @@ class _Checker:
             self.settings = RepoSettings.model_validate(doc.data)
         except ValidationError as exc:
             for err in exc.errors():
-                self.pydantic_error(err, [AgentFile("", SETTINGS_FILE, doc)], RepoSettings)
+                self.pydantic_error(err, [AgentFile("", SETTINGS_FILE, doc)], RepoSettings,
+                                    hint=settings_shape_hint(err["loc"], err.get("input")))
             return
         self.context = {"settings": self.settings}
         try:
@@ -472,12 +478,20 @@ class _Checker:
             errors = [e for e in exc.errors() if e["type"] == "extra_forbidden"
                       or not any(tuple(e["loc"][:len(u)]) == u for u in unportable)]
             prompts = sum(merged.get(key) is not None for key in _PROMPT_KEYS)
-            if prompts != 1 and not any(e["type"] == "prompt_source" for e in errors):
+            # `extends` that is not an id (`extends: [a, b]`) is the root cause: what a base
+            # would have supplied (a model, a prompt) is not reported missing as well
+            unknown_base = chain[-1].doc.data.get("extends") is not None
+            if unknown_base:
+                errors = [e for e in errors if e["type"] != "missing" and not (
+                    e["type"] == "prompt_source" and prompts == 0)]
+            if (prompts > 1 or (prompts == 0 and not unknown_base)) and not any(
+                    e["type"] == "prompt_source" for e in errors):
                 # pydantic skips model validators after a field error; report all problems
                 errors.append(ErrorDetails(type="prompt_source", loc=(), input=merged,
                                            msg=PROMPT_SOURCE))
             for err in errors:
-                self.pydantic_error(err, chain, self.model)
+                self.pydantic_error(err, chain, self.model, hint=_EXTENDS_HINT if (
+                    tuple(err["loc"]) == ("extends",) and err["type"] == "string_type") else "")
             return None
         if unportable:
             return None
@@ -512,7 +526,7 @@ class _Checker:
         return found
 
     def pydantic_error(self, err: ErrorDetails, chain: Sequence[AgentFile],
-                       model: type[BaseModel]) -> None:
+                       model: type[BaseModel], *, hint: str = "") -> None:
         loc = list(err["loc"])
         ctx = err.get("ctx") or {}
         if isinstance(ctx.get("index"), int):
@@ -525,7 +539,8 @@ class _Checker:
         name = dotted(loc) if loc and err["type"] != "prompt_source" else ""
         source = origin.doc.source(loc) if loc and not isinstance(
             err.get("input", ""), str) else None  # (text is shown as it is: 'hot')
-        message = describe(err, fields_at(model, loc[:-1]) if loc else [], source=source)
+        message = describe(err, fields_at(model, loc[:-1]) if loc else [],
+                           source=source) + hint
         self.report(origin.path, line, column, f"{name}: {message}" if name else message)
 
     # -- prompt files and the resolved config ----------------------------------------------
@@ -549,7 +564,10 @@ class _Checker:
                 texts[path] = None
                 if entry is None:
                     origin, loc = _origin(item.chain, ["system_prompt_file"])
-                    self.report(origin.path, *loc, f"system_prompt_file: {path} does not exist")
+                    hint = did_you_mean(path, (p for p, e in by_path.items()
+                                               if e.kind == "file" and p.startswith("prompts/")))
+                    self.report(origin.path, *loc,
+                                f"system_prompt_file: {path} does not exist{hint}")
             elif entry.size > limit:
                 texts[path] = None
                 self.report(path, 1, 1, f"file is {entry.size} bytes, over the limit of {limit} "
@@ -580,14 +598,18 @@ class _Checker:
             self.report(path, line, column, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}); "
                         "save the file as UTF-8")
             return None
-        if not text.strip():
-            self.report(path, 1, 1, "prompt file is empty")
+        # served as an inline prompt would be (YAML reads every line break as \n): no leading
+        # byte-order mark, \n line breaks whatever the editor or core.autocrlf wrote (issue 10)
+        text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+        if not has_visible_text(text):
+            self.report(path, 1, 1, "prompt file has no text (it is empty, or holds only "
+                        "whitespace or a byte-order mark); write the prompt in it")
             return None
         for match in SECRETS.finditer(text) if find_secret(text) else ():
             line = text.count("\n", 0, match.start()) + 1
             column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
             self.report(path, line, column, secret_message(match), WARNING)
-        return text.removeprefix("\ufeff")
+        return text
 
     def finish(self, item: _Resolved, prompts: Mapping[str, str | None]) -> dict[str, Any] | None:
         config = item.config.model_dump(mode="json", exclude={"extends", "system_prompt_file"})

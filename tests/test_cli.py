@@ -235,7 +235,9 @@ def test_interrupt_exits_130(tree: Path, capsys: pytest.CaptureFixture[str],
     assert run(capsys, "validate", str(tree)) == (130, "", "configsync: interrupted\n")
 
 
-def test_schema_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_schema_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     out_dir = tmp_path / "schemas"
     assert run(capsys, "schema", "--out", str(out_dir), "--check")[0] == 1
     assert run(capsys, "schema", "--out", str(out_dir))[0] == 0
@@ -293,3 +295,87 @@ def test_a_file_given_to_validate_says_it_wants_the_folder(
     assert capsys.readouterr().err == (
         f"configsync: error: {path} is a file: validate takes the repository's folder (the one "
         "that holds configsync.yaml), and checks every file in it\n")
+
+
+MAPPING = {"./schemas/agent.schema.json": ["agents/**/*.yaml", "agents/**/*.yml"],
+           "./schemas/configsync.schema.json": ["configsync.yaml"]}
+
+
+def test_summary_counts_one_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path, {"configsync.yaml": SETTINGS})
+    assert run(capsys, "validate", str(tmp_path)) == (
+        0, "", "configsync: 0 agents OK (1 file checked)\n")
+
+
+def test_schema_maps_nested_agents_in_vscode_settings(
+        tree: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No per-file `$schema` comment (whose `../` differs by depth): one glob for agents/**."""
+    monkeypatch.chdir(tree)
+    assert run(capsys, "schema") == (0, "", "wrote schemas/agent.schema.json\nwrote "
+                                            "schemas/configsync.schema.json\nwrote "
+                                            ".vscode/settings.json\n")
+    assert json.loads((tree / ".vscode/settings.json").read_text()) == {"yaml.schemas": MAPPING}
+    assert run(capsys, "schema", "--check") == (0, "", "")
+    (tree / ".vscode/settings.json").unlink()
+    assert run(capsys, "schema", "--check") == (1, "", (
+        "configsync: .vscode/settings.json is missing; run `configsync schema --out schemas` and "
+        "commit the result\n"))
+    write_tree(tree, {".vscode/settings.json": '{"yaml.schemas": {"./schemas/agent.schema.json":'
+                                               ' "agents/*.yaml"}}'})
+    assert run(capsys, "schema", "--check") == (1, "", (
+        "configsync: .vscode/settings.json does not map the schemas (`yaml.schemas`); run "
+        "`configsync schema --out schemas` and commit the result\n"))
+
+
+def test_schema_merges_into_existing_vscode_settings(
+        tree: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree)
+    write_tree(tree, {".vscode/settings.json": json.dumps(
+        {"editor.tabSize": 2, "yaml.schemas": {"other.json": ["ci/*.yaml"]}})})
+    assert run(capsys, "schema")[0] == 0
+    assert json.loads((tree / ".vscode/settings.json").read_text()) == {
+        "editor.tabSize": 2, "yaml.schemas": {"other.json": ["ci/*.yaml"], **MAPPING}}
+
+
+COMMENTED = """{
+  // tabs are two spaces here
+  "editor.tabSize": 2, /* the team's choice */
+  "yaml.schemas": {"a.json": "x.yaml",},
+}
+"""
+
+
+def test_vscode_settings_with_comments_are_never_rewritten(
+        tree: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree)
+    write_tree(tree, {".vscode/settings.json": COMMENTED})
+    code, out, err = run(capsys, "schema")
+    assert (code, out) == (1, "")
+    assert err == (
+        "configsync: error: .vscode/settings.json has comments or trailing commas, which "
+        "rewriting it would lose; wrote nothing to it: add \"./schemas/agent.schema.json\": "
+        "[\"agents/**/*.yaml\", \"agents/**/*.yml\"], \"./schemas/configsync.schema.json\": "
+        "[\"configsync.yaml\"] to its `yaml.schemas` yourself\n")
+    assert (tree / ".vscode/settings.json").read_text() == COMMENTED
+    assert not (tree / "schemas").exists()
+    assert run(capsys, "schema", "--check")[0] == 1
+    # with the mapping added by hand, comments and all, it is current
+    added = COMMENTED.replace('"a.json": "x.yaml",', '"a.json": "x.yaml", // ours:\n' + ",\n".join(
+        f"{json.dumps(k)}: {json.dumps(v)}" for k, v in MAPPING.items()) + ",")
+    write_tree(tree, {".vscode/settings.json": added})
+    assert run(capsys, "schema")[0] == 0
+    assert run(capsys, "schema", "--check") == (0, "", "")
+    assert (tree / ".vscode/settings.json").read_text() == added
+
+
+def test_vscode_settings_that_cannot_be_parsed_are_left_alone(
+        tree: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree)
+    write_tree(tree, {".vscode/settings.json": '{\n  "editor.tabSize": 2\n  "x": 1\n}\n'})
+    for argv in (["schema"], ["schema", "--check"]):
+        assert run(capsys, *argv) == (1, "", (
+            "configsync: error: cannot parse .vscode/settings.json (line 3 column 3: Expecting "
+            "',' delimiter); wrote nothing to it: fix it, or add {\"yaml.schemas\": "
+            "{\"./schemas/agent.schema.json\": [\"agents/**/*.yaml\", \"agents/**/*.yml\"], "
+            "\"./schemas/configsync.schema.json\": [\"configsync.yaml\"]}} to it yourself\n"))
+    assert not (tree / "schemas").exists()

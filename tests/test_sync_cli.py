@@ -535,7 +535,7 @@ def test_an_invalid_head_config_never_sends_the_daemon_to_another_namespace(
                      "--workdir", str(tmp_path / "wd2"))
     assert (code, err.strip().splitlines()[-1]) == (1, (
         "configsync: error: cannot tell which namespace to write: no valid configsync.yaml in "
-        "the last 1 commits of main; fix it, or pass --namespace"))
+        "the last 1 commit of main; fix it, or pass --namespace"))
     assert not client.exists("configsync:{default}:state")
 
 

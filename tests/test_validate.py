@@ -25,6 +25,9 @@ A = "agents/a.yaml"
 OK = "system_prompt: hi\nmodel: gpt-4o\n"
 NO_JSON = ("has no JSON form: JSON readers in other languages cannot represent it; quote it to "
            "keep it as text")
+NO_TEXT = ("prompt file has no text (it is empty, or holds only whitespace or a byte-order "
+           "mark); write the prompt in it")
+ONE_BASE = "an agent extends one base, its id (to build on several, let each base extend the next)"
 TOO_BIG = ("is outside ±(2^53-1): JSON readers in other languages (JavaScript, Go's float64) "
            "cannot represent it exactly; quote it to keep it as text")
 
@@ -154,9 +157,27 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("prompt file escaping prompts/", {A: "system_prompt_file: prompts/../x\nmodel: gpt-4o\n"},
      [f"{A}:1:21: error: system_prompt_file: must be a relative path under prompts/ "
       "(got 'prompts/../x')"]),
-    ("prompt file empty", {A: "system_prompt_file: prompts/a.md\nmodel: gpt-4o\n",
-                           "prompts/a.md": "\n\n"},
-     ["prompts/a.md:1:1: error: prompt file is empty"]),
+    ("prompt file missing, with a hint", {
+        A: "system_prompt_file: prompts/reserch.md\nmodel: gpt-4o\n",
+        "prompts/research.md": "You research.\n"},
+     [f"{A}:1:21: error: system_prompt_file: prompts/reserch.md does not exist, did you mean "
+      "`prompts/research.md`?"]),
+    # issue 10: no visible text is one rule, whatever the editor wrote for "empty"
+    *[(f"prompt file {name}", {A: "system_prompt_file: prompts/a.md\nmodel: gpt-4o\n",
+                               "prompts/a.md": content}, [f"prompts/a.md:1:1: error: {NO_TEXT}"])
+      for name, content in [("empty", b""), ("blank lines", "\n\n"), ("spaces", " \t\r\n"),
+                            ("only a BOM", b"\xef\xbb\xbf"),
+                            ("a BOM and a newline", b"\xef\xbb\xbf\r\n"),
+                            ("zero-width spaces", "\u200b\u2060\n")]],
+    ("inline prompt of zero-width spaces", {A: "system_prompt: \"\\u200b\"\nmodel: gpt-4o\n"},
+     [f"{A}:1:16: error: system_prompt: must not be empty"]),
+    ("extends a list: one error, not three", {A: "extends: [a, b]\n"},
+     [f"{A}:1:10: error: extends: must be a string (got a list); {ONE_BASE}"]),
+    ("extends a number, both prompts still said", {
+        A: "extends: 5\nsystem_prompt: hi\nsystem_prompt_file: prompts/a.md\n",
+        "prompts/a.md": "x"},
+     [f"{A}:1:10: error: extends: must be a string (got 5); {ONE_BASE}",
+      f"{A}:3:21: error: set exactly one of `system_prompt` or `system_prompt_file`"]),
     ("prompt file not utf-8", {A: "system_prompt_file: prompts/a.md\nmodel: gpt-4o\n",
                                "prompts/a.md": b"ok\n\xff\n"},
      ["prompts/a.md:2:1: error: not valid UTF-8 (byte 0xff); save the file as UTF-8"]),
@@ -297,6 +318,15 @@ def test_rules(tmp_path: Path, files: dict[str, str | bytes], expected: list[str
     ("schema: not a ref\n",
      ["configsync.yaml:1:9: error: schema: must match ^[A-Za-z_][\\w.]*:[A-Za-z_]\\w*$ "
       "(got 'not a ref')"]),
+    ("tools: [search, calculator]\n",
+     ["configsync.yaml:1:8: error: tools: must be a mapping (got a list); write one key for each "
+      "tool: `tools: {search: {}, calculator: {}}` (each may have a `description:`)"]),
+    ("tools: search\n",
+     ["configsync.yaml:1:8: error: tools: must be a mapping (got 'search'); for example "
+      "`tools: {search: {description: Web search}}`, one key for each tool"]),
+    ("limits: 1024\n",
+     ["configsync.yaml:1:9: error: limits: must be a mapping (got 1024); for example "
+      "`limits: {max_file_bytes: 262144}`"]),
     ("nmespace: x\n",
      ["configsync.yaml:1:1: error: nmespace: unknown key, did you mean `namespace`?"]),
     ("- a\n", ["configsync.yaml:1:1: error: top level must be a mapping of keys to values "
@@ -459,3 +489,22 @@ def test_hints_stay_cheap_with_thousands_of_names(tmp_path: Path) -> None:
     assert tool.endswith("`nope` is not in the tool registry (known: t0, t1, t10, t100, t1000, "
                          "t1001, t1002, t1003, t1004, t1005, t1006, t1007, t1008, t1009, t101, "
                          "t1010, t1011, t1012, t1013, t1014 and 1980 more)")
+
+
+@pytest.mark.parametrize(("raw", "served"), [
+    (b"\xef\xbb\xbfYou help.\r\nBe brief.\r\n", "You help.\nBe brief.\n"),
+    (b"Old Mac.\rLine two.", "Old Mac.\nLine two."),
+    (b"Plain.\n", "Plain.\n"),
+])
+def test_prompt_files_are_served_with_newlines_as_inline_prompts_are(
+        tmp_path: Path, raw: bytes, served: str) -> None:
+    """A prompt file's text is served as YAML serves an inline prompt: \\n line breaks, and no
+    byte-order mark (so a CRLF checkout and the daemon's git blob serve the same text)."""
+    write_tree(tmp_path, {"configsync.yaml": SETTINGS, "prompts/a.md": raw,
+                          A: "system_prompt_file: prompts/a.md\nmodel: gpt-4o\n",
+                          "agents/b.yaml": "system_prompt: |\r\n  You help.\r\n  Be brief.\r\n"
+                                           "model: gpt-4o\r\n"})
+    report = check_tree(FolderSource(tmp_path), repo_root=tmp_path)
+    assert report.diagnostics == []
+    assert report.configs["a"]["system_prompt"] == served
+    assert report.configs["b"]["system_prompt"] == "You help.\nBe brief.\n"
