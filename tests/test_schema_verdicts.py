@@ -170,13 +170,13 @@ def test_the_readme_lists_the_schema_limits() -> None:
 def test_not_blank_is_the_same_in_python_and_ecmascript() -> None:
     """The blank-prompt rule, character by character: the validator (Python ``re``), the
     schema's ``pattern`` in ECMAScript (regress, what check-jsonschema and editors use), and
-    ``str.isspace``."""
+    ``str.isspace`` plus the byte-order mark and zero-width spaces (issue 10.4)."""
     ecma = regress.Regex(NOT_BLANK, "u")
     for code in range(0x10000):  # every whitespace character either knows is in this plane
         if 0xD800 <= code < 0xE000:
             continue  # surrogates are no text
         char = chr(code)
-        blank = char.isspace()
+        blank = char.isspace() or char in "\u200b\u200c\u200d\u2060\ufeff"  # (invisible)
         assert (re.search(NOT_BLANK, char) is None) == blank, hex(code)
         assert (ecma.find(char) is None) == blank, hex(code)
 

@@ -176,7 +176,8 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     ("extends a number, both prompts still said", {
         A: "extends: 5\nsystem_prompt: hi\nsystem_prompt_file: prompts/a.md\n",
         "prompts/a.md": "x"},
-     [f"{A}:1:10: error: extends: must be a string (got 5); {ONE_BASE}",
+     [f'{A}:1:10: error: extends: must be a string (got 5, which YAML reads as a number; '
+      f'quote it: "5"); {ONE_BASE}',
       f"{A}:3:21: error: set exactly one of `system_prompt` or `system_prompt_file`"]),
     ("prompt file not utf-8", {A: "system_prompt_file: prompts/a.md\nmodel: gpt-4o\n",
                                "prompts/a.md": b"ok\n\xff\n"},
