@@ -12,7 +12,8 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -23,9 +24,20 @@ from .logs import one_line
 from .messages import plural
 from .model import namespace_problem
 from .output import FORMATS, render
-from .repo import open_source
+from .repo import (
+    AGENTS_DIR,
+    ATTRIBUTES_FILE,
+    PROMPTS_DIR,
+    SETTINGS_FILE,
+    Entry,
+    Root,
+    agent_id_for,
+    find_root,
+    is_config_path,
+    open_source,
+)
 from .schema import render_schemas
-from .validate import check_tree
+from .validate import ERROR, WARNING, check_tree, related_paths
 
 __all__ = ["main"]
 
@@ -36,19 +48,98 @@ def _display(base: str, path: str) -> str:
     return path if os.path.normpath(base) == "." else f"{Path(base).as_posix().rstrip('/')}/{path}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What ``validate`` was asked to check: the config root, how to show it, which files."""
+
+    root: Root
+    shown: str  # the root as the user would write it: relative to what they gave
+    files: dict[str, str]  # path relative to the root -> as given
+
+
+def _target(paths: Sequence[str], *, in_git: bool) -> _Target:
+    """One folder (the config tree there, or the nearest above it), or files (each one's
+    config tree must be the same); the root found as :func:`find_root` does."""
+    if not paths:
+        paths = ["."]
+    if len(paths) == 1 and os.path.isdir(paths[0]):
+        start, files = paths[0], []
+    elif any(os.path.isdir(p) for p in paths):
+        raise UsageError("give one folder, or files, not both: validate checks the config tree "
+                         "a folder is in, or reports on the files named")
+    else:
+        files = list(paths)
+        for name in files:
+            if not os.path.lexists(name) and not (in_git and os.path.isdir(
+                    os.path.dirname(name) or ".")):
+                raise UsageError(f"no such file or directory: {name}")
+        start = os.path.dirname(files[0]) or "."
+    root = find_root(start)
+    named: dict[str, str] = {}
+    for name in files:
+        if find_root(os.path.dirname(name) or ".") != root:
+            raise UsageError(f"{name} and {files[0]} are in different config trees; validate "
+                             "them one tree at a time")
+        rel = Path(os.path.relpath(os.path.abspath(name), root.folder)).as_posix()
+        if rel.startswith("../") or not is_config_path(rel):
+            raise UsageError(f"{name} is not a config file: configsync reads {SETTINGS_FILE}, "
+                             f"{ATTRIBUTES_FILE}, {AGENTS_DIR}/ and {PROMPTS_DIR}/ in "
+                             f"{root.folder}")
+        named[rel] = name
+    shown = os.path.normpath(os.path.join(start, os.path.relpath(root.folder,
+                                                                 os.path.abspath(start))))
+    return _Target(root, shown, named)
+
+
+def _entry_for(rel: str, entries: Mapping[str, Entry]) -> str | None:
+    """The entry that is ``rel``, or holds it: a file inside a symlinked or submodule folder
+    stands for that folder (which is reported)."""
+    parts = rel.split("/")
+    return next((path for path in ("/".join(parts[:n]) for n in range(len(parts), 0, -1))
+                 if path in entries), None)
+
+
+def _check_named(target: _Target, entries: Mapping[str, Entry],
+                 args: argparse.Namespace) -> list[str]:
+    """The entry for each named file; a usage error for one the tree does not hold."""
+    found = []
+    for rel, name in target.files.items():
+        entry = _entry_for(rel, entries)
+        if entry is None:
+            where = ("the index (is it staged? git add it)" if args.cached else
+                     f"commit {args.ref}" if args.ref else f"the config tree at {target.shown}")
+            raise UsageError(f"{name} is not in {where}")
+        found.append(entry)
+    return found
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    with open_source(args.path, args.ref) as source:
-        report = check_tree(source, repo_root=Path(args.path), jobs=os.cpu_count() or 1)
-    diagnostics = [d.__class__(_display(args.path, d.path), d.line, d.column, d.severity,
-                               d.message) for d in report.diagnostics]
-    sys.stdout.write(render(diagnostics, args.format))
-    errors, warnings = len(report.errors), len(report.warnings)
+    target = _target(args.paths, in_git=args.cached or args.ref is not None)
+    with open_source(target.root.folder, args.ref, cached=args.cached) as source:
+        report = check_tree(source, repo_root=target.root.folder, jobs=os.cpu_count() or 1)
+        named = _check_named(target, report.entries, args)
+    diagnostics = report.diagnostics
+    files, agents = report.files, len(report.configs)
+    if target.files:
+        keep = related_paths(report, named)
+        if keep is not None:
+            diagnostics = [d for d in diagnostics if d.path in keep]
+        files = len(target.files)
+        agents = sum(report.configs.get(agent_id_for(rel) or "") is not None
+                     for rel in target.files)
+    if args.format == "github":  # GitHub matches files to the PR's: from the repository's top
+        shown = [replace(d, path=target.root.from_top(d.path)) for d in diagnostics]
+    else:
+        shown = [replace(d, path=_display(target.shown, d.path)) for d in diagnostics]
+    sys.stdout.write(render(shown, args.format))
+    errors = sum(d.severity == ERROR for d in diagnostics)
+    warnings = sum(d.severity == WARNING for d in diagnostics)
     failed = errors > 0 or (args.strict and warnings > 0)
     if errors or warnings:
         summary = f"{plural(errors, 'error')}, {plural(warnings, 'warning')}"
     else:
-        summary = f"{plural(len(report.configs), 'agent')} OK"
-    print(f"configsync: {summary} ({plural(report.files, 'file')} checked)", file=sys.stderr)
+        summary = f"{plural(agents, 'agent')} OK"
+    print(f"configsync: {summary} ({plural(files, 'file')} checked)", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -113,11 +204,18 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser(
-        "validate", help="validate a config repository (working tree or a commit)",
+        "validate", help="validate a config repository (working tree, index or a commit)",
         description="Check configsync.yaml, every agent file and every cross-file rule; "
                     "report all problems with file, line and column.")
-    validate.add_argument("path", nargs="?", default=".", help="repository folder (default: .)")
-    validate.add_argument("--ref", help="validate this commit's tree instead of the working tree")
+    validate.add_argument("paths", nargs="*", metavar="PATH",
+                          help="a folder in the config repository (default: .; configsync.yaml "
+                               "is looked for there and in the folders above it), or files: "
+                               "only those are reported on, and the files they bear on")
+    source = validate.add_mutually_exclusive_group()
+    source.add_argument("--ref", help="validate this commit's tree instead of the working tree")
+    source.add_argument("--cached", action="store_true",
+                        help="validate what is staged (git's index: the next commit) instead "
+                             "of the working tree")
     validate.add_argument("--format", choices=sorted(FORMATS), default="text",
                           help="output format (default: text)")
     validate.add_argument("--strict", action="store_true", help="warnings fail too")

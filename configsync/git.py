@@ -68,17 +68,19 @@ def _run(args: Sequence[str], *, cwd: str | os.PathLike[str] | None, ok: Sequenc
          env: dict[str, str] | None = None, timeout: float | None = None,
          stop: threading.Event | None = None, what: str | None = None,
          tick: Callable[[], None] | None = None,
-         warnings: list[str] | None = None) -> tuple[int, str]:
+         warnings: list[str] | None = None, stdin: bytes | None = None) -> tuple[int, str]:
     """Run ``git ARGS``; return ``(exit status, stdout)`` for a status in ``ok``, else raise
     GitError naming ``what`` (default: ``git ARGS[0]``) and git's message. ``warnings``
-    receives git's stderr of a success; ``tick`` is called every TICK_SECONDS while git runs.
+    receives git's stderr of a success; ``tick`` is called every TICK_SECONDS while git runs;
+    ``stdin`` is written to git's standard input.
 
     git runs in a new process group (``start_new_session``): at ``timeout`` seconds, when
     ``stop`` is set, or when this thread is interrupted (a second SIGTERM), the whole group is
     killed (git-remote-http, ssh and all), so nothing outlives the call.
     """
     label = what or f"git {args[0]}"
-    proc = subprocess.Popen(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(["git", *args], cwd=cwd,
+                            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, **_ENV, **(env or {})}, start_new_session=True)
     started = time.monotonic()
@@ -88,7 +90,7 @@ def _run(args: Sequence[str], *, cwd: str | os.PathLike[str] | None, ok: Sequenc
     try:
         while True:
             try:
-                out, err = proc.communicate(timeout=0.1)
+                out, err = proc.communicate(stdin, timeout=0.1)  # (a retry resumes the write)
                 done = True
                 break
             except subprocess.TimeoutExpired:
@@ -277,8 +279,19 @@ class GitRepo:
         status, out = _run(["rev-parse", "--verify", "--quiet", "--end-of-options",
                             f"{ref}^{{commit}}"], cwd=self.git_dir, ok=(0, 1))
         if status == 1:
+            if not self.has_commits():
+                raise UsageError(f"the repository has no commits yet, so there is no {ref} to "
+                                 "validate; commit first, or validate the working tree (no "
+                                 "--ref) or what is staged (--cached)")
             raise UsageError(hint)
         return out.strip()
+
+    def has_commits(self) -> bool:
+        """Whether any branch, tag or HEAD names a commit (a new repository has none)."""
+        if _run(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], cwd=self.git_dir,
+                ok=(0, 1))[0] == 0:
+            return True
+        return bool(self._git("for-each-ref", "--count=1", "--format=%(objectname)").strip())
 
     def is_shallow(self) -> bool:
         """Whether this is a shallow clone (``git clone --depth``): its history is cut short."""
@@ -297,6 +310,42 @@ class GitRepo:
             entries.append(TreeEntry(mode, sha, int(size) if size.isdigit() else 0,
                                      path[len(self.prefix):]))
         return entries
+
+    def ls_index(self, paths: Sequence[str]) -> list[TreeEntry]:
+        """Every entry under ``paths`` (relative to :attr:`prefix`) in the index: what the next
+        commit will hold. Raises UsageError for a bare repository or a merge left unresolved."""
+        if self.bare:
+            raise UsageError(f"{self.git_dir} is a bare repository: it has no index to validate "
+                             "(--cached); use --ref")
+        out = _run(["ls-files", "--stage", "-z", "--full-name", "--",
+                    *(f":(top,literal){self.prefix}{p}" for p in paths)], cwd=self.top)[1]
+        staged: list[tuple[str, str, str]] = []
+        for record in out.split("\0"):
+            if not record:
+                continue
+            meta, _, path = record.partition("\t")
+            mode, sha, stage = meta.split()
+            if stage != "0":
+                raise UsageError(f"{path} has unresolved merge conflicts in the index; resolve "
+                                 "them (git add) before validating what is staged")
+            staged.append((mode, sha, path))
+        sizes = self._sizes({sha for mode, sha, _ in staged if mode != SUBMODULE_MODE})
+        return [TreeEntry(mode, sha, sizes.get(sha, 0), path[len(self.prefix):])
+                for mode, sha, path in staged]
+
+    def _sizes(self, shas: Iterable[str]) -> dict[str, int]:
+        """Each object's size in bytes, from one ``git cat-file --batch-check``."""
+        wanted = sorted(shas)
+        if not wanted:
+            return {}
+        out = _run(["cat-file", "--batch-check=%(objectname) %(objectsize)"], cwd=self.git_dir,
+                   stdin="".join(sha + "\n" for sha in wanted).encode())[1]
+        sizes = {}
+        for line in out.splitlines():
+            sha, _, size = line.partition(" ")
+            if size.isdigit():
+                sizes[sha] = int(size)
+        return sizes
 
     @contextmanager
     def batch(self) -> Iterator[None]:

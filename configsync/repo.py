@@ -1,8 +1,10 @@
-"""A config repository's files, from a folder or from a git commit, and ``extends`` resolution.
+"""A config repository's files, from a folder, a git commit or git's index; where it begins.
 
 A :class:`Source` lists the files under ``agents/`` and ``prompts/`` plus ``configsync.yaml``, says
 which are symlinks (never followed: a symlink is an error, wherever it points) and reads bytes. A
-folder source needs no git at all; a :class:`GitSource` reads blobs from the object database.
+folder source needs no git at all; a :class:`GitSource` reads blobs from the object database, and
+an :class:`IndexSource` what is staged (the next commit). :func:`find_root` finds the folder that
+holds ``configsync.yaml`` as git finds ``.git``: in the folder and then its parents.
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ __all__ = [
     "Entry",
     "FolderSource",
     "GitSource",
+    "IndexSource",
+    "Root",
     "Source",
     "agent_id_for",
     "deep_merge",
+    "find_root",
     "has_path",
+    "is_config_path",
     "open_source",
     "submodule_paths",
 ]
@@ -163,12 +169,33 @@ class GitSource:
         ]
 
     def read(self, entries: Sequence[Entry]) -> Iterator[tuple[Entry, bytes]]:
-        by_sha: dict[str, list[Entry]] = {}
-        for entry in entries:
-            by_sha.setdefault(entry.key, []).append(entry)
-        for sha, data in self.repo.read_blobs(by_sha):
-            for entry in by_sha[sha]:
-                yield entry, data
+        return _read_blobs(self.repo, entries)
+
+
+def _read_blobs(repo: GitRepo, entries: Sequence[Entry]) -> Iterator[tuple[Entry, bytes]]:
+    by_sha: dict[str, list[Entry]] = {}
+    for entry in entries:
+        by_sha.setdefault(entry.key, []).append(entry)
+    for sha, data in repo.read_blobs(by_sha):
+        for entry in by_sha[sha]:
+            yield entry, data
+
+
+class IndexSource:
+    """A config tree as staged: git's index (what the next commit holds), never the working
+    tree, so an untracked or unstaged file is not seen."""
+
+    def __init__(self, repo: GitRepo) -> None:
+        self.repo = repo
+
+    def entries(self) -> list[Entry]:
+        return [
+            Entry(e.path, e.size, git_kind(e.mode), e.sha)
+            for e in self.repo.ls_index(list(CONFIG_PATHS))
+        ]
+
+    def read(self, entries: Sequence[Entry]) -> Iterator[tuple[Entry, bytes]]:
+        return _read_blobs(self.repo, entries)
 
 
 def git_kind(mode: str) -> str:
@@ -231,23 +258,78 @@ class AgentFile:
     doc: Document
 
 
+def is_config_path(path: str) -> bool:
+    """Whether ``path`` (POSIX, relative to the config root) is part of the config tree."""
+    first = path.split("/", 1)[0]
+    return path in (SETTINGS_FILE, ATTRIBUTES_FILE) or (
+        first in (AGENTS_DIR, PROMPTS_DIR) and path != first)
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    """Where a config tree begins: ``folder`` holds ``configsync.yaml`` (or should); ``top`` is
+    the git repository's top folder when there is one, else ``folder``."""
+
+    folder: Path
+    top: Path
+    found: bool  # whether configsync.yaml was found (else ``folder`` is where it belongs)
+
+    def from_top(self, path: str) -> str:
+        """``path`` (relative to ``folder``) relative to ``top``: what GitHub calls a file."""
+        rel = Path(os.path.relpath(self.folder, self.top)).as_posix()
+        return path if rel == "." else f"{rel}/{path}"
+
+
+def _is_git_top(folder: str) -> bool:
+    return os.path.lexists(os.path.join(folder, ".git")) or (  # a work tree, or a bare repo
+        os.path.isfile(os.path.join(folder, "HEAD"))
+        and os.path.isdir(os.path.join(folder, "objects")))
+
+
+def _git_top(folder: str) -> str | None:
+    """The nearest of ``folder`` and its parents that is a git repository's top."""
+    while not _is_git_top(folder):
+        if os.path.dirname(folder) == folder:
+            return None
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def find_root(start: str | os.PathLike[str]) -> Root:
+    """The folder holding ``configsync.yaml``: ``start`` or the nearest of its parents, as git
+    finds ``.git``. The search stops at the git repository's top (a folder holding ``.git``, or a
+    bare repository) and at the filesystem root, and walks the path as written: from a symlinked
+    folder it goes up to the folder that holds the link, never to where the link points. When
+    none is found, the repository's top (else ``start``) is where it belongs."""
+    start = os.path.abspath(start)  # lexical: no symlink is resolved
+    folder = start
+    while not os.path.lexists(os.path.join(folder, SETTINGS_FILE)):
+        if _is_git_top(folder) or os.path.dirname(folder) == folder:
+            where = folder if _is_git_top(folder) else start
+            return Root(Path(where), Path(where), False)
+        folder = os.path.dirname(folder)
+    return Root(Path(folder), Path(_git_top(folder) or folder), True)
+
+
 @contextmanager
-def open_source(path: str | os.PathLike[str], ref: str | None = None) -> Iterator[Source]:
-    """The config tree at ``path``: its working tree, or with ``ref`` that commit's tree.
+def open_source(path: str | os.PathLike[str], ref: str | None = None, *,
+                cached: bool = False) -> Iterator[Source]:
+    """The config tree at ``path`` (its root folder): the working tree; with ``ref`` that
+    commit's tree; with ``cached`` git's index (what is staged).
 
     Raises :class:`UsageError` for a missing path, a path that is no git repository (with
-    ``ref``) and an unknown ref.
+    ``ref`` or ``cached``), an unknown ref and a repository with no commits yet.
     """
     root = Path(path)
     if root.is_file():
-        raise UsageError(f"{path} is a file: validate takes the repository's folder (the one "
-                         "that holds configsync.yaml), and checks every file in it")
+        raise UsageError(f"{path} is a file: the config tree begins at a folder (the one that "
+                         "holds configsync.yaml)")
     if not root.is_dir():
         raise UsageError(f"no such directory: {path}")
-    if ref is None:
+    if ref is None and not cached:
         yield FolderSource(root)
         return
     from .git import GitRepo
 
     with GitRepo(root) as repo:
-        yield GitSource(repo, repo.resolve(ref))
+        yield IndexSource(repo) if ref is None else GitSource(repo, repo.resolve(ref))

@@ -51,7 +51,7 @@ from .repo import (
 from .schema import load_agent_model
 from .snapshot import non_portable
 
-__all__ = ["ERROR", "WARNING", "Diagnostic", "Report", "check_tree"]
+__all__ = ["ERROR", "WARNING", "Diagnostic", "Report", "check_tree", "related_paths"]
 
 ERROR = "error"
 WARNING = "warning"
@@ -165,6 +165,30 @@ def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1,
     finally:
         if enabled:
             gc.enable()
+
+
+def related_paths(report: Report, paths: Collection[str]) -> set[str] | None:
+    """``paths`` and every file whose verdict they bear on: an agent file of the same id (a
+    duplicate is reported at one of the two), and the agents whose ``extends`` chain holds one
+    of them or whose prompt file is one. None (everything) when ``configsync.yaml`` or a
+    ``.gitattributes`` is among them: they bear on every file."""
+    named = set(paths)
+    if SETTINGS_FILE in named or any(_is_attributes(path) for path in named):
+        return None
+    related = named | {twin for path in named for twin in _twins(path)}
+    for agent in report.agents.values():
+        seen: set[str] = set()
+        current: AgentFile | None = agent
+        while current is not None and current.agent_id not in seen:
+            seen.add(current.agent_id)
+            data = current.doc.data
+            prompt = data.get("system_prompt_file")
+            if current.path in named or (isinstance(prompt, str) and prompt in named):
+                related.add(agent.path)
+                break
+            base = data.get("extends")
+            current = report.agents.get(base) if isinstance(base, str) else None
+    return related
 
 
 @dataclass

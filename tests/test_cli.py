@@ -90,7 +90,8 @@ def test_warnings_pass_unless_strict(tree: Path, capsys: pytest.CaptureFixture[s
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["validate", "/no/such/dir"], "configsync: error: no such directory: /no/such/dir\n"),
+    (["validate", "/no/such/dir"],
+     "configsync: error: no such file or directory: /no/such/dir\n"),
     (["validate", "{tree}", "--ref", "HEAD"], "configsync: error: not a git repository: {tree}\n"),
 ])
 def test_usage_errors_exit_2(tree: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
@@ -288,15 +289,6 @@ def test_schema_out_that_cannot_be_written_is_a_usage_error(
     assert line.endswith("(--out names the folder for the schema files)")
 
 
-def test_a_file_given_to_validate_says_it_wants_the_folder(
-        tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = str(tree / "agents" / "support.yaml")
-    assert main(["validate", path]) == 2
-    assert capsys.readouterr().err == (
-        f"configsync: error: {path} is a file: validate takes the repository's folder (the one "
-        "that holds configsync.yaml), and checks every file in it\n")
-
-
 MAPPING = {"./schemas/agent.schema.json": ["agents/**/*.yaml", "agents/**/*.yml"],
            "./schemas/configsync.schema.json": ["configsync.yaml"]}
 
@@ -379,3 +371,170 @@ def test_vscode_settings_that_cannot_be_parsed_are_left_alone(
             "{\"./schemas/agent.schema.json\": [\"agents/**/*.yaml\", \"agents/**/*.yml\"], "
             "\"./schemas/configsync.schema.json\": [\"configsync.yaml\"]}} to it yourself\n"))
     assert not (tree / "schemas").exists()
+
+
+# -- issue 10 item 5: where validate looks ---------------------------------------------------
+
+
+def test_validate_in_a_subfolder_finds_configsync_yaml_above(
+        git_tree: GitTree, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    git_tree.write({"agents/support.yaml": BAD})
+    monkeypatch.chdir(git_tree.root / "agents")
+    assert run(capsys, "validate") == (
+        1, "../agents/support.yaml:3:14: error: temperature: must be at most 2 (got 3.5)\n",
+        "configsync: 1 error, 0 warnings (2 files checked)\n")
+    git_tree.commit("bad")
+    assert run(capsys, "validate", "--ref", "HEAD")[:2] == (
+        1, "../agents/support.yaml:3:14: error: temperature: must be at most 2 (got 3.5)\n")
+
+
+def test_upward_search_stops_at_the_repository_root(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(tmp_path, {"configsync.yaml": "namespace: [not, this, one]\n"})
+    repo = GitTree(tmp_path / "repo")
+    repo.write({"agents/support.yaml": SUPPORT})
+    monkeypatch.chdir(repo.root / "agents")
+    assert run(capsys, "validate")[:2] == (
+        1, "../configsync.yaml:1:1: error: no configsync.yaml at the repository root; create it "
+           "(`namespace: default` is enough to start)\n")
+
+
+def test_upward_search_never_follows_a_symlink_out(tree: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    elsewhere = write_tree(tmp_path / "elsewhere", {"configsync.yaml": "namespace: [x]\n",
+                                                    "team/readme.md": "hi\n"})
+    (tree / "agents" / "team").symlink_to(elsewhere / "team")
+    code, out, _ = run(capsys, "validate", str(tree / "agents" / "team"))
+    assert (code, out) == (1, f"{tree}/agents/team:1:1: error: is a symlink; configsync never "
+                              "follows symlinks: commit the file itself\n")
+
+
+def test_files_named_are_reported_on_against_the_whole_tree(
+        tree: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(tree, {"agents/other.yaml": BAD,
+                      "agents/child.yaml": "extends: support\ntemperature: 0.5\n"})
+    monkeypatch.chdir(tree)
+    assert run(capsys, "validate", "agents/child.yaml") == (
+        0, "", "configsync: 1 agent OK (1 file checked)\n")  # extends resolves in the tree
+    assert run(capsys, "validate", "agents/other.yaml", "agents/support.yaml") == (
+        1, "agents/other.yaml:3:14: error: temperature: must be at most 2 (got 3.5)\n",
+        "configsync: 1 error, 0 warnings (2 files checked)\n")
+    monkeypatch.chdir(tree / "agents")
+    assert run(capsys, "validate", "child.yaml")[:2] == (0, "")
+
+
+def test_a_named_file_reports_the_files_it_bears_on(tree: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(tree, {"agents/child.yaml": "extends: support\ntemperature: 9\n",
+                      "agents/other.yaml": BAD, "agents/old.yml": SUPPORT,
+                      "agents/old.yaml": SUPPORT})
+    monkeypatch.chdir(tree)
+    assert run(capsys, "validate", "agents/support.yaml")[:2] == (  # not other.yaml's error
+        1, "agents/child.yaml:2:14: error: temperature: must be at most 2 (got 9)\n")
+    assert run(capsys, "validate", "agents/old.yaml")[:2] == (  # said at the older twin
+        1, "agents/old.yml:1:1: error: agent id `old` is also defined by agents/old.yaml\n")
+    write_tree(tree, {"prompts/p.md": "hi\n", "agents/child.yaml":
+                      "extends: support\nsystem_prompt: null\nsystem_prompt_file: prompts/p.md\n"
+                      "temperature: 9\n"})
+    assert run(capsys, "validate", "prompts/p.md")[:2] == (
+        1, "agents/child.yaml:4:14: error: temperature: must be at most 2 (got 9)\n")
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("agents/nope.yaml", "no such file or directory: agents/nope.yaml"),
+    ("README.md", "README.md is not a config file: configsync reads configsync.yaml, "
+                  ".gitattributes, agents/ and prompts/ in {tree}"),
+])
+def test_a_file_named_that_is_missing_or_no_config_is_a_usage_error(
+        tree: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        name: str, message: str) -> None:
+    write_tree(tree, {"README.md": "# hi\n"})
+    monkeypatch.chdir(tree)
+    assert run(capsys, "validate", "agents/support.yaml", name) == (
+        2, "", f"configsync: error: {message.format(tree=tree)}\n")
+
+
+def test_folder_and_files_together_is_a_usage_error(tree: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "validate", str(tree), str(tree / "agents" / "support.yaml"))
+    assert (code, out) == (2, "")
+    assert err.startswith("configsync: error: give one folder, or files, not both")
+
+
+def test_ref_in_a_repository_with_no_commits(tree: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    git(tree, "init", "-q")
+    assert run(capsys, "validate", str(tree), "--ref", "HEAD") == (
+        2, "", "configsync: error: the repository has no commits yet, so there is no HEAD to "
+               "validate; commit first, or validate the working tree (no --ref) or what is "
+               "staged (--cached)\n")
+
+
+def test_github_paths_are_from_the_repository_top(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = GitTree(tmp_path / "mono")
+    repo.write({"configs/configsync.yaml": SETTINGS, "configs/agents/support.yaml": BAD})
+    expected = ("::error file=configs/agents/support.yaml,line=3,col=14::temperature: must be "
+                "at most 2 (got 3.5)\n")
+    for folder in ("configs/agents", "configs", "."):
+        monkeypatch.chdir(repo.root / folder)
+        args = ["configs"] if folder == "." else []
+        assert run(capsys, "validate", *args, "--format", "github")[:2] == (1, expected)
+    monkeypatch.chdir(repo.root / "configs" / "agents")
+    assert run(capsys, "validate", "support.yaml", "--format", "github")[:2] == (1, expected)
+
+
+# -- issue 10 item 6: the pre-commit hook validates what is being committed -------------------
+
+
+def test_cached_validates_the_index_not_the_working_tree(
+        git_tree: GitTree, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(git_tree.root)
+    git_tree.write({"agents/new.yaml": BAD,  # untracked: not being committed
+                    "agents/billing.yaml": SUPPORT})
+    git(git_tree.root, "add", "agents/billing.yaml")
+    assert run(capsys, "validate")[0] == 1  # the working tree holds the bad file
+    assert run(capsys, "validate", "--cached") == (
+        0, "", "configsync: 2 agents OK (3 files checked)\n")
+    git(git_tree.root, "add", "agents/new.yaml")
+    git_tree.write({"agents/new.yaml": SUPPORT})  # fixed, but the fix is not staged
+    assert run(capsys, "validate", "--cached")[:2] == (
+        1, "agents/new.yaml:3:14: error: temperature: must be at most 2 (got 3.5)\n")
+    assert run(capsys, "validate", "--cached", "agents/billing.yaml")[0] == 0
+
+
+def test_cached_and_ref_together_is_a_usage_error(git_tree: GitTree,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["validate", str(git_tree.root), "--cached", "--ref", "HEAD"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == ("configsync: error: argument --ref: not allowed with "
+                                       "argument --cached (see `configsync validate --help`)\n")
+
+
+def test_the_pre_commit_hook_judges_only_what_is_committed(
+        git_tree: GitTree, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    import yaml
+
+    hooks_file = Path(__file__).parents[1] / ".pre-commit-hooks.yaml"
+    (hook,) = yaml.safe_load(hooks_file.read_text())
+    assert hook["pass_filenames"] is False  # a deletion breaks files no one names
+    program, *entry = shlex.split(hook["entry"])
+    assert program == "configsync"
+    monkeypatch.chdir(git_tree.root)  # pre-commit runs hooks at the repository's top
+    git_tree.write({"agents/new.yaml": BAD, "agents/support.yaml": SUPPORT.replace("0.3", "0.4")})
+    git(git_tree.root, "add", "agents/support.yaml")
+    assert run(capsys, *entry)[:2] == (0, "")
+    git(git_tree.root, "add", "agents/new.yaml")
+    assert run(capsys, *entry)[0] == 1
+    assert "rev: <" not in hooks_file.read_text()  # the usage comment names a real rev
+
+

@@ -7,9 +7,18 @@ from pathlib import Path
 import pytest
 
 from configsync.errors import UsageError
-from configsync.repo import FolderSource, agent_id_for, deep_merge, has_path, open_source
+from configsync.git import GitRepo
+from configsync.repo import (
+    FolderSource,
+    IndexSource,
+    agent_id_for,
+    deep_merge,
+    find_root,
+    has_path,
+    open_source,
+)
 
-from .conftest import write_tree
+from .conftest import GitTree, git, write_tree
 
 
 @pytest.mark.parametrize(("path", "agent_id"), [
@@ -69,3 +78,40 @@ def test_open_source_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not a git repository"):
         with open_source(tmp_path, "HEAD"):
             pass
+
+
+def test_index_source_reads_what_is_staged(tmp_path: Path) -> None:
+    repo = GitTree(tmp_path / "repo")
+    repo.write({"configsync.yaml": "x", "agents/a.yaml": "staged", "src/code.py": ""})
+    git(repo.root, "add", "-A")
+    repo.write({"agents/a.yaml": "changed, not staged", "agents/new.yaml": "untracked"})
+    (repo.root / "prompts").mkdir()
+    (repo.root / "prompts" / "link.md").symlink_to("/etc/hostname")
+    git(repo.root, "add", "prompts/link.md")
+    with GitRepo(repo.root) as git_repo:
+        source = IndexSource(git_repo)
+        entries = source.entries()
+        assert [(e.path, e.kind, e.size) for e in entries] == [
+            ("agents/a.yaml", "file", 6), ("configsync.yaml", "file", 1),
+            ("prompts/link.md", "symlink", 13)]
+        assert [data for _, data in source.read(entries[:2])] == [b"staged", b"x"]
+
+
+def test_index_source_in_a_subfolder(tmp_path: Path) -> None:
+    repo = GitTree(tmp_path / "mono")
+    repo.write({"configs/configsync.yaml": "x", "configsync.yaml": "outer"})
+    git(repo.root, "add", "-A")
+    with open_source(repo.root / "configs", cached=True) as source:
+        assert [(e.path, e.size) for e in source.entries()] == [("configsync.yaml", 1)]
+
+
+def test_find_root(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"configsync.yaml": "outer", "repo/.git/HEAD": "",
+                          "repo/sub/configsync.yaml": "", "repo/sub/agents/x/a.yaml": "",
+                          "repo/agents/b.yaml": ""})
+    found = find_root(tmp_path / "repo" / "sub" / "agents" / "x")
+    assert (found.folder, found.top, found.found) == (
+        tmp_path / "repo" / "sub", tmp_path / "repo", True)
+    assert found.from_top("agents/x/a.yaml") == "sub/agents/x/a.yaml"
+    missing = find_root(tmp_path / "repo" / "agents")  # stops at the repository's top
+    assert (missing.folder, missing.found) == (tmp_path / "repo", False)
