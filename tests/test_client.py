@@ -457,6 +457,7 @@ def test_example_agent_loop_runs(world: World, tmp_path: Path) -> None:
     assert proc.stdout.startswith(f"reading namespace 'test' from {world.url}\n")
 
 
+@pytest.mark.slow  # waits out real delays; in .ci/run, not the quick subset
 def test_example_says_which_namespace_has_configs(world: World) -> None:
     proc = _example("a", "--redis", world.url)  # namespace "default": the daemon wrote "test"
     assert (proc.returncode, proc.stdout.splitlines()[0]) == (

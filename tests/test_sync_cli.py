@@ -830,6 +830,7 @@ def test_an_uninitialised_submodule_gets_the_same_verdict(
                            "pointer); copy the files in, or use git subtree"] and code == 1
 
 
+@pytest.mark.slow  # waits out real delays; in .ci/run, not the quick subset
 def test_once_confirms_a_rewind_with_a_second_fetch_a_moment_later(
         remote: Remote, redis_server: RedisServer, tmp_path: Path) -> None:
     """A source that answers an older head for a moment: --once's two fetches used to happen
