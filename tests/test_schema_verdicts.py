@@ -1,5 +1,6 @@
-"""One verdict for a single agent file: `configsync validate` and check-jsonschema with the
-generated schema (what editors and CI hooks use) accept and refuse the same files (issue 10).
+"""One verdict for a single agent file: `configsync validate`, the daemon's path (`validate
+--ref` on a commit) and check-jsonschema with the generated schema (what editors and CI hooks
+use) accept and refuse the same files (issue 10).
 
 The only cases where they differ are the ones the README lists under the schema's limits: rules
 that need other files (``CROSS_FILE``) and what JSON Schema cannot say (``NO_JSON_SCHEMA``).
@@ -23,7 +24,7 @@ import regress
 from configsync.cli import main
 from configsync.model import NOT_BLANK
 
-from .conftest import SETTINGS, write_tree
+from .conftest import SETTINGS, git, write_tree
 
 PROJECT = Path(__file__).parents[1]
 SCHEMA = PROJECT / "schemas" / "agent.schema.json"
@@ -31,7 +32,7 @@ CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 
 OK, ERROR = "ok", "error"
 CROSS_FILE = {"extends", "tool registry", "model allow-list", "prompt file existence"}
-NO_JSON_SCHEMA = {"whole float for an integer"}
+NO_JSON_SCHEMA = {"whole float for an integer", "YAML 1.1 ambiguity"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,23 @@ CASES = [
     Case("label-not-a-string", P + "metadata: {labels: {tier: 1}}\n", ERROR),
     Case("owner-not-a-string", P + "metadata: {owner: [ada]}\n", ERROR),
     Case("top-level-list", "- system_prompt: hi\n", ERROR),
+    # YAML 1.2 plain scalars (issue 10.1): the same numbers for every reader; what YAML 1.1
+    # reads otherwise is refused by validate in a typed field, which JSON Schema cannot see
+    Case("yaml12-exponent", P + "temperature: 1e0\n", OK),
+    Case("yaml12-leading-dot", P + "temperature: .5\nguardrail_threshold: +.5\n", OK),
+    Case("yaml12-octal", P + "max_tokens: 0o17\n", OK),
+    Case("yaml12-hex", P + "max_tokens: 0x400\n", OK),
+    Case("yaml11-sexagesimal", P + "max_tokens: 1:20\n", ERROR),
+    Case("yaml11-sexagesimal-float", P + "temperature: 1:30.5\n", ERROR),
+    Case("yaml11-underscores", P + "max_tokens: 1_000\n", ERROR, "YAML 1.1 ambiguity"),
+    Case("yaml11-binary", P + "max_tokens: 0b101\n", ERROR, "YAML 1.1 ambiguity"),
+    Case("yaml11-leading-zero", P + "max_tokens: 0644\n", ERROR, "YAML 1.1 ambiguity"),
+    Case("yaml11-leading-zero-not-octal", P + "max_tokens: 0800\n", ERROR,
+         "YAML 1.1 ambiguity"),
+    Case("yaml11-yes-in-a-list", P + "tools: [search, yes]\n", ERROR, "YAML 1.1 ambiguity"),
+    Case("yaml11-in-free-text-warns", P + "metadata: {description: 1:30, owner: NO}\n", OK),
+    Case("yaml11-quoted", P + "metadata: {labels: {a: 'yes', b: '0644'}}\n", OK),
+    Case("number-for-text", P + "metadata: {owner: 1.10}\n", ERROR),
 ]
 
 
@@ -130,6 +148,8 @@ def schema_says(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def validate_says(root: Path, body: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """``configsync validate`` on the working tree, and on the same tree committed
+    (``--ref HEAD``, the daemon's path): one verdict and the same messages from both."""
     write_tree(root, {
         "configsync.yaml": SETTINGS,
         "agents/base.yaml": "system_prompt: You help.\nmodel: gpt-4o\n",
@@ -139,8 +159,19 @@ def validate_says(root: Path, body: str, capsys: pytest.CaptureFixture[str]) -> 
     code = main(["validate", str(root)])
     out, _ = capsys.readouterr()
     assert code in (0, 1), out
-    assert (code == 0) == (out == ""), out
+    assert (code == 0) == (" error: " not in out), out
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "case")
+    committed = main(["validate", "--ref", "HEAD", str(root)])
+    out_ref, _ = capsys.readouterr()
+    assert committed == code
+    assert _relative(out_ref, root) == _relative(out, root)
     return OK if code == 0 else ERROR
+
+
+def _relative(output: str, root: Path) -> list[str]:
+    return sorted(line.replace(f"{root}/", "") for line in output.splitlines())
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
