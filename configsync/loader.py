@@ -505,6 +505,13 @@ def load_yaml(raw: bytes | str, *, max_bytes: int | None = None) -> Document:
         message = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
             message = f"{exc.problem} ({exc.context})"
+        if (exc.context or "").startswith("while scanning a quoted scalar") and exc.context_mark:
+            mark = exc.context_mark  # where the quote opened, not where the file ended
+            message = "this quote is never closed; close it, or write the value unquoted"
+        elif "cannot start any token" in message and mark is not None and text[
+                mark.index:mark.index + 1] == "\t":
+            message = "a tab character; YAML indents with spaces only (and tabs cannot start " \
+                      "a value): replace the tab with spaces"
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         if message == "found undefined alias" and mark:
             alias = re.match(r"\*([^\s,\[\]{}]+)", text[mark.index:])

@@ -35,6 +35,12 @@ BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
     ("a: !custom {x: 1}\n", 1, 4,
      "tag !custom is not allowed: only plain YAML values (strings, numbers, booleans, null, "
      "lists, mappings)"),
+    ("a:\n\tb: 1\n", 2, 1, "invalid YAML: a tab character; YAML indents with spaces only (and "
+                         "tabs cannot start a value): replace the tab with spaces"),
+    ("a: 1\nb: 2\nc: 'unclosed\nd: 4\ne: 5\n", 3, 4,
+     "invalid YAML: this quote is never closed; close it, or write the value unquoted"),
+    ('a: 1\nb: "open\nc: 3\n', 2, 4,
+     "invalid YAML: this quote is never closed; close it, or write the value unquoted"),
     ("- a\n- b\n", 1, 1, "top level must be a mapping of keys to values (got a list)"),
     ("just text\n", 1, 1, "top level must be a mapping of keys to values (got a string)"),
     ("42\n", 1, 1, "top level must be a mapping of keys to values (got a number)"),
