@@ -127,6 +127,185 @@ CASES = [
 ]
 
 
+# What validate says for each case, exactly (issue 10: every message has its text).
+SAID: dict[str, list[str]] = {
+    'minimal': [
+    ],
+    'every-field': [
+    ],
+    'blank-prompt': [
+        'agents/case.yaml:1:16: error: system_prompt: must not be empty',
+    ],
+    'ideographic-space-prompt': [
+        'agents/case.yaml:1:16: error: system_prompt: must not be empty',
+    ],
+    'empty-prompt': [
+        'agents/case.yaml:1:16: error: system_prompt: must not be empty',
+    ],
+    'both-prompts': [
+        'agents/case.yaml:3:21: error: set exactly one of `system_prompt` or `system_prompt_file`',
+    ],
+    'no-prompt': [
+        'agents/case.yaml:1:1: error: set exactly one of `system_prompt` or `system_prompt_file`',
+    ],
+    'null-prompt': [
+        'agents/case.yaml:1:1: error: set exactly one of `system_prompt` or `system_prompt_file`',
+    ],
+    'null-prompt-and-a-file': [
+    ],
+    'prompt-file-outside': [
+        "agents/case.yaml:1:21: error: system_prompt_file: must be a relative path under prompts/ (got '../etc/passwd')",
+    ],
+    'prompt-file-dotdot': [
+        "agents/case.yaml:1:21: error: system_prompt_file: must be a relative path under prompts/ (got 'prompts/../etc/passwd')",
+    ],
+    'prompt-file-backslash': [
+        "agents/case.yaml:1:21: error: system_prompt_file: must be a relative path under prompts/ (got 'prompts\\main.md')",
+    ],
+    'prompt-file-folder': [
+        "agents/case.yaml:1:21: error: system_prompt_file: must be a relative path under prompts/ (got 'prompts/')",
+    ],
+    'prompt-file-absolute': [
+        "agents/case.yaml:1:21: error: system_prompt_file: must be a relative path under prompts/ (got '/prompts/main.md')",
+    ],
+    'prompt-file-missing': [
+        'agents/case.yaml:1:21: error: system_prompt_file: prompts/gone.md does not exist, did you mean `prompts/main.md`?',
+    ],
+    'no-model': [
+        'agents/case.yaml:1:1: error: model: is required',
+    ],
+    'empty-model': [
+        'agents/case.yaml:2:8: error: model: must not be empty',
+    ],
+    'model-not-allowed': [
+        'agents/case.yaml:2:8: error: model: `claude-9` is not an allowed model (allowed: gpt-4o, gpt-4o-mini)',
+    ],
+    'duplicate-tool': [
+        'agents/case.yaml:3:17: error: tools[1]: `search` is listed twice',
+    ],
+    'tools-not-a-list': [
+        "agents/case.yaml:3:8: error: tools: must be a list (got 'search')",
+    ],
+    'unknown-tool': [
+        'agents/case.yaml:3:9: error: tools[0]: `browse` is not in the tool registry (known: calculator, search)',
+    ],
+    'nan': [
+        'agents/case.yaml:3:14: error: temperature: .nan has no JSON form: JSON readers in other languages cannot represent it; quote it to keep it as text',
+    ],
+    'inf': [
+        'agents/case.yaml:3:14: error: temperature: .inf has no JSON form: JSON readers in other languages cannot represent it; quote it to keep it as text',
+    ],
+    'minus-inf': [
+        'agents/case.yaml:3:22: error: guardrail_threshold: -.inf has no JSON form: JSON readers in other languages cannot represent it; quote it to keep it as text',
+    ],
+    'temperature-too-high': [
+        'agents/case.yaml:3:14: error: temperature: must be at most 2 (got 2.5)',
+    ],
+    'temperature-string': [
+        "agents/case.yaml:3:14: error: temperature: must be a number (got '0.5')",
+    ],
+    'max-tokens-zero': [
+        'agents/case.yaml:3:13: error: max_tokens: must be at least 1 (got 0)',
+    ],
+    'max-tokens-bool': [
+        'agents/case.yaml:3:13: error: max_tokens: must be a whole number (got true)',
+    ],
+    'max-tokens-unsafe': [
+        "agents/case.yaml:3:13: error: max_tokens: 9007199254740992 is outside ±(2^53-1): JSON readers in other languages (JavaScript, Go's float64) cannot represent it exactly; quote it to keep it as text",
+    ],
+    'max-tokens-float': [
+        'agents/case.yaml:3:13: error: max_tokens: must be a whole number (got 1024.5)',
+    ],
+    'max-tokens-whole-float': [
+        'agents/case.yaml:3:13: error: max_tokens: must be a whole number (got 1024.0)',
+    ],
+    'extends-only': [
+    ],
+    'extends-own-prompt-file': [
+    ],
+    'extends-blank-prompt': [
+        'agents/case.yaml:2:16: error: system_prompt: must not be empty',
+    ],
+    'extends-null-prompt': [
+        'agents/case.yaml:1:1: error: set exactly one of `system_prompt` or `system_prompt_file`',
+    ],
+    'extends-both-prompts': [
+        'agents/case.yaml:3:21: error: set exactly one of `system_prompt` or `system_prompt_file`',
+    ],
+    'extends-null': [
+        'agents/case.yaml:1:1: error: model: is required',
+        'agents/case.yaml:1:1: error: set exactly one of `system_prompt` or `system_prompt_file`',
+    ],
+    'extends-null-whole': [
+    ],
+    'extends-list': [
+        'agents/case.yaml:1:10: error: extends: must be a string (got a list); an agent extends one base, its id (to build on several, let each base extend the next)',
+    ],
+    'extends-not-an-id': [
+        "agents/case.yaml:1:10: error: extends: must be an agent id, the path of its file under agents/ without .yaml (got '../base')",
+    ],
+    'extends-capitals': [
+        "agents/case.yaml:1:10: error: extends: must be an agent id, the path of its file under agents/ without .yaml (got 'Base')",
+    ],
+    'extends-missing': [
+        'agents/case.yaml:1:10: error: extends: no agent `nobody` (known: base, case)',
+    ],
+    'extends-itself': [
+        'agents/case.yaml:1:10: error: extends: cycle case → case',
+    ],
+    'unknown-key': [
+        'agents/case.yaml:3:1: error: temprature: unknown key, did you mean `temperature`?',
+    ],
+    'label-not-a-string': [
+        'agents/case.yaml:3:27: error: metadata.labels.tier: must be a string (got 1, which YAML reads as a number; quote it: "1")',
+    ],
+    'owner-not-a-string': [
+        'agents/case.yaml:3:19: error: metadata.owner: must be a string (got a list)',
+    ],
+    'top-level-list': [
+        'agents/case.yaml:1:1: error: top level must be a mapping of keys to values (got a list)',
+    ],
+    'yaml12-exponent': [
+    ],
+    'yaml12-leading-dot': [
+    ],
+    'yaml12-octal': [
+    ],
+    'yaml12-hex': [
+    ],
+    'yaml11-sexagesimal': [
+        'agents/case.yaml:3:13: error: max_tokens: 1:20 is text in YAML 1.2 but the number 80 in YAML 1.1 readers; write 80 for the number, or quote it: "1:20"',
+    ],
+    'yaml11-sexagesimal-float': [
+        'agents/case.yaml:3:14: error: temperature: 1:30.5 is text in YAML 1.2 but the number 90.5 in YAML 1.1 readers; write 90.5 for the number, or quote it: "1:30.5"',
+    ],
+    'yaml11-underscores': [
+        'agents/case.yaml:3:13: error: max_tokens: 1_000 is text in YAML 1.2 but the number 1000 in YAML 1.1 readers; write 1000 for the number, or quote it: "1_000"',
+    ],
+    'yaml11-binary': [
+        'agents/case.yaml:3:13: error: max_tokens: 0b101 is text in YAML 1.2 but the number 5 in YAML 1.1 readers; write 5 for the number, or quote it: "0b101"',
+    ],
+    'yaml11-leading-zero': [
+        'agents/case.yaml:3:13: error: max_tokens: 0644 is 644 in YAML 1.2 but 420 (octal) in YAML 1.1 readers; write 644, or 0o644 for octal, or quote it: "0644"',
+    ],
+    'yaml11-leading-zero-not-octal': [
+        'agents/case.yaml:3:13: error: max_tokens: 0800 is 800 in YAML 1.2 but text in YAML 1.1 readers; write 800, or quote it: "0800"',
+    ],
+    'yaml11-yes-in-a-list': [
+        'agents/case.yaml:3:17: error: tools[1]: yes is the text "yes" in YAML 1.2 (editors, JSON Schema, configsync) but true in YAML 1.1 readers; write true for a boolean, or quote it: "yes"',
+    ],
+    'yaml11-in-free-text-warns': [
+        'agents/case.yaml:3:25: warning: metadata.description: 1:30 is text in YAML 1.2 but the number 90 in YAML 1.1 readers; write 90 for the number, or quote it: "1:30"',
+        'agents/case.yaml:3:38: warning: metadata.owner: NO is the text "NO" in YAML 1.2 (editors, JSON Schema, configsync) but false in YAML 1.1 readers; write false for a boolean, or quote it: "NO"',
+    ],
+    'yaml11-quoted': [
+    ],
+    'number-for-text': [
+        'agents/case.yaml:3:19: error: metadata.owner: must be a string (got 1.10, which YAML reads as a number; quote it: "1.10")',
+    ],
+}
+
+
 def schema_verdicts(folder: Path, files: list[Path]) -> dict[str, str]:
     """check-jsonschema's verdict on each file, from one run of its command."""
     proc = subprocess.run([str(CHECK_JSONSCHEMA), "--schemafile", str(SCHEMA), "-o", "json",
@@ -147,7 +326,8 @@ def schema_says(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return schema_verdicts(folder, files)
 
 
-def validate_says(root: Path, body: str, capsys: pytest.CaptureFixture[str]) -> str:
+def validate_says(root: Path, body: str, capsys: pytest.CaptureFixture[str],
+                  said: list[str]) -> str:
     """``configsync validate`` on the working tree, and on the same tree committed
     (``--ref HEAD``, the daemon's path): one verdict and the same messages from both."""
     write_tree(root, {
@@ -167,6 +347,7 @@ def validate_says(root: Path, body: str, capsys: pytest.CaptureFixture[str]) -> 
     out_ref, _ = capsys.readouterr()
     assert committed == code
     assert _relative(out_ref, root) == _relative(out, root)
+    said.extend(_relative(out, root))
     return OK if code == 0 else ERROR
 
 
@@ -177,7 +358,9 @@ def _relative(output: str, root: Path) -> list[str]:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_validate_and_the_schema_agree(case: Case, schema_says: dict[str, str], tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    assert validate_says(tmp_path / "repo", case.body, capsys) == case.verdict
+    said: list[str] = []
+    assert validate_says(tmp_path / "repo", case.body, capsys, said) == case.verdict
+    assert said == SAID[case.id]
     if case.differs is None:
         assert schema_says[f"{case.id}.yaml"] == case.verdict
     else:
