@@ -296,11 +296,17 @@ def _error(message: str, node: Node) -> YamlError:
 class _Builder:
     """Turns a composed node graph into plain Python values, with the checks in the docstring."""
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, text: str = "") -> None:
         self.budget = budget
         self.open: set[int] = set()
         self.top: Node | None = None  # the top-level value being built, to blame for a bomb
         self.ambiguous: list[Ambiguity] = []
+        self.text = text
+
+    def tagged(self, node: ScalarNode) -> bool:
+        """Whether the scalar carries an explicit tag (``!!str 5``): not ambiguous then."""
+        at = node.start_mark.index  # a node's start is its first property: the tag, if any
+        return self.text[at:at + 1] == "!"
 
     def scalar(self, node: ScalarNode, path: tuple[str | int, ...]) -> Any:
         if node.tag == _STR:
@@ -309,9 +315,15 @@ class _Builder:
             construct = _SCALARS.get(node.tag)
             if construct is None:
                 raise _tag_error(node)
-            value = construct(node)
+            try:
+                value = construct(node)
+            except (ValueError, TypeError):  # an explicit tag on a value it cannot hold
+                raise _error(f"!!{node.tag[len(_CORE):]} {node.value!r} is not a valid "
+                             f"{node.tag[len(_CORE):]}: remove the tag, or fix the value",
+                             node) from None
         text = node.value
-        if not node.style and len(text) <= _AMBIGUOUS_MAX and text[:1] in _YAML11_FIRST:  # plain
+        if (not node.style and len(text) <= _AMBIGUOUS_MAX and text[:1] in _YAML11_FIRST
+                and not self.tagged(node)):  # plain, and no tag says what it is
             other = yaml11_reading(text, value)
             if other is not None:
                 self.ambiguous.append(Ambiguity(path, text, value, other,
@@ -527,7 +539,7 @@ def load_yaml(raw: bytes | str, *, max_bytes: int | None = None) -> Document:
             from None
     if root is None:
         raise YamlError("file is empty; it must be a mapping of keys to values")
-    builder = _Builder(budget=len(text) + VALUE_ALLOWANCE)
+    builder = _Builder(budget=len(text) + VALUE_ALLOWANCE, text=text)
     data = builder.build(root)
     if not isinstance(root, MappingNode) or not isinstance(data, dict):
         raise _error(f"top level must be a mapping of keys to values (got {_kind(data)})", root)

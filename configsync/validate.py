@@ -168,14 +168,27 @@ def check_tree(source: Source, *, repo_root: Path | None = None, jobs: int = 1,
 
 
 def related_paths(report: Report, paths: Collection[str]) -> set[str] | None:
-    """``paths`` and every file whose verdict they bear on: an agent file of the same id (a
-    duplicate is reported at one of the two), and the agents whose ``extends`` chain holds one
-    of them or whose prompt file is one. None (everything) when ``configsync.yaml`` or a
-    ``.gitattributes`` is among them: they bear on every file."""
+    """``paths`` and every file whose verdict they bear on or that bears on theirs: an agent
+    file of the same id (a duplicate is reported at one of the two), a named agent's bases and
+    prompt files (a broken base fails the agent: one verdict with a plain ``validate``), and
+    the agents whose ``extends`` chain holds one of them or whose prompt file is one. None
+    (everything) when ``configsync.yaml`` or a ``.gitattributes`` is among them: they bear on
+    every file."""
     named = set(paths)
     if SETTINGS_FILE in named or any(_is_attributes(path) for path in named):
         return None
     related = named | {twin for path in named for twin in _twins(path)}
+    for agent in report.agents.values():  # what a named agent stands on: its bases, prompts
+        if agent.path not in named:
+            continue
+        upstream: AgentFile | None = agent
+        while upstream is not None and upstream.path not in related - {agent.path}:
+            related.add(upstream.path)
+            prompt = upstream.doc.data.get("system_prompt_file")
+            if isinstance(prompt, str):
+                related.add(prompt)
+            base = upstream.doc.data.get("extends")
+            upstream = report.agents.get(base) if isinstance(base, str) else None
     for agent in report.agents.values():
         seen: set[str] = set()
         current: AgentFile | None = agent
@@ -563,6 +576,7 @@ class _Checker:
         name = dotted(loc) if loc and err["type"] != "prompt_source" else ""
         source = origin.doc.source(loc) if loc and not isinstance(
             err.get("input", ""), str) else None  # (text is shown as it is: 'hot')
+        source = source or None  # an empty value is shown as what YAML made of it: null
         message = describe(err, fields_at(model, loc[:-1]) if loc else [],
                            source=source) + hint
         self.report(origin.path, line, column, f"{name}: {message}" if name else message)

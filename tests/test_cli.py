@@ -538,3 +538,25 @@ def test_the_pre_commit_hook_judges_only_what_is_committed(
     assert "rev: <" not in hooks_file.read_text()  # the usage comment names a real rev
 
 
+
+
+def test_a_named_agent_fails_with_its_broken_base(tree: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Red team: `validate agents/child.yaml` exited 0 ('0 agents OK') while its base was
+    broken, and a plain `validate` (the daemon's verdict) failed."""
+    write_tree(tree, {"agents/child.yaml": "extends: support\ntemperature: 0.5\n",
+                      "agents/support.yaml": "system_prompt: hi\nmodel: gpt-5\n",
+                      "prompts/p.md": "hi\n"})
+    monkeypatch.chdir(tree)
+    code, out, _ = run(capsys, "validate", "agents/child.yaml")
+    assert code == 1 and "agents/support.yaml:2:8: error: model: `gpt-5` is not an allowed" in out
+
+
+def test_the_hook_runs_on_every_commit() -> None:
+    """Red team: pre-commit passes no deleted file to `files:`, so a commit that only deletes
+    a base was skipped; and a root-anchored pattern never matched a monorepo's configs."""
+    import yaml
+    (hook,) = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text())
+    assert hook["always_run"] is True and hook["pass_filenames"] is False
+    assert hook["entry"] == "configsync validate --cached"

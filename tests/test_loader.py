@@ -338,3 +338,20 @@ def test_what_yaml_1_1_reads_otherwise_is_noted_with_where_it_was_written() -> N
     doc = load_yaml("a: [x, on]\nb: {c: 0644}\nd: '1:20'\ne: 1.5\nf: 0x10\ng: |\n  yes\n")
     assert [(a.path, a.text, a.value, a.yaml11, a.line, a.column) for a in doc.ambiguous] == [
         (("a", 1), "on", "on", True, 1, 8), (("b", "c"), "0644", 644, 420, 2, 8)]
+
+
+@pytest.mark.parametrize("text", ["!!int abc", "!!float ''", "!!int", "!!int 0x", "!!float 1.5.5"])
+def test_a_tag_on_a_value_it_cannot_hold_is_an_error_not_a_crash(text: str) -> None:
+    """Red team: `max_tokens: !!int abc` ended every validate (and the daemon's check) with
+    exit 3 and a traceback."""
+    with pytest.raises(YamlError, match=r"^!!(int|float) .* is not a valid (int|float): remove "
+                                        r"the tag, or fix the value$") as info:
+        load_yaml(f"a: 1\nb: {text}\n")
+    assert (info.value.line, info.value.column) == (2, 4)
+
+
+def test_an_explicit_tag_is_not_ambiguous() -> None:
+    doc = load_yaml("a: !!str yes\nb: [x, !!str 0644]\nc: yes\n")
+    assert doc.data == {"a": "yes", "b": ["x", "0644"], "c": "yes"}
+    assert [a.path for a in doc.ambiguous] == [("c",)]
+
