@@ -355,6 +355,7 @@ def _relative(output: str, root: Path) -> list[str]:
     return sorted(line.replace(f"{root}/", "") for line in output.splitlines())
 
 
+@pytest.mark.slow  # three verdicts and a git commit per case: in .ci/run, not the quick subset
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_validate_and_the_schema_agree(case: Case, schema_says: dict[str, str], tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
