@@ -56,14 +56,21 @@ def secret_message(match: re.Match[str]) -> str:
     return f"looks like {kind}; keep credentials out of git and rotate this one"
 
 
-def portability_message(value: float | int, *, made_by: str | None = None) -> str:
+def portability_message(value: float | int, *, made_by: str | None = None,
+                        source: str | None = None) -> str:
     """Why a number cannot be stored (NaN, an infinity, an integer beyond ±(2^53-1)), and the
-    fix: quote it in the file or, when a model (``made_by``) made it, change the model."""
+    fix: quote it in the file or, when a model (``made_by``) made it, change the model.
+    ``source``: the value as written (``.NaN``, ``1e400``), quoted instead of the number."""
     if isinstance(value, float):
         what = ".nan" if value != value else (".inf" if value > 0 else "-.inf")
+        if source and source.lower() != what:
+            what = f"{source} (read as {what})"
+        elif source:
+            what = source
         why = f"{what} has no JSON form: JSON readers in other languages cannot represent it"
     else:
-        why = (f"{value} is outside ±(2^53-1): JSON readers in other languages (JavaScript, "
+        why = (f"{source or value} is outside ±(2^53-1): JSON readers in other languages "
+               "(JavaScript, "
                "Go's float64) cannot represent it exactly")
     if made_by is not None:
         return f"{why}; {made_by} made it: change its default or validator"

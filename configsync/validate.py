@@ -542,8 +542,9 @@ class _Checker:
         found = []
         for loc, value in non_portable(data):
             origin, (line, column) = _origin(chain, loc)
+            source = origin.doc.source(loc) if made_by is None else None
             self.report(origin.path, line, column, f"{dotted(loc)}: "
-                        f"{portability_message(value, made_by=made_by)}")
+                        f"{portability_message(value, made_by=made_by, source=source)}")
             found.append(tuple(loc))
         return found
 
