@@ -144,10 +144,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    # the config repository's root, found as `validate` finds it (configsync.yaml here or
+    # above): from agents/ this still writes the repository's schemas/ and .vscode/
+    found = find_root(os.curdir)
+    root = Path(os.path.relpath(found.folder)) if found.found else Path(os.curdir)
+    out = Path(args.out) if args.out is not None else root / "schemas"
+    settings_path = root / SETTINGS_PATH
     # the editor mapping first: a settings file that cannot be merged into stops everything
     # before anything is written
-    editor = editor_settings(out, Path(os.curdir))
+    editor = editor_settings(out, root)
     files = {out / name: text for name, text in render_schemas().items()}
     stale: list[tuple[Path, str]] = []
     for target, text in files.items():
@@ -160,13 +165,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
         _write(target, text, "(--out names the folder for the schema files)")
     if editor is not None:
         if args.check:
-            stale.append((SETTINGS_PATH, "is missing" if not SETTINGS_PATH.exists() else
+            stale.append((settings_path, "is missing" if not settings_path.exists() else
                           "does not map the schemas (`yaml.schemas`)"))
         else:
-            _write(SETTINGS_PATH, editor, "(the editor settings of the repository you run "
-                                          "configsync schema in)")
+            _write(settings_path, editor, "(the editor settings of the config repository)")
     for target, why in stale:
-        print(f"configsync: {target} {why}; run `configsync schema --out {args.out}` and "
+        print(f"configsync: {target} {why}; run `configsync schema --out {out}` and "
               "commit the result", file=sys.stderr)
     return 1 if stale else 0
 
@@ -261,7 +265,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Write schemas/agent.schema.json and schemas/configsync.schema.json, and "
                     "map them to agents/**/*.yaml and configsync.yaml in .vscode/settings.json "
                     "(merged into the file when it exists).")
-    schema.add_argument("--out", default="schemas", help="output folder (default: schemas)")
+    schema.add_argument("--out", default=None,
+                        help="output folder (default: schemas/ next to configsync.yaml, found "
+                             "here or above)")
     schema.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when the files (the editor settings too) are "
                              "missing or stale")

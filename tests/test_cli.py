@@ -560,3 +560,15 @@ def test_the_hook_runs_on_every_commit() -> None:
     (hook,) = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text())
     assert hook["always_run"] is True and hook["pass_filenames"] is False
     assert hook["entry"] == "configsync validate --cached"
+
+
+def test_schema_from_a_subfolder_writes_the_repositorys_files(
+        tree: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Red team: run from agents/, `configsync schema` wrote agents/schemas and agents/.vscode;
+    it finds the config repository's root as `validate` does."""
+    monkeypatch.chdir(tree / "agents")
+    assert run(capsys, "schema") == (0, "", "wrote ../schemas/agent.schema.json\nwrote "
+                                            "../schemas/configsync.schema.json\nwrote "
+                                            "../.vscode/settings.json\n")
+    assert not (tree / "agents" / "schemas").exists()
+    assert run(capsys, "schema", "--check") == (0, "", "")
