@@ -184,6 +184,18 @@ def _write(target: Path, text: str, hint: str) -> None:
     print(f"wrote {target}", file=sys.stderr)
 
 
+def cmd_get(args: argparse.Namespace) -> int:
+    from .read_cli import run_get
+
+    return run_get(args)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .read_cli import run_watch
+
+    return run_watch(args)
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from .sync_cli import run_sync
 
@@ -260,6 +272,46 @@ def _parser() -> argparse.ArgumentParser:
                                         "else $XDG_STATE_HOME/configsync/NAME-HASH)")
     sync.set_defaults(func=cmd_sync)
 
+    get = commands.add_parser(
+        "get", help="print an agent's snapshot from Redis (the version served, or --version N)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print the snapshot the daemon wrote for AGENT: the version served now, "
+                    "or a kept version of its history.",
+        epilog="example:\n  configsync get support --version 3 --format yaml\n\n"
+               "exit codes: 0 printed; 1 no such agent or version, or Redis unreachable; "
+               "2 usage")
+    get.add_argument("agent", metavar="AGENT", help="agent id (its path under agents/, "
+                                                    "without .yaml)")
+    get.add_argument("--version", type=_positive_int, metavar="N",
+                     help="a version from the agent's history (default: the one served)")
+    get.add_argument("--format", choices=["json", "yaml"], default="json",
+                     help="output format (default: json, the snapshot JSON of the Redis "
+                          "contract, indented)")
+    _redis_options(get)
+    get.set_defaults(func=cmd_get)
+
+    watch = commands.add_parser(
+        "watch", help="print change events from the stream as they happen, one line each",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Tail the namespace's event stream: applied, rejected and rebuilt events, "
+                    "one line each, until Ctrl-C (or --count events).",
+        epilog="example:\n  configsync watch support --since 0 --count 5\n\n"
+               "exit codes: 0 stopped (Ctrl-C, SIGTERM, or --count reached); 1 Redis "
+               "unreachable or lost; 2 usage")
+    watch.add_argument("agent", metavar="AGENT", nargs="?",
+                       help="only events about this agent: applied commits that changed it, "
+                            "and rebuilds")
+    watch.add_argument("--since", default="$", metavar="ID",
+                       help="print the kept events after this stream id first (0: all of "
+                            "them; default: $, only new ones)")
+    watch.add_argument("--count", type=_positive_int, metavar="N",
+                       help="exit after printing N events")
+    watch.add_argument("--format", choices=["text", "json"], default="text",
+                       help="text: stream id and key=value; json: {\"id\", \"event\"} per line "
+                            "(default: text)")
+    _redis_options(watch)
+    watch.set_defaults(func=cmd_watch)
+
     schema = commands.add_parser(
         "schema", help="write JSON Schema for agent files and configsync.yaml",
         description="Write schemas/agent.schema.json and schemas/configsync.schema.json, and "
@@ -273,6 +325,14 @@ def _parser() -> argparse.ArgumentParser:
                              "missing or stale")
     schema.set_defaults(func=cmd_schema)
     return parser
+
+
+def _redis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis", type=_nonempty, metavar="URL",
+                        help="Redis URL (default: $CONFIGSYNC_REDIS_URL)")
+    parser.add_argument("--namespace", type=_namespace,
+                        help="Redis namespace (default: namespace: of the configsync.yaml in "
+                             "this folder or above)")
 
 
 def _namespace(text: str) -> str:

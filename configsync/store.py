@@ -209,6 +209,35 @@ class Store:
         entries = client.xrange(self.keys.events, count=count)
         return [json.loads(fields.get(b"event") or fields["event"]) for _, fields in entries]
 
+    def version(self, agent_id: str, version: int) -> Record | None:
+        """One version of one agent from its history hash, or None when it is not kept."""
+        raw = self.redis.hget(self.keys.history(agent_id), str(version))
+        return None if raw is None else Record.from_json(raw)
+
+    def kept_versions(self, agent_id: str) -> list[int]:
+        """The versions the agent's history hash holds, oldest first."""
+        raw: Sequence[Any] = self.redis.hkeys(self.keys.history(agent_id))
+        return sorted(int(_str(v)) for v in raw)
+
+    def last_event_id(self) -> str:
+        """The id of the stream's newest entry (``0-0`` when it is empty): where "only new
+        events" begins, fixed once so that nothing between two reads is missed."""
+        client: Any = self.redis
+        newest = client.xrevrange(self.keys.events, count=1)
+        return _str(newest[0][0]) if newest else "0-0"
+
+    def read_events(self, after: str, *, block_ms: int | None = None,
+                    count: int = 100) -> list[tuple[str, dict[str, Any]]]:
+        """Up to ``count`` events after stream id ``after``, oldest first, as (id, event);
+        with ``block_ms`` wait that long for one when there are none (XREAD BLOCK)."""
+        client: Any = self.redis
+        found = client.xread({self.keys.events: after}, count=count, block=block_ms)
+        if not found:
+            return []
+        entries = found[0][1]
+        return [(_str(entry_id), json.loads(fields.get(b"event") or fields["event"]))
+                for entry_id, fields in entries]
+
     # -- writes -----------------------------------------------------------------------------
 
     def heartbeat(self, at: str) -> None:

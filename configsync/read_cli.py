@@ -1,0 +1,191 @@
+"""``configsync get`` and ``configsync watch``: read what the daemon wrote, through store.py.
+
+Both find Redis as ``configsync sync`` does (``--redis``, else ``$CONFIGSYNC_REDIS_URL``; the
+URL checked before anything connects) and the namespace from ``--namespace``, else from the
+``configsync.yaml`` in the current folder or above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import redis
+import yaml
+
+from .errors import ConfigsyncError, UsageError
+from .loader import YamlError, load_yaml
+from .logs import kv, one_line
+from .messages import did_you_mean
+from .model import RepoSettings
+from .redis_url import check_redis_url, from_url
+from .repo import SETTINGS_FILE, find_root
+from .store import Store
+from .sync import _redis_hint
+
+__all__ = ["event_line", "run_get", "run_watch"]
+
+STREAM_ID = re.compile(r"\$|\d+(-\d+)?")
+BLOCK_MS = 1000
+"""How long one XREAD waits; the loop then reads again (a stop is never waited on longer)."""
+
+
+def _redis_url(given: str | None) -> tuple[str, str]:
+    url, origin = given, "--redis"
+    if not url:
+        url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
+    if not url or not url.strip():
+        raise UsageError("no Redis to read: pass --redis URL or set CONFIGSYNC_REDIS_URL "
+                         "(`configsync sync` prints the embedded server's URL)")
+    check_redis_url(url, origin)
+    return url, origin
+
+
+def default_namespace(start: str = os.curdir) -> str:
+    """``namespace:`` of the ``configsync.yaml`` in ``start`` or the nearest folder above."""
+    root = find_root(start)
+    path = root.folder / SETTINGS_FILE
+    if not root.found:
+        raise UsageError(f"no {SETTINGS_FILE} in this folder or above it: pass --namespace")
+    try:
+        return RepoSettings.model_validate(load_yaml(path.read_bytes()).data).namespace
+    except (OSError, YamlError, ValueError):
+        raise UsageError(f"cannot read the namespace from {path} (run `configsync validate`), "
+                         "or pass --namespace") from None
+
+
+@contextmanager
+def _store(args: argparse.Namespace, *, socket_timeout: float = 10) -> Iterator[Store]:
+    url, origin = _redis_url(args.redis)
+    namespace = args.namespace or default_namespace()
+    client: redis.Redis = from_url(redis.Redis, url, origin, socket_timeout=socket_timeout,
+                                   socket_connect_timeout=5)
+    try:
+        yield Store(client, namespace)
+    except redis.RedisError as exc:
+        raise ConfigsyncError(_redis_hint(exc, client)) from None
+    finally:
+        client.close()
+
+
+def run_get(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        namespace = store.keys.namespace
+        shown = one_line(args.agent)
+        record = None
+        if args.version is None:
+            record = store.current().get(args.agent)
+        if record is None:
+            last = store.last_versions()
+            if args.agent not in last:
+                known = sorted(store.current())
+                hint = did_you_mean(args.agent, known)
+                listed = ", ".join(known[:20]) + (
+                    f" and {len(known) - 20} more" if len(known) > 20 else "")
+                raise ConfigsyncError(
+                    f"no agent {shown} in namespace {namespace}{hint or ''}"
+                    + (f" (agents: {listed})" if known else " (it holds no agents)"))
+            if args.version is None:
+                raise ConfigsyncError(
+                    f"agent {shown} was deleted (its last version is {last[args.agent]}); "
+                    "pass --version N to read a kept version")
+            record = store.version(args.agent, args.version)
+            if record is None:
+                kept = store.kept_versions(args.agent)
+                where = (f"versions {kept[0]}-{kept[-1]} are kept" if len(kept) > 1 else
+                         f"only version {kept[0]} is kept" if kept else "no version is kept")
+                if args.version > last[args.agent]:
+                    why = f"its last version is {last[args.agent]}"
+                else:
+                    why = "it was trimmed (the daemon keeps the last --keep versions)"
+                raise ConfigsyncError(f"agent {shown} has no version {args.version} in Redis: "
+                                      f"{why}; {where}")
+    data = {name: getattr(record, name) for name in record.__dataclass_fields__}
+    if args.format == "yaml":
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    else:
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def _changes(event: dict[str, Any], agent: str | None) -> str | None:
+    changes = event.get("changes")
+    if changes is None:
+        return f"({event.get('count')} changed, not listed)"
+    shown = [f"{c['agent_id']}@{c['version']}" + ("(deleted)" if c["deleted"] else "")
+             for c in changes if agent is None or c["agent_id"] == agent]
+    return ",".join(shown)
+
+
+def event_line(entry_id: str, event: dict[str, Any], agent: str | None = None) -> str:
+    """One event as a line of text: stream id, then ``key=value`` (untrusted text quoted)."""
+    kind = str(event.get("type"))
+    line = f"{one_line(entry_id)} " + kv(
+        kind, revision=event.get("revision"), commit=str(event.get("commit", ""))[:12],
+        agents=_changes(event, agent) if kind == "applied" else None,
+        error=event.get("error"))
+    return one_line(line)
+
+
+def _wanted(event: dict[str, Any], agent: str | None) -> bool:
+    """With an AGENT filter: the applied events that changed it (or may have: a commit too
+    big to list its changes), and rebuilds (every reader re-reads); never rejections."""
+    if agent is None:
+        return True
+    if event.get("type") == "rebuilt":
+        return True
+    if event.get("type") != "applied":
+        return False
+    changes = event.get("changes")
+    return changes is None or any(c.get("agent_id") == agent for c in changes)
+
+
+class _Stop(Exception):
+    """SIGTERM while watching: stop quietly."""
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    since = args.since
+    if not STREAM_ID.fullmatch(since):
+        raise UsageError(f"--since {one_line(since)!r} is not a stream id: give $ (only new "
+                         "events), 0 (all kept events) or an id such as 1767323045000-0")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_term) if main_thread else None
+    printed = 0
+    try:
+        with _store(args, socket_timeout=BLOCK_MS / 1000 + 10) as store:
+            after = store.last_event_id() if since == "$" else since
+            while args.count is None or printed < args.count:
+                for entry_id, event in store.read_events(after, block_ms=BLOCK_MS):
+                    after = entry_id
+                    if not _wanted(event, args.agent):
+                        continue
+                    if args.format == "json":
+                        line = json.dumps({"id": entry_id, "event": event},
+                                          ensure_ascii=False, separators=(",", ":"))
+                    else:
+                        line = event_line(entry_id, event, args.agent)
+                    print(line, flush=True)
+                    printed += 1
+                    if args.count is not None and printed >= args.count:
+                        break
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+

@@ -1,0 +1,197 @@
+"""``configsync get`` and ``configsync watch`` against a real daemon and redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+
+from configsync.cli import main
+from configsync.embedded import RedisServer, free_port
+from configsync.store import Store
+
+from .conftest import SETTINGS, Remote, git, wait_until
+
+A2 = "system_prompt: You are A.\nmodel: gpt-4o\ntemperature: 0.4\n"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sync_once(remote: Remote, url: str, workdir: Path, *extra: str) -> None:
+    assert main(["sync", "--repo", remote.url, "--redis", url, "--once",
+                 "--workdir", str(workdir), *extra]) == 0
+
+
+@pytest.fixture
+def synced(remote: Remote, redis_server: RedisServer, tmp_path: Path) -> tuple[str, str, str]:
+    """Two commits synced: a and b at v1, then a at v2, b deleted (--keep 1)."""
+    first = git(remote.work, "rev-parse", "HEAD").strip()
+    sync_once(remote, redis_server.url, tmp_path / "wd", "--keep", "1")
+    remote.delete("agents/b.yaml")
+    second = remote.commit_push("a warmer, b gone", {"agents/a.yaml": A2})
+    sync_once(remote, redis_server.url, tmp_path / "wd", "--keep", "1")
+    return redis_server.url, first, second
+
+
+def test_get_prints_the_served_snapshot_as_json_and_yaml(
+        synced: tuple[str, str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    url, _, second = synced
+    code, out, err = run(capsys, "get", "a", "--redis", url, "--namespace", "test")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    stored = Store(redis.Redis.from_url(url), "test").current()["a"]
+    assert data == json.loads(stored.to_json())
+    assert (data["version"], data["commit"], data["config"]["temperature"]) == (2, second, 0.4)
+    assert out.startswith('{\n  "agent_id": "a",\n  "version": 2,\n')
+    code, out, _ = run(capsys, "get", "a", "--redis", url, "--namespace", "test",
+                       "--format", "yaml")
+    assert code == 0
+    assert out.startswith("agent_id: a\nversion: 2\nchecksum: " + stored.checksum + "\n")
+
+
+def test_get_a_kept_version_of_a_deleted_agent(
+        synced: tuple[str, str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    url, first, _ = synced
+    code, out, _ = run(capsys, "get", "b", "--version", "1", "--redis", url,
+                       "--namespace", "test")
+    assert code == 0
+    assert (json.loads(out)["commit"], json.loads(out)["version"]) == (first, 1)
+    code, out, err = run(capsys, "get", "b", "--redis", url, "--namespace", "test")
+    assert (code, out) == (1, "")
+    assert err == ("configsync: error: agent b was deleted (its last version is 1); pass "
+                   "--version N to read a kept version\n")
+
+
+def test_get_errors_are_one_line(synced: tuple[str, str, str],
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    url, _, _ = synced
+    ns = ["--redis", url, "--namespace", "test"]
+    assert run(capsys, "get", "aa", *ns) == (
+        1, "", "configsync: error: no agent aa in namespace test, did you mean `a`? "
+               "(agents: a)\n")
+    assert run(capsys, "get", "a", "--version", "1", *ns) == (
+        1, "", "configsync: error: agent a has no version 1 in Redis: it was trimmed (the "
+               "daemon keeps the last --keep versions); only version 2 is kept\n")
+    assert run(capsys, "get", "a", "--version", "9", *ns) == (
+        1, "", "configsync: error: agent a has no version 9 in Redis: its last version is 2; "
+               "only version 2 is kept\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["get", "a", "--version", "0", *ns])
+    assert exit_info.value.code == 2
+    assert "--version: must be a whole number" in capsys.readouterr().err
+
+
+def test_get_with_redis_down_and_usage_mistakes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    code, out, err = run(capsys, "get", "a", "--redis", url, "--namespace", "test")
+    assert (code, out) == (1, "")
+    assert err.startswith("configsync: error: redis: ") and err.count("\n") == 1
+    assert err.endswith("(is Redis running, and the URL right?)\n") and "hunter2" not in err
+    assert run(capsys, "get", "a", "--namespace", "test") == (
+        2, "", "configsync: error: no Redis to read: pass --redis URL or set "
+               "CONFIGSYNC_REDIS_URL (`configsync sync` prints the embedded server's URL)\n")
+    code, _, err = run(capsys, "get", "a", "--redis", "redis://", "--namespace", "test")
+    assert code == 2 and "names no host" in err
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONFIGSYNC_REDIS_URL", url)
+    assert run(capsys, "get", "a") == (
+        2, "", "configsync: error: no configsync.yaml in this folder or above it: pass "
+               "--namespace\n")
+
+
+def test_namespace_and_url_come_from_configsync_yaml_and_the_environment(
+        synced: tuple[str, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _, _ = synced
+    (tmp_path / "cfg" / "agents").mkdir(parents=True)
+    (tmp_path / "cfg" / "configsync.yaml").write_text(SETTINGS)
+    monkeypatch.chdir(tmp_path / "cfg" / "agents")
+    monkeypatch.setenv("CONFIGSYNC_REDIS_URL", url)
+    code, out, _ = run(capsys, "get", "a")
+    assert code == 0 and json.loads(out)["version"] == 2
+
+
+def test_watch_prints_kept_events_since_an_id(
+        synced: tuple[str, str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    url, first, second = synced
+    ids = [i for i, _ in Store(redis.Redis.from_url(url), "test").read_events("0")]
+    ns = ["--redis", url, "--namespace", "test"]
+    code, out, err = run(capsys, "watch", "--since", "0", "--count", "2", *ns)
+    assert (code, err) == (0, "")
+    assert out == (f"{ids[0]} event=rebuilt revision=1 commit={first[:12]}\n"
+                   f"{ids[1]} event=applied revision=2 commit={second[:12]} "
+                   "agents=a@2,b@1(deleted)\n")
+    code, out, _ = run(capsys, "watch", "b", "--since", ids[0], "--count", "1", *ns)
+    assert out == f"{ids[1]} event=applied revision=2 commit={second[:12]} agents=b@1(deleted)\n"
+    code, out, _ = run(capsys, "watch", "--since", ids[0], "--count", "1", "--format", "json",
+                       *ns)
+    assert json.loads(out) == {"id": ids[1], "event": {
+        "type": "applied", "commit": second, "revision": 2,
+        "epoch": json.loads(out)["event"]["epoch"], "count": 2,
+        "changes": [{"agent_id": "a", "version": 2, "deleted": False},
+                    {"agent_id": "b", "version": 1, "deleted": True}]}}
+    assert out.count("\n") == 1
+
+
+def test_watch_tails_new_events_live(synced: tuple[str, str, str], remote: Remote,
+                                     tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    url, _, _ = synced
+    results: list[int] = []
+    thread = threading.Thread(target=lambda: results.append(main(
+        ["watch", "a", "--count", "1", "--redis", url, "--namespace", "test"])))
+    store = Store(redis.Redis.from_url(url), "test")
+    before = store.last_event_id()
+    thread.start()
+    wait_until(lambda: thread.is_alive())
+    rejected = remote.commit_push("bad", {"agents/a.yaml": "model: gpt-4o\n"})
+    good = remote.commit_push("a cooler", {"agents/a.yaml": A2.replace("0.4", "0.2")})
+    args = ["sync", "--repo", remote.url, "--redis", url, "--once", "--workdir",
+            str(tmp_path / "wd")]
+    main(args)
+    thread.join(30)
+    assert results == [0]
+    out = capsys.readouterr().out
+    new = store.read_events(before)
+    assert [e["type"] for _, e in new] == ["rejected", "applied"]
+    assert new[0][1]["commit"] == rejected
+    assert out == f"{new[1][0]} event=applied revision=3 commit={good[:12]} agents=a@3\n"
+
+
+def test_watch_text_escapes_untrusted_text() -> None:
+    from configsync.read_cli import event_line
+    line = event_line("1-0", {"type": "rejected", "commit": "ab" * 20, "revision": 1,
+                              "epoch": "e", "error": "agents/a\nb.yaml:1:1: bad\u2028x"})
+    assert line == ('1-0 event=rejected revision=1 commit=abababababab '
+                    'error="agents/a\\nb.yaml:1:1: bad\\u2028x"')
+
+
+def test_watch_exits_0_on_sigterm_and_rejects_bad_ids(
+        redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "configsync", "watch", "--redis",
+                             redis_server.url, "--namespace", "test"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ})
+    client = redis.Redis.from_url(redis_server.url)
+    wait_until(lambda: any(c.get("cmd") == "xread" for c in client.client_list()))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out, err) == (0, b"", b"")
+    code, out, err = run(capsys, "watch", "--since", "later", "--redis", redis_server.url,
+                         "--namespace", "test")
+    assert (code, out) == (2, "")
+    assert err == ("configsync: error: --since 'later' is not a stream id: give $ (only new "
+                   "events), 0 (all kept events) or an id such as 1767323045000-0\n")
