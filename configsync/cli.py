@@ -202,6 +202,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return run_sync(args)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import run_status
+
+    return run_status(args)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage mistake said in one line like every other error (exit 2)."""
 
@@ -311,6 +317,31 @@ def _parser() -> argparse.ArgumentParser:
                             "(default: text)")
     _redis_options(watch)
     watch.set_defaults(func=cmd_watch)
+
+    status = commands.add_parser(
+        "status", help="compare the branch head with what Redis serves (exit 0 in sync)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Show the branch head next to the commit Redis serves (in sync, behind by "
+                    "N commits, or last commit rejected with its error), the daemon's "
+                    "heartbeat age, each agent's resolved config at the head against the "
+                    "version Redis serves (same/differs, by checksum), and the running "
+                    "clients with the versions they hold.",
+        epilog="exit codes: 0 in sync; 1 behind, rejected or no state yet; 2 Redis "
+               "unreachable or a usage mistake\n\nexample:\n"
+               "  configsync status --redis redis://127.0.0.1:6379/0 --format json")
+    status.add_argument("--redis", type=_nonempty,
+                        help="Redis URL (default: $CONFIGSYNC_REDIS_URL)")
+    status.add_argument("--namespace", type=_namespace,
+                        help="Redis namespace (default: the configsync.yaml found in --repo "
+                             "or above)")
+    status.add_argument("--repo", type=_nonempty, metavar="PATH",
+                        help="local git repository (default: the one the command runs in)")
+    status.add_argument("--branch", type=_nonempty,
+                        help="branch whose head to compare (default: the branch the namespace "
+                             "follows, else the checked-out one)")
+    status.add_argument("--format", choices=["text", "json"], default="text",
+                        help="output format (default: text)")
+    status.set_defaults(func=cmd_status)
 
     schema = commands.add_parser(
         "schema", help="write JSON Schema for agent files and configsync.yaml",

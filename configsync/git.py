@@ -293,6 +293,22 @@ class GitRepo:
             return True
         return bool(self._git("for-each-ref", "--count=1", "--format=%(objectname)").strip())
 
+    def has_commit(self, sha: str) -> bool:
+        """Whether ``sha`` is a commit here (exit 1: no; any other failure raises)."""
+        return self._status("rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
+
+    def count_commits(self, base: str | None, head: str) -> int:
+        """How many commits ``head`` has that ``base`` lacks (None: all of them), as ``git
+        rev-list --count`` counts."""
+        span = head if base is None else f"{base}..{head}"
+        return int(self._git("rev-list", "--count", span, "--").strip())
+
+    def current_branch(self) -> str | None:
+        """The checked-out branch, or None on a detached HEAD (exit 1 of symbolic-ref)."""
+        status, out = _run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=self.git_dir,
+                           ok=(0, 1))
+        return out.strip() if status == 0 else None
+
     def is_shallow(self) -> bool:
         """Whether this is a shallow clone (``git clone --depth``): its history is cut short."""
         return self._git("rev-parse", "--is-shallow-repository").strip() == "true"
@@ -571,10 +587,6 @@ class Mirror(GitRepo):
 
     def has_branch(self, branch: str) -> bool:
         return self._status("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
-
-    def has_commit(self, sha: str) -> bool:
-        """Whether ``sha`` is a commit here (exit 1: no; any other failure raises)."""
-        return self._status("rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
 
     def is_ancestor(self, ancestor: str, head: str) -> bool:
         """Whether ``ancestor`` is an ancestor of ``head`` (or it): exit 1 means no; anything

@@ -27,10 +27,9 @@ from .loader import YamlError, load_yaml
 from .logs import kv, one_line
 from .messages import did_you_mean
 from .model import RepoSettings
-from .redis_url import check_redis_url, from_url
+from .redis_url import check_redis_url, from_url, redis_failure
 from .repo import SETTINGS_FILE, find_root
 from .store import Store
-from .sync import _redis_hint
 
 __all__ = ["event_line", "run_get", "run_watch"]
 
@@ -72,7 +71,7 @@ def _store(args: argparse.Namespace, *, socket_timeout: float = 10) -> Iterator[
     try:
         yield Store(client, namespace)
     except redis.RedisError as exc:
-        raise ConfigsyncError(_redis_hint(exc, client)) from None
+        raise ConfigsyncError(redis_failure(exc, client)) from None
     finally:
         client.close()
 

@@ -17,7 +17,7 @@ import redis
 from .errors import UsageError
 from .logs import one_line, redact_url
 
-__all__ = ["check_redis_url", "from_url"]
+__all__ = ["check_redis_url", "from_url", "redis_failure"]
 
 _FORM = "write redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"
 _OPTIONS = frozenset(["db", "username", "password", "client_name", "decode_responses",
@@ -73,3 +73,19 @@ def from_url(factory: Any, url: str, origin: str, **options: Any) -> Any:
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{origin}: '{one_line(redact_url(url))}' is not a valid Redis URL "
                          f"({exc})") from None
+
+
+def redis_failure(exc: BaseException, client: Any) -> str:
+    """A Redis failure in one line, with the likeliest cause: a TLS mismatch looks like a
+    timeout from one side and a dropped connection from the other."""
+    text = str(exc)
+    pool = getattr(client, "connection_pool", None)
+    tls = isinstance(pool, redis.ConnectionPool) and issubclass(pool.connection_class,
+                                                                 redis.SSLConnection)
+    if tls and any(word in text for word in ("Timeout", "SSL", "EOF", "handshake")):
+        hint = "rediss:// speaks TLS: if this server is plain Redis, use redis://"
+    elif not tls and any(word in text for word in ("Connection closed", "reset", "reading")):
+        hint = "is Redis running, and does it want TLS? (then use rediss://)"
+    else:
+        hint = "is Redis running, and the URL right?"
+    return f"redis: {text} ({hint})"

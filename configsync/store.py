@@ -90,6 +90,11 @@ class Keys:
     def client(self, instance_id: str) -> str:
         return self.prefix + "client:" + instance_id
 
+    @property
+    def client_pattern(self) -> str:
+        """SCAN pattern for the clients' reports (glob characters escaped)."""
+        return re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "client:*"
+
 
 @dataclass(frozen=True, slots=True)
 class AgentChange:
@@ -237,6 +242,26 @@ class Store:
         entries = found[0][1]
         return [(_str(entry_id), json.loads(fields.get(b"event") or fields["event"]))
                 for entry_id, fields in entries]
+
+    def client_reports(self) -> list[dict[str, Any]]:
+        """The running clients' fleet reports (written by the client library, expiring),
+        sorted by instance id. One SCAN with the namespace's prefix escaped, as
+        :func:`namespaces` does: a diagnostic, never for correctness. A report that vanished
+        meanwhile or does not parse is left out."""
+        found = self.redis.scan_iter(self.keys.client_pattern, count=1000)
+        keys = sorted(_str(k) for k in found)
+        if not keys:
+            return []
+        client: Any = self.redis
+        reports = []
+        for value in client.mget(keys):
+            try:
+                report = json.loads(value) if value is not None else None
+            except ValueError:
+                continue
+            if isinstance(report, dict):
+                reports.append(report)
+        return sorted(reports, key=lambda r: str(r.get("instance_id", "")))
 
     # -- writes -----------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from .git import Change, CommitInfo, Mirror
 from .logs import kv, logger, redact_url
 from .messages import error_summary
 from .parallel import fork_map
+from .redis_url import redis_failure
 from .repo import CONFIG_PATHS, SETTINGS_FILE, Entry, GitSource, git_kind
 from .snapshot import Record, checksum
 from .store import CONTRACT_VERSION, AgentChange, Event, Store, Write
@@ -500,14 +501,14 @@ class Daemon:
                 what = "redis_unavailable" if isinstance(exc, redis.RedisError) else (
                     "remote_unreachable" if isinstance(exc, GitError) else "io_error")
                 if once:
-                    raise ConfigsyncError(_redis_hint(exc, self.store.redis)
+                    raise ConfigsyncError(redis_failure(exc, self.store.redis)
                                           if what == "redis_unavailable"
                                           else str(exc)) from exc
                 if what != "redis_unavailable":
                     self._heartbeat()  # alive, and saying so, while the remote fails
                 delay = backoff.next()
                 if failing != what:  # log on state changes, not on every attempt
-                    error = _redis_hint(exc, self.store.redis) if what == "redis_unavailable" \
+                    error = redis_failure(exc, self.store.redis) if what == "redis_unavailable" \
                         else str(exc)
                     logger.warning(kv(what, error=error, retrying=f"{delay:.1f}s"))
                     failing = what
@@ -602,19 +603,3 @@ class _Progress:
 
 
 PROGRESS_SECONDS = 5.0
-
-
-def _redis_hint(exc: BaseException, client: Any) -> str:
-    """A Redis failure in one line, with the likeliest cause: a TLS mismatch looks like a
-    timeout from one side and a dropped connection from the other."""
-    text = str(exc)
-    pool = getattr(client, "connection_pool", None)
-    tls = isinstance(pool, redis.ConnectionPool) and issubclass(pool.connection_class,
-                                                                 redis.SSLConnection)
-    if tls and any(word in text for word in ("Timeout", "SSL", "EOF", "handshake")):
-        hint = "rediss:// speaks TLS: if this server is plain Redis, use redis://"
-    elif not tls and any(word in text for word in ("Connection closed", "reset", "reading")):
-        hint = "is Redis running, and does it want TLS? (then use rediss://)"
-    else:
-        hint = "is Redis running, and the URL right?"
-    return f"redis: {text} ({hint})"

@@ -1,0 +1,204 @@
+"""``configsync status``: what git holds next to what Redis serves, for a check or a person.
+
+Exit codes: 0 in sync (Redis serves the branch head); 1 behind, last commit rejected, or no
+state yet; 2 Redis unreachable (or a usage mistake). Agents are compared by checksum: the
+head's resolved config (the daemon's own validation code) against the snapshot Redis serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from .errors import UsageError
+from .git import GitRepo
+from .loader import YamlError, load_yaml
+from .logs import one_line, redact_url
+from .model import RepoSettings
+from .redis_url import from_url, redis_failure
+from .repo import SETTINGS_FILE, GitSource, find_root
+from .snapshot import checksum
+from .store import Store
+from .validate import check_tree
+
+__all__ = ["AgentStatus", "Status", "run_status"]
+
+IN_SYNC, BEHIND, REJECTED, NO_STATE, UNKNOWN_COMMIT = (
+    "in_sync", "behind", "rejected", "no_state", "unknown_commit")
+
+
+@dataclass
+class AgentStatus:
+    """One agent: its checksum at the head and the version Redis serves."""
+
+    agent_id: str
+    git_checksum: str | None  # None: not at the head (deleted, or invalid there)
+    redis_version: int | None
+    redis_checksum: str | None
+
+    @property
+    def compare(self) -> str:
+        if self.git_checksum is None:
+            return "only_in_redis"
+        if self.redis_checksum is None:
+            return "only_in_git"
+        return "same" if self.git_checksum == self.redis_checksum else "differs"
+
+
+@dataclass
+class Status:
+    """Everything ``configsync status`` reports."""
+
+    namespace: str
+    branch: str
+    head: str
+    state: str  # IN_SYNC, BEHIND, REJECTED, NO_STATE, UNKNOWN_COMMIT
+    served: str = ""  # state.commit
+    behind: int | None = None
+    error: dict[str, Any] | None = None
+    revision: int = 0
+    heartbeat_at: str = ""
+    heartbeat_age: float | None = None
+    agents: list[AgentStatus] = field(default_factory=list)
+    clients: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.state == IN_SYNC else 1
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "agents"}
+        data["agents"] = [{**asdict(a), "compare": a.compare} for a in self.agents]
+        return data
+
+
+def _age(stamp: str, now: datetime) -> float | None:
+    try:
+        at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round((now - at).total_seconds(), 1)
+
+
+def _settings_namespace(start: Path) -> str:
+    root = find_root(start)
+    path = root.folder / SETTINGS_FILE
+    if not root.found:
+        raise UsageError(f"no {SETTINGS_FILE} in {start.resolve()} or above; pass --namespace")
+    try:
+        return RepoSettings.model_validate(load_yaml(path.read_bytes()).data).namespace
+    except (OSError, YamlError, ValueError) as exc:
+        raise UsageError(f"cannot read the namespace from {path} ({one_line(str(exc))}); "
+                         "pass --namespace") from None
+
+
+def collect(repo: GitRepo, store: Store, *, branch: str | None,
+            now: datetime | None = None) -> Status:
+    """The status of ``store``'s namespace against ``repo``'s branch (default: the one the
+    state follows, else the checked-out one). Raises redis errors as they come."""
+    state = store.state()
+    branch = branch or state.get("branch") or repo.current_branch()
+    if not branch:
+        raise UsageError("HEAD is detached and the namespace names no branch; pass --branch")
+    head = repo.resolve(branch)
+    status = Status(store.keys.namespace, branch, head, NO_STATE)
+    current = store.current()
+    report = check_tree(GitSource(repo, head), repo_root=repo.top)
+    ids = sorted(set(report.configs) | set(current))
+    status.agents = [AgentStatus(
+        a, checksum(report.configs[a]) if a in report.configs else None,
+        current[a].version if a in current else None,
+        current[a].checksum if a in current else None) for a in ids]
+    status.clients = store.client_reports()
+    if "seen" not in state:
+        return status
+    served, seen = state.get("commit", ""), state.get("seen", "")
+    status.served = served
+    status.revision = int(state.get("revision") or 0)
+    status.heartbeat_at = state.get("heartbeat_at", "")
+    status.heartbeat_age = _age(status.heartbeat_at, now or datetime.now(UTC))
+    if state.get("last_error"):
+        status.error = json.loads(state["last_error"])
+    if served == head:
+        status.state = IN_SYNC
+    elif status.error is not None and seen == head:
+        status.state = REJECTED
+    elif served and not repo.has_commit(served):
+        status.state = UNKNOWN_COMMIT
+    else:
+        status.state = BEHIND
+        status.behind = repo.count_commits(served or None, head)
+    return status
+
+
+def _short(sha: str) -> str:
+    return sha[:12] if sha else "(none)"
+
+
+def render_text(status: Status) -> str:
+    lines = [f"namespace {status.namespace}, branch {status.branch} at {_short(status.head)}"]
+    if status.state == NO_STATE:
+        lines.append("no state: no daemon has synced this namespace in this Redis")
+    else:
+        served = f"Redis serves {_short(status.served)} (revision {status.revision})"
+        if status.state == IN_SYNC:
+            lines.append(f"in sync: {served}")
+        elif status.state == REJECTED:
+            lines.append(f"last commit rejected: {served}")
+        elif status.state == UNKNOWN_COMMIT:
+            lines.append(f"{served}, a commit this repository does not have (git fetch?)")
+        else:
+            lines.append(f"behind by {status.behind} commit{'s' * (status.behind != 1)}: "
+                         f"{served}")
+        if status.error is not None:
+            e = status.error
+            lines.append(f"last error (commit {_short(str(e.get('commit', '')))}): "
+                         f"{e.get('file')}:{e.get('line')}:{e.get('column')}: "
+                         f"{one_line(str(e.get('message')))}")
+        age = ("unknown" if status.heartbeat_age is None
+               else f"{status.heartbeat_age:.0f}s ago")
+        lines.append(f"heartbeat {age} ({status.heartbeat_at or 'never'})")
+    lines.append("agents (head's resolved config vs what Redis serves):")
+    for a in status.agents:
+        version = "-" if a.redis_version is None else f"v{a.redis_version}"
+        lines.append(f"  {a.agent_id}  redis {version}  {a.compare.replace('_', ' ')}")
+    lines.append(f"clients: {len(status.clients)}")
+    for c in status.clients:
+        held = ", ".join(f"{k} v{v}" for k, v in sorted((c.get("versions") or {}).items()))
+        lines.append(f"  {c.get('instance_id')} {c.get('host')} pid {c.get('pid')} "
+                     f"revision {c.get('revision')}: {held or 'nothing'}"
+                     f"{' (stale)' if c.get('stale') else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """``configsync status``: print the status; exit 0 in sync, 1 not, 2 unreachable."""
+    url, origin = args.redis, "--redis"
+    if url is None:
+        url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
+    if url is None:
+        raise UsageError("no Redis to ask: pass --redis or set CONFIGSYNC_REDIS_URL")
+    client = from_url(redis.Redis, url, origin, socket_timeout=5, socket_connect_timeout=5)
+    with GitRepo(args.repo or ".") as repo:
+        namespace = args.namespace or _settings_namespace(Path(args.repo or "."))
+        try:
+            status = collect(repo, Store(client, namespace), branch=args.branch)
+        except redis.RedisError as exc:
+            print(f"configsync: error: {one_line(redis_failure(exc, client))} "
+                  f"[{redact_url(url)}]", file=sys.stderr)
+            return 2
+        finally:
+            client.close()
+    if args.format == "json":
+        sys.stdout.write(json.dumps(status.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(render_text(status))
+    return status.exit_code

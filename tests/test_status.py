@@ -1,0 +1,115 @@
+"""``configsync status``: a real daemon (``sync --once``), a real redis-server, real git."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from configsync import Client
+from configsync.cli import main
+from configsync.embedded import RedisServer, free_port
+from configsync.store import Store
+
+from .conftest import Remote, git, wait_until
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def sync_once(remote: Remote, server: RedisServer, tmp_path: Path,
+              capsys: pytest.CaptureFixture[str]) -> int:
+    code, _, _ = run(capsys, "sync", "--repo", remote.url, "--redis", server.url, "--once",
+                     "--workdir", str(tmp_path / "wd"))
+    return code
+
+
+def status(remote: Remote, server: RedisServer, capsys: pytest.CaptureFixture[str],
+           *extra: str) -> tuple[int, str, str]:
+    return run(capsys, "status", "--repo", str(remote.work), "--redis", server.url, *extra)
+
+
+def test_in_sync_exits_0_and_lists_agents_and_clients(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    with Client(redis=redis_server.url, namespace="test", instance_id="web-1",
+                report_interval=0.2) as client:
+        client.get("a")
+        wait_until(lambda: store.client_reports())
+        code, out, err = status(remote, redis_server, capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    head = git(remote.work, "rev-parse", "HEAD")[:12]
+    assert lines[0] == f"namespace test, branch main at {head}"
+    assert lines[1].startswith("in sync: Redis serves ")
+    assert "  a  redis v1  same" in lines and "  b  redis v1  same" in lines
+    assert "clients: 1" in lines
+    assert any(line.startswith("  web-1 ") and line.endswith("a v1, b v1") for line in lines)
+
+
+def test_behind_by_one_exits_1(remote: Remote, redis_server: RedisServer, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    remote.commit_push("tune a", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                                   "model: gpt-4o\ntemperature: 0.4\n"})
+    code, out, _ = status(remote, redis_server, capsys)
+    assert code == 1
+    assert out.splitlines()[1].startswith("behind by 1 commit: Redis serves ")
+    assert "  a  redis v1  differs" in out.splitlines()
+    assert "  b  redis v1  same" in out.splitlines()
+
+
+def test_rejected_exits_1_with_the_error(remote: Remote, redis_server: RedisServer,
+                                         tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    bad = remote.commit_push("bad", {"agents/a.yaml": "model: gpt-4o\n"})
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 1
+    code, out, _ = status(remote, redis_server, capsys)
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[1].startswith("last commit rejected: Redis serves ")
+    assert lines[2].startswith(f"last error (commit {bad[:12]}): agents/a.yaml:")
+    assert "set exactly one of `system_prompt` or `system_prompt_file`" in lines[2]
+    assert "  a  redis v1  only in redis" in lines  # invalid at the head
+
+
+def test_json_shape(remote: Remote, redis_server: RedisServer, tmp_path: Path,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    head = remote.commit_push("tune a", {"agents/a.yaml": "system_prompt: You are A2.\n"
+                                                          "model: gpt-4o\n"})
+    code, out, _ = status(remote, redis_server, capsys, "--format", "json")
+    assert code == 1
+    data = json.loads(out)
+    assert set(data) == {"namespace", "branch", "head", "state", "served", "behind", "error",
+                         "revision", "heartbeat_at", "heartbeat_age", "agents", "clients"}
+    assert (data["namespace"], data["branch"], data["head"]) == ("test", "main", head)
+    assert (data["state"], data["behind"], data["revision"], data["error"]) == (
+        "behind", 1, 1, None)
+    assert isinstance(data["heartbeat_age"], float) and data["clients"] == []
+    assert [(a["agent_id"], a["redis_version"], a["compare"]) for a in data["agents"]] == [
+        ("a", 1, "differs"), ("b", 1, "same")]
+
+
+def test_no_state_exits_1(remote: Remote, redis_server: RedisServer,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = status(remote, redis_server, capsys)
+    assert code == 1
+    assert out.splitlines()[1] == "no state: no daemon has synced this namespace in this Redis"
+
+
+def test_unreachable_redis_exits_2_in_one_line(remote: Remote,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    code, out, err = run(capsys, "status", "--repo", str(remote.work), "--redis", url)
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("configsync: error: redis: ")
+    assert "hunter2" not in err
