@@ -202,6 +202,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return run_sync(args)
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from .scaffold import run_init
+
+    return run_init(args)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import run_status
 
@@ -355,6 +361,28 @@ def _parser() -> argparse.ArgumentParser:
                         help="write nothing; exit 1 when the files (the editor settings too) are "
                              "missing or stale")
     schema.set_defaults(func=cmd_schema)
+
+    init = commands.add_parser(
+        "init", help="scaffold a new config repository that validates clean",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write configsync.yaml, agents/example.yaml, prompts/example.md, the JSON "
+                    "Schema files and editor settings (as `configsync schema` does), a "
+                    ".gitignore, .github/workflows/configsync.yml (calls configsync's action) "
+                    "and .pre-commit-config.yaml (configsync's hook). Runs `git init` when DIR "
+                    "is not inside a git repository; never commits.",
+        epilog="example:\n  configsync init support-configs --namespace support\n\n"
+               "exit codes: 0 written; 1 git or the editor settings failed; 2 a file exists "
+               "(without --force) or a usage mistake")
+    init.add_argument("dir", metavar="DIR", nargs="?", default=".",
+                      help="the folder to scaffold, created when missing (default: .)")
+    init.add_argument("--namespace", type=_namespace,
+                      help="Redis namespace (default: DIR's name made a valid namespace)")
+    init.add_argument("--force", action="store_true",
+                      help="overwrite files that exist (an existing .vscode/settings.json is "
+                           "merged into)")
+    init.add_argument("--format", choices=["text", "json"], default="text",
+                      help="output format (default: text)")
+    init.set_defaults(func=cmd_init)
     return parser
 
 

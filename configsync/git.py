@@ -38,7 +38,7 @@ import git as gitpython
 from .errors import GitError, UsageError
 
 __all__ = ["Change", "CommitInfo", "GitRepo", "Mirror", "RemoteRefs", "TreeEntry",
-           "tracks_files_under"]
+           "init_repository", "is_inside_work_tree", "tracks_files_under"]
 
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
 
@@ -125,6 +125,20 @@ def tracks_files_under(root: Path, folder: Path) -> bool:
     except (OSError, ValueError):
         return True
     return status != 0 or bool(out)
+
+
+def is_inside_work_tree(folder: Path) -> bool:
+    """Whether ``folder`` (an existing directory) is inside a git working tree. git exits 128
+    outside any repository; inside a bare repository or a ``.git`` folder it prints false."""
+    status, out = _run(["rev-parse", "--is-inside-work-tree"], cwd=folder, ok=(0, 128),
+                       what="git rev-parse (is git installed?)")
+    return status == 0 and out.strip() == "true"
+
+
+def init_repository(folder: Path) -> None:
+    """``git init`` in ``folder``: a new, empty repository; nothing is committed."""
+    _run(["init", "-q", "."], cwd=folder, what=f"cannot create a git repository in {folder}: "
+                                               "git init")
 
 
 @dataclass(frozen=True, slots=True)
