@@ -78,6 +78,7 @@ def _venv_env() -> dict[str, str]:
     return dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"])
 
 
+@pytest.mark.slow  # runs the action's steps in a shell: in .ci/run, not the quick subset
 @pytest.mark.parametrize("strict", ["false", "true"])
 def test_valid_repository_passes_without_annotations(git_tree: GitTree, strict: str) -> None:
     code, output, summary = _run_action(git_tree.root, {"strict": strict}, env=_venv_env())
@@ -86,6 +87,7 @@ def test_valid_repository_passes_without_annotations(git_tree: GitTree, strict: 
     assert "configsync diff" in output or summary  # no diff yet: said so; later: a summary
 
 
+@pytest.mark.slow  # runs the action's steps in a shell: in .ci/run, not the quick subset
 def test_invalid_agent_fails_with_annotations_on_its_lines(git_tree: GitTree) -> None:
     git_tree.write({"agents/x.yaml": "system_prompt: Hi.\nmodel: gpt-4o\ntemperature: 3.5\n"})
     git_tree.commit("bad agent")
@@ -94,6 +96,7 @@ def test_invalid_agent_fails_with_annotations_on_its_lines(git_tree: GitTree) ->
     assert re.search(r"^::error file=agents/x\.yaml,line=3,col=\d+::", output, flags=re.M), output
 
 
+@pytest.mark.slow  # runs the action's steps in a shell: in .ci/run, not the quick subset
 def test_path_input_points_into_a_subfolder(tmp_path: Path) -> None:
     repo = GitTree(tmp_path / "mono")
     repo.write({"configs/configsync.yaml": (ROOT / "tests" / "conftest.py").read_text()
@@ -105,6 +108,7 @@ def test_path_input_points_into_a_subfolder(tmp_path: Path) -> None:
     assert "::error file=configs/agents/x.yaml,line=2," in output, output
 
 
+@pytest.mark.slow  # runs the action's steps in a shell: in .ci/run, not the quick subset
 def test_strict_input_other_than_true_or_false_is_refused(git_tree: GitTree) -> None:
     code, output, _ = _run_action(git_tree.root, {"strict": "yes"}, env=_venv_env())
     assert code == 2 and "strict must be true or false (got 'yes')" in output

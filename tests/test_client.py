@@ -487,6 +487,7 @@ def test_example_says_which_namespace_has_configs(world: World) -> None:
                          "URL to use)")
 
 
+@pytest.mark.slow  # the example as a subprocess, case by case: in .ci/run
 @pytest.mark.parametrize(("url", "message"), [
     ("localhost:6379", "--redis: 'localhost:6379' is not a Redis URL; write redis://HOST:PORT/DB "
                        "(rediss:// for TLS, unix:///path/to/redis.sock)"),
@@ -510,6 +511,7 @@ def test_example_without_a_url_says_where_to_get_one(tmp_path: Path) -> None:
         "URL), or pass --redis, or set CONFIGSYNC_REDIS_URL"))
 
 
+@pytest.mark.slow  # the example as a subprocess, case by case: in .ci/run
 def test_example_stops_quietly_on_ctrl_c(world: World) -> None:
     import signal
 

@@ -411,6 +411,7 @@ def test_keep_trims_history(remote: Remote, make_daemon: Any) -> None:
     daemon.sync()
     assert sorted(daemon.store.history("a")) == [4, 5]
 
+@pytest.mark.slow  # many commits, every check twice: in .ci/run, not the quick subset
 
 def test_lowering_keep_trims_every_older_version(remote: Remote, make_daemon: Any) -> None:
     daemon = make_daemon(remote, keep=5)
@@ -596,6 +597,7 @@ def test_memory_stays_flat_over_2000_cycles(remote: Remote, make_daemon: Any) ->
     assert daemon.store.current()["a"].version > 10
     assert after < before * 1.10, f"RSS grew from {before} KiB to {after} KiB"
 
+@pytest.mark.slow  # many commits, every check twice: in .ci/run, not the quick subset
 
 def test_incremental_checks_agree_with_full_checks(remote: Remote, make_daemon: Any) -> None:
     from configsync.repo import GitSource
