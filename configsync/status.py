@@ -20,11 +20,10 @@ import redis
 
 from .errors import UsageError
 from .git import GitRepo
-from .loader import YamlError, load_yaml
 from .logs import one_line, redact_url
-from .model import RepoSettings
+from .read_cli import default_namespace
 from .redis_url import from_url, redis_failure
-from .repo import SETTINGS_FILE, GitSource, find_root
+from .repo import GitSource
 from .snapshot import checksum
 from .store import Store
 from .validate import check_tree
@@ -89,15 +88,7 @@ def _age(stamp: str, now: datetime) -> float | None:
 
 
 def _settings_namespace(start: Path) -> str:
-    root = find_root(start)
-    path = root.folder / SETTINGS_FILE
-    if not root.found:
-        raise UsageError(f"no {SETTINGS_FILE} in {start.resolve()} or above; pass --namespace")
-    try:
-        return RepoSettings.model_validate(load_yaml(path.read_bytes()).data).namespace
-    except (OSError, YamlError, ValueError) as exc:
-        raise UsageError(f"cannot read the namespace from {path} ({one_line(str(exc))}); "
-                         "pass --namespace") from None
+    return default_namespace(str(start))  # (the same rule as get and watch)
 
 
 def collect(repo: GitRepo, store: Store, *, branch: str | None,
