@@ -46,7 +46,8 @@ def _problem(url: str) -> str | None:
     if parts.scheme == "unix":
         return None if parts.path not in ("", "/") else f"names no socket; {_FORM}"
     if not parts.hostname:
-        return f"names no host (redis-py would quietly use localhost:6379); {_FORM}"
+        return ("names no host (redis-py would quietly use its default server on localhost); "
+                f"{_FORM}")
     if port == 0:
         return "names port 0"
     database = parts.path.strip("/")

@@ -489,13 +489,13 @@ def test_example_says_which_namespace_has_configs(world: World) -> None:
 
 @pytest.mark.slow  # the example as a subprocess, case by case: in .ci/run
 @pytest.mark.parametrize(("url", "message"), [
-    ("localhost:6379", "--redis: 'localhost:6379' is not a Redis URL; write redis://HOST:PORT/DB "
+    ("localhost:6390", "--redis: 'localhost:6390' is not a Redis URL; write redis://HOST:PORT/DB "
                        "(rediss:// for TLS, unix:///path/to/redis.sock)"),
     ("redis://127.0.0.1:abc/0", "--redis: 'redis://127.0.0.1:abc/0' is not a valid Redis URL "
                                 "(Port could not be cast to integer value as 'abc')"),
     ("redis://", "--redis: 'redis://' names no host (redis-py would quietly use "
-                 "localhost:6379); write redis://HOST:PORT/DB (rediss:// for TLS, "
-                 "unix:///path/to/redis.sock)"),
+                 "its default server on localhost); write redis://HOST:PORT/DB (rediss:// for "
+                 "TLS, unix:///path/to/redis.sock)"),
     ("redis://127.0.0.1:1/0?foo=bar", "--redis: 'redis://127.0.0.1:1/0?foo=bar' has options "
                                       "Redis does not know: foo"),
 ])

@@ -365,11 +365,11 @@ def test_a_killed_daemons_embedded_redis_is_taken_over_not_doubled(
 
 
 @pytest.mark.parametrize(("argv", "env", "message"), [
-    (["--redis", "localhost:6379"], {},
-     "--redis: 'localhost:6379' is not a Redis URL; write redis://HOST:PORT/DB (rediss:// for "
+    (["--redis", "localhost:6390"], {},
+     "--redis: 'localhost:6390' is not a Redis URL; write redis://HOST:PORT/DB (rediss:// for "
      "TLS, unix:///path/to/redis.sock)"),
-    (["--redis", "http://127.0.0.1:6379"], {},
-     "--redis: 'http://127.0.0.1:6379' is not a Redis URL; write redis://HOST:PORT/DB "
+    (["--redis", "http://127.0.0.1:6390"], {},
+     "--redis: 'http://127.0.0.1:6390' is not a Redis URL; write redis://HOST:PORT/DB "
      "(rediss:// for TLS, unix:///path/to/redis.sock)"),
     ([], {"CONFIGSYNC_REDIS_URL": "notaurl"},
      "CONFIGSYNC_REDIS_URL: 'notaurl' is not a Redis URL; write redis://HOST:PORT/DB (rediss:// "
@@ -377,12 +377,12 @@ def test_a_killed_daemons_embedded_redis_is_taken_over_not_doubled(
     (["--redis", "redis://:pw@127.0.0.1:abc/0"], {},
      "--redis: 'redis://127.0.0.1:abc/0' is not a valid Redis URL (Port could not be cast to "
      "integer value as 'abc')"),
-    (["--redis", "redis://"], {},  # redis-py would quietly use localhost:6379
-     "--redis: 'redis://' names no host (redis-py would quietly use localhost:6379); write "
-     "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"),
+    (["--redis", "redis://"], {},  # redis-py would quietly use its default
+     "--redis: 'redis://' names no host (redis-py would quietly use its default server on "
+     "localhost); write redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"),
     (["--redis", "rediss://:pw@/3"], {},
-     "--redis: 'rediss:///3' names no host (redis-py would quietly use localhost:6379); write "
-     "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"),
+     "--redis: 'rediss:///3' names no host (redis-py would quietly use its default server on "
+     "localhost); write redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"),
     (["--redis", "redis://127.0.0.1:1/0?foo=bar"], {},
      "--redis: 'redis://127.0.0.1:1/0?foo=bar' has options Redis does not know: foo"),
     (["--redis", "redis://[::1"], {},
