@@ -335,11 +335,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 in sync; 1 behind, rejected or no state yet; 2 Redis "
                "unreachable or a usage mistake\n\nexample:\n"
                "  configsync status --redis redis://127.0.0.1:6379/0 --format json")
-    status.add_argument("--redis", type=_nonempty,
-                        help="Redis URL (default: $CONFIGSYNC_REDIS_URL)")
-    status.add_argument("--namespace", type=_namespace,
-                        help="Redis namespace (default: the configsync.yaml found in --repo "
-                             "or above)")
+    _redis_options(status)
     status.add_argument("--repo", type=_nonempty, metavar="PATH",
                         help="local git repository (default: the one the command runs in)")
     status.add_argument("--branch", type=_nonempty,

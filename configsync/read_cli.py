@@ -31,14 +31,16 @@ from .redis_url import check_redis_url, from_url, redis_failure
 from .repo import SETTINGS_FILE, find_root
 from .store import Store
 
-__all__ = ["event_line", "run_get", "run_watch"]
+__all__ = ["default_namespace", "event_line", "redis_url_given", "run_get", "run_watch"]
 
 STREAM_ID = re.compile(r"\$|\d+(-\d+)?")
 BLOCK_MS = 1000
 """How long one XREAD waits; the loop then reads again (a stop is never waited on longer)."""
 
 
-def _redis_url(given: str | None) -> tuple[str, str]:
+def redis_url_given(given: str | None) -> tuple[str, str]:
+    """``--redis``, else ``$CONFIGSYNC_REDIS_URL``, checked, with where it came from (for
+    messages); a usage error when neither names one."""
     url, origin = given, "--redis"
     if not url:
         url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
@@ -64,7 +66,7 @@ def default_namespace(start: str = os.curdir) -> str:
 
 @contextmanager
 def _store(args: argparse.Namespace, *, socket_timeout: float = 10) -> Iterator[Store]:
-    url, origin = _redis_url(args.redis)
+    url, origin = redis_url_given(args.redis)
     namespace = args.namespace or default_namespace()
     client: redis.Redis = from_url(redis.Redis, url, origin, socket_timeout=socket_timeout,
                                    socket_connect_timeout=5)

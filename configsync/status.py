@@ -13,7 +13,6 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -21,7 +20,7 @@ import redis
 from .errors import UsageError
 from .git import GitRepo
 from .logs import one_line, redact_url
-from .read_cli import default_namespace
+from .read_cli import default_namespace, redis_url_given
 from .redis_url import from_url, redis_failure
 from .repo import GitSource
 from .snapshot import checksum
@@ -85,10 +84,6 @@ def _age(stamp: str, now: datetime) -> float | None:
     except ValueError:
         return None
     return round((now - at).total_seconds(), 1)
-
-
-def _settings_namespace(start: Path) -> str:
-    return default_namespace(str(start))  # (the same rule as get and watch)
 
 
 def collect(repo: GitRepo, store: Store, *, branch: str | None,
@@ -172,14 +167,10 @@ def render_text(status: Status) -> str:
 
 def run_status(args: argparse.Namespace) -> int:
     """``configsync status``: print the status; exit 0 in sync, 1 not, 2 unreachable."""
-    url, origin = args.redis, "--redis"
-    if url is None:
-        url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
-    if url is None:
-        raise UsageError("no Redis to ask: pass --redis or set CONFIGSYNC_REDIS_URL")
+    url, origin = redis_url_given(args.redis)  # (the same rules as get and watch)
     client = from_url(redis.Redis, url, origin, socket_timeout=5, socket_connect_timeout=5)
     with GitRepo(args.repo or ".") as repo:
-        namespace = args.namespace or _settings_namespace(Path(args.repo or "."))
+        namespace = args.namespace or default_namespace(args.repo or os.curdir)
         try:
             status = collect(repo, Store(client, namespace), branch=args.branch)
         except redis.RedisError as exc:
