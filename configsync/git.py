@@ -221,10 +221,10 @@ class _BlobReader:
                 yield sha, data
         finally:
             if answered < len(shas):  # an error, or the caller stopped early: answers are
-                _kill_group(self.proc)  # still queued, so this process is out of step
-                writer.join()
+                _kill_group(self.proc)  # still queued, so this process is out of step (the
+            writer.join()               # kill also ends a writer blocked on a full pipe)
+            if answered < len(shas):
                 self.proc = self._start()
-            writer.join()
         if failed:
             raise GitError("git cat-file ended before reading every object")
 
