@@ -406,6 +406,65 @@ class GitRepo:
         finally:
             reader.close()
 
+    def is_ancestor(self, ancestor: str, head: str) -> bool:
+        """Whether ``ancestor`` is an ancestor of ``head`` (or it): exit 1 means no; anything
+        else (an unknown commit, a killed git, a flaky disk) is a GitError to retry, never a
+        "no" that would turn a walk into a force-push (issue 8)."""
+        return self._status("merge-base", "--is-ancestor", ancestor, head)
+
+    def first_parent_log(self, since: str | None, head: str, *,
+                         limit: int | None = None) -> list[CommitInfo]:
+        """The commits after ``since`` up to ``head`` along first parents, oldest first (the
+        newest ``limit`` of them)."""
+        return [info for info, _ in self.first_parent_changes(since, head, None, limit=limit)]
+
+    def first_parent_changes(self, since: str | None, head: str, paths: Sequence[str] | None,
+                             *, limit: int | None = None
+                             ) -> list[tuple[CommitInfo, list[Change]]]:
+        """Each commit after ``since`` up to ``head`` along first parents, oldest first, with
+        what it changed under ``paths`` against its first parent: one ``git log --raw`` for a
+        whole walk (None: the commits only)."""
+        span = [f"{since}..{head}" if since else head, *([f"-n{limit}"] if limit else [])]
+        raw = [] if paths is None else ["--raw", "-z", "--no-renames", "--no-abbrev",
+                                        "--diff-merges=first-parent"]
+        # No pathspec: it would drop the commits that touch no config file, and every commit
+        # is a step (it moves state.seen and counts in revision).
+        full = [self.prefix + p for p in paths or ()]
+        out = self._git("log", "--first-parent", "--reverse",
+                        f"--format={_LOG_FORMAT}", *raw, *span, "--")
+        tokens = out.split("\0")  # NUL is the one byte no path, name or subject can hold
+        walked = []
+        i = 0
+        while i < len(tokens):
+            sha = tokens[i].lstrip("\n")
+            if not sha:
+                i += 1
+                continue
+            if not _SHA.fullmatch(sha) or i + 3 >= len(tokens):
+                raise GitError(f"git log printed what configsync cannot read (at {sha[:40]!r})")
+            author, date, subject = tokens[i + 1:i + 4]
+            i += 4
+            while i < len(tokens) and tokens[i] == "":
+                i += 1
+            changes, i = _raw_changes(tokens, i)
+            wanted = [Change(c.status, c.mode, c.sha, c.path[len(self.prefix):]) for c in changes
+                      if any(c.path == p or c.path.startswith(p + "/") for p in full)]
+            walked.append((CommitInfo(sha, author, date, subject), wanted))
+        return walked
+
+    def commit_info(self, sha: str) -> CommitInfo:
+        out = self._git("show", "-s", f"--format={_LOG_FORMAT}", sha, "--")
+        sha, author, date, subject = out.split("\0")[:4]
+        return CommitInfo(sha.strip(), author, date, subject)
+
+    def diff_tree(self, old: str, new: str, paths: Sequence[str]) -> list[Change]:
+        """What changed under ``paths`` (relative to :attr:`prefix`, as the result's paths are)
+        between two commits' trees (renames as delete + add)."""
+        out = self._git("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", old, new,
+                        "--", *(self.prefix + p for p in paths))
+        return [Change(c.status, c.mode, c.sha, c.path[len(self.prefix):])
+                for c in _changes(out.split("\0"))]
+
 
 @dataclass(frozen=True, slots=True)
 class CommitInfo:
@@ -601,63 +660,6 @@ class Mirror(GitRepo):
 
     def has_branch(self, branch: str) -> bool:
         return self._status("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
-
-    def is_ancestor(self, ancestor: str, head: str) -> bool:
-        """Whether ``ancestor`` is an ancestor of ``head`` (or it): exit 1 means no; anything
-        else (an unknown commit, a killed git, a flaky disk) is a GitError to retry, never a
-        "no" that would turn a walk into a force-push (issue 8)."""
-        return self._status("merge-base", "--is-ancestor", ancestor, head)
-
-    def first_parent_log(self, since: str | None, head: str, *,
-                         limit: int | None = None) -> list[CommitInfo]:
-        """The commits after ``since`` up to ``head`` along first parents, oldest first (the
-        newest ``limit`` of them)."""
-        return [info for info, _ in self.first_parent_changes(since, head, None, limit=limit)]
-
-    def first_parent_changes(self, since: str | None, head: str, paths: Sequence[str] | None,
-                             *, limit: int | None = None
-                             ) -> list[tuple[CommitInfo, list[Change]]]:
-        """Each commit after ``since`` up to ``head`` along first parents, oldest first, with
-        what it changed under ``paths`` against its first parent: one ``git log --raw`` for a
-        whole walk (None: the commits only)."""
-        span = [f"{since}..{head}" if since else head, *([f"-n{limit}"] if limit else [])]
-        raw = [] if paths is None else ["--raw", "-z", "--no-renames", "--no-abbrev",
-                                        "--diff-merges=first-parent"]
-        # No pathspec: it would drop the commits that touch no config file, and every commit
-        # is a step (it moves state.seen and counts in revision).
-        out = self._git("log", "--first-parent", "--reverse",
-                        f"--format={_LOG_FORMAT}", *raw, *span, "--")
-        tokens = out.split("\0")  # NUL is the one byte no path, name or subject can hold
-        walked = []
-        i = 0
-        while i < len(tokens):
-            sha = tokens[i].lstrip("\n")
-            if not sha:
-                i += 1
-                continue
-            if not _SHA.fullmatch(sha) or i + 3 >= len(tokens):
-                raise GitError(f"git log printed what configsync cannot read (at {sha[:40]!r})")
-            author, date, subject = tokens[i + 1:i + 4]
-            i += 4
-            while i < len(tokens) and tokens[i] == "":
-                i += 1
-            changes, i = _raw_changes(tokens, i)
-            wanted = [c for c in changes
-                      if any(c.path == p or c.path.startswith(p + "/") for p in paths or ())]
-            walked.append((CommitInfo(sha, author, date, subject), wanted))
-        return walked
-
-    def commit_info(self, sha: str) -> CommitInfo:
-        out = self._git("show", "-s", f"--format={_LOG_FORMAT}", sha, "--")
-        sha, author, date, subject = out.split("\0")[:4]
-        return CommitInfo(sha.strip(), author, date, subject)
-
-    def diff_tree(self, old: str, new: str, paths: Sequence[str]) -> list[Change]:
-        """What changed under ``paths`` between two commits' trees (renames as delete + add)."""
-        out = self._git("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", old, new,
-                        "--", *paths)
-        return _changes(out.split("\0"))
-
 
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _META = re.compile(r"\n?:\d{6} (\d{6}) [0-9a-f]{40,64} ([0-9a-f]{40,64}) ([A-Z])\d*")

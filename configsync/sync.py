@@ -32,7 +32,7 @@ import redis
 
 from .backoff import Backoff
 from .errors import ConfigsyncError, GitError, UsageError
-from .git import Change, CommitInfo, Mirror
+from .git import Change, CommitInfo, GitRepo, Mirror
 from .logs import kv, logger, redact_url
 from .messages import error_summary
 from .parallel import fork_map
@@ -78,19 +78,22 @@ class Step:
 
 
 class Engine:
-    """Turns commits into steps. Pure: reads git, never Redis. ``repo_root`` is the source's
+    """Turns commits into steps: the one place versions are numbered (the daemon, and
+    ``configsync history``, ``status`` and ``rollback`` over a local clone). Pure: reads git,
+    never Redis. ``repo`` is the daemon's mirror or a local repository (a config tree in a
+    subfolder is read through its :attr:`GitRepo.prefix`). ``repo_root`` is the source's
     working tree when it is local: a ``schema:`` module is never imported from it (nor from the
     working directory), whatever ``sys.path`` says (issue 8)."""
 
-    def __init__(self, mirror: Mirror, *, jobs: int = 1, repo_root: Path | None = None) -> None:
-        self.mirror = mirror
+    def __init__(self, repo: GitRepo, *, jobs: int = 1, repo_root: Path | None = None) -> None:
+        self.repo = repo
         self.jobs = jobs
         self.repo_root = repo_root
 
     def check(self, commit: str, entries: dict[str, Entry] | None = None,
               previous: Report | None = None, changed: set[str] | None = None) -> Report:
         """check_tree over ``commit``'s tree (incremental with ``previous`` and ``changed``)."""
-        return check_tree(GitSource(self.mirror, commit, entries), jobs=self.jobs,
+        return check_tree(GitSource(self.repo, commit, entries), jobs=self.jobs,
                           repo_root=self.repo_root, previous=previous, changed=changed)
 
     def _entries(self, applied: Applied, commit: str,
@@ -104,7 +107,7 @@ class Engine:
             changes: Iterable[Change] = pending.values()
         else:
             try:
-                changes = self.mirror.diff_tree(applied.commit, commit, CONFIG_PATHS)
+                changes = self.repo.diff_tree(applied.commit, commit, CONFIG_PATHS)
             except GitError:  # the applied commit is gone from the mirror (a force-push)
                 return None
         entries = dict(applied.report.entries)
@@ -123,17 +126,17 @@ class Engine:
         commit changed and one ``git cat-file`` reads every blob: a process or two per commit
         made a 5,000-commit rebuild take 45 s (issue 8). The caller stops iterating when it
         cannot write a step."""
-        walked = self.mirror.first_parent_changes(since, head, CONFIG_PATHS)
+        walked = self.repo.first_parent_changes(since, head, CONFIG_PATHS)
         pending: dict[str, Change] | None = {}
         if applied.commit is not None and since is not None and applied.commit != since:
             try:  # the last commit seen was rejected: start from what the applied tree lacks
-                pending = {c.path: c for c in self.mirror.diff_tree(applied.commit, since,
+                pending = {c.path: c for c in self.repo.diff_tree(applied.commit, since,
                                                                     CONFIG_PATHS)}
             except GitError:
                 pending = None  # the applied commit is gone: full checks until one applies
 
         def steps(applied: Applied, pending: dict[str, Change] | None) -> Iterator[Step]:
-            with self.mirror.batch():
+            with self.repo.batch():
                 for info, changes in walked:
                     if pending is not None:
                         pending.update((c.path, c) for c in changes)
