@@ -208,6 +208,18 @@ def cmd_init(args: argparse.Namespace) -> int:
     return run_init(args)
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from .history_cli import run_history
+
+    return run_history(args)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .rollback import run_rollback
+
+    return run_rollback(args)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import run_status
 
@@ -323,6 +335,71 @@ def _parser() -> argparse.ArgumentParser:
                             "(default: text)")
     _redis_options(watch)
     watch.set_defaults(func=cmd_watch)
+
+    history = commands.add_parser(
+        "history", help="every version of an agent from git: who, when, why, what changed",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="List AGENT's versions on the branch, newest first, from git alone (no "
+                    "Redis needed), numbered as the sync daemon numbers them: version, commit, "
+                    "author, date, subject, and the fields of the resolved config that changed "
+                    "(also through a base, a prompt file or configsync.yaml). A version whose "
+                    "config equals an earlier one says which (a revert or a rollback). With "
+                    "--redis, the version Redis serves is marked, with when it was applied.",
+        epilog="examples:\n  configsync history support --limit 5\n"
+               "  configsync history support --redis redis://127.0.0.1:6379/0 --format json"
+               "\n\nexit codes: 0 printed; 1 the agent has no version on REF, or git failed; "
+               "2 usage, or Redis unreachable with --redis")
+    history.add_argument("agent", metavar="AGENT", help="agent id (its path under agents/, "
+                                                        "without .yaml)")
+    history.add_argument("--limit", type=_positive_int, metavar="N",
+                         help="only the newest N versions")
+    history.add_argument("--ref", default="HEAD", type=_nonempty,
+                         help="the branch or commit whose first-parent history to read "
+                              "(default: HEAD; the daemon numbers the branch it syncs)")
+    history.add_argument("--redis", nargs="?", const="", metavar="URL",
+                         help="also mark the version Redis serves (URL default: "
+                              "$CONFIGSYNC_REDIS_URL)")
+    history.add_argument("--namespace", type=_namespace,
+                         help="Redis namespace for --redis (default: configsync.yaml's)")
+    history.add_argument("--format", choices=["text", "json"], default="text",
+                         help="output format (default: text)")
+    history.set_defaults(func=cmd_history)
+
+    rollback = commands.add_parser(
+        "rollback", help="commit an agent's resolved config of an earlier version again",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Make one commit that gives AGENT the resolved config of an earlier "
+                    "version again, whatever happened to its file since: its own file is "
+                    "restored whole (no merge conflicts, other agents untouched). When the "
+                    "difference came from a base (extends), its prompt file or configsync.yaml, "
+                    "it says which and refuses unless --include-dependencies. The result is "
+                    "validated as the daemon will validate it. Refuses on a dirty working "
+                    "tree. (To undo a whole commit, use `git revert COMMIT`.)",
+        epilog="examples:\n  configsync rollback support --to 7\n"
+               "  configsync rollback support --to a1b2c3d --branch rollback-support --push"
+               "\n\nexit codes: 0 committed, or nothing to do; 1 refused (dirty tree, a "
+               "dependency changed, the result would not validate) or git failed; 2 usage "
+               "(unknown version or commit, bad branch name)")
+    rollback.add_argument("agent", metavar="AGENT", help="agent id (its path under agents/, "
+                                                         "without .yaml)")
+    rollback.add_argument("--to", required=True, type=_nonempty, metavar="VERSION|COMMIT",
+                          help="a version (7 or v7, from `configsync history`) or a commit "
+                               "(the version the agent had there)")
+    rollback.add_argument("--message", "-m", type=_nonempty, metavar="M",
+                          help="the commit's subject (the body still names the agent, both "
+                               "versions and commits)")
+    rollback.add_argument("--branch", type=_nonempty, metavar="NAME",
+                          help="commit on a new branch NAME (for a pull request) instead of the "
+                               "checked-out branch, which stays as it is")
+    rollback.add_argument("--push", action="store_true",
+                          help="push the commit: the checked-out branch to its upstream, or "
+                               "--branch NAME to origin")
+    rollback.add_argument("--include-dependencies", action="store_true",
+                          help="also restore the base, prompt file or configsync.yaml the "
+                               "version came from (this changes the agents that share them)")
+    rollback.add_argument("--format", choices=["text", "json"], default="text",
+                          help="output format (default: text)")
+    rollback.set_defaults(func=cmd_rollback)
 
     status = commands.add_parser(
         "status", help="compare the branch head with what Redis serves (exit 0 in sync)",

@@ -23,9 +23,10 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,6 +327,71 @@ class GitRepo:
     def is_shallow(self) -> bool:
         """Whether this is a shallow clone (``git clone --depth``): its history is cut short."""
         return self._git("rev-parse", "--is-shallow-repository").strip() == "true"
+
+    # -- writing commits (configsync rollback): plumbing, so nothing is half done -----------
+
+    def dirty_paths(self) -> list[str]:
+        """Tracked files changed in the working tree or the index (untracked ones are not
+        counted: a commit never takes them). Raises UsageError for a bare repository."""
+        if self.bare:
+            raise UsageError(f"{self.git_dir} is a bare repository: it has no working tree")
+        out = _run(["status", "--porcelain=v1", "-z", "--untracked-files=no"], cwd=self.top)[1]
+        return [record[3:] for record in out.split("\0") if len(record) > 3]
+
+    def write_tree(self, base: str, updates: Mapping[str, TreeEntry | None]) -> str:
+        """A tree object: ``base``'s tree with ``updates`` (path relative to :attr:`prefix` ->
+        the entry to put there, or None to remove it), built in a temporary index so neither
+        the working tree nor the real index is touched. Returns its sha."""
+        with tempfile.TemporaryDirectory(prefix="configsync-index-") as scratch:
+            env = {"GIT_INDEX_FILE": os.path.join(scratch, "index")}
+            _run(["read-tree", base], cwd=self.git_dir, env=env)
+            info = "".join(
+                f"0 {'0' * len(base)}\t{self.prefix}{path}\0" if entry is None
+                else f"{entry.mode} {entry.sha}\t{self.prefix}{path}\0"
+                for path, entry in sorted(updates.items()))
+            _run(["update-index", "-z", "--index-info"], cwd=self.git_dir, env=env,
+                 stdin=info.encode())
+            return _run(["write-tree"], cwd=self.git_dir, env=env)[1].strip()
+
+    def commit_tree(self, tree: str, parent: str, message: str) -> str:
+        """A new commit of ``tree`` on ``parent`` (author and committer from git's config, as
+        ``git commit`` takes them); no ref moves. Returns its sha."""
+        return _run(["commit-tree", tree, "-p", parent, "-F", "-"], cwd=self.git_dir,
+                    stdin=message.encode(), what="git commit-tree (is user.name and "
+                    "user.email set? see `git config`)")[1].strip()
+
+    def fast_forward(self, commit: str) -> None:
+        """Move the checked-out branch, the index and the working tree to ``commit``, a
+        descendant of HEAD (``git merge --ff-only``)."""
+        _run(["merge", "--ff-only", "--quiet", commit], cwd=self.top)
+
+    def create_branch(self, name: str, commit: str) -> None:
+        """A new branch ``name`` at ``commit``; UsageError when the name is no valid branch
+        name or the branch exists. The checkout stays where it is."""
+        if name.startswith("-") or _run(["check-ref-format", "--branch", name],
+                                        cwd=self.git_dir, ok=(0, 1, 128))[0] != 0:
+            raise UsageError(f"{name!r} is not a valid branch name")
+        if self._status("rev-parse", "--verify", "--quiet", f"refs/heads/{name}"):
+            raise UsageError(f"branch {name} exists already: pick another --branch")
+        self._git("branch", "--", name, commit)
+
+    def upstream(self, branch: str) -> tuple[str, str]:
+        """Where ``branch`` pushes: its upstream remote and branch, else ``origin`` and the
+        same name."""
+        remote = _run(["config", "--get", f"branch.{branch}.remote"], cwd=self.git_dir,
+                      ok=(0, 1))[1].strip()
+        merge = _run(["config", "--get", f"branch.{branch}.merge"], cwd=self.git_dir,
+                     ok=(0, 1))[1].strip()
+        if not remote or remote == ".":
+            return "origin", branch
+        return remote, merge.removeprefix("refs/heads/") or branch
+
+    def push(self, remote: str, commit: str, branch: str, *, timeout: float = 120.0) -> None:
+        """``git push REMOTE COMMIT:refs/heads/BRANCH`` (a fast-forward; the user's own
+        credential helpers answer), ending within ``timeout`` seconds."""
+        _run(["push", "--quiet", "--", remote, f"{commit}:refs/heads/{branch}"],
+             cwd=self.top if not self.bare else self.git_dir, timeout=timeout,
+             what=f"git push {remote} {branch}")
 
     def ls_tree(self, commit: str, paths: Sequence[str]) -> list[TreeEntry]:
         """Every entry under ``paths`` (relative to :attr:`prefix`) in ``commit``'s tree."""

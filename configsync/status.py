@@ -19,13 +19,12 @@ import redis
 
 from .errors import UsageError
 from .git import GitRepo
+from .history import versions_at
 from .logs import one_line, redact_url
 from .read_cli import default_namespace, redis_url_given
 from .redis_url import from_url, redis_failure
-from .repo import GitSource
 from .snapshot import checksum
 from .store import Store
-from .validate import check_tree
 
 __all__ = ["AgentStatus", "Status", "run_status"]
 
@@ -35,10 +34,13 @@ IN_SYNC, BEHIND, REJECTED, NO_STATE, UNKNOWN_COMMIT = (
 
 @dataclass
 class AgentStatus:
-    """One agent: its checksum at the head and the version Redis serves."""
+    """One agent: its checksum at the head, the version the daemon numbers it at the head
+    (from git alone: :func:`.history.versions_at`; None when the head's config is no version
+    yet, as when the head is rejected), and the version Redis serves."""
 
     agent_id: str
     git_checksum: str | None  # None: not at the head (deleted, or invalid there)
+    git_version: int | None
     redis_version: int | None
     redis_checksum: str | None
 
@@ -97,10 +99,13 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
     head = repo.resolve(branch)
     status = Status(store.keys.namespace, branch, head, NO_STATE)
     current = store.current()
-    report = check_tree(GitSource(repo, head), repo_root=repo.top)
+    applied, report = versions_at(repo, head, repo_root=repo.top)
     ids = sorted(set(report.configs) | set(current))
+    digests = {a: checksum(config) for a, config in report.configs.items()}
     status.agents = [AgentStatus(
-        a, checksum(report.configs[a]) if a in report.configs else None,
+        a, digests.get(a),
+        applied.versions[a][0] if a in applied.versions and applied.versions[a][1]
+        == digests.get(a) else None,
         current[a].version if a in current else None,
         current[a].checksum if a in current else None) for a in ids]
     status.clients = store.client_reports()
@@ -152,10 +157,12 @@ def render_text(status: Status) -> str:
         age = ("unknown" if status.heartbeat_age is None
                else f"{status.heartbeat_age:.0f}s ago")
         lines.append(f"heartbeat {age} ({status.heartbeat_at or 'never'})")
-    lines.append("agents (head's resolved config vs what Redis serves):")
+    lines.append("agents (version at the head, from git, vs what Redis serves):")
     for a in status.agents:
-        version = "-" if a.redis_version is None else f"v{a.redis_version}"
-        lines.append(f"  {a.agent_id}  redis {version}  {a.compare.replace('_', ' ')}")
+        served = "-" if a.redis_version is None else f"v{a.redis_version}"
+        in_git = "-" if a.git_version is None else f"v{a.git_version}"
+        lines.append(f"  {a.agent_id}  git {in_git}  redis {served}  "
+                     f"{a.compare.replace('_', ' ')}")
     lines.append(f"clients: {len(status.clients)}")
     for c in status.clients:
         held = ", ".join(f"{k} v{v}" for k, v in sorted((c.get("versions") or {}).items()))

@@ -49,7 +49,7 @@ def test_in_sync_exits_0_and_lists_agents_and_clients(
     head = git(remote.work, "rev-parse", "HEAD")[:12]
     assert lines[0] == f"namespace test, branch main at {head}"
     assert lines[1].startswith("in sync: Redis serves ")
-    assert "  a  redis v1  same" in lines and "  b  redis v1  same" in lines
+    assert "  a  git v1  redis v1  same" in lines and "  b  git v1  redis v1  same" in lines
     assert "clients: 1" in lines
     assert any(line.startswith("  web-1 ") and line.endswith("a v1, b v1") for line in lines)
 
@@ -62,8 +62,8 @@ def test_behind_by_one_exits_1(remote: Remote, redis_server: RedisServer, tmp_pa
     code, out, _ = status(remote, redis_server, capsys)
     assert code == 1
     assert out.splitlines()[1].startswith("behind by 1 commit: Redis serves ")
-    assert "  a  redis v1  differs" in out.splitlines()
-    assert "  b  redis v1  same" in out.splitlines()
+    assert "  a  git v2  redis v1  differs" in out.splitlines()  # the daemon's next number
+    assert "  b  git v1  redis v1  same" in out.splitlines()
 
 
 def test_rejected_exits_1_with_the_error(remote: Remote, redis_server: RedisServer,
@@ -78,7 +78,7 @@ def test_rejected_exits_1_with_the_error(remote: Remote, redis_server: RedisServ
     assert lines[1].startswith("last commit rejected: Redis serves ")
     assert lines[2].startswith(f"last error (commit {bad[:12]}): agents/a.yaml:")
     assert "set exactly one of `system_prompt` or `system_prompt_file`" in lines[2]
-    assert "  a  redis v1  only in redis" in lines  # invalid at the head
+    assert "  a  git -  redis v1  only in redis" in lines  # invalid at the head
 
 
 def test_json_shape(remote: Remote, redis_server: RedisServer, tmp_path: Path,
@@ -95,8 +95,8 @@ def test_json_shape(remote: Remote, redis_server: RedisServer, tmp_path: Path,
     assert (data["state"], data["behind"], data["revision"], data["error"]) == (
         "behind", 1, 1, None)
     assert isinstance(data["heartbeat_age"], float) and data["clients"] == []
-    assert [(a["agent_id"], a["redis_version"], a["compare"]) for a in data["agents"]] == [
-        ("a", 1, "differs"), ("b", 1, "same")]
+    assert [(a["agent_id"], a["git_version"], a["redis_version"], a["compare"])
+            for a in data["agents"]] == [("a", 2, 1, "differs"), ("b", 1, 1, "same")]
 
 
 def test_no_state_exits_1(remote: Remote, redis_server: RedisServer,

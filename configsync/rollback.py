@@ -1,0 +1,268 @@
+"""``configsync rollback AGENT --to VERSION|COMMIT``: one commit that makes the agent's resolved
+config equal that version's again, whatever happened to its file since.
+
+``git revert`` undoes a commit's *patch*, so it conflicts with a later edit on a nearby line and
+undoes other agents' changes made in the same commit. A rollback restores *content*: the
+agent's own file as it was at the target (a whole file, so no conflict), then checks that the
+resulting tree resolves the agent to the target's checksum. When the difference came from a
+base in its ``extends`` chain, its prompt file or ``configsync.yaml`` (files other agents may
+share), it says which and refuses unless ``--include-dependencies`` (which restores those files
+too, and names the other agents that changes). The tree is validated whole, as the daemon will
+(a rollback the daemon would reject is never written), and the commit is built with git's
+plumbing in a temporary index: until it moves a ref, nothing on disk has changed.
+
+Exit codes: 0 committed (or nothing to do: the agent already has that config); 1 refused (a
+dirty tree, a dependency, a tree that would not validate) or git failed (a push); 2 a usage
+mistake (unknown version or commit, bad branch name, detached HEAD without ``--branch``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigsyncError, UsageError
+from .git import GitRepo, TreeEntry
+from .history import Version, agent_history
+from .history_cli import open_repo
+from .logs import one_line
+from .messages import did_you_mean, plural
+from .repo import SETTINGS_FILE, GitSource, agent_id_for
+from .snapshot import checksum
+from .validate import Report, check_tree
+
+__all__ = ["Rollback", "plan_rollback", "run_rollback"]
+
+_VERSION = re.compile(r"[vV]?([0-9]+)")
+
+
+@dataclass
+class Rollback:
+    """What a rollback does: the agent, where it is (``current``: the newest version; None
+    when deleted), where it goes (``target``), the files restored from ``target.commit``, the
+    other agents whose resolved config changes too, and the tree to commit (None: nothing to
+    do)."""
+
+    agent_id: str
+    head: str
+    current: Version | None
+    target: Version
+    restored: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
+    tree: str | None = None
+    next_version: int = 0
+
+    def message(self, subject: str | None = None) -> str:
+        """The commit message: names the agent, both versions and both commits (the lines a
+        reviewer and ``git log --grep`` look for)."""
+        t = self.target
+        was = ("deleted" if self.current is None else
+               f"v{self.current.version} ({self.current.commit.sha[:12]})")
+        lines = [subject or f"Roll back {self.agent_id} to v{t.version}", "",
+                 f"{self.agent_id}: from {was} to the resolved config of v{t.version} "
+                 f"({t.commit.sha[:12]}, \"{one_line(t.commit.message)}\"); the daemon "
+                 f"serves it as v{self.next_version}.",
+                 "", f"Restored from {t.commit.sha[:12]}: {', '.join(self.restored)}"]
+        if self.removed:
+            lines.append(f"Removed: {', '.join(self.removed)}")
+        if self.others:
+            lines.append(f"Also changes: {', '.join(self.others)}")
+        lines += ["", f"Configsync-Rollback: {self.agent_id} "
+                      f"v{self.current.version if self.current else 0} -> v{t.version}"]
+        return "\n".join(lines) + "\n"
+
+
+def _target(versions: list[Version], to: str, repo: GitRepo, agent_id: str) -> Version:
+    """The version ``to`` names: a number (``7`` or ``v7``), or a commit (the version the
+    agent had there)."""
+    live = [v for v in versions if not v.deleted]
+    match = _VERSION.fullmatch(to)
+    if match is not None:
+        number = int(match[1])
+        for v in live:
+            if v.version == number:
+                return v
+        raise UsageError(f"{agent_id} has no version {number} on this branch (versions "
+                         f"{live[0].version}-{live[-1].version}; see `configsync history "
+                         f"{agent_id}`)")
+    sha = repo.resolve(to)
+    report = check_tree(GitSource(repo, sha), repo_root=repo.top)
+    if agent_id not in report.configs:
+        why = "fails validation" if agent_id in report.agents else "does not exist"
+        raise UsageError(f"{agent_id} {why} at {one_line(to)} ({sha[:12]}): nothing to roll "
+                         "back to")
+    digest = checksum(report.configs[agent_id])
+    for v in reversed(live):
+        if v.checksum == digest:
+            return v
+    raise UsageError(f"{agent_id}'s config at {one_line(to)} ({sha[:12]}) was never a version "
+                     "on this branch (a commit of another branch?): roll back to a version "
+                     f"from `configsync history {agent_id}`")
+
+
+def _entries(repo: GitRepo, commit: str, paths: list[str]) -> dict[str, TreeEntry]:
+    return {e.path: e for e in repo.ls_tree(commit, paths)} if paths else {}
+
+
+def _dependencies(report: Report, agent_id: str) -> list[str]:
+    """The files besides the agent's own that shape its resolved config in ``report``."""
+    paths = [report.agents[base].path for base in report.chains.get(agent_id, ())[1:]
+             if base in report.agents]
+    if agent_id in report.prompt_of:
+        paths.append(report.prompt_of[agent_id])
+    return [*paths, SETTINGS_FILE]
+
+
+def plan_rollback(repo: GitRepo, agent_id: str, to: str, *,
+                  include_dependencies: bool = False) -> Rollback:
+    """Work out the rollback (the tree to commit, or None when there is nothing to do).
+    Raises UsageError for an unknown target, ConfigsyncError when the rollback would need
+    another file restored (without ``include_dependencies``) or would not validate."""
+    head = repo.resolve("HEAD")
+    versions = agent_history(repo, head, agent_id)
+    if not versions:
+        known = sorted(check_tree(GitSource(repo, head), repo_root=repo.top).configs)
+        raise UsageError(f"agent {one_line(agent_id)} has no version on this branch"
+                         f"{did_you_mean(agent_id, known)}")
+    target = _target(versions, to, repo, agent_id)
+    last = versions[-1]
+    current = None if last.deleted else last
+    plan = Rollback(agent_id, head, current, target, next_version=last.version + 1)
+    now = check_tree(GitSource(repo, head), repo_root=repo.top)
+    if agent_id in now.configs and checksum(now.configs[agent_id]) == target.checksum:
+        return plan  # already that config: nothing to commit
+    then = check_tree(GitSource(repo, target.commit.sha), repo_root=repo.top)
+    own = then.agents[agent_id].path
+    updates: dict[str, TreeEntry | None] = dict(_entries(repo, target.commit.sha, [own]))
+    for path in now.entries:  # the agent's file under another name (.yml for .yaml)
+        if path != own and agent_id_for(path) == agent_id:
+            updates[path] = None
+    tree = repo.write_tree(head, updates)
+    report = check_tree(GitSource(repo, tree), repo_root=repo.top)
+    if report.configs.get(agent_id) is None or checksum(report.configs[agent_id]) \
+            != target.checksum:
+        wanted = _dependencies(then, agent_id)
+        old, new = _entries(repo, target.commit.sha, wanted), _entries(repo, tree, wanted)
+        differ = [p for p in wanted if (old.get(p) and old[p].sha) != (new.get(p) and new[p].sha)]
+        if differ and not include_dependencies:
+            users = _users(now, differ, agent_id)
+            raise ConfigsyncError(
+                f"restoring {own} is not enough: {agent_id}'s v{target.version} also came from "
+                f"{', '.join(differ)}, which changed since"
+                + (f" (they also shape {', '.join(users)})" if users else "")
+                + "; pass --include-dependencies to restore them too, or edit them by hand")
+        for path in differ:
+            updates[path] = old.get(path)
+        tree = repo.write_tree(head, updates)
+        report = check_tree(GitSource(repo, tree), repo_root=repo.top)
+        if report.configs.get(agent_id) is None or checksum(report.configs[agent_id]) \
+                != target.checksum:
+            raise ConfigsyncError(
+                f"cannot make {agent_id}'s resolved config equal v{target.version}'s by "
+                "restoring files (did the schema: module or a .gitattributes change?); edit "
+                "it by hand")
+    if report.errors:
+        first = report.errors[0]
+        raise ConfigsyncError(
+            f"the rolled-back tree would not validate, so the daemon would reject it "
+            f"({plural(len(report.errors), 'error')}; first: {first.path}:{first.line}:"
+            f"{first.column}: {one_line(first.message)})")
+    before = _entries(repo, head, sorted(updates))
+    moved = {p: e for p, e in updates.items()
+             if (before[p].sha if p in before else None) != (e.sha if e else None)}
+    plan.restored = sorted(p for p, e in moved.items() if e is not None)
+    plan.removed = sorted(p for p, e in moved.items() if e is None)
+    plan.others = sorted(a for a in set(report.configs) | set(now.configs)
+                         if a != agent_id and not _same(now, report, a))
+    plan.tree = tree
+    return plan
+
+
+def _users(report: Report, paths: list[str], agent_id: str) -> list[str]:
+    """The other agents that the files ``paths`` shape (by their current tree)."""
+    by_path = {a.path: a.agent_id for a in report.agents.values()}
+    users: set[str] = set()
+    for path in paths:
+        if path == SETTINGS_FILE:
+            continue
+        users |= report.prompt_users.get(path, frozenset())
+        if path in by_path:
+            users |= report.dependents.get(by_path[path], frozenset())
+    return sorted(users - {agent_id})
+
+
+def _same(a: Report, b: Report, agent_id: str) -> bool:
+    if (agent_id in a.configs) != (agent_id in b.configs):
+        return False
+    return agent_id not in a.configs or checksum(a.configs[agent_id]) == checksum(
+        b.configs[agent_id])
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    """``configsync rollback``; see the module docstring."""
+    with open_repo() as repo:
+        branch = repo.current_branch()
+        if branch is None and not args.branch:
+            raise UsageError("HEAD is detached: pass --branch NAME to commit the rollback on a "
+                             "new branch")
+        dirty = repo.dirty_paths()
+        if dirty:
+            raise ConfigsyncError(
+                f"the working tree has uncommitted changes ({', '.join(dirty[:3])}"
+                f"{' and more' if len(dirty) > 3 else ''}): commit or stash them first")
+        plan = plan_rollback(repo, args.agent, args.to,
+                             include_dependencies=args.include_dependencies)
+        commit = None
+        pushed = None
+        if plan.tree is not None:
+            commit = repo.commit_tree(plan.tree, plan.head, plan.message(args.message))
+            target_branch = args.branch or branch
+            assert target_branch is not None
+            if args.branch:
+                repo.create_branch(args.branch, commit)
+            else:
+                repo.fast_forward(commit)
+            if args.push:
+                remote, upstream = (repo.upstream(target_branch) if not args.branch
+                                    else ("origin", args.branch))
+                repo.push(remote, commit, upstream)
+                pushed = f"{remote}/{upstream}"
+    _report(args, plan, commit, pushed)
+    return 0
+
+
+def _report(args: argparse.Namespace, plan: Rollback, commit: str | None,
+            pushed: str | None) -> None:
+    t = plan.target
+    if args.format == "json":
+        data: dict[str, Any] = {
+            "agent_id": plan.agent_id, "commit": commit, "branch": args.branch, "pushed": pushed,
+            "from": None if plan.current is None else {
+                "version": plan.current.version, "commit": plan.current.commit.sha},
+            "to": {"version": t.version, "commit": t.commit.sha, "checksum": t.checksum},
+            "next_version": plan.next_version if commit else None,
+            "restored": plan.restored, "removed": plan.removed, "also_changes": plan.others}
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    if commit is None:
+        sys.stdout.write(f"{plan.agent_id} already has v{t.version}'s config: nothing to "
+                         "commit\n")
+        return
+    where = f"on new branch {args.branch}" if args.branch else "on the checked-out branch"
+    lines = [f"committed {commit[:12]} {where}: {plan.agent_id} back to v{t.version}'s config "
+             f"({t.commit.sha[:12]}); synced, it is v{plan.next_version}",
+             f"restored: {', '.join(plan.restored)}"]
+    if plan.others:
+        lines.append(f"also changes: {', '.join(plan.others)}")
+    if pushed:
+        lines.append(f"pushed to {pushed}")
+    elif args.branch:
+        lines.append(f"next: git push origin {args.branch}, and open a pull request")
+    else:
+        lines.append("next: git push (the daemon syncs it from the remote)")
+    sys.stdout.write("\n".join(lines) + "\n")
