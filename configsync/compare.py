@@ -111,9 +111,10 @@ def causes(agent_id: str, old: Report | None, new: Report | None) -> list[Cause]
     comment or a reformatted line changes no config)."""
     found: list[Cause] = []
     own_old, own_new = _file_data(old, agent_id), _file_data(new, agent_id)
-    if own_old is None or own_new is None or not same_value(own_old[1], own_new[1]) \
-            or own_old[0] != own_new[0]:
-        found.append(Cause(OWN, (own_new or own_old or (f"agents/{agent_id}.yaml", None))[0]))
+    if own_old is None or own_new is None:  # created or deleted: its own file, whatever else
+        return [Cause(OWN, (own_new or own_old or (f"agents/{agent_id}.yaml", None))[0])]
+    if not same_value(own_old[1], own_new[1]) or own_old[0] != own_new[0]:
+        found.append(Cause(OWN, own_new[0]))
     side = new if new is not None and agent_id in new.chains else old
     chain: Sequence[str] = side.chains.get(agent_id, ()) if side is not None else ()
     for base in chain[1:]:

@@ -1,0 +1,121 @@
+"""``configsync history``: its text and JSON on a real repository, and ``--redis``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from configsync.cli import main
+from configsync.embedded import RedisServer
+
+from .conftest import FIXED_DATE, Remote, git
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def edited(remote: Remote) -> Remote:
+    """Agent a: v1 (initial), v2 (temperature), v3 (prompt and a label), v4 (a revert of v3)."""
+    remote.commit_push("warmer a", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                                     "model: gpt-4o\ntemperature: 0.9\n"})
+    remote.commit_push("reword a | <b>", {
+        "agents/a.yaml": "system_prompt: |\n  You are A.\n  Be brief.\nmodel: gpt-4o\n"
+                         "temperature: 0.9\nmetadata: {labels: {tier: gold}}\n"})
+    git(remote.work, "revert", "--no-edit", "HEAD")
+    remote.push()
+    return remote
+
+
+def shas(remote: Remote) -> list[str]:
+    return git(remote.work, "log", "--format=%h", "--abbrev=12").split()
+
+
+def test_text_newest_first_with_fields_and_returns(edited: Remote,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(edited.work)
+    code, out, err = run(capsys, "history", "a")
+    assert (code, err) == (0, "")
+    revert, reword, warmer, initial = shas(edited)
+    date = FIXED_DATE.replace(" ", "T")
+    who = "Ada Author <ada@example.com>"
+    assert out == f"""\
+a: 4 versions on HEAD, newest first
+v4  {revert}  {date}  {who}
+    Revert "reword a | <b>"  [returns to v2]
+    ~ system_prompt: +0 -1 lines
+    - metadata.labels.tier: "gold"
+v3  {reword}  {date}  {who}
+    reword a | <b>
+    ~ system_prompt: +1 -0 lines
+    + metadata.labels.tier: "gold"
+v2  {warmer}  {date}  {who}
+    warmer a
+    ~ temperature: 0.7 → 0.9
+v1  {initial}  {date}  {who}
+    initial configs
+    created with 7 fields
+"""
+    code, out, _ = run(capsys, "history", "a", "--limit", "1")
+    assert out.splitlines()[0] == "a: 1 of 4 versions on HEAD, newest first"
+    assert len([line for line in out.splitlines() if line.startswith("v")]) == 1
+
+
+def test_json(edited: Remote, capsys: pytest.CaptureFixture[str],
+              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(edited.work)
+    code, out, _ = run(capsys, "history", "a", "--format", "json", "--ref", "HEAD~1")
+    data = json.loads(out)
+    assert code == 0 and data["served"] is None
+    assert [(v["version"], v["subject"], v["returns_to"]) for v in data["versions"]] == [
+        (3, "reword a | <b>", None), (2, "warmer a", None), (1, "initial configs", None)]
+    assert data["versions"][1]["fields"] == [
+        {"path": "temperature", "kind": "changed", "old": 0.7, "new": 0.9}]
+    assert data["versions"][0]["causes"] == [{"kind": "own", "path": "agents/a.yaml"}]
+    assert set(data["versions"][0]) == {
+        "agent_id", "version", "deleted", "commit", "author", "committed_at", "subject",
+        "revision", "checksum", "returns_to", "fields", "causes", "served"}
+
+
+def test_redis_marks_the_version_served(edited: Remote, redis_server: RedisServer,
+                                        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    git(edited.work, "reset", "-q", "--hard", "HEAD~1")  # the daemon serves v3 ...
+    edited.push(force=True)
+    assert main(["sync", "--repo", edited.url, "--redis", redis_server.url, "--once",
+                 "--workdir", str(tmp_path / "wd")]) == 0
+    git(edited.work, "revert", "--no-edit", "HEAD")  # ... and v4 is committed, not synced
+    monkeypatch.chdir(edited.work)
+    capsys.readouterr()
+    code, out, _ = run(capsys, "history", "a", "--redis", redis_server.url)
+    lines = out.splitlines()
+    assert code == 0
+    served = [line for line in lines if "served (applied 20" in line]
+    assert len(served) == 1 and served[0].startswith("    reword a | <b>  [served")
+    assert "kept in Redis" in lines[lines.index(served[0]) + 4]  # v2's subject line
+    monkeypatch.setenv("CONFIGSYNC_REDIS_URL", redis_server.url)
+    code, out, _ = run(capsys, "history", "a", "--redis", "--format", "json")
+    data = json.loads(out)
+    assert data["served"]["version"] == 3
+    assert [v["served"] for v in data["versions"]] == [False, True, False, False]
+
+
+def test_mistakes(edited: Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(edited.work)
+    assert run(capsys, "history", "aa") == (
+        1, "", "configsync: error: agent aa has no version on HEAD "
+               f"({git(edited.work, 'rev-parse', 'HEAD')[:12]}), did you mean `a`?\n")
+    code, _, err = run(capsys, "history", "a", "--ref", "nope")
+    assert code == 2 and err.startswith("configsync: error: unknown git ref: nope")
+    code, _, err = run(capsys, "history", "a", "--redis", "redis://127.0.0.1:6390/0")
+    assert code == 2 and "6390" in err and "\n" == err[-1] and err.count("\n") == 1
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "history", "a")
+    assert code == 2 and "no configsync.yaml" in err

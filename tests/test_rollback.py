@@ -1,0 +1,173 @@
+"""``configsync rollback``: the exact commit it makes on real git, and what a real daemon then
+serves (the old checksum under a new version)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+
+from configsync.cli import main
+from configsync.embedded import RedisServer
+from configsync.store import Store
+
+from .conftest import Remote, git
+
+A1 = "system_prompt: You are A.\nmodel: gpt-4o\ntemperature: 0.3\nmax_tokens: 100\n"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def conflicting(remote: Remote, monkeypatch: pytest.MonkeyPatch) -> Remote:
+    """a: v2 sets temperature 0.3 and max_tokens 100; v3 warms it; v4 edits the next line, so
+    `git revert` of v3's commit conflicts; b's edit rides in v3's commit."""
+    remote.commit_push("a: v2", {"agents/a.yaml": A1})
+    remote.commit_push("a warmer, b longer", {
+        "agents/a.yaml": A1.replace("0.3", "0.9"),
+        "agents/b.yaml": "system_prompt: You are B.\nmodel: gpt-4o-mini\ntools: [search]\n"
+                         "max_tokens: 999\n"})
+    remote.commit_push("a longer", {"agents/a.yaml": A1.replace("0.3", "0.9")
+                                    .replace("100", "200")})
+    monkeypatch.chdir(remote.work)
+    return remote
+
+
+def sync(remote: Remote, server: RedisServer, tmp_path: Path) -> int:
+    return main(["sync", "--repo", remote.url, "--redis", server.url, "--once",
+                 "--workdir", str(tmp_path / "wd")])
+
+
+def test_where_git_revert_conflicts_one_commit_restores_the_version(
+        conflicting: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    remote = conflicting
+    assert sync(remote, redis_server, tmp_path) == 0
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    v2 = store.history("a")[2]
+    warm = git(remote.work, "rev-parse", "HEAD~1").strip()
+    done = git_status(remote.work, "revert", "--no-edit", warm)
+    assert done != 0  # git revert conflicts here ...
+    git(remote.work, "revert", "--abort")
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    capsys.readouterr()
+    code, out, err = run(capsys, "rollback", "a", "--to", "v2")  # ... rollback does not
+    assert (code, err) == (0, "")
+    new = git(remote.work, "rev-parse", "HEAD").strip()
+    assert out.splitlines()[0] == (f"committed {new[:12]} on the checked-out branch: a back to "
+                                   f"v2's config ({v2.commit[:12]}); synced, it is v5")
+    assert git(remote.work, "rev-parse", "HEAD~1").strip() == head
+    assert git(remote.work, "diff", "--name-only", "HEAD~1", "HEAD").split() == ["agents/a.yaml"]
+    assert git(remote.work, "show", "HEAD:agents/a.yaml") == A1
+    assert git(remote.work, "status", "--porcelain") == ""  # working tree and index moved
+    assert git(remote.work, "log", "-1", "--format=%B") == (
+        "Roll back a to v2\n\n"
+        f"a: from v4 ({head[:12]}) to the resolved config of v2 ({v2.commit[:12]}, \"a: v2\"); "
+        "the daemon serves it as v5.\n\n"
+        f"Restored from {v2.commit[:12]}: agents/a.yaml\n\n"
+        "Configsync-Rollback: a v4 -> v2\n\n")
+    remote.push()
+    assert sync(remote, redis_server, tmp_path) == 0
+    served = store.current()
+    assert (served["a"].version, served["a"].checksum) == (5, v2.checksum)
+    assert served["b"].version == 2  # b's change in the same commit as a's stays
+
+
+def git_status(cwd: Path, *args: str) -> int:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True).returncode
+
+
+def test_to_a_commit_with_a_message_on_a_new_branch_pushed(
+        conflicting: Remote, capsys: pytest.CaptureFixture[str]) -> None:
+    remote = conflicting
+    first = git(remote.work, "rev-list", "--max-parents=0", "HEAD").strip()
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    code, out, err = run(capsys, "rollback", "a", "--to", first[:8], "-m", "Undo a's tuning",
+                         "--branch", "undo-a", "--push", "--format", "json")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert (data["from"]["version"], data["to"]["version"], data["to"]["commit"]) == (4, 1, first)
+    assert (data["branch"], data["pushed"], data["restored"]) == (
+        "undo-a", "origin/undo-a", ["agents/a.yaml"])
+    assert git(remote.work, "rev-parse", "HEAD").strip() == head  # the checkout stays
+    assert git(remote.work, "rev-parse", "undo-a^").strip() == head
+    assert git(Path(remote.url), "rev-parse", "undo-a").strip() == data["commit"]
+    assert git(remote.work, "log", "-1", "--format=%s", "undo-a") == "Undo a's tuning\n"
+    assert git(remote.work, "show", "undo-a:agents/a.yaml") == (
+        "system_prompt: You are A.\nmodel: gpt-4o\n")
+
+
+def test_a_dependency_is_named_and_restored_only_when_asked(
+        remote: Remote, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    remote.commit_push("shared prompt", {
+        "prompts/p.md": "Be kind.\n",
+        "agents/a.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o\n",
+        "agents/c.yaml": "system_prompt_file: prompts/p.md\nmodel: gpt-4o\n"})
+    remote.commit_push("reword", {"prompts/p.md": "Be curt.\n"})
+    monkeypatch.chdir(remote.work)
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    code, out, err = run(capsys, "rollback", "a", "--to", "2")
+    assert (code, out) == (1, "")
+    assert err == ("configsync: error: restoring agents/a.yaml is not enough: a's v2 also came "
+                   "from prompts/p.md, which changed since (they also shape c); pass "
+                   "--include-dependencies to restore them too, or edit them by hand\n")
+    assert git(remote.work, "rev-parse", "HEAD").strip() == head
+    code, out, err = run(capsys, "rollback", "a", "--to", "2", "--include-dependencies")
+    assert code == 0, err
+    assert out.splitlines()[1:3] == ["restored: prompts/p.md", "also changes: c"]
+    assert git(remote.work, "show", "HEAD:prompts/p.md") == "Be kind.\n"
+    assert "Also changes: c\n" in git(remote.work, "log", "-1", "--format=%B")
+
+
+def test_refusals(conflicting: Remote, capsys: pytest.CaptureFixture[str]) -> None:
+    remote = conflicting
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    (remote.work / "agents" / "b.yaml").write_text("model: gpt-4o\n")
+    code, _, err = run(capsys, "rollback", "a", "--to", "2")
+    assert code == 1 and "uncommitted changes (agents/b.yaml)" in err
+    git(remote.work, "checkout", "-q", "--", ".")
+    assert run(capsys, "rollback", "a", "--to", "9")[0] == 2
+    assert run(capsys, "rollback", "zz", "--to", "1")[0] == 2
+    assert run(capsys, "rollback", "a", "--to", "2", "--branch", "bad..name")[0] == 2
+    assert run(capsys, "rollback", "a", "--to", "nope")[0] == 2
+    code, out, _ = run(capsys, "rollback", "a", "--to", "4")
+    assert (code, out) == (0, "a already has v4's config: nothing to commit\n")
+    git(remote.work, "checkout", "-q", "--detach")
+    code, _, err = run(capsys, "rollback", "a", "--to", "2")
+    assert code == 2 and "HEAD is detached" in err
+    assert git(remote.work, "rev-parse", "HEAD").strip() == head
+    with pytest.raises(SystemExit) as exit_:
+        main(["rollback", "a"])  # --to is required
+    assert exit_.value.code == 2
+
+
+def test_a_rollback_that_would_not_validate_is_refused(
+        remote: Remote, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    remote.commit_push("a uses search", {"agents/a.yaml": "system_prompt: A\nmodel: gpt-4o\n"
+                                                          "tools: [search]\n"})
+    remote.commit_push("search becomes lookup; b uses it", {
+        "configsync.yaml": "namespace: test\nmodels: [gpt-4o, gpt-4o-mini]\n"
+                           "tools: {lookup: {description: Look up}}\n",
+        "agents/a.yaml": "system_prompt: A\nmodel: gpt-4o\n",
+        "agents/b.yaml": "system_prompt: You are B.\nmodel: gpt-4o-mini\ntools: [lookup]\n"})
+    monkeypatch.chdir(remote.work)
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    code, _, err = run(capsys, "rollback", "a", "--to", "2")
+    assert code == 1  # a's tools need the old registry: a dependency
+    assert err.startswith("configsync: error: restoring agents/a.yaml is not enough: a's v2 "
+                          "also came from configsync.yaml")
+    code, _, err = run(capsys, "rollback", "a", "--to", "2", "--include-dependencies")
+    assert code == 1  # the old registry lacks lookup, which b uses now
+    assert err.startswith("configsync: error: the rolled-back tree would not validate, so the "
+                          "daemon would reject it (1 error; first: agents/b.yaml:3:")
+    assert git(remote.work, "rev-parse", "HEAD").strip() == head
+    assert git(remote.work, "status", "--porcelain") == ""
