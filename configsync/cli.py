@@ -346,6 +346,7 @@ def _parser() -> argparse.ArgumentParser:
                     "config equals an earlier one says which (a revert or a rollback). With "
                     "--redis, the version Redis serves is marked, with when it was applied.",
         epilog="examples:\n  configsync history support --limit 5\n"
+               "  configsync history support --field system_prompt --since 2026-11-23\n"
                "  configsync history support --redis redis://127.0.0.1:6379/0 --format json"
                "\n\nexit codes: 0 printed; 1 the agent has no version on REF, or git failed; "
                "2 usage, or Redis unreachable with --redis")
@@ -353,6 +354,12 @@ def _parser() -> argparse.ArgumentParser:
                                                         "without .yaml)")
     history.add_argument("--limit", type=_positive_int, metavar="N",
                          help="only the newest N versions")
+    history.add_argument("--since", type=_since, metavar="DATE",
+                         help="only versions committed at or after DATE (2026-11-23, or an "
+                              "ISO 8601 time; UTC unless it names an offset)")
+    history.add_argument("--field", type=_nonempty, metavar="PATH",
+                         help="only versions that changed this field of the resolved config, or "
+                              "one inside it (system_prompt, temperature, metadata.labels)")
     history.add_argument("--ref", default="HEAD", type=_nonempty,
                          help="the branch or commit whose first-parent history to read "
                               "(default: HEAD; the daemon numbers the branch it syncs)")
@@ -472,6 +479,16 @@ def _namespace(text: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(f"{_shown(text)} {problem}")
     return text
+
+
+def _since(text: str) -> object:
+    from .history_cli import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a date (2026-11-23) or an ISO 8601 time (got {_shown(text)})") from None
 
 
 def _nonempty(text: str) -> str:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -33,7 +34,8 @@ from .snapshot import Record
 from .store import Store
 from .validate import check_tree
 
-__all__ = ["Served", "describe_causes", "describe_change", "open_repo", "run_history"]
+__all__ = ["Served", "describe_causes", "describe_change", "open_repo", "parse_since",
+           "run_history"]
 
 VALUE_WIDTH = 60
 
@@ -122,6 +124,8 @@ def render_text(agent_id: str, ref: str, versions: list[Version], served: Served
     """The versions, newest first; ``total``: how many versions the agent has in all."""
     count = sum(not v.deleted for v in versions)
     shown = plural(total, "version") if count == total else f"{count} of {total} versions"
+    if not versions:
+        return f"{one_line(agent_id)}: no version of {total} on {one_line(ref)} matches\n"
     lines = [f"{one_line(agent_id)}: {shown} on {one_line(ref)}, newest first"]
     for v in reversed(versions):
         info = v.commit
@@ -153,6 +157,22 @@ def _served_notes(versions: list[Version], served: Served | None) -> list[str]:
             "follows another branch, is behind, or was rebuilt after a force-push"]
 
 
+def _wanted(version: Version, since: datetime | None, path: str | None) -> bool:
+    """Whether ``version`` was committed at or after ``since`` and changed field ``path`` (or
+    a field inside it: ``metadata`` covers ``metadata.labels.tier``)."""
+    if since is not None and datetime.fromisoformat(version.commit.committed_at) < since:
+        return False
+    return path is None or any(
+        c.path == path or c.path.startswith((path + ".", path + "[")) for c in version.fields)
+
+
+def parse_since(text: str) -> datetime:
+    """``2026-11-23`` (midnight UTC) or an ISO 8601 time (UTC when it names no offset), for
+    ``--since``; ValueError otherwise."""
+    at = datetime.fromisoformat(text.strip())
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def run_history(args: argparse.Namespace) -> int:
     """``configsync history``: print the agent's versions; see the module docstring."""
     with open_repo() as repo:
@@ -164,7 +184,8 @@ def run_history(args: argparse.Namespace) -> int:
                                   f"{one_line(args.ref)} ({head[:12]})"
                                   f"{did_you_mean(args.agent, known)}")
     served = _served(args, args.agent)
-    shown = versions[-args.limit:] if args.limit else versions
+    shown = [v for v in versions if _wanted(v, args.since, args.field)]
+    shown = shown[-args.limit:] if args.limit else shown
     if args.format == "json":
         data = {"agent_id": args.agent, "ref": args.ref, "head": head,
                 "versions": [v.to_json() | {"served": _mark(v, served).startswith("served")}

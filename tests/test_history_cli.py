@@ -119,3 +119,21 @@ def test_mistakes(edited: Remote, tmp_path: Path, capsys: pytest.CaptureFixture[
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, "history", "a")
     assert code == 2 and "no configsync.yaml" in err
+
+
+def test_since_and_field_filters(edited: Remote, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(edited.work)
+    code, out, _ = run(capsys, "history", "a", "--field", "metadata", "--format", "json")
+    assert [v["version"] for v in json.loads(out)["versions"]] == [4, 3, 1]  # 1: created
+    code, out, _ = run(capsys, "history", "a", "--field", "system_prompt", "--limit", "1")
+    assert out.splitlines()[0] == "a: 1 of 4 versions on HEAD, newest first"
+    assert out.splitlines()[1].startswith("v4 ")
+    code, out, _ = run(capsys, "history", "a", "--since", "2026-01-03")  # FIXED_DATE: 01-02
+    assert (code, out) == (0, "a: no version of 4 on HEAD matches\n")
+    code, out, _ = run(capsys, "history", "a", "--since", "2026-01-02T03:04:05Z",
+                       "--field", "temperature")
+    assert [line[:3] for line in out.splitlines() if line.startswith("v")] == ["v2 "]
+    with pytest.raises(SystemExit) as exit_:
+        main(["history", "a", "--since", "last week"])
+    assert exit_.value.code == 2
