@@ -133,7 +133,7 @@ def test_since_and_field_filters(edited: Remote, capsys: pytest.CaptureFixture[s
     assert (code, out) == (0, "a: no version of 4 on HEAD matches\n")
     code, out, _ = run(capsys, "history", "a", "--since", "2026-01-02T03:04:05Z",
                        "--field", "temperature")
-    assert [line[:3] for line in out.splitlines() if line.startswith("v")] == ["v2 "]
+    assert [line[:3] for line in out.splitlines() if line.startswith("v")] == ["v2 ", "v1 "]
     with pytest.raises(SystemExit) as exit_:
         main(["history", "a", "--since", "last week"])
     assert exit_.value.code == 2
