@@ -120,13 +120,17 @@ def _mark(version: Version, served: Served | None) -> str:
 
 
 def render_text(agent_id: str, ref: str, versions: list[Version], served: Served | None,
-                total: int) -> str:
-    """The versions, newest first; ``total``: how many versions the agent has in all."""
+                total: int, serving: str | None = None) -> str:
+    """The versions, newest first; ``total``: how many versions the agent has in all;
+    ``serving``: :func:`served_line`."""
     count = sum(not v.deleted for v in versions)
     shown = plural(total, "version") if count == total else f"{count} of {total} versions"
     if not versions:
-        return f"{one_line(agent_id)}: no version of {total} on {one_line(ref)} matches\n"
+        lines = [f"{one_line(agent_id)}: no version of {total} on {one_line(ref)} matches"]
+        return "\n".join([*lines, *([serving] if serving else [])]) + "\n"
     lines = [f"{one_line(agent_id)}: {shown} on {one_line(ref)}, newest first"]
+    if serving is not None:
+        lines.append(serving)
     for v in reversed(versions):
         info = v.commit
         label = f"deleted (was v{v.version})" if v.deleted else f"v{v.version}"
@@ -140,21 +144,23 @@ def render_text(agent_id: str, ref: str, versions: list[Version], served: Served
             lines.append(f"    created with {plural(len(v.fields), 'field')}")
         elif not v.deleted:
             lines.extend(f"    {describe_change(c)}" for c in v.fields)
-    lines.extend(_served_notes(versions, served))
     return "\n".join(lines) + "\n"
 
 
-def _served_notes(versions: list[Version], served: Served | None) -> list[str]:
+def served_line(versions: list[Version], served: Served | None) -> str | None:
+    """What Redis serves, in one line (None without ``--redis``), checked against the whole
+    history (all of ``versions``, not only those shown)."""
     if served is None:
-        return []
+        return None
     record = served.record
     if record is None:
-        return ["Redis serves no version of this agent"]
+        return "Redis serves no version of this agent"
+    line = (f"Redis serves v{record.version} (commit {record.commit[:12]}, applied "
+            f"{record.synced_at})")
     if any(_mark(v, served).startswith("served") for v in versions):
-        return []
-    return [f"Redis serves v{record.version} (commit {record.commit[:12]}, applied "
-            f"{record.synced_at}), which this history does not number so: the namespace "
-            "follows another branch, is behind, or was rebuilt after a force-push"]
+        return line
+    return (line + ", which this history does not number so: the namespace follows another "
+            "branch, or was rebuilt after a force-push")
 
 
 def _wanted(version: Version, since: datetime | None, path: str | None) -> bool:
@@ -192,9 +198,12 @@ def run_history(args: argparse.Namespace) -> int:
                              for v in reversed(shown)],
                 "served": None if served is None or served.record is None else {
                     "version": served.record.version, "checksum": served.record.checksum,
-                    "commit": served.record.commit, "applied_at": served.record.synced_at}}
+                    "commit": served.record.commit, "applied_at": served.record.synced_at,
+                    "numbered_alike": any(_mark(v, served).startswith("served")
+                                          for v in versions)}}
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(render_text(args.agent, args.ref, shown, served,
-                                     sum(not v.deleted for v in versions)))
+                                     sum(not v.deleted for v in versions),
+                                     served_line(versions, served)))
     return 0

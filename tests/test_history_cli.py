@@ -99,10 +99,14 @@ def test_redis_marks_the_version_served(edited: Remote, redis_server: RedisServe
     served = [line for line in lines if "served (applied 20" in line]
     assert len(served) == 1 and served[0].startswith("    reword a | <b>  [served")
     assert "kept in Redis" in lines[lines.index(served[0]) + 4]  # v2's subject line
+    assert lines[1].startswith("Redis serves v3 (commit ") and lines[1].endswith("Z)")
+    code, out, _ = run(capsys, "history", "a", "--redis", redis_server.url, "--limit", "1")
+    assert out.splitlines()[1] == lines[1]  # what is live, though v3 is not shown
+    assert "[served" not in out
     monkeypatch.setenv("CONFIGSYNC_REDIS_URL", redis_server.url)
     code, out, _ = run(capsys, "history", "a", "--redis", "--format", "json")
     data = json.loads(out)
-    assert data["served"]["version"] == 3
+    assert (data["served"]["version"], data["served"]["numbered_alike"]) == (3, True)
     assert [v["served"] for v in data["versions"]] == [False, True, False, False]
 
 
