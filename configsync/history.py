@@ -55,27 +55,35 @@ class Version:
                 "causes": [c.to_json() for c in self.causes]}
 
 
-def replay(repo: GitRepo, head: str, *, repo_root: Path | None = None
-           ) -> Iterator[tuple[Step, Report | None]]:
+def replay(repo: GitRepo, head: str, *, repo_root: Path | None = None,
+           start: Applied | None = None) -> Iterator[tuple[Step, Report | None]]:
     """Each first-parent commit up to ``head``, oldest first, as the daemon's rebuild steps it,
-    with the report of the last tree applied before it (None before the first). Raises
-    GitError."""
+    with the report of the last tree applied before it (None before the first). From
+    ``start`` (what a daemon serves: its commit, an ancestor of ``head``, and versions), only
+    the commits after it, as that daemon's next poll steps them. Raises GitError."""
     engine = Engine(repo, repo_root=repo_root if repo_root is not None else repo.top)
-    _, steps = engine.walk(Applied(), None, head)
-    before: Report | None = None
+    if start is not None and start.commit is not None and start.report is None:
+        start.report = engine.check(start.commit)
+    begin = start or Applied()
+    _, steps = engine.walk(begin, begin.commit, head)
+    before: Report | None = begin.report
     for step in steps:
         yield step, before
         if step.applied is not None:
             before = step.applied.report
 
 
-def versions_at(repo: GitRepo, head: str, *, repo_root: Path | None = None
-                ) -> tuple[Applied, Report]:
-    """What a daemon rebuilding from ``head`` would serve (the last applied commit, each
-    agent's version and checksum), and the report of ``head``'s own tree (its resolved
-    configs; its errors when it was rejected)."""
-    applied, last = Applied(), None
-    for step, _ in replay(repo, head, repo_root=repo_root):
+def versions_at(repo: GitRepo, head: str, *, repo_root: Path | None = None,
+                start: Applied | None = None) -> tuple[Applied, Report]:
+    """What a daemon would serve at ``head`` (the last applied commit, each agent's version
+    and checksum): rebuilding from the whole history, or going on from ``start`` (see
+    :func:`replay`: then the cost follows the commits after it); and the report of
+    ``head``'s own tree (its resolved configs; its errors when it was rejected)."""
+    applied, last = start or Applied(), None
+    if start is not None and start.commit == head:
+        root = repo_root if repo_root is not None else repo.top
+        return start, check_tree(GitSource(repo, head), repo_root=root)
+    for step, _ in replay(repo, head, repo_root=repo_root, start=start):
         last = step
         if step.applied is not None:
             applied = step.applied

@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigsyncError, UsageError
+from .errors import ConfigsyncError, GitError, UsageError
 from .git import GitRepo, TreeEntry
 from .history import Version, agent_history
 from .history_cli import open_repo
@@ -230,7 +230,13 @@ def run_rollback(args: argparse.Namespace) -> int:
             if args.push:
                 remote, upstream = (repo.upstream(target_branch) if not args.branch
                                     else ("origin", args.branch))
-                repo.push(remote, commit, upstream)
+                try:
+                    repo.push(remote, commit, upstream)
+                except GitError as exc:
+                    where = f"on branch {args.branch}" if args.branch else "here"
+                    raise ConfigsyncError(f"committed {commit[:12]} {where}, but the push "
+                                          f"failed: {exc}; push it yourself when the remote "
+                                          "is reachable") from None
                 pushed = f"{remote}/{upstream}"
     _report(args, plan, commit, pushed)
     return 0

@@ -23,8 +23,9 @@ from .history import versions_at
 from .logs import one_line, redact_url
 from .read_cli import default_namespace, redis_url_given
 from .redis_url import from_url, redis_failure
-from .snapshot import checksum
+from .snapshot import Record, checksum
 from .store import Store
+from .sync import Applied
 
 __all__ = ["AgentStatus", "Status", "run_status"]
 
@@ -99,7 +100,8 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
     head = repo.resolve(branch)
     status = Status(store.keys.namespace, branch, head, NO_STATE)
     current = store.current()
-    applied, report = versions_at(repo, head, repo_root=repo.top)
+    applied, report = versions_at(repo, head, repo_root=repo.top,
+                                  start=_served(repo, store, state, current, head))
     ids = sorted(set(report.configs) | set(current))
     digests = {a: checksum(config) for a, config in report.configs.items()}
     status.agents = [AgentStatus(
@@ -128,6 +130,22 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
         status.state = BEHIND
         status.behind = repo.count_commits(served or None, head)
     return status
+
+
+def _served(repo: GitRepo, store: Store, state: dict[str, str], current: dict[str, Record],
+            head: str) -> Applied | None:
+    """What the daemon serves, as the start of its next walk (as ``Daemon._load`` makes it),
+    when the served commit is ``head`` or an ancestor here: the head's versions then cost
+    the commits after it, and are the numbers that daemon will give. None: replay the whole
+    history (no state yet, or a served commit this clone lacks or that is not an ancestor)."""
+    served = state.get("commit")
+    if not served or not repo.has_commit(served) or not repo.is_ancestor(served, head):
+        return None
+    last = store.last_versions()
+    versions = {a: (r.version, r.checksum) for a, r in current.items()}
+    for agent_id, (version, _) in versions.items():
+        last[agent_id] = max(version, last.get(agent_id, 0))
+    return Applied(served, None, versions, last, int(state.get("revision") or 0))
 
 
 def _short(sha: str) -> str:
