@@ -171,3 +171,40 @@ def test_a_rollback_that_would_not_validate_is_refused(
                           "daemon would reject it (1 error; first: agents/b.yaml:3:")
     assert git(remote.work, "rev-parse", "HEAD").strip() == head
     assert git(remote.work, "status", "--porcelain") == ""
+
+
+def test_a_deleted_agent_comes_back_and_a_failed_push_says_the_commit_is_made(
+        remote: Remote, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    remote.delete("agents/b.yaml")
+    remote.commit_push("drop b")
+    monkeypatch.chdir(remote.work)
+    git(remote.work, "remote", "set-url", "origin", str(remote.work.parent / "gone.git"))
+    code, out, err = run(capsys, "rollback", "b", "--to", "1", "--push")
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    assert (code, out) == (1, "")
+    assert err.startswith(f"configsync: error: committed {head[:12]} here, but the push "
+                          "failed: git push origin main failed: ")
+    assert git(remote.work, "show", "HEAD:agents/b.yaml").startswith("system_prompt: You are B")
+    assert "b: from deleted to the resolved config of v1" in git(remote.work, "log", "-1",
+                                                                 "--format=%B")
+
+
+def test_a_config_root_in_a_subfolder(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    top = tmp_path / "mono"
+    sub = top / "ops" / "agents-config"
+    (sub / "agents").mkdir(parents=True)
+    git(top, "init", "-q", "-b", "main")
+    (sub / "configsync.yaml").write_text("namespace: ops\n")
+    (sub / "agents" / "a.yaml").write_text("system_prompt: A\nmodel: m\n")
+    git(top, "add", "-A")
+    git(top, "commit", "-qm", "one")
+    (sub / "agents" / "a.yaml").write_text("system_prompt: A2\nmodel: m\n")
+    git(top, "commit", "-qam", "two")
+    monkeypatch.chdir(sub / "agents")
+    code, out, err = run(capsys, "rollback", "a", "--to", "1")
+    assert (code, err) == (0, "")
+    assert git(top, "diff", "--name-only", "HEAD~1", "HEAD").split() == [
+        "ops/agents-config/agents/a.yaml"]
+    assert (sub / "agents" / "a.yaml").read_text() == "system_prompt: A\nmodel: m\n"
