@@ -300,3 +300,28 @@ def test_scaffolded_workflow_passes_actionlint_against_the_reusable_workflow(
     done = subprocess.run([actionlint, str(workflow)], cwd=repo, capture_output=True,
                           text=True)
     assert 'input "strictness" is not defined' in done.stdout, done.stdout + done.stderr
+
+
+def readme_workflows() -> list[str]:
+    """The complete workflows README's "In CI and before commit" shows, in order."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## In CI and before commit", 1)[1].split("\n## ", 1)[0]
+    return [block for block in re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+            if block.startswith("name: ")]
+
+
+def test_readme_workflows_pass_actionlint(tmp_path: Path) -> None:
+    actionlint = _actionlint()
+    remote = "configsync/configsync/.github/workflows/configsync-validate.yml@v0.1.0"
+    folder = tmp_path / ".github" / "workflows"
+    folder.mkdir(parents=True)
+    git(tmp_path, "init", "-q")
+    shutil.copy(REUSABLE_PATH, folder)
+    reusable, action = readme_workflows()
+    assert f"uses: {remote}\n" in reusable and "uses: configsync/configsync@v0.1.0" in action
+    (folder / "a.yml").write_text(reusable.replace(remote, "./.github/workflows/" +
+                                                   REUSABLE_PATH.name))
+    (folder / "b.yml").write_text(action)
+    done = subprocess.run([actionlint, str(folder / "a.yml"), str(folder / "b.yml")],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

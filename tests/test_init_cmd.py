@@ -12,6 +12,7 @@ from configsync.cli import main
 from configsync.scaffold import sanitize_namespace
 
 from .conftest import git
+from .test_action import readme_workflows
 
 WRITTEN = ["configsync.yaml", "agents/example.yaml", "prompts/example.md",
            "schemas/agent.schema.json", "schemas/configsync.schema.json",
@@ -127,6 +128,7 @@ def test_workflow_and_pre_commit_config(tmp_path: Path,
     assert workflow["jobs"] == {"validate": {  # one job: the reusable workflow does the rest
         "uses": CALL, "with": {"path": ".", "python-version": "3.12", "strict": True}}}
     assert set(workflow[True]) == {"pull_request", "push"}  # every change: no paths filter
+    assert workflow == yaml.safe_load(readme_workflows()[0])  # what the README shows
     hooks = yaml.safe_load((tmp_path / ".pre-commit-config.yaml").read_text())
     assert hooks == {"repos": [{"repo": "https://github.com/configsync/configsync",
                                 "rev": "v0.1.0", "hooks": [{"id": "configsync-validate"}]}]}
