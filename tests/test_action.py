@@ -33,6 +33,7 @@ REUSABLE_PATH = ROOT / ".github" / "workflows" / "configsync-validate.yml"
 REUSABLE = yaml.safe_load(REUSABLE_PATH.read_text())
 EXPRESSION = re.compile(r"\$\{\{\s*([\w.-]+)\s*\}\}")
 NO_DIFF = "configsync diff is not in this configsync version"
+CALL = "configsync/configsync/.github/workflows/configsync-validate.yml@v0.1.0"
 
 
 def test_action_is_composite_with_bash_steps_and_documented_inputs() -> None:
@@ -281,22 +282,15 @@ def test_scaffolded_workflow_passes_actionlint_against_the_reusable_workflow(
     """`configsync init`'s workflow, at a repository's top and for a folder inside one. Its
     `uses:` names the reusable workflow at a release, which actionlint cannot read: pointed at
     this checkout's copy, actionlint checks the inputs it passes by name and type."""
-    actionlint = _actionlint()
     repo = tmp_path / "repo"
     GitTree(repo)
     assert main(["init", str(repo / folder)]) == 0
     capsys.readouterr()
     (workflow,) = (repo / ".github" / "workflows").glob("*.yml")
-    shutil.copy(REUSABLE_PATH, workflow.parent)
-    remote = "configsync/configsync/.github/workflows/configsync-validate.yml@v0.1.0"
-    text = workflow.read_text()
-    assert f"uses: {remote}\n" in text
-    workflow.write_text(text.replace(remote, "./.github/workflows/configsync-validate.yml"))
-    done = subprocess.run([actionlint, str(workflow)], cwd=repo, capture_output=True,
-                          text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    _lint_calling_this_checkout(repo, {workflow.name: workflow.read_text()})
     # the check bites: an input the reusable workflow lacks is an error
     workflow.write_text(workflow.read_text().replace("strict: true", "strictness: true"))
+    actionlint = _actionlint()
     done = subprocess.run([actionlint, str(workflow)], cwd=repo, capture_output=True,
                           text=True)
     assert 'input "strictness" is not defined' in done.stdout, done.stdout + done.stderr
@@ -311,17 +305,22 @@ def readme_workflows() -> list[str]:
 
 
 def test_readme_workflows_pass_actionlint(tmp_path: Path) -> None:
-    actionlint = _actionlint()
-    remote = "configsync/configsync/.github/workflows/configsync-validate.yml@v0.1.0"
-    folder = tmp_path / ".github" / "workflows"
-    folder.mkdir(parents=True)
-    git(tmp_path, "init", "-q")
-    shutil.copy(REUSABLE_PATH, folder)
     reusable, action = readme_workflows()
-    assert f"uses: {remote}\n" in reusable and "uses: configsync/configsync@v0.1.0" in action
-    (folder / "a.yml").write_text(reusable.replace(remote, "./.github/workflows/" +
-                                                   REUSABLE_PATH.name))
-    (folder / "b.yml").write_text(action)
-    done = subprocess.run([actionlint, str(folder / "a.yml"), str(folder / "b.yml")],
-                          cwd=tmp_path, capture_output=True, text=True)
+    assert "uses: configsync/configsync@v0.1.0" in action
+    GitTree(tmp_path)
+    _lint_calling_this_checkout(tmp_path, {"reusable.yml": reusable, "action.yml": action})
+
+
+def _lint_calling_this_checkout(repo: Path, workflows: dict[str, str]) -> None:
+    """actionlint over ``workflows`` (name → text) in ``repo``'s `.github/workflows`, with
+    their calls to the reusable workflow at a release pointed at this checkout's copy (which
+    actionlint reads: it checks the inputs passed by name and type)."""
+    folder = repo / ".github" / "workflows"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REUSABLE_PATH, folder)
+    assert any(f"uses: {CALL}\n" in text for text in workflows.values())
+    for name, text in workflows.items():
+        (folder / name).write_text(text.replace(CALL, f"./.github/workflows/{REUSABLE_PATH.name}"))
+    done = subprocess.run([_actionlint(), *(str(folder / name) for name in workflows)],
+                          cwd=repo, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -12,7 +12,7 @@ from configsync.cli import main
 from configsync.scaffold import sanitize_namespace
 
 from .conftest import git
-from .test_action import readme_workflows
+from .test_action import CALL, readme_workflows
 
 WRITTEN = ["configsync.yaml", "agents/example.yaml", "prompts/example.md",
            "schemas/agent.schema.json", "schemas/configsync.schema.json",
@@ -117,7 +117,6 @@ def test_bad_namespace_is_a_usage_error(tmp_path: Path,
 
 
 HOOKS = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text())
-CALL = "configsync/configsync/.github/workflows/configsync-validate.yml@v0.1.0"
 
 
 def test_workflow_and_pre_commit_config(tmp_path: Path,
