@@ -447,9 +447,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write configsync.yaml, agents/example.yaml, prompts/example.md, the JSON "
                     "Schema files and editor settings (as `configsync schema` does), a "
-                    ".gitignore, .github/workflows/configsync.yml (calls configsync's action) "
-                    "and .pre-commit-config.yaml (configsync's hook). Runs `git init` when DIR "
-                    "is not inside a git repository; never commits.",
+                    ".gitignore, .github/workflows/configsync.yml (calls configsync's reusable "
+                    "workflow) and .pre-commit-config.yaml (configsync's hook). When DIR is a "
+                    "folder inside a bigger git repository, those two go to its top (the "
+                    "workflow as configsync-FOLDER.yml, with `path:` set to DIR) and an "
+                    "existing .pre-commit-config.yaml is kept: init says what to add to it. "
+                    "Runs `git init` when DIR is not inside a git repository; never commits.",
         epilog="example:\n  configsync init support-configs --namespace support\n\n"
                "exit codes: 0 written; 1 git or the editor settings failed; 2 a file exists "
                "(without --force) or a usage mistake")

@@ -39,7 +39,7 @@ import git as gitpython
 from .errors import GitError, UsageError
 
 __all__ = ["Change", "CommitInfo", "GitRepo", "Mirror", "RemoteRefs", "TreeEntry",
-           "init_repository", "is_inside_work_tree", "tracks_files_under"]
+           "init_repository", "tracks_files_under", "work_tree_top"]
 
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
 
@@ -128,12 +128,13 @@ def tracks_files_under(root: Path, folder: Path) -> bool:
     return status != 0 or bool(out)
 
 
-def is_inside_work_tree(folder: Path) -> bool:
-    """Whether ``folder`` (an existing directory) is inside a git working tree. git exits 128
-    outside any repository; inside a bare repository or a ``.git`` folder it prints false."""
-    status, out = _run(["rev-parse", "--is-inside-work-tree"], cwd=folder, ok=(0, 128),
+def work_tree_top(folder: Path) -> Path | None:
+    """The top of the git working tree ``folder`` (an existing directory) is in, or None when
+    it is in none: git exits 128 outside any repository, and inside a bare repository or a
+    ``.git`` folder (no working tree)."""
+    status, out = _run(["rev-parse", "--show-toplevel"], cwd=folder, ok=(0, 128),
                        what="git rev-parse (is git installed?)")
-    return status == 0 and out.strip() == "true"
+    return Path(out.strip()) if status == 0 and out.strip() else None
 
 
 def init_repository(folder: Path) -> None:

@@ -1,10 +1,13 @@
 """``configsync init [DIR]``: a new config repository that validates clean and works with every
 tool: ``configsync.yaml``, an example agent and its prompt, the JSON Schema files and editor
 mapping (the code behind ``configsync schema``), a ``.gitignore``, a GitHub workflow that calls
-configsync's action, and a ``.pre-commit-config.yaml`` that runs configsync's hook.
+configsync's reusable workflow, and a ``.pre-commit-config.yaml`` that runs configsync's hook.
+GitHub reads workflows and pre-commit its config only at the git repository's top: for DIR a
+folder inside a bigger repository, those two are written there (``Layout``), naming DIR.
 
-Nothing that exists is overwritten unless asked (``--force``); ``git init`` runs when DIR is not
-inside a git working tree, and nothing is ever committed.
+Nothing that exists is overwritten unless asked (``--force``), and a bigger repository's own
+pre-commit config not even then; ``git init`` runs when DIR is not inside a git working tree,
+and nothing is ever committed.
 """
 
 from __future__ import annotations
@@ -14,21 +17,25 @@ import json
 import os
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
 from .editor import SETTINGS_PATH, editor_settings
 from .errors import UsageError
-from .git import init_repository, is_inside_work_tree
+from .git import init_repository, work_tree_top
 from .model import NAMESPACE_MAX, namespace_problem
 from .repo import SETTINGS_FILE
 from .schema import render_schemas
 
-__all__ = ["ACTION", "HOOK_REPO", "WORKFLOW_PATH", "sanitize_namespace", "scaffold_files"]
+__all__ = ["ACTION", "HOOK_REPO", "PRE_COMMIT_PATH", "REUSABLE_WORKFLOW", "WORKFLOW_PATH",
+           "Layout", "find_layout", "sanitize_namespace", "scaffold_files"]
 
 ACTION = "configsync/configsync"
+REUSABLE_WORKFLOW = f"{ACTION}/.github/workflows/configsync-validate.yml"
 HOOK_REPO = "https://github.com/configsync/configsync"
 WORKFLOW_PATH = ".github/workflows/configsync.yml"
+PRE_COMMIT_PATH = ".pre-commit-config.yaml"
 RELEASE = f"v{__version__}"  # the tag both `uses:` and `rev:` name
 
 _PLAIN_SCALAR = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -60,36 +67,44 @@ __pycache__/
 .DS_Store
 """
 
-_PRE_COMMIT = f"""\
+def _pre_commit(folder: str) -> str:
+    return f"""\
 # Validates what is being committed (`configsync validate --cached`): `pre-commit install`
 repos:
   - repo: {HOOK_REPO}
     rev: {RELEASE}
-    hooks: [{{id: configsync-validate}}]
+    hooks: [{{id: configsync-validate{_hook_args(folder)}}}]
 """
 
-_WORKFLOW = f"""\
+
+def _hook_args(folder: str) -> str:
+    """The hook's arguments: the config folder when it is not the repository's top."""
+    return "" if folder == "." else f", args: [{_yaml_string(folder)}]"
+
+
+def _workflow(folder: str, name: str) -> str:
+    """The config repository's workflow: one job that calls configsync's reusable workflow
+    (which checks out with history and runs the action at the same tag). In a folder of a
+    bigger repository it runs only when that folder (or the workflow) changes."""
+    paths = "" if folder == "." else (
+        f"\n    paths: [{json.dumps(folder + '/**')}, {json.dumps(name)}]")
+    return f"""\
 # Validates the configs of every pull request (annotations on its lines) and writes the
 # resolved-config diff to the job summary.
 name: configsync
 on:
-  pull_request:
+  pull_request:{paths}
   push:
-    branches: [main]
+    branches: [main]{paths}
 permissions:
   contents: read
 jobs:
   validate:
-    runs-on: ubuntu-latest
-    steps:
-      - uses: actions/checkout@v4
-        with:
-          fetch-depth: 0  # the diff compares with the merge base
-      - uses: {ACTION}@{RELEASE}
-        with:
-          path: .
-          python-version: "3.12"
-          strict: "true"
+    uses: {REUSABLE_WORKFLOW}@{RELEASE}
+    with:
+      path: {_yaml_string(folder)}
+      python-version: "3.12"
+      strict: true
 """
 
 
@@ -118,21 +133,63 @@ tools:  # the tool registry: the only tool names agents may list
 """
 
 
-def scaffold_files(root: Path, namespace: str) -> dict[str, str]:
-    """Path under ``root`` → text, for every file ``init`` writes. The editor settings are
-    merged into an existing ``.vscode/settings.json`` as ``configsync schema`` does (and are
-    left out when that file already maps the schemas)."""
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where ``init`` writes: the config files in ``root`` (DIR as given); the workflow and the
+    pre-commit config at ``top``, the git working tree's top (GitHub reads workflows only from
+    the top's ``.github/workflows``, pre-commit only the top's config), which is ``root`` unless
+    DIR is a folder inside a bigger repository; ``folder`` is DIR relative to ``top``."""
+
+    root: Path
+    top: Path
+    folder: str = "."
+
+    @property
+    def workflow(self) -> Path:
+        if self.folder == ".":
+            return self.top / WORKFLOW_PATH
+        return self.top / f".github/workflows/configsync-{sanitize_namespace(self.folder)}.yml"
+
+    @property
+    def pre_commit(self) -> Path:
+        return self.top / PRE_COMMIT_PATH
+
+    def from_top(self, target: Path) -> str:
+        return Path(os.path.relpath(target, self.top)).as_posix()
+
+
+def find_layout(root: Path) -> tuple[Layout, bool]:
+    """The layout for DIR ``root`` (which may not exist yet), and whether it is inside a git
+    working tree already (else ``init`` runs ``git init`` in it)."""
+    existing = root.resolve()
+    while not existing.is_dir():
+        existing = existing.parent
+    top = work_tree_top(existing)
+    if top is None or top.resolve() == root.resolve():
+        return Layout(root, root), top is not None
+    folder = Path(os.path.relpath(root.resolve(), top.resolve())).as_posix()
+    shown = top if root.is_absolute() else Path(
+        os.path.relpath(top.resolve(), Path.cwd().resolve()))
+    return Layout(root, shown, folder), True
+
+
+def scaffold_files(layout: Layout, namespace: str) -> dict[Path, str]:
+    """Each file ``init`` writes → its text. The editor settings are merged into an existing
+    ``.vscode/settings.json`` as ``configsync schema`` does (and are left out when that file
+    already maps the schemas)."""
+    root = layout.root
     files = {
-        SETTINGS_FILE: _settings(namespace),
-        "agents/example.yaml": _EXAMPLE_AGENT,
-        "prompts/example.md": _EXAMPLE_PROMPT,
-        **{f"schemas/{name}": text for name, text in render_schemas().items()},
+        root / SETTINGS_FILE: _settings(namespace),
+        root / "agents/example.yaml": _EXAMPLE_AGENT,
+        root / "prompts/example.md": _EXAMPLE_PROMPT,
+        **{root / "schemas" / name: text for name, text in render_schemas().items()},
     }
     editor = editor_settings(root / "schemas", root)
     if editor is not None:
-        files[SETTINGS_PATH.as_posix()] = editor
-    files.update({".gitignore": _GITIGNORE, WORKFLOW_PATH: _WORKFLOW,
-                  ".pre-commit-config.yaml": _PRE_COMMIT})
+        files[root / SETTINGS_PATH] = editor
+    files.update({root / ".gitignore": _GITIGNORE,
+                  layout.workflow: _workflow(layout.folder, layout.from_top(layout.workflow)),
+                  layout.pre_commit: _pre_commit(layout.folder)})
     return files
 
 
@@ -141,20 +198,26 @@ def run_init(args: argparse.Namespace) -> int:
     if root.exists() and not root.is_dir():
         raise UsageError(f"{args.dir} exists and is not a folder")
     namespace = args.namespace or sanitize_namespace(root.resolve().name)
-    planned = [SETTINGS_FILE, "agents/example.yaml", "prompts/example.md",
-               *(f"schemas/{name}" for name in render_schemas()), SETTINGS_PATH.as_posix(),
-               ".gitignore", WORKFLOW_PATH, ".pre-commit-config.yaml"]
-    existing = [p for p in planned if os.path.lexists(root / p)]
+    layout, in_git = find_layout(root)
+    planned = [root / SETTINGS_FILE, root / "agents/example.yaml", root / "prompts/example.md",
+               *(root / "schemas" / name for name in render_schemas()), root / SETTINGS_PATH,
+               root / ".gitignore", layout.workflow, layout.pre_commit]
+    # a bigger repository's pre-commit config holds its other hooks: never replaced, even with
+    # --force; the output says what to add to it
+    kept = [layout.pre_commit] if layout.folder != "." and os.path.lexists(
+        layout.pre_commit) else []
+    existing = [p for p in planned if os.path.lexists(p) and p not in kept]
     if existing and not args.force:
-        raise UsageError(f"{args.dir} already has {', '.join(existing)}; nothing was written "
+        shown = ", ".join(os.path.relpath(p, root) for p in existing)
+        raise UsageError(f"{args.dir} already has {shown}; nothing was written "
                          "(--force overwrites them)")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create {args.dir}: {exc.strerror or exc}") from None
-    files = scaffold_files(root, namespace)
-    for rel, text in files.items():
-        target = root / rel
+    files = {target: text for target, text in scaffold_files(layout, namespace).items()
+             if target not in kept}
+    for target, text in files.items():
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_symlink():  # --force replaces the link, never writes through it
@@ -162,18 +225,22 @@ def run_init(args: argparse.Namespace) -> int:
             target.write_text(text, "utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
-    git_init = not is_inside_work_tree(root)
-    if git_init:
+    if not in_git:
         init_repository(root)
-    steps = _next_steps(args.dir)
+    steps = _next_steps(layout, kept)
     if args.format == "json":
-        print(json.dumps({"folder": str(root), "namespace": namespace, "git_init": git_init,
-                          "wrote": [(root / rel).as_posix() for rel in files],
+        print(json.dumps({"folder": str(root), "namespace": namespace, "git_init": not in_git,
+                          "top": str(layout.top), "path": layout.folder,
+                          "wrote": [target.as_posix() for target in files],
+                          "kept": [target.as_posix() for target in kept],
                           "next": steps}, indent=2))
         return 0
-    for rel in files:
-        print(f"wrote {(root / rel).as_posix()}")
-    if git_init:
+    for target in files:
+        print(f"wrote {target.as_posix()}")
+    for target in kept:
+        print(f"kept {target.as_posix()} (the repository's own: add configsync's hook to it, "
+              "below)")
+    if not in_git:
         print(f"created an empty git repository in {root.as_posix()} (nothing committed)")
     print(f"namespace: {namespace}")
     print("next steps:")
@@ -182,12 +249,24 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _next_steps(folder: str) -> list[str]:
-    steps = [] if os.path.normpath(folder) == "." else [f"cd {shlex.quote(folder)}"]
-    return [*steps,
-            "edit agents/example.yaml and prompts/example.md (configsync.yaml lists the models "
-            "and tools), then: configsync validate --strict",
-            "git add -A && git commit -m 'configsync: new config repository'",
-            "pre-commit install  # validate every commit before it is made",
-            f"push to GitHub: {WORKFLOW_PATH} validates every pull request",
-            "configsync sync  # serve the committed configs from Redis"]
+def _next_steps(layout: Layout, kept: list[Path]) -> list[str]:
+    folder = os.path.normpath(layout.root)
+    steps = [] if folder == "." else [f"cd {shlex.quote(layout.root.as_posix())}"]
+    steps.append("edit agents/example.yaml and prompts/example.md (configsync.yaml lists the "
+                 "models and tools), then: configsync validate --strict")
+    if layout.folder == ".":
+        steps.append("git add -A && git commit -m 'configsync: new config repository'")
+    else:  # only what init wrote: the bigger repository may have other changes in hand
+        outside = [os.path.relpath(p, layout.root) for p in (layout.workflow, layout.pre_commit)
+                   if p not in kept]
+        steps.append(f"git add . {' '.join(shlex.quote(p) for p in outside)} && "
+                     "git commit -m 'configsync: new config repository'")
+    if kept:
+        steps.append(f"add to {kept[0].as_posix()}'s repos: - {{repo: {json.dumps(HOOK_REPO)}, "
+                     f"rev: {RELEASE}, hooks: [{{id: configsync-validate"
+                     f"{_hook_args(layout.folder)}}}]}}")
+    steps += ["pre-commit install  # validate every commit before it is made",
+              f"push to GitHub: {layout.from_top(layout.workflow)} validates every pull "
+              "request",
+              "configsync sync  # serve the committed configs from Redis"]
+    return steps

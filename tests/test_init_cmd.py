@@ -12,6 +12,7 @@ from configsync.cli import main
 from configsync.scaffold import sanitize_namespace
 
 from .conftest import git
+from .test_action import CALL, readme_workflows
 
 WRITTEN = ["configsync.yaml", "agents/example.yaml", "prompts/example.md",
            "schemas/agent.schema.json", "schemas/configsync.schema.json",
@@ -42,8 +43,9 @@ def test_scaffold_validates_and_its_schemas_are_current(
     assert run(capsys, "validate", "--strict", str(target))[0] == 0
     monkeypatch.chdir(target)
     assert run(capsys, "schema", "--check")[0] == 0
+    assert run(capsys, "validate", "--format", "github", "--strict", ".")[:2] == (0, "")
     git(target, "add", "-A")
-    assert run(capsys, "validate", "--cached", "--strict")[0] == 0
+    assert run(capsys, *_hook_command(target), "--strict")[0] == 0  # what pre-commit runs
     git(target, "commit", "-q", "-m", "scaffold")
     assert run(capsys, "validate", "--ref", "HEAD", "--strict")[0] == 0
     assert git(target, "status", "--porcelain") == ""  # .gitignore hides nothing it wrote
@@ -114,20 +116,101 @@ def test_bad_namespace_is_a_usage_error(tmp_path: Path,
     assert not (tmp_path / "configsync.yaml").exists()
 
 
+HOOKS = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text())
+
+
 def test_workflow_and_pre_commit_config(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "init", str(tmp_path))[0] == 0
     workflow = yaml.safe_load((tmp_path / ".github/workflows/configsync.yml").read_text())
-    steps = workflow["jobs"]["validate"]["steps"]
-    assert steps[-1] == {"uses": "configsync/configsync@v0.1.0",
-                         "with": {"path": ".", "python-version": "3.12", "strict": "true"}}
-    assert steps[0]["uses"].startswith("actions/checkout@")
+    assert workflow["permissions"] == {"contents": "read"}
+    assert workflow["jobs"] == {"validate": {  # one job: the reusable workflow does the rest
+        "uses": CALL, "with": {"path": ".", "python-version": "3.12", "strict": True}}}
+    assert set(workflow[True]) == {"pull_request", "push"}  # every change: no paths filter
+    assert workflow == yaml.safe_load(readme_workflows()[0])  # what the README shows
     hooks = yaml.safe_load((tmp_path / ".pre-commit-config.yaml").read_text())
     assert hooks == {"repos": [{"repo": "https://github.com/configsync/configsync",
                                 "rev": "v0.1.0", "hooks": [{"id": "configsync-validate"}]}]}
-    hook_ids = [h["id"] for h in yaml.safe_load(
-        (Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text())]
-    assert "configsync-validate" in hook_ids
+    assert "configsync-validate" in [h["id"] for h in HOOKS]
+
+
+def _hook_command(top: Path) -> list[str]:
+    """The command pre-commit runs for configsync's hook in ``top`` (entry, then args)."""
+    (repo,) = yaml.safe_load((top / ".pre-commit-config.yaml").read_text())["repos"]
+    (hook,) = repo["hooks"]
+    (entry,) = [h["entry"] for h in HOOKS if h["id"] == hook["id"]]
+    return [*entry.split()[1:], *hook.get("args", [])]
+
+
+def test_in_a_folder_of_a_bigger_repository_the_workflow_goes_to_its_top(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "app.py").write_text("print('the rest of the repository')\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "init", "team/configs")
+    assert code == 0
+    name = ".github/workflows/configsync-team-configs.yml"
+    assert f"wrote {name}\n" in out and "wrote .pre-commit-config.yaml\n" in out
+    assert "created an empty git repository" not in out
+    assert not (tmp_path / "team/configs/.github").exists()
+    assert not (tmp_path / "team/configs/.pre-commit-config.yaml").exists()
+    assert f"  git add . ../../{name} ../../.pre-commit-config.yaml && git commit" in out
+    workflow = yaml.safe_load((tmp_path / name).read_text())
+    assert workflow["jobs"]["validate"]["with"]["path"] == "team/configs"
+    for event in ("pull_request", "push"):  # a change elsewhere in the repository runs nothing
+        assert workflow[True][event]["paths"] == ["team/configs/**", name]
+    assert _hook_command(tmp_path) == ["validate", "--cached", "team/configs"]
+    # the workflow's commands and the hook's, from the top, as GitHub and pre-commit run them
+    git(tmp_path, "add", "-A")
+    assert run(capsys, *_hook_command(tmp_path), "--strict")[0] == 0
+    code, out, _ = run(capsys, "validate", "--format", "github", "--strict", "team/configs")
+    assert (code, out) == (0, "")
+    monkeypatch.chdir(tmp_path / "team/configs")
+    assert run(capsys, "schema", "--check")[0] == 0
+    # a second config folder gets a workflow of its own
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other").mkdir()
+    assert run(capsys, "init", "other")[0] == 0
+    assert sorted(p.name for p in (tmp_path / ".github/workflows").iterdir()) == [
+        "configsync-other.yml", "configsync-team-configs.yml"]
+
+
+def test_a_bigger_repositorys_pre_commit_config_is_kept(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    git(tmp_path, "init", "-q")
+    theirs = "repos:\n  - repo: local\n    hooks: []\n"
+    (tmp_path / ".pre-commit-config.yaml").write_text(theirs)
+    for force in ([], ["--force"]):  # theirs holds other hooks: --force does not replace it
+        code, out, _ = run(capsys, "init", *force, "--format", "json", str(tmp_path / "cfg"))
+        assert code == 0
+        report = json.loads(out)
+        assert report["kept"] == [f"{tmp_path.as_posix()}/.pre-commit-config.yaml"]
+        assert report["path"] == "cfg" and report["git_init"] is False
+        assert f"{tmp_path.as_posix()}/.pre-commit-config.yaml" not in report["wrote"]
+        assert (tmp_path / ".pre-commit-config.yaml").read_text() == theirs
+        (add,) = [step for step in report["next"] if step.startswith("add to ")]
+        entry = yaml.safe_load(add.split("'s repos: ", 1)[1])
+        assert entry == [{"repo": "https://github.com/configsync/configsync", "rev": "v0.1.0",
+                          "hooks": [{"id": "configsync-validate", "args": ["cfg"]}]}]
+    code, out, _ = run(capsys, "init", "--force", str(tmp_path / "cfg"))
+    assert code == 0
+    assert f"kept {tmp_path.as_posix()}/.pre-commit-config.yaml (the repository's own" in out
+    assert f"\n  add to {tmp_path.as_posix()}/.pre-commit-config.yaml's repos: - {{" in out
+
+
+def test_the_workflow_at_the_top_counts_as_existing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    git(tmp_path, "init", "-q")
+    workflow = tmp_path / ".github/workflows/configsync-cfg.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text("mine\n")
+    code, out, err = run(capsys, "init", str(tmp_path / "cfg"))
+    assert (code, out) == (2, "")
+    assert "already has ../.github/workflows/configsync-cfg.yml;" in err
+    assert not (tmp_path / "cfg" / "configsync.yaml").exists()
+    assert run(capsys, "init", "--force", str(tmp_path / "cfg"))[0] == 0
+    assert workflow.read_text() != "mine\n"
 
 
 def test_help_has_an_example_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
