@@ -203,7 +203,7 @@ def test_a_config_root_in_a_subfolder(tmp_path: Path, capsys: pytest.CaptureFixt
     (sub / "agents" / "a.yaml").write_text("system_prompt: A2\nmodel: m\n")
     git(top, "commit", "-qam", "two")
     monkeypatch.chdir(sub / "agents")
-    code, out, err = run(capsys, "rollback", "a", "--to", "1")
+    code, _, err = run(capsys, "rollback", "a", "--to", "1")
     assert (code, err) == (0, "")
     assert git(top, "diff", "--name-only", "HEAD~1", "HEAD").split() == [
         "ops/agents-config/agents/a.yaml"]
