@@ -13,7 +13,7 @@ the agents that resolved is still printed, with the errors); 2 a usage mistake (
 not a git repository, no commits yet). ``--format json`` prints one object::
 
     {"base": {"ref": "origin/main" | null, "sha": "<40 hex>", "short": "<12 hex>",
-              "how": "merge-base of HEAD and origin/main (origin/HEAD)"},
+              "how": "merge-base of HEAD and origin/main, via origin/HEAD"},
      "head": {"ref": null, "sha": null, "short": null, "how": "working tree"},
      "agents": [{"agent_id": "support", "change": "added" | "removed" | "changed" | "invalid",
                  "invalid_on": [] | ["base"] | ["head"] | ["base", "head"],
@@ -236,10 +236,10 @@ def default_base(repo: GitRepo) -> Side:
     ``refs/remotes/origin/HEAD`` names, else the current branch's upstream, else
     ``origin/main`` or ``origin/master``; with none of them, HEAD itself."""
     head = repo.resolve("HEAD")
-    target, why = repo.symbolic_target("refs/remotes/origin/HEAD"), "origin/HEAD"
+    target, why = repo.symbolic_target("refs/remotes/origin/HEAD"), "via origin/HEAD"
     branch = repo.current_branch()
     if target is None and branch is not None:
-        target, why = repo.upstream_of(branch), f"upstream of {branch}"
+        target, why = repo.upstream_of(branch), f"the upstream of {branch}"
     if target is None:
         target = next((f"refs/remotes/origin/{name}" for name in DEFAULT_BRANCHES
                        if repo.has_commit(f"refs/remotes/origin/{name}")), None)
@@ -255,7 +255,7 @@ def default_base(repo: GitRepo) -> Side:
         shallow = " (this is a shallow clone: fetch the history, e.g. fetch-depth: 0)" \
             if repo.is_shallow() else ""
         raise UsageError(f"HEAD and {name} share no commit{shallow}; give BASE")
-    return Side(found, name, f"merge-base of HEAD and {name}" + (f" ({why})" if why else ""))
+    return Side(found, name, f"merge-base of HEAD and {name}" + (f", {why}" if why else ""))
 
 
 @contextmanager

@@ -294,7 +294,7 @@ def test_default_base_is_the_merge_base_with_origin_head(
         cloned: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
     base = short(cloned.root, "HEAD~1")
     assert first_line(capsys) == [
-        f"configsync diff: base {base} (merge-base of HEAD and origin/main (origin/HEAD)) "
+        f"configsync diff: base {base} (merge-base of HEAD and origin/main, via origin/HEAD) "
         "-> head working tree",
         "1 agent differs (0 added, 0 removed, 1 changed, 0 invalid); 5 unchanged",
         "changed support: own file agents/support.yaml"]
@@ -308,7 +308,7 @@ def test_default_base_without_origin_head(cloned: GitTree,
                                      "origin/main) -> head working tree")
     git(cloned.root, "branch", "-q", "--set-upstream-to", "origin/main")
     assert first_line(capsys)[0] == (f"configsync diff: base {base} (merge-base of HEAD and "
-                                     "origin/main (upstream of feature)) -> head working tree")
+                                     "origin/main, the upstream of feature) -> head working tree")
     git(cloned.root, "checkout", "-q", "--detach")  # no branch, so no upstream
     git(cloned.root, "remote", "remove", "origin")
     assert first_line(capsys)[:2] == [
