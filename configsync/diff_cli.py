@@ -20,11 +20,15 @@ not a git repository, no commits yet). ``--format json`` prints one object::
                  "causes": [{"kind": "own" | "base" | "prompt" | "settings", "path": "..."}],
                  "fields": [{"path": "temperature", "kind": "added" | "removed" | "changed",
                              "old": 0.3, "new": 0.5}],
-                 "prompt_diff": "--- support (base)\\n+++ support (head)\\n@@ ..." | null}],
+                 "prompt_diff": "--- support (base)\\n+++ support (head)\\n@@ ..." | null,
+                 "same_as": "helpdesk" | null}],
      "unchanged": 3,
      "errors": {"base": [{"path", "line", "column", "severity", "message"}], "head": [...]}}
 
-``fields`` leaves out ``system_prompt`` (``prompt_diff`` carries it). ``--format markdown`` is
+``fields`` leaves out ``system_prompt`` (``prompt_diff`` carries it); ``same_as`` pairs an
+added agent with a removed one whose resolved config is the same (a renamed file), and
+``errors`` holds each side's validation errors (a base with no config tree at all, a change
+that adds the config folder, has none). ``--format markdown`` is
 for a pull request comment or ``$GITHUB_STEP_SUMMARY``: every config value in it is escaped,
 since it is text from the pull request.
 """
@@ -72,6 +76,8 @@ FIRST_ERRORS = 5
 """How many errors of a side the text and markdown summaries quote (json has them all)."""
 DETAILS_LINES = 15
 """A markdown prompt diff longer than this folds into <details>."""
+MARKDOWN_DIFF_LINES = 400
+"""A markdown prompt diff shows at most this many lines (a job summary holds 1 MiB)."""
 CELL_CHARS = 60
 """A markdown table cell shows at most this many characters of a value."""
 DEFAULT_BRANCHES = ("main", "master")
@@ -107,6 +113,7 @@ class AgentDiff:
     fields: list[FieldChange] = field(default_factory=list)
     prompt_diff: str | None = None
     invalid_on: list[str] = field(default_factory=list)
+    same_as: str | None = None  # added/removed: the removed/added agent with the same config
 
     def why(self) -> str:
         """The change in words: where it came from, or on which side it fails."""
@@ -115,10 +122,11 @@ class AgentDiff:
             valid = "" if len(self.invalid_on) == 2 else (
                 ", valid at head" if self.invalid_on == ["base"] else "")
             return f"fails validation at {sides}{valid}"
+        renamed = f", the same config as {self.same_as} (renamed?)" if self.same_as else ""
         if self.change == ADDED:
-            return "new file"
+            return f"new file{renamed}"
         if self.change == REMOVED:
-            return "file deleted"
+            return f"file deleted{renamed}"
         own = [c for c in self.causes if c.kind == OWN]
         others = ", ".join(_cause_words(c) for c in self.causes if c.kind != OWN)
         if not self.causes:
@@ -130,7 +138,8 @@ class AgentDiff:
     def to_json(self) -> dict[str, Any]:
         return {"agent_id": self.agent_id, "change": self.change,
                 "invalid_on": self.invalid_on, "causes": [c.to_json() for c in self.causes],
-                "fields": [f.to_json() for f in self.fields], "prompt_diff": self.prompt_diff}
+                "fields": [f.to_json() for f in self.fields], "prompt_diff": self.prompt_diff,
+                "same_as": self.same_as}
 
 
 def _cause_words(cause: Cause) -> str:
@@ -222,7 +231,21 @@ def compute(old: Report, new: Report, base: Side, head: Side) -> Diff:
                 item.prompt_diff = prompt_diff(agent_id, str(was.get(PROMPT_FIELD) or ""),
                                                str(now.get(PROMPT_FIELD) or ""))
             agents.append(item)
-    return Diff(base, head, agents, unchanged, {"base": old.errors, "head": new.errors})
+    _pair_renames(agents, old, new)
+    # a base with no config tree at all (this change adds the config folder) is empty, not
+    # invalid; a head without one is an error: the daemon would refuse it
+    errors = {"base": old.errors if old.entries else [], "head": new.errors}
+    return Diff(base, head, agents, unchanged, errors)
+
+
+def _pair_renames(agents: Sequence[AgentDiff], old: Report, new: Report) -> None:
+    """Point each added agent and a removed one with the same resolved config at each other
+    (a file renamed: for the daemon still a removal and an addition)."""
+    removed = {checksum(old.configs[a.agent_id]): a for a in agents if a.change == REMOVED}
+    for added in (a for a in agents if a.change == ADDED):
+        twin = removed.pop(checksum(new.configs[added.agent_id]), None)
+        if twin is not None:
+            added.same_as, twin.same_as = twin.agent_id, added.agent_id
 
 
 # -- choosing the sides -----------------------------------------------------------------------
@@ -369,12 +392,7 @@ def render_markdown(diff: Diff) -> str:
                 f"{md_cell(f.new, f.kind != REMOVED)} |"
                 for f in agent.fields)]))
         if agent.prompt_diff is not None:
-            count = agent.prompt_diff.count("\n")
-            block = md_fence(agent.prompt_diff, "diff")
-            if count > DETAILS_LINES:
-                block = (f"<details><summary>{PROMPT_FIELD} diff ({plural(count, 'line')})"
-                         f"</summary>\n\n{block}\n\n</details>")
-            blocks.append(block)
+            blocks.append(_md_prompt_diff(agent.prompt_diff))
     for side, found in diff.errors.items():
         if found:
             first = (f" (the first {FIRST_ERRORS}; `configsync validate` shows all)"
@@ -382,6 +400,18 @@ def render_markdown(diff: Diff) -> str:
             blocks += [f"**{plural(len(found), 'error')} at {side}**{first}:",
                        md_fence("\n".join(_error_lines(found)), "text")]
     return "\n\n".join(blocks) + "\n"
+
+
+def _md_prompt_diff(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    block = md_fence("".join(lines[:MARKDOWN_DIFF_LINES]), "diff")
+    if len(lines) > MARKDOWN_DIFF_LINES:
+        block += (f"\n\n(the first {MARKDOWN_DIFF_LINES} of {len(lines)} lines; "
+                  "`configsync diff` shows them all)")
+    if len(lines) > DETAILS_LINES:
+        block = (f"<details><summary>{PROMPT_FIELD} diff ({plural(len(lines), 'line')})"
+                 f"</summary>\n\n{block}\n\n</details>")
+    return block
 
 
 def render(diff: Diff, fmt: str) -> str:

@@ -98,7 +98,7 @@ def test_json(changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
         return {"agent_id": agent_id, "change": change, "invalid_on": [],
                 "causes": [{"kind": k, "path": p} for k, p in causes],
                 "fields": [{"path": p, "kind": k, "old": o, "new": n} for p, k, o, n in fields],
-                "prompt_diff": prompt_diff}
+                "prompt_diff": prompt_diff, "same_as": None}
 
     assert code == 0
     assert json.loads(out) == {
@@ -261,6 +261,33 @@ def test_an_agent_fixed_at_head_was_invalid_at_base(
                                      f"{short(changed.root)} (HEAD, given)):"]
 
 
+def test_a_renamed_agent_is_removed_and_added_with_a_hint(
+        changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    git(changed.root, "mv", "agents/triage.yaml", "agents/routing.yaml")
+    code, out, _ = run(capsys, "diff", "HEAD")
+    assert (code, out.splitlines()[1:]) == (0, [
+        "2 agents differ (1 added, 1 removed, 0 changed, 0 invalid); 5 unchanged",
+        "added routing: new file, the same config as triage (renamed?)",
+        "removed triage: file deleted, the same config as routing (renamed?)"])
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "json")
+    assert [(a["agent_id"], a["same_as"]) for a in json.loads(out)["agents"]] == [
+        ("routing", "triage"), ("triage", "routing")]
+
+
+def test_a_change_that_adds_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    repo = GitTree(tmp_path / "mono")
+    repo.write({"README": "a service\n"})
+    repo.commit("before configsync")
+    repo.write({"configs/configsync.yaml": SETTINGS,
+                "configs/agents/triage.yaml": BASE_FILES["agents/triage.yaml"]})
+    monkeypatch.chdir(repo.root / "configs")
+    code, out, _ = run(capsys, "diff", "HEAD")
+    assert (code, out.splitlines()[1:]) == (0, [
+        "1 agent differs (1 added, 0 removed, 0 changed, 0 invalid); 0 unchanged",
+        "added triage: new file"])
+
+
 @pytest.fixture
 def cloned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GitTree:
     """A clone of a bare "origin" whose main holds BASE_FILES, on a branch `feature` that
@@ -397,6 +424,21 @@ def test_a_long_prompt_diff_folds_into_details(git_tree: GitTree,
         "```diff\n--- long (base)\n+++ long (head)\n@@ -1,20 +1 @@\n"
         + "".join(f"-line {i}\n" for i in range(20))
         + "+short now\n```\n\n</details>\n")
+
+
+def test_markdown_shows_the_first_lines_of_a_very_long_prompt_diff(
+        git_tree: GitTree, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    git_tree.write({"agents/long.yaml": "system_prompt_file: prompts/long.md\nmodel: gpt-4o\n",
+                    "prompts/long.md": "".join(f"line {i}\n" for i in range(500))})
+    git_tree.commit("a long prompt")
+    git_tree.write({"prompts/long.md": "short now\n"})
+    monkeypatch.chdir(git_tree.root)
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 0
+    assert out.endswith("-line 396\n```\n\n(the first 400 of 504 lines; `configsync diff` "
+                        "shows them all)\n\n</details>\n")
+    assert run(capsys, "diff", "HEAD")[1].endswith("    -line 499\n    +short now\n")
 
 
 def test_markdown_helpers() -> None:
