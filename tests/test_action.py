@@ -84,7 +84,8 @@ def test_valid_repository_passes_without_annotations(git_tree: GitTree, strict: 
     code, output, summary = _run_action(git_tree.root, {"strict": strict}, env=_venv_env())
     assert code == 0, output
     assert "::error" not in output and "::warning" not in output
-    assert "configsync diff" in output or summary  # no diff yet: said so; later: a summary
+    assert summary.startswith("## configsync diff\n\nBase "), output
+    assert "**no agent differs; 1 unchanged**" in summary
 
 
 @pytest.mark.slow  # runs the action's steps in a shell: in .ci/run, not the quick subset
