@@ -408,17 +408,24 @@ def test_markdown_escapes_hostile_values(git_tree: GitTree, monkeypatch: pytest.
 """)
 
 
+def shorten_a_long_prompt(repo: GitTree, lines: int, capsys: pytest.CaptureFixture[str]
+                          ) -> str:
+    """Commit an agent whose prompt file has ``lines`` lines, cut it to one line in the working
+    tree, and return the markdown of that agent's section."""
+    repo.write({"agents/long.yaml": "system_prompt_file: prompts/long.md\nmodel: gpt-4o\n",
+                "prompts/long.md": "".join(f"line {i}\n" for i in range(lines))})
+    repo.commit("a long prompt")
+    repo.write({"prompts/long.md": "short now\n"})
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 0
+    return out.split("### long (changed)\n\n", 1)[1]
+
+
 def test_a_long_prompt_diff_folds_into_details(git_tree: GitTree,
                                                monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    git_tree.write({"agents/long.yaml": "system_prompt_file: prompts/long.md\nmodel: gpt-4o\n",
-                    "prompts/long.md": "".join(f"line {i}\n" for i in range(20))})
-    git_tree.commit("a long prompt")
-    git_tree.write({"prompts/long.md": "short now\n"})
     monkeypatch.chdir(git_tree.root)
-    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
-    assert code == 0
-    assert out.split("### long (changed)\n\n", 1)[1] == (
+    assert shorten_a_long_prompt(git_tree, 20, capsys) == (
         "changed only through prompt prompts/long.md\n\n"
         "<details><summary>system_prompt diff (24 lines)</summary>\n\n"
         "```diff\n--- long (base)\n+++ long (head)\n@@ -1,20 +1 @@\n"
@@ -429,15 +436,10 @@ def test_a_long_prompt_diff_folds_into_details(git_tree: GitTree,
 def test_markdown_shows_the_first_lines_of_a_very_long_prompt_diff(
         git_tree: GitTree, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    git_tree.write({"agents/long.yaml": "system_prompt_file: prompts/long.md\nmodel: gpt-4o\n",
-                    "prompts/long.md": "".join(f"line {i}\n" for i in range(500))})
-    git_tree.commit("a long prompt")
-    git_tree.write({"prompts/long.md": "short now\n"})
     monkeypatch.chdir(git_tree.root)
-    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
-    assert code == 0
-    assert out.endswith("-line 396\n```\n\n(the first 400 of 504 lines; `configsync diff` "
-                        "shows them all)\n\n</details>\n")
+    assert shorten_a_long_prompt(git_tree, 500, capsys).endswith(
+        "-line 396\n```\n\n(the first 400 of 504 lines; `configsync diff` shows them all)"
+        "\n\n</details>\n")
     assert run(capsys, "diff", "HEAD")[1].endswith("    -line 499\n    +short now\n")
 
 
