@@ -117,23 +117,21 @@ class AgentDiff:
 
     def why(self) -> str:
         """The change in words: where it came from, or on which side it fails."""
+        own = [c for c in self.causes if c.kind == OWN]
+        others = ", ".join(_cause_words(c) for c in self.causes if c.kind != OWN)
+        only = f"changed only through {others}" if others and not own else ""
         if self.change == INVALID:
-            sides = " and ".join(self.invalid_on)
-            valid = "" if len(self.invalid_on) == 2 else (
-                ", valid at head" if self.invalid_on == ["base"] else "")
-            return f"fails validation at {sides}{valid}"
+            valid = ", valid at head" if self.invalid_on == ["base"] else ""
+            fails = f"fails validation at {' and '.join(self.invalid_on)}{valid}"
+            return f"{fails}; {only}" if only else fails
         renamed = f", the same config as {self.same_as} (renamed?)" if self.same_as else ""
         if self.change == ADDED:
             return f"new file{renamed}"
         if self.change == REMOVED:
             return f"file deleted{renamed}"
-        own = [c for c in self.causes if c.kind == OWN]
-        others = ", ".join(_cause_words(c) for c in self.causes if c.kind != OWN)
         if not self.causes:
             return "no config file changed (an installed schema: model?)"
-        if not own:
-            return f"changed only through {others}"
-        return f"own file {own[0].path}" + (f", and {others}" if others else "")
+        return only or f"own file {own[0].path}" + (f", and {others}" if others else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"agent_id": self.agent_id, "change": self.change,
@@ -290,6 +288,9 @@ def _sides(base_ref: str | None, head_ref: str | None
         if not repo.has_commits():
             raise UsageError("the repository has no commits yet: there is no base to compare "
                              "with; commit first")
+        if head_ref is None and repo.bare:
+            raise UsageError(f"{repo.git_dir} is a bare repository: it has no working tree to "
+                             "compare; give BASE and HEAD")
         base = default_base(repo) if base_ref is None else _given(repo, base_ref)
         head = Side(None, None, "working tree") if head_ref is None else _given(repo, head_ref)
         head_source: Source = (FolderSource(root.folder) if head.sha is None

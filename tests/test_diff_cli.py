@@ -217,7 +217,7 @@ def test_invalid_at_head_is_not_removed_and_exits_1(
 configsync diff: base {short(changed.root)} (HEAD, given) -> head working tree
 3 agents differ (0 added, 0 removed, 0 changed, 3 invalid); 3 unchanged
 invalid billing/base: fails validation at head
-invalid billing/refunds: fails validation at head
+invalid billing/refunds: fails validation at head; changed only through base billing/base
 invalid triage: fails validation at head
 2 errors at head (head working tree):
   agents/billing/base.yaml:3:13: max_tokens: must be at least 1 (got 0)
@@ -504,6 +504,14 @@ def test_not_a_repository_and_no_commits(tmp_path: Path, monkeypatch: pytest.Mon
     assert run(capsys, "diff") == (2, "", "configsync: error: the repository has no commits "
                                           "yet: there is no base to compare with; commit "
                                           "first\n")
+    git(tmp_path / "plain", "add", "-A")
+    git(tmp_path / "plain", "commit", "-q", "-m", "first")
+    git(tmp_path, "clone", "-q", "--bare", str(tmp_path / "plain"), "bare.git")
+    monkeypatch.chdir(tmp_path / "bare.git")
+    assert run(capsys, "diff") == (2, "", f"configsync: error: {tmp_path / 'bare.git'} is a "
+                                          "bare repository: it has no working tree to "
+                                          "compare; give BASE and HEAD\n")
+    assert run(capsys, "diff", "HEAD", "HEAD")[0] == 0
     with pytest.raises(SystemExit) as exc:
         main(["diff", "--format", "yaml"])
     assert exc.value.code == 2
