@@ -198,9 +198,11 @@ def prompt_diff(agent_id: str, old: str, new: str) -> str:
 
 
 def _lines(text: str) -> list[str]:
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(("\n", "\r")):
-        lines[-1] += "\n\\ No newline at end of file\n"
+    # split at \n only: a prompt may hold \r, U+2028 or a form feed inside a line
+    lines = [line + "\n" for line in text.split("\n")]
+    if lines[-1] == "\n":
+        return lines[:-1]
+    lines[-1] = lines[-1][:-1] + "\n\\ No newline at end of file\n"
     return lines
 
 

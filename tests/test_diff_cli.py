@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from configsync.cli import main
-from configsync.diff_cli import md_cell, md_fence, md_text
+from configsync.diff_cli import md_cell, md_fence, md_text, prompt_diff
 
 from .conftest import SETTINGS, GitTree, git, write_tree
 
@@ -441,6 +441,16 @@ def test_markdown_shows_the_first_lines_of_a_very_long_prompt_diff(
         "-line 396\n```\n\n(the first 400 of 504 lines; `configsync diff` shows them all)"
         "\n\n</details>\n")
     assert run(capsys, "diff", "HEAD")[1].endswith("    -line 499\n    +short now\n")
+
+
+@pytest.mark.parametrize(("old", "new", "body"), [
+    ("one", "two", "@@ -1 +1 @@\n-one\n+two\n"),  # inline prompts: no newline on either side
+    ("x\u2028y\nz", "x\u2028y\nz\n",
+     "@@ -1,2 +1,2 @@\n x\u2028y\n-z\n\\ No newline at end of file\n+z\n"),
+    ("a\n", "a\r\n", "@@ -1 +1 @@\n-a\n+a\r\n"),
+])
+def test_prompt_diff_lines(old: str, new: str, body: str) -> None:
+    assert prompt_diff("p", old, new) == f"--- p (base)\n+++ p (head)\n{body}"
 
 
 def test_markdown_helpers() -> None:
