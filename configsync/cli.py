@@ -226,6 +226,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_status(args)
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .diff_cli import run_diff
+
+    return run_diff(args)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage mistake said in one line like every other error (exit 2)."""
 
@@ -428,6 +434,31 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--format", choices=["text", "json"], default="text",
                         help="output format (default: text)")
     status.set_defaults(func=cmd_status)
+
+    diff = commands.add_parser(
+        "diff", help="show what a change does to the agents' resolved configs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compare the agents' resolved configs (extends merged, prompt files "
+                    "inlined) of two trees: BASE, a commit, and HEAD, a commit or the working "
+                    "tree. Lists each agent added, removed, changed (its fields, its prompt as "
+                    "a unified diff, and where the change came from: its own file, a base, a "
+                    "prompt file or configsync.yaml) or invalid on a side; unchanged agents "
+                    "are counted.",
+        epilog="example:\n  configsync diff origin/main --format markdown "
+               ">>\"$GITHUB_STEP_SUMMARY\"\n\n"
+               "exit codes: 0 the diff was computed (changes or none); 1 a side fails "
+               "validation (the agents that resolved are still compared, and the errors "
+               "summarized); 2 usage (unknown ref, not a git repository, no commits yet)")
+    diff.add_argument("base", metavar="BASE", nargs="?",
+                      help="the commit to compare with (default: the merge-base of HEAD and "
+                           "the remote's default branch: origin/HEAD, else the branch's "
+                           "upstream, else origin/main or origin/master; else HEAD)")
+    diff.add_argument("head", metavar="HEAD", nargs="?",
+                      help="the commit to compare (default: the working tree)")
+    diff.add_argument("--format", choices=["text", "json", "markdown"], default="text",
+                      help="text; json (one object); markdown (for a pull request comment or "
+                           "$GITHUB_STEP_SUMMARY) (default: text)")
+    diff.set_defaults(func=cmd_diff)
 
     schema = commands.add_parser(
         "schema", help="write JSON Schema for agent files and configsync.yaml",

@@ -532,6 +532,27 @@ class GitRepo:
         return [Change(c.status, c.mode, c.sha, c.path[len(self.prefix):])
                 for c in _changes(out.split("\0"))]
 
+    # -- for `configsync diff`: which commit a change is compared with ------------------------
+
+    def symbolic_target(self, ref: str) -> str | None:
+        """The ref that symbolic ref ``ref`` points to (``refs/remotes/origin/HEAD`` ->
+        ``refs/remotes/origin/main``); None when ``ref`` is missing or not symbolic (exit 1)."""
+        status, out = _run(["symbolic-ref", "--quiet", ref], cwd=self.git_dir, ok=(0, 1))
+        return out.strip() if status == 0 else None
+
+    def upstream_of(self, branch: str) -> str | None:
+        """The full name of local ``branch``'s upstream (``refs/remotes/origin/main``), or None
+        when it has none (git prints nothing; asking ``@{upstream}`` would exit 128 for both
+        "none" and a real error)."""
+        out = self._git("for-each-ref", "--format=%(upstream)", f"refs/heads/{branch}")
+        return out.strip() or None
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of commits ``a`` and ``b``; None when they share no history
+        (exit 1: unrelated histories, or a shallow clone cut above it)."""
+        status, out = _run(["merge-base", a, b], cwd=self.git_dir, ok=(0, 1))
+        return out.strip() if status == 0 else None
+
 
 @dataclass(frozen=True, slots=True)
 class CommitInfo:

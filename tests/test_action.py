@@ -106,7 +106,8 @@ def test_valid_repository_passes_without_annotations(git_tree: GitTree, strict: 
     code, output, summary = _run_action(git_tree.root, {"strict": strict}, env=_venv_env())
     assert code == 0, output
     assert "::error" not in output and "::warning" not in output
-    assert "configsync diff" in output or summary  # no diff yet: said so; later: a summary
+    assert summary.startswith("## configsync diff\n\nBase "), output
+    assert "**no agent differs; 1 unchanged**" in summary
 
 
 @pytest.mark.slow  # runs the action's steps in a shell: in .ci/run, not the quick subset
@@ -222,14 +223,15 @@ def test_summary_base_missing_from_a_shallow_checkout_is_fetched(tmp_path: Path)
 def test_summary_push_without_a_usable_before_uses_diffs_own_base(
         git_tree: GitTree, before: str) -> None:
     """A new branch's push (all zeros) names no base: configsync diff finds its own (here, with
-    no remote, it cannot: a warning, never a failed job)."""
+    no remote, HEAD: the summary says so and shows no change)."""
     code, output, summary = _run_action(
         git_tree.root, {}, env=_venv_env(),
         github={"github.event_name": "push", "github.event.before": before})
     assert code == 0, output
     assert "not in this checkout" not in output + summary
     if diff_available():
-        assert "::warning::configsync diff: failed (exit 2)" in output, output
+        assert "(HEAD: no origin/HEAD, upstream, origin/main or origin/master" in summary
+        assert "**no agent differs; 1 unchanged**" in summary, output + summary
     else:
         assert NO_DIFF in summary, output + summary
 

@@ -1,0 +1,436 @@
+"""``configsync diff``: what a change does to the agents' resolved configs.
+
+Two trees are checked (``check_tree`` twice, no walk over the commits between them): BASE, a
+commit (default: the merge-base of ``HEAD`` with the remote's default branch), and HEAD, a
+commit or (default) the working tree. Each agent whose resolved config differs is ``added``,
+``removed``, ``changed`` or ``invalid`` (its file is there on a side but fails validation:
+never "removed"); a changed agent lists its changed fields, its ``system_prompt`` as a unified
+diff, and the files the change came from (``compare.causes``), so an agent changed only
+through a base, a prompt file or ``configsync.yaml`` says so. Unchanged agents are counted.
+
+Exit codes: 0 the diff was computed (changes or none); 1 a side fails validation (the diff of
+the agents that resolved is still printed, with the errors); 2 a usage mistake (unknown ref,
+not a git repository, no commits yet). ``--format json`` prints one object::
+
+    {"base": {"ref": "origin/main" | null, "sha": "<40 hex>", "short": "<12 hex>",
+              "how": "merge-base of HEAD and origin/main, via origin/HEAD"},
+     "head": {"ref": null, "sha": null, "short": null, "how": "working tree"},
+     "agents": [{"agent_id": "support", "change": "added" | "removed" | "changed" | "invalid",
+                 "invalid_on": [] | ["base"] | ["head"] | ["base", "head"],
+                 "causes": [{"kind": "own" | "base" | "prompt" | "settings", "path": "..."}],
+                 "fields": [{"path": "temperature", "kind": "added" | "removed" | "changed",
+                             "old": 0.3, "new": 0.5}],
+                 "prompt_diff": "--- support (base)\\n+++ support (head)\\n@@ ..." | null,
+                 "same_as": "helpdesk" | null}],
+     "unchanged": 3,
+     "errors": {"base": [{"path", "line", "column", "severity", "message"}], "head": [...]}}
+
+``fields`` leaves out ``system_prompt`` (``prompt_diff`` carries it); ``same_as`` pairs an
+added agent with a removed one whose resolved config is the same (a renamed file), and
+``errors`` holds each side's validation errors (a base with no config tree at all, a change
+that adds the config folder, has none). ``--format markdown`` is
+for a pull request comment or ``$GITHUB_STEP_SUMMARY``: every config value in it is escaped,
+since it is text from the pull request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .compare import (
+    ADDED,
+    BASE,
+    CHANGED,
+    OWN,
+    PROMPT,
+    REMOVED,
+    SETTINGS,
+    Cause,
+    FieldChange,
+    causes,
+    field_changes,
+)
+from .errors import UsageError
+from .git import GitRepo
+from .logs import one_line
+from .messages import plural
+from .repo import FolderSource, GitSource, Source, agent_id_for, find_root
+from .snapshot import checksum
+from .validate import Diagnostic, Report, check_tree
+
+__all__ = ["AgentDiff", "Diff", "Side", "compute", "render", "run_diff"]
+
+INVALID = "invalid"
+PROMPT_FIELD = "system_prompt"
+FIRST_ERRORS = 5
+"""How many errors of a side the text and markdown summaries quote (json has them all)."""
+DETAILS_LINES = 15
+"""A markdown prompt diff longer than this folds into <details>."""
+MARKDOWN_DIFF_LINES = 400
+"""A markdown prompt diff shows at most this many lines (a job summary holds 1 MiB)."""
+CELL_CHARS = 60
+"""A markdown table cell shows at most this many characters of a value."""
+DEFAULT_BRANCHES = ("main", "master")
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """Which tree one side is: a commit (``sha``) or the working tree (``sha`` None), the ref
+    it was named by, and how it was chosen."""
+
+    sha: str | None
+    ref: str | None
+    how: str
+
+    @property
+    def short(self) -> str | None:
+        return self.sha[:12] if self.sha else None
+
+    def label(self) -> str:
+        return f"{self.short} ({self.how})" if self.sha else self.how
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.ref, "sha": self.sha, "short": self.short, "how": self.how}
+
+
+@dataclass(slots=True)
+class AgentDiff:
+    """One agent whose resolved config differs between the sides (or fails on one)."""
+
+    agent_id: str
+    change: str  # ADDED, REMOVED, CHANGED or INVALID
+    causes: list[Cause]
+    fields: list[FieldChange] = field(default_factory=list)
+    prompt_diff: str | None = None
+    invalid_on: list[str] = field(default_factory=list)
+    same_as: str | None = None  # added/removed: the removed/added agent with the same config
+
+    def why(self) -> str:
+        """The change in words: where it came from, or on which side it fails."""
+        own = [c for c in self.causes if c.kind == OWN]
+        others = ", ".join(_cause_words(c) for c in self.causes if c.kind != OWN)
+        only = f"changed only through {others}" if others and not own else ""
+        if self.change == INVALID:
+            valid = ", valid at head" if self.invalid_on == ["base"] else ""
+            fails = f"fails validation at {' and '.join(self.invalid_on)}{valid}"
+            return f"{fails}; {only}" if only else fails
+        renamed = f", the same config as {self.same_as} (renamed?)" if self.same_as else ""
+        if self.change == ADDED:
+            return f"new file{renamed}"
+        if self.change == REMOVED:
+            return f"file deleted{renamed}"
+        if not self.causes:
+            return "no config file changed (an installed schema: model?)"
+        return only or f"own file {own[0].path}" + (f", and {others}" if others else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"agent_id": self.agent_id, "change": self.change,
+                "invalid_on": self.invalid_on, "causes": [c.to_json() for c in self.causes],
+                "fields": [f.to_json() for f in self.fields], "prompt_diff": self.prompt_diff,
+                "same_as": self.same_as}
+
+
+def _cause_words(cause: Cause) -> str:
+    if cause.kind == BASE:
+        return f"base {agent_id_for(cause.path) or cause.path}"
+    if cause.kind == PROMPT:
+        return f"prompt {cause.path}"
+    return cause.path if cause.kind == SETTINGS else f"{cause.kind} {cause.path}"
+
+
+@dataclass(slots=True)
+class Diff:
+    """Everything ``configsync diff`` reports."""
+
+    base: Side
+    head: Side
+    agents: list[AgentDiff]
+    unchanged: int
+    errors: dict[str, list[Diagnostic]]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(self.errors.values()) else 0
+
+    def counts(self) -> dict[str, int]:
+        return {kind: sum(a.change == kind for a in self.agents)
+                for kind in (ADDED, REMOVED, CHANGED, INVALID)}
+
+    def summary(self) -> str:
+        counts = self.counts()
+        parts = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+        if not self.agents:
+            return f"no agent differs; {self.unchanged} unchanged"
+        verb = "differs" if len(self.agents) == 1 else "differ"
+        return f"{plural(len(self.agents), 'agent')} {verb} ({parts}); {self.unchanged} unchanged"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base": self.base.to_json(), "head": self.head.to_json(),
+                "agents": [a.to_json() for a in self.agents], "unchanged": self.unchanged,
+                "errors": {side: [d.as_dict() for d in found]
+                           for side, found in self.errors.items()}}
+
+
+def _agent_files(report: Report) -> set[str]:
+    """The ids of every agent file in the tree, whether it validated or not."""
+    return {i for i in map(agent_id_for, report.entries) if i is not None}
+
+
+def prompt_diff(agent_id: str, old: str, new: str) -> str:
+    """A unified diff of two prompts, whole lines. A last line without a line break is marked
+    as git marks it only when the other side has one (a change of the final newline alone
+    still shows; an inline prompt, which has none on either side, is not marked)."""
+    if not old.endswith("\n") and not new.endswith("\n"):
+        old, new = old + "\n", new + "\n"
+    lines = difflib.unified_diff(_lines(old), _lines(new), f"{agent_id} (base)",
+                                 f"{agent_id} (head)")
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _lines(text: str) -> list[str]:
+    # split at \n only: a prompt may hold \r, U+2028 or a form feed inside a line
+    lines = [line + "\n" for line in text.split("\n")]
+    if lines[-1] == "\n":
+        return lines[:-1]
+    lines[-1] = lines[-1][:-1] + "\n\\ No newline at end of file\n"
+    return lines
+
+
+def compute(old: Report, new: Report, base: Side, head: Side) -> Diff:
+    """The agents that differ between two checked trees, and the errors on each side."""
+    agents: list[AgentDiff] = []
+    unchanged = 0
+    files_old, files_new = _agent_files(old), _agent_files(new)
+    for agent_id in sorted(set(old.configs) | set(new.configs) | files_old | files_new):
+        was, now = old.configs.get(agent_id), new.configs.get(agent_id)
+        invalid_on = [side for side, files, config in (("base", files_old, was),
+                                                       ("head", files_new, now))
+                      if agent_id in files and config is None]
+        if invalid_on:
+            agents.append(AgentDiff(agent_id, INVALID, causes(agent_id, old, new),
+                                    invalid_on=invalid_on))
+        elif was is None or now is None:
+            agents.append(AgentDiff(agent_id, ADDED if was is None else REMOVED,
+                                    causes(agent_id, old, new)))
+        elif checksum(was) == checksum(now):
+            unchanged += 1
+        else:
+            item = AgentDiff(agent_id, CHANGED, causes(agent_id, old, new))
+            item.fields = [f for f in field_changes(was, now) if f.path != PROMPT_FIELD]
+            if was.get(PROMPT_FIELD) != now.get(PROMPT_FIELD):
+                item.prompt_diff = prompt_diff(agent_id, str(was.get(PROMPT_FIELD) or ""),
+                                               str(now.get(PROMPT_FIELD) or ""))
+            agents.append(item)
+    _pair_renames(agents, old, new)
+    # a base with no config tree at all (this change adds the config folder) is empty, not
+    # invalid; a head without one is an error: the daemon would refuse it
+    errors = {"base": old.errors if old.entries else [], "head": new.errors}
+    return Diff(base, head, agents, unchanged, errors)
+
+
+def _pair_renames(agents: Sequence[AgentDiff], old: Report, new: Report) -> None:
+    """Point each added agent and a removed one with the same resolved config at each other
+    (a file renamed: for the daemon still a removal and an addition)."""
+    removed = {checksum(old.configs[a.agent_id]): a for a in agents if a.change == REMOVED}
+    for added in (a for a in agents if a.change == ADDED):
+        twin = removed.pop(checksum(new.configs[added.agent_id]), None)
+        if twin is not None:
+            added.same_as, twin.same_as = twin.agent_id, added.agent_id
+
+
+# -- choosing the sides -----------------------------------------------------------------------
+
+def _short_ref(full: str) -> str:
+    return full.removeprefix("refs/remotes/").removeprefix("refs/heads/")
+
+
+def default_base(repo: GitRepo) -> Side:
+    """The merge-base of HEAD with the remote's default branch: the branch
+    ``refs/remotes/origin/HEAD`` names, else the current branch's upstream, else
+    ``origin/main`` or ``origin/master``; with none of them, HEAD itself."""
+    head = repo.resolve("HEAD")
+    target, why = repo.symbolic_target("refs/remotes/origin/HEAD"), "via origin/HEAD"
+    branch = repo.current_branch()
+    if target is None and branch is not None:
+        target, why = repo.upstream_of(branch), f"the upstream of {branch}"
+    if target is None:
+        target = next((f"refs/remotes/origin/{name}" for name in DEFAULT_BRANCHES
+                       if repo.has_commit(f"refs/remotes/origin/{name}")), None)
+        why = ""
+    if target is None:
+        return Side(head, "HEAD", "HEAD: no origin/HEAD, upstream, origin/main or "
+                                  "origin/master to compare with")
+    name = _short_ref(target)
+    if not repo.has_commit(target):
+        raise UsageError(f"{name} ({why}) names no commit here: git fetch, or give BASE")
+    found = repo.merge_base(head, repo.resolve(target))
+    if found is None:
+        shallow = " (this is a shallow clone: fetch the history, e.g. fetch-depth: 0)" \
+            if repo.is_shallow() else ""
+        raise UsageError(f"HEAD and {name} share no commit{shallow}; give BASE")
+    return Side(found, name, f"merge-base of HEAD and {name}" + (f", {why}" if why else ""))
+
+
+@contextmanager
+def _sides(base_ref: str | None, head_ref: str | None
+           ) -> Iterator[tuple[Side, Source, Side, Source, Path]]:
+    """Both sides of the diff, as sides and sources, and the config root's folder."""
+    root = find_root(os.curdir)
+    with GitRepo(root.folder) as repo:
+        if not repo.has_commits():
+            raise UsageError("the repository has no commits yet: there is no base to compare "
+                             "with; commit first")
+        if head_ref is None and repo.bare:
+            raise UsageError(f"{repo.git_dir} is a bare repository: it has no working tree to "
+                             "compare; give BASE and HEAD")
+        base = default_base(repo) if base_ref is None else _given(repo, base_ref)
+        head = Side(None, None, "working tree") if head_ref is None else _given(repo, head_ref)
+        head_source: Source = (FolderSource(root.folder) if head.sha is None
+                               else GitSource(repo, head.sha))
+        yield base, GitSource(repo, base.sha or ""), head, head_source, root.folder
+
+
+def _given(repo: GitRepo, ref: str) -> Side:
+    return Side(repo.resolve(ref), ref, f"{ref}, given")
+
+
+# -- formats ----------------------------------------------------------------------------------
+
+def _value(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _field_line(change: FieldChange) -> str:
+    if change.kind == ADDED:
+        return f"+ {change.path}: {_value(change.new)}"
+    if change.kind == REMOVED:
+        return f"- {change.path}: {_value(change.old)}"
+    return f"~ {change.path}: {_value(change.old)} -> {_value(change.new)}"
+
+
+def _error_lines(diagnostics: Sequence[Diagnostic]) -> list[str]:
+    return [f"{d.path}:{d.line}:{d.column}: {d.message}" for d in diagnostics[:FIRST_ERRORS]]
+
+
+def _sides_line(diff: Diff) -> str:
+    return f"base {diff.base.label()} -> head {diff.head.label()}"
+
+
+def render_text(diff: Diff) -> str:
+    lines = [f"configsync diff: {_sides_line(diff)}", diff.summary()]
+    for agent in diff.agents:
+        lines.append(f"{agent.change} {agent.agent_id}: {agent.why()}")
+        lines.extend(f"  {_field_line(f)}" for f in agent.fields)
+        if agent.prompt_diff is not None:
+            lines.append(f"  {PROMPT_FIELD}:")
+            lines.extend(f"    {line}" for line in agent.prompt_diff.splitlines())
+    for side, found in diff.errors.items():
+        if found:
+            lines.append(f"{plural(len(found), 'error')} at {side} ({side} "
+                         f"{getattr(diff, side).label()}):")
+            lines.extend(f"  {line}" for line in _error_lines(found))
+            if len(found) > FIRST_ERRORS:
+                lines.append(f"  ... and {len(found) - FIRST_ERRORS} more "
+                             "(configsync validate shows them all)")
+    # one line each, whatever a value, key or file name holds
+    return "".join(one_line(line) + "\n" for line in lines)
+
+
+# what starts markup inside a line (emphasis, code, links, images, HTML, entities, GitHub's
+# strikethrough, math, mentions and issue links) or ends a table cell; nothing md_text writes
+# begins a line, so line-start markup (`-`, `1.`, `>`) cannot arise
+_PUNCTUATION = re.compile(r"([\\`*_\[\]<>&|~@#!$])")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def md_text(text: str) -> str:
+    """``text`` as markdown that shows it literally: in a table cell, a heading or a list item
+    it cannot start markup, a link, HTML or a mention, nor end the cell or the line."""
+    text = " ".join(one_line(text).split("\n"))
+    return _PUNCTUATION.sub(lambda m: _ENTITIES.get(m[1], "\\" + m[1]), text)
+
+
+def md_cell(value: Any, present: bool = True) -> str:
+    """A config value (JSON) in a table cell: at most CELL_CHARS characters, then an
+    ellipsis; blank when the field is absent on that side."""
+    shown = _value(value) if present else ""
+    if len(shown) > CELL_CHARS:
+        shown = shown[:CELL_CHARS - 1] + "…"
+    return md_text(shown) or " "
+
+
+def md_fence(body: str, info: str = "") -> str:
+    """``body`` in a fenced code block whose fence is longer than any run of backticks in it,
+    so no line of the body can close the block."""
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{body.rstrip(chr(10))}\n{fence}"
+
+
+def render_markdown(diff: Diff) -> str:
+    blocks = ["## configsync diff",
+              f"Base {md_text(diff.base.label())} → head {md_text(diff.head.label())}",
+              f"**{md_text(diff.summary())}**"]
+    if diff.agents:
+        blocks.append("\n".join(["| agent | change | why |", "| --- | --- | --- |", *(
+            f"| {md_text(a.agent_id)} | {a.change} | {md_text(a.why())} |"
+            for a in diff.agents)]))
+    for agent in diff.agents:
+        if not agent.fields and agent.prompt_diff is None:
+            continue
+        blocks += [f"### {md_text(agent.agent_id)} ({agent.change})", md_text(agent.why())]
+        if agent.fields:
+            blocks.append("\n".join(["| field | before | after |", "| --- | --- | --- |", *(
+                f"| {md_text(f.path)} | {md_cell(f.old, f.kind != ADDED)} | "
+                f"{md_cell(f.new, f.kind != REMOVED)} |"
+                for f in agent.fields)]))
+        if agent.prompt_diff is not None:
+            blocks.append(_md_prompt_diff(agent.prompt_diff))
+    for side, found in diff.errors.items():
+        if found:
+            first = (f" (the first {FIRST_ERRORS}; `configsync validate` shows all)"
+                     if len(found) > FIRST_ERRORS else "")
+            blocks += [f"**{plural(len(found), 'error')} at {side}**{first}:",
+                       md_fence("\n".join(_error_lines(found)), "text")]
+    return "\n\n".join(blocks) + "\n"
+
+
+def _md_prompt_diff(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    block = md_fence("".join(lines[:MARKDOWN_DIFF_LINES]), "diff")
+    if len(lines) > MARKDOWN_DIFF_LINES:
+        block += (f"\n\n(the first {MARKDOWN_DIFF_LINES} of {len(lines)} lines; "
+                  "`configsync diff` shows them all)")
+    if len(lines) > DETAILS_LINES:
+        block = (f"<details><summary>{PROMPT_FIELD} diff ({plural(len(lines), 'line')})"
+                 f"</summary>\n\n{block}\n\n</details>")
+    return block
+
+
+def render(diff: Diff, fmt: str) -> str:
+    """``diff`` in format ``fmt``: text, json or markdown."""
+    if fmt == "json":
+        return json.dumps(diff.to_json(), indent=2, ensure_ascii=False) + "\n"
+    return render_markdown(diff) if fmt == "markdown" else render_text(diff)
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    """``configsync diff``: print the diff; exit 0 computed, 1 a side fails validation."""
+    with _sides(args.base, args.head) as (base, base_source, head, head_source, root):
+        jobs = os.cpu_count() or 1
+        old = check_tree(base_source, repo_root=root, jobs=jobs)
+        new = check_tree(head_source, repo_root=root, jobs=jobs)
+    diff = compute(old, new, base, head)
+    sys.stdout.write(render(diff, args.format))
+    return diff.exit_code
+

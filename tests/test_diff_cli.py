@@ -1,0 +1,529 @@
+"""``configsync diff`` end to end: real git repositories in temp folders, expected output
+written out by hand for each format."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from configsync.cli import main
+from configsync.diff_cli import md_cell, md_fence, md_text, prompt_diff
+
+from .conftest import SETTINGS, GitTree, git, write_tree
+
+BASE_FILES = {
+    "configsync.yaml": SETTINGS,
+    "agents/support.yaml": "system_prompt: You help customers.\nmodel: gpt-4o\n"
+                           "temperature: 0.3\ntools: [search]\n",
+    "agents/legacy.yaml": "system_prompt: Old agent.\nmodel: gpt-4o-mini\n",
+    "agents/billing/base.yaml": "system_prompt: You handle billing.\nmodel: gpt-4o\n"
+                                "max_tokens: 500\n",
+    "agents/billing/refunds.yaml": "extends: billing/base\nmetadata: {owner: billing}\n",
+    "agents/research.yaml": "system_prompt_file: prompts/research.md\nmodel: gpt-4o\n",
+    "prompts/research.md": "Find sources.\nCite them.\n",
+    "agents/triage.yaml": "system_prompt: Route tickets.\nmodel: gpt-4o-mini\n",
+}
+
+HEAD_FILES = {
+    "agents/support.yaml": "system_prompt: You help customers.\nmodel: gpt-4o\n"
+                           "temperature: 0.5\ntools: [search, calculator]\n",
+    "agents/billing/base.yaml": "system_prompt: You handle billing.\nmodel: gpt-4o\n"
+                                "max_tokens: 800\n",
+    "prompts/research.md": "Find sources.\nCite them all.\n",
+    "agents/new.yaml": "system_prompt: You are new.\nmodel: gpt-4o-mini\n",
+}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def short(repo: Path, ref: str = "HEAD") -> str:
+    return git(repo, "rev-parse", ref).strip()[:12]
+
+
+@pytest.fixture
+def changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GitTree:
+    """Two commits: BASE_FILES, then HEAD_FILES with agents/legacy.yaml deleted."""
+    repo = GitTree(tmp_path / "repo")
+    repo.write(BASE_FILES)
+    repo.commit("base")
+    repo.write(HEAD_FILES)
+    (repo.root / "agents/legacy.yaml").unlink()
+    repo.commit("head")
+    monkeypatch.chdir(repo.root)
+    return repo
+
+
+def test_text(changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    base, head = short(changed.root, "HEAD~1"), short(changed.root)
+    assert run(capsys, "diff", "HEAD~1", "HEAD") == (0, f"""\
+configsync diff: base {base} (HEAD~1, given) -> head {head} (HEAD, given)
+6 agents differ (1 added, 1 removed, 4 changed, 0 invalid); 1 unchanged
+changed billing/base: own file agents/billing/base.yaml
+  ~ max_tokens: 500 -> 800
+changed billing/refunds: changed only through base billing/base
+  ~ max_tokens: 500 -> 800
+removed legacy: file deleted
+added new: new file
+changed research: changed only through prompt prompts/research.md
+  system_prompt:
+    --- research (base)
+    +++ research (head)
+    @@ -1,2 +1,2 @@
+     Find sources.
+    -Cite them.
+    +Cite them all.
+changed support: own file agents/support.yaml
+  ~ temperature: 0.3 -> 0.5
+  ~ tools: ["search"] -> ["search", "calculator"]
+""", "")
+
+
+def test_json(changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--format", "json")
+    base_sha = git(changed.root, "rev-parse", "HEAD~1").strip()
+    head_sha = git(changed.root, "rev-parse", "HEAD").strip()
+
+    def agent(agent_id: str, change: str, causes: list[tuple[str, str]],
+              fields: Sequence[tuple[str, str, object, object]] = (),
+              prompt_diff: str | None = None) -> dict[str, object]:
+        return {"agent_id": agent_id, "change": change, "invalid_on": [],
+                "causes": [{"kind": k, "path": p} for k, p in causes],
+                "fields": [{"path": p, "kind": k, "old": o, "new": n} for p, k, o, n in fields],
+                "prompt_diff": prompt_diff, "same_as": None}
+
+    assert code == 0
+    assert json.loads(out) == {
+        "base": {"ref": "HEAD~1", "sha": base_sha, "short": base_sha[:12],
+                 "how": "HEAD~1, given"},
+        "head": {"ref": "HEAD", "sha": head_sha, "short": head_sha[:12], "how": "HEAD, given"},
+        "agents": [
+            agent("billing/base", "changed", [("own", "agents/billing/base.yaml")],
+                  [("max_tokens", "changed", 500, 800)]),
+            agent("billing/refunds", "changed", [("base", "agents/billing/base.yaml")],
+                  [("max_tokens", "changed", 500, 800)]),
+            agent("legacy", "removed", [("own", "agents/legacy.yaml")]),
+            agent("new", "added", [("own", "agents/new.yaml")]),
+            agent("research", "changed", [("prompt", "prompts/research.md")], [],
+                  "--- research (base)\n+++ research (head)\n@@ -1,2 +1,2 @@\n"
+                  " Find sources.\n-Cite them.\n+Cite them all.\n"),
+            agent("support", "changed", [("own", "agents/support.yaml")],
+                  [("temperature", "changed", 0.3, 0.5),
+                   ("tools", "changed", ["search"], ["search", "calculator"])]),
+        ],
+        "unchanged": 1,
+        "errors": {"base": [], "head": []},
+    }
+
+
+def test_markdown(changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    base, head = short(changed.root, "HEAD~1"), short(changed.root)
+    assert run(capsys, "diff", "HEAD~1", "HEAD", "--format", "markdown") == (0, f"""\
+## configsync diff
+
+Base {base} (HEAD\\~1, given) → head {head} (HEAD, given)
+
+**6 agents differ (1 added, 1 removed, 4 changed, 0 invalid); 1 unchanged**
+
+| agent | change | why |
+| --- | --- | --- |
+| billing/base | changed | own file agents/billing/base.yaml |
+| billing/refunds | changed | changed only through base billing/base |
+| legacy | removed | file deleted |
+| new | added | new file |
+| research | changed | changed only through prompt prompts/research.md |
+| support | changed | own file agents/support.yaml |
+
+### billing/base (changed)
+
+own file agents/billing/base.yaml
+
+| field | before | after |
+| --- | --- | --- |
+| max\\_tokens | 500 | 800 |
+
+### billing/refunds (changed)
+
+changed only through base billing/base
+
+| field | before | after |
+| --- | --- | --- |
+| max\\_tokens | 500 | 800 |
+
+### research (changed)
+
+changed only through prompt prompts/research.md
+
+```diff
+--- research (base)
++++ research (head)
+@@ -1,2 +1,2 @@
+ Find sources.
+-Cite them.
++Cite them all.
+```
+
+### support (changed)
+
+own file agents/support.yaml
+
+| field | before | after |
+| --- | --- | --- |
+| temperature | 0.3 | 0.5 |
+| tools | \\["search"\\] | \\["search", "calculator"\\] |
+""", "")
+
+
+def test_the_working_tree_is_the_default_head(changed: GitTree,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(changed.root, {"agents/triage.yaml": "system_prompt: Route tickets.\n"
+                                                    "model: gpt-4o\n"})
+    assert run(capsys, "diff", "HEAD") == (0, f"""\
+configsync diff: base {short(changed.root)} (HEAD, given) -> head working tree
+1 agent differs (0 added, 0 removed, 1 changed, 0 invalid); 5 unchanged
+changed triage: own file agents/triage.yaml
+  ~ model: "gpt-4o-mini" -> "gpt-4o"
+""", "")
+
+
+def test_no_change_and_base_equal_to_head(changed: GitTree,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    sha = short(changed.root)
+    assert run(capsys, "diff", "HEAD", "HEAD") == (0, f"""\
+configsync diff: base {sha} (HEAD, given) -> head {sha} (HEAD, given)
+no agent differs; 6 unchanged
+""", "")
+
+
+def test_invalid_at_head_is_not_removed_and_exits_1(
+        changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(changed.root, {
+        "agents/triage.yaml": "system_prompt: Route tickets.\nmodel: gpt-4o-mini\n"
+                              "temperature: 3.5\n",
+        "agents/billing/base.yaml": "system_prompt: You handle billing.\nmodel: gpt-4o\n"
+                                    "max_tokens: 0\n",
+    })
+    code, out, err = run(capsys, "diff", "HEAD")
+    assert (code, err) == (1, "")
+    assert out == f"""\
+configsync diff: base {short(changed.root)} (HEAD, given) -> head working tree
+3 agents differ (0 added, 0 removed, 0 changed, 3 invalid); 3 unchanged
+invalid billing/base: fails validation at head
+invalid billing/refunds: fails validation at head; changed only through base billing/base
+invalid triage: fails validation at head
+2 errors at head (head working tree):
+  agents/billing/base.yaml:3:13: max_tokens: must be at least 1 (got 0)
+  agents/triage.yaml:3:14: temperature: must be at most 2 (got 3.5)
+"""
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "json")
+    data = json.loads(out)
+    assert code == 1
+    assert [(a["agent_id"], a["change"], a["invalid_on"], a["causes"]) for a in data["agents"]] \
+        == [("billing/base", "invalid", ["head"],
+             [{"kind": "own", "path": "agents/billing/base.yaml"}]),
+            ("billing/refunds", "invalid", ["head"],
+             [{"kind": "base", "path": "agents/billing/base.yaml"}]),
+            ("triage", "invalid", ["head"], [{"kind": "own", "path": "agents/triage.yaml"}])]
+    assert data["errors"]["head"][1] == {
+        "path": "agents/triage.yaml", "line": 3, "column": 14, "severity": "error",
+        "message": "temperature: must be at most 2 (got 3.5)"}
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 1
+    assert out.endswith("""\
+| triage | invalid | fails validation at head |
+
+**2 errors at head**:
+
+```text
+agents/billing/base.yaml:3:13: max_tokens: must be at least 1 (got 0)
+agents/triage.yaml:3:14: temperature: must be at most 2 (got 3.5)
+```
+""")
+
+
+def test_an_agent_fixed_at_head_was_invalid_at_base(
+        changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    changed.write({"agents/triage.yaml": "system_prompt: x\nmodel: nope\n"})
+    changed.commit("break triage")
+    changed.write({"agents/triage.yaml": BASE_FILES["agents/triage.yaml"]})
+    code, out, _ = run(capsys, "diff", "HEAD")
+    assert code == 1
+    assert out.splitlines()[2:4] == ["invalid triage: fails validation at base, valid at head",
+                                     "1 error at base (base "
+                                     f"{short(changed.root)} (HEAD, given)):"]
+
+
+def test_a_renamed_agent_is_removed_and_added_with_a_hint(
+        changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    git(changed.root, "mv", "agents/triage.yaml", "agents/routing.yaml")
+    code, out, _ = run(capsys, "diff", "HEAD")
+    assert (code, out.splitlines()[1:]) == (0, [
+        "2 agents differ (1 added, 1 removed, 0 changed, 0 invalid); 5 unchanged",
+        "added routing: new file, the same config as triage (renamed?)",
+        "removed triage: file deleted, the same config as routing (renamed?)"])
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "json")
+    assert [(a["agent_id"], a["same_as"]) for a in json.loads(out)["agents"]] == [
+        ("routing", "triage"), ("triage", "routing")]
+
+
+def test_a_change_that_adds_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    repo = GitTree(tmp_path / "mono")
+    repo.write({"README": "a service\n"})
+    repo.commit("before configsync")
+    repo.write({"configs/configsync.yaml": SETTINGS,
+                "configs/agents/triage.yaml": BASE_FILES["agents/triage.yaml"]})
+    monkeypatch.chdir(repo.root / "configs")
+    code, out, _ = run(capsys, "diff", "HEAD")
+    assert (code, out.splitlines()[1:]) == (0, [
+        "1 agent differs (1 added, 0 removed, 0 changed, 0 invalid); 0 unchanged",
+        "added triage: new file"])
+
+
+@pytest.fixture
+def cloned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GitTree:
+    """A clone of a bare "origin" whose main holds BASE_FILES, on a branch `feature` that
+    changed agents/support.yaml; origin's main moved on after the branch began (it changed
+    agents/triage.yaml), so only a merge-base shows the branch's own change."""
+    upstream = GitTree(tmp_path / "upstream")
+    upstream.write(BASE_FILES)
+    upstream.commit("base")
+    git(tmp_path, "clone", "-q", "--bare", str(upstream.root), "origin.git")
+    git(tmp_path, "clone", "-q", "origin.git", "clone")
+    clone = GitTree.__new__(GitTree)
+    clone.root = tmp_path / "clone"
+    git(clone.root, "checkout", "-q", "-b", "feature")
+    clone.write({"agents/support.yaml": HEAD_FILES["agents/support.yaml"]})
+    clone.commit("feature")
+    upstream.write({"agents/triage.yaml": "system_prompt: Route.\nmodel: gpt-4o-mini\n"})
+    upstream.commit("main moves on")
+    git(upstream.root, "push", "-q", str(tmp_path / "origin.git"), "main")
+    git(clone.root, "fetch", "-q", "origin")
+    monkeypatch.chdir(clone.root)
+    return clone
+
+
+def first_line(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
+    code, out, err = run(capsys, "diff", *argv)
+    assert (code, err) == (0, "")
+    return out.splitlines()[:3]
+
+
+def test_default_base_is_the_merge_base_with_origin_head(
+        cloned: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    base = short(cloned.root, "HEAD~1")
+    assert first_line(capsys) == [
+        f"configsync diff: base {base} (merge-base of HEAD and origin/main, via origin/HEAD) "
+        "-> head working tree",
+        "1 agent differs (0 added, 0 removed, 1 changed, 0 invalid); 5 unchanged",
+        "changed support: own file agents/support.yaml"]
+
+
+def test_default_base_without_origin_head(cloned: GitTree,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    base = short(cloned.root, "HEAD~1")
+    git(cloned.root, "remote", "set-head", "origin", "--delete")
+    assert first_line(capsys)[0] == (f"configsync diff: base {base} (merge-base of HEAD and "
+                                     "origin/main) -> head working tree")
+    git(cloned.root, "branch", "-q", "--set-upstream-to", "origin/main")
+    assert first_line(capsys)[0] == (f"configsync diff: base {base} (merge-base of HEAD and "
+                                     "origin/main, the upstream of feature) -> head working tree")
+    git(cloned.root, "checkout", "-q", "--detach")  # no branch, so no upstream
+    git(cloned.root, "remote", "remove", "origin")
+    assert first_line(capsys)[:2] == [
+        f"configsync diff: base {short(cloned.root)} (HEAD: no origin/HEAD, upstream, "
+        "origin/main or origin/master to compare with) -> head working tree",
+        "no agent differs; 6 unchanged"]
+
+
+def test_config_root_in_a_subfolder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    repo = GitTree(tmp_path / "mono")
+    repo.write({f"configs/{path}": text for path, text in BASE_FILES.items()})
+    repo.write({"service/agents/x.yaml": "not: a config\n", "README": "a monorepo\n"})
+    repo.commit("base")
+    repo.write({"configs/agents/triage.yaml": "system_prompt: Route.\nmodel: gpt-4o\n",
+                "service/agents/x.yaml": "changed: too\n"})
+    repo.commit("head")
+    monkeypatch.chdir(repo.root / "configs" / "agents" / "billing")
+    base, head = short(repo.root, "HEAD~1"), short(repo.root)
+    assert run(capsys, "diff", "HEAD~1", "HEAD") == (0, f"""\
+configsync diff: base {base} (HEAD~1, given) -> head {head} (HEAD, given)
+1 agent differs (0 added, 0 removed, 1 changed, 0 invalid); 5 unchanged
+changed triage: own file agents/triage.yaml
+  ~ model: "gpt-4o-mini" -> "gpt-4o"
+  system_prompt:
+    --- triage (base)
+    +++ triage (head)
+    @@ -1 +1 @@
+    -Route tickets.
+    +Route.
+""", "")
+
+
+HOSTILE = """\
+system_prompt: "a ``` b\\nthe end"
+model: gpt-4o
+metadata:
+  description: "x | y <script>alert(1)</script> & ```` z\\nnext line, and more"
+  labels:
+    "a|b": "[click](https://example.com) @team #1 *bold*"
+"""
+
+
+def test_markdown_escapes_hostile_values(git_tree: GitTree, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    git_tree.write({"agents/support.yaml": HOSTILE})
+    monkeypatch.chdir(git_tree.root)
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 0
+    assert out.split("### support (changed)\n\n", 1)[1] == r"""own file agents/support.yaml
+
+| field | before | after |
+| --- | --- | --- |
+| temperature | 0.3 | 0.7 |
+| max\_tokens | 500 | 1024 |
+| tools | \["search"\] | \[\] |
+| guardrail\_threshold | 0.7 | 0.5 |
+| metadata.description | null | "x \| y &lt;script&gt;alert(1)&lt;/script&gt; &amp; """ + (
+        r"""\`\`\`\` z\\nnext line, and m… |
+| metadata.labels.a\|b |   | "\[click\](https://example.com) \@team \#1 \*bold\*" |
+
+````diff
+--- support (base)
++++ support (head)
+@@ -1 +1,2 @@
+-You help customers.
++a ``` b
++the end
+````
+""")
+
+
+def shorten_a_long_prompt(repo: GitTree, lines: int, capsys: pytest.CaptureFixture[str]
+                          ) -> str:
+    """Commit an agent whose prompt file has ``lines`` lines, cut it to one line in the working
+    tree, and return the markdown of that agent's section."""
+    repo.write({"agents/long.yaml": "system_prompt_file: prompts/long.md\nmodel: gpt-4o\n",
+                "prompts/long.md": "".join(f"line {i}\n" for i in range(lines))})
+    repo.commit("a long prompt")
+    repo.write({"prompts/long.md": "short now\n"})
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 0
+    return out.split("### long (changed)\n\n", 1)[1]
+
+
+def test_a_long_prompt_diff_folds_into_details(git_tree: GitTree,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(git_tree.root)
+    assert shorten_a_long_prompt(git_tree, 20, capsys) == (
+        "changed only through prompt prompts/long.md\n\n"
+        "<details><summary>system_prompt diff (24 lines)</summary>\n\n"
+        "```diff\n--- long (base)\n+++ long (head)\n@@ -1,20 +1 @@\n"
+        + "".join(f"-line {i}\n" for i in range(20))
+        + "+short now\n```\n\n</details>\n")
+
+
+def test_markdown_shows_the_first_lines_of_a_very_long_prompt_diff(
+        git_tree: GitTree, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(git_tree.root)
+    assert shorten_a_long_prompt(git_tree, 500, capsys).endswith(
+        "-line 396\n```\n\n(the first 400 of 504 lines; `configsync diff` shows them all)"
+        "\n\n</details>\n")
+    assert run(capsys, "diff", "HEAD")[1].endswith("    -line 499\n    +short now\n")
+
+
+@pytest.mark.parametrize(("old", "new", "body"), [
+    ("one", "two", "@@ -1 +1 @@\n-one\n+two\n"),  # inline prompts: no newline on either side
+    ("x\u2028y\nz", "x\u2028y\nz\n",
+     "@@ -1,2 +1,2 @@\n x\u2028y\n-z\n\\ No newline at end of file\n+z\n"),
+    ("a\n", "a\r\n", "@@ -1 +1 @@\n-a\n+a\r\n"),
+])
+def test_prompt_diff_lines(old: str, new: str, body: str) -> None:
+    assert prompt_diff("p", old, new) == f"--- p (base)\n+++ p (head)\n{body}"
+
+
+def test_markdown_helpers() -> None:
+    assert md_text("a|b\nc <i>&") == "a\\|b\\\\nc &lt;i&gt;&amp;"
+    assert md_cell("x" * 100) == '"' + "x" * 58 + "…"
+    assert md_cell(None) == "null"
+    assert md_cell(None, present=False) == " "
+    assert md_fence("a ```` b") == "`````\na ```` b\n`````"
+    assert md_fence("plain", "diff") == "```diff\nplain\n```"
+
+
+MODELS = """\
+from configsync import AgentConfig
+
+
+class Agent(AgentConfig):
+    framework: str = "langgraph"
+"""
+
+
+@pytest.fixture
+def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An importable module outside the config repository, as if pip-installed."""
+    name = f"acme_diff_{uuid.uuid4().hex[:8]}"
+    write_tree(tmp_path / "site", {f"{name}.py": MODELS})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_a_change_only_to_configsync_yaml(changed: GitTree, package: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(changed.root, {"configsync.yaml": SETTINGS + f"schema: {package}:Agent\n"})
+    code, out, _ = run(capsys, "diff", "HEAD")
+    assert code == 0
+    assert out.splitlines()[1:5] == [
+        "6 agents differ (0 added, 0 removed, 6 changed, 0 invalid); 0 unchanged",
+        "changed billing/base: changed only through configsync.yaml",
+        '  + framework: "langgraph"',
+        "changed billing/refunds: changed only through configsync.yaml"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["no-such-ref"], "unknown git ref: no-such-ref (is it fetched, and spelled right?)"),
+    (["HEAD", "nope"], "unknown git ref: nope (is it fetched, and spelled right?)"),
+    (["--", "-x"], "unknown git ref: -x (is it fetched, and spelled right?)"),
+])
+def test_unknown_ref_is_a_usage_error(changed: GitTree, capsys: pytest.CaptureFixture[str],
+                                      argv: list[str], message: str) -> None:
+    assert run(capsys, "diff", *argv) == (2, "", f"configsync: error: {message}\n")
+
+
+def test_not_a_repository_and_no_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path / "plain", {"configsync.yaml": SETTINGS})
+    monkeypatch.chdir(tmp_path / "plain")
+    code, out, err = run(capsys, "diff")
+    assert (code, out) == (2, "")
+    assert err == f"configsync: error: not a git repository: {tmp_path / 'plain'}\n"
+    git(tmp_path / "plain", "init", "-q")
+    assert run(capsys, "diff") == (2, "", "configsync: error: the repository has no commits "
+                                          "yet: there is no base to compare with; commit "
+                                          "first\n")
+    git(tmp_path / "plain", "add", "-A")
+    git(tmp_path / "plain", "commit", "-q", "-m", "first")
+    git(tmp_path, "clone", "-q", "--bare", str(tmp_path / "plain"), "bare.git")
+    monkeypatch.chdir(tmp_path / "bare.git")
+    assert run(capsys, "diff") == (2, "", f"configsync: error: {tmp_path / 'bare.git'} is a "
+                                          "bare repository: it has no working tree to "
+                                          "compare; give BASE and HEAD\n")
+    assert run(capsys, "diff", "HEAD", "HEAD")[0] == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["diff", "--format", "yaml"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("configsync: error: argument --format: invalid "
+                                              "choice: 'yaml'")
