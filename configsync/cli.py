@@ -444,17 +444,23 @@ def _parser() -> argparse.ArgumentParser:
                     "a unified diff, and where the change came from: its own file, a base, a "
                     "prompt file or configsync.yaml) or invalid on a side; unchanged agents "
                     "are counted.",
-        epilog="example:\n  configsync diff origin/main --format markdown "
-               ">>\"$GITHUB_STEP_SUMMARY\"\n\n"
+        epilog="examples:\n  configsync diff origin/main --format markdown "
+               ">>\"$GITHUB_STEP_SUMMARY\"\n"
+               "  configsync diff support@v7 support@v9   (versions, as `configsync history` "
+               "numbers them)\n\n"
                "exit codes: 0 the diff was computed (changes or none); 1 a side fails "
                "validation (the agents that resolved are still compared, and the errors "
                "summarized); 2 usage (unknown ref, not a git repository, no commits yet)")
     diff.add_argument("base", metavar="BASE", nargs="?",
-                      help="the commit to compare with (default: the merge-base of HEAD and "
+                      help="the commit to compare with, or AGENT@vN: the commit that made "
+                           "version N of AGENT (default: the merge-base of HEAD and "
                            "the remote's default branch: origin/HEAD, else the branch's "
                            "upstream, else origin/main or origin/master; else HEAD)")
     diff.add_argument("head", metavar="HEAD", nargs="?",
-                      help="the commit to compare (default: the working tree)")
+                      help="the commit to compare, or AGENT@vN (default: the working tree)")
+    diff.add_argument("--agent", action="append", metavar="ID",
+                      help="only this agent (repeat for more; default: every agent, or the "
+                           "one named when both sides are AGENT@vN)")
     diff.add_argument("--format", choices=["text", "json", "markdown"], default="text",
                       help="text; json (one object); markdown (for a pull request comment or "
                            "$GITHUB_STEP_SUMMARY) (default: text)")

@@ -62,9 +62,18 @@ from .compare import (
 )
 from .errors import UsageError
 from .git import GitRepo
+from .history import agent_history
 from .logs import one_line
 from .messages import plural
-from .repo import FolderSource, GitSource, Source, agent_id_for, find_root
+from .repo import (
+    AGENT_SUFFIXES,
+    AGENTS_DIR,
+    FolderSource,
+    GitSource,
+    Source,
+    agent_id_for,
+    find_root,
+)
 from .snapshot import checksum
 from .validate import Diagnostic, Report, check_tree
 
@@ -173,6 +182,17 @@ class Diff:
             return f"no agent differs; {self.unchanged} unchanged"
         verb = "differs" if len(self.agents) == 1 else "differ"
         return f"{plural(len(self.agents), 'agent')} {verb} ({parts}); {self.unchanged} unchanged"
+
+    def only(self, agent_ids: set[str], old: Report, new: Report) -> Diff:
+        """This diff of ``agent_ids`` alone (``--agent``): the others are neither listed nor
+        counted, and only the errors in their files are kept."""
+        agents = [a for a in self.agents if a.agent_id in agent_ids]
+        present = (set(old.configs) | set(new.configs)) & agent_ids
+        listed = {a.agent_id for a in agents}
+        files = {f"{AGENTS_DIR}/{a}{suffix}" for a in agent_ids for suffix in AGENT_SUFFIXES}
+        errors = {side: [d for d in found if d.path in files]
+                  for side, found in self.errors.items()}
+        return Diff(self.base, self.head, agents, len(present - listed), errors)
 
     def to_json(self) -> dict[str, Any]:
         return {"base": self.base.to_json(), "head": self.head.to_json(),
@@ -300,8 +320,31 @@ def _sides(base_ref: str | None, head_ref: str | None
         yield base, GitSource(repo, base.sha or ""), head, head_source, root.folder
 
 
+AGENT_VERSION = re.compile(r"(?P<agent>[a-z0-9][a-z0-9._/-]*)@[vV](?P<version>[0-9]+)")
+"""``support@v7``: the commit that made version 7 of agent ``support`` (by ``configsync
+history``'s numbering, the daemon's), where a BASE or HEAD commit is expected."""
+
+
+def agent_version(text: str) -> tuple[str, int] | None:
+    """The agent and version ``text`` names as ``AGENT@vN``, or None."""
+    match = AGENT_VERSION.fullmatch(text)
+    return None if match is None else (match["agent"], int(match["version"]))
+
+
 def _given(repo: GitRepo, ref: str) -> Side:
-    return Side(repo.resolve(ref), ref, f"{ref}, given")
+    named = agent_version(ref)
+    if named is None:
+        return Side(repo.resolve(ref), ref, f"{ref}, given")
+    agent_id, number = named
+    versions = [v for v in agent_history(repo, repo.resolve("HEAD"), agent_id,
+                                         repo_root=repo.top) if not v.deleted]
+    for v in versions:
+        if v.version == number:
+            return Side(v.commit.sha, ref, f"{agent_id} v{number}: {one_line(v.commit.message)}")
+    have = (f"it has versions {versions[0].version}-{versions[-1].version}" if versions
+            else "it has no version on HEAD")
+    raise UsageError(f"{ref}: {agent_id} has no version {number} ({have}; see `configsync "
+                     f"history {agent_id}`)")
 
 
 # -- formats ----------------------------------------------------------------------------------
@@ -431,6 +474,13 @@ def run_diff(args: argparse.Namespace) -> int:
         old = check_tree(base_source, repo_root=root, jobs=jobs)
         new = check_tree(head_source, repo_root=root, jobs=jobs)
     diff = compute(old, new, base, head)
+    wanted = set(args.agent or ())
+    named = {n[0] for n in map(agent_version, (args.base or "", args.head or "")) if n}
+    if not wanted and len(named) == 1 and all(agent_version(r or "") for r in
+                                               (args.base, args.head)):
+        wanted = named  # support@v7 support@v9: what changed in that agent
+    if wanted:
+        diff = diff.only(wanted, old, new)
     sys.stdout.write(render(diff, args.format))
     return diff.exit_code
 

@@ -527,3 +527,32 @@ def test_not_a_repository_and_no_commits(tmp_path: Path, monkeypatch: pytest.Mon
     assert exc.value.code == 2
     assert capsys.readouterr().err.startswith("configsync: error: argument --format: invalid "
                                               "choice: 'yaml'")
+
+
+def test_agent_versions_as_sides_and_the_agent_filter(
+        changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    changed.write({"agents/support.yaml": "system_prompt: You help customers.\nmodel: gpt-4o\n"
+                                          "temperature: 0.9\ntools: [search, calculator]\n"})
+    changed.commit("warmer support")
+    v1, v3 = short(changed.root, "HEAD~2"), short(changed.root)
+    # the daemon's numbers (configsync history): v1 "base", v2 "head", v3 "warmer support";
+    # both sides one agent's versions: only that agent
+    assert run(capsys, "diff", "support@v1", "support@V3") == (0, f"""\
+configsync diff: base {v1} (support v1: base) -> head {v3} (support v3: warmer support)
+1 agent differs (0 added, 0 removed, 1 changed, 0 invalid); 0 unchanged
+changed support: own file agents/support.yaml
+  ~ temperature: 0.3 -> 0.9
+  ~ tools: ["search"] -> ["search", "calculator"]
+""", "")
+    code, out, _ = run(capsys, "diff", "support@v2", "--agent", "research", "--agent",
+                       "billing/refunds", "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["head"]["how"] == "working tree"
+    assert [a["agent_id"] for a in data["agents"]] == [] and data["unchanged"] == 2
+    code, out, _ = run(capsys, "diff", "HEAD~2", "--agent", "research")
+    assert out.splitlines()[1:3] == [
+        "1 agent differs (0 added, 0 removed, 1 changed, 0 invalid); 0 unchanged",
+        "changed research: changed only through prompt prompts/research.md"]
+    assert run(capsys, "diff", "support@v7") == (
+        2, "", "configsync: error: support@v7: support has no version 7 (it has versions 1-3; "
+               "see `configsync history support`)\n")
