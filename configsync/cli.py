@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import tempfile
+import textwrap
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -302,16 +303,15 @@ def _parser() -> argparse.ArgumentParser:
                                         "else $XDG_STATE_HOME/configsync/NAME-HASH)")
     sync.set_defaults(func=cmd_sync)
 
-    get = commands.add_parser(
-        "get", help="print an agent's snapshot from Redis (the version served, or --version N)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    get = _command(
+        commands, "get",
+        help="print an agent's snapshot from Redis (the version served, or --version N)",
         description="Print the snapshot the daemon wrote for AGENT: the version served now, "
                     "or a kept version of its history.",
         epilog="example:\n  configsync get support --version 3 --format yaml\n\n"
                "exit codes: 0 printed; 1 no such agent or version, or Redis unreachable; "
                "2 usage")
-    get.add_argument("agent", metavar="AGENT", help="agent id (its path under agents/, "
-                                                    "without .yaml)")
+    _agent_argument(get)
     get.add_argument("--version", type=_positive_int, metavar="N",
                      help="a version from the agent's history (default: the one served)")
     get.add_argument("--format", choices=["json", "yaml"], default="json",
@@ -320,9 +320,8 @@ def _parser() -> argparse.ArgumentParser:
     _redis_options(get)
     get.set_defaults(func=cmd_get)
 
-    watch = commands.add_parser(
-        "watch", help="print change events from the stream as they happen, one line each",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    watch = _command(
+        commands, "watch", help="print change events from the stream as they happen, one line each",
         description="Tail the namespace's event stream: applied, rejected and rebuilt events, "
                     "one line each, until Ctrl-C (or --count events).",
         epilog="example:\n  configsync watch support --since 0 --count 5\n\n"
@@ -342,9 +341,9 @@ def _parser() -> argparse.ArgumentParser:
     _redis_options(watch)
     watch.set_defaults(func=cmd_watch)
 
-    history = commands.add_parser(
-        "history", help="every version of an agent from git: who, when, why, what changed",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    history = _command(
+        commands, "history",
+        help="every version of an agent from git: who, when, why, what changed",
         description="List AGENT's versions on the branch, newest first, from git alone (no "
                     "Redis needed), numbered as the sync daemon numbers them: version, commit, "
                     "author, date, subject, and the fields of the resolved config that changed "
@@ -356,8 +355,7 @@ def _parser() -> argparse.ArgumentParser:
                "  configsync history support --redis redis://127.0.0.1:6379/0 --format json"
                "\n\nexit codes: 0 printed; 1 the agent has no version on REF, or git failed; "
                "2 usage, or Redis unreachable with --redis")
-    history.add_argument("agent", metavar="AGENT", help="agent id (its path under agents/, "
-                                                        "without .yaml)")
+    _agent_argument(history)
     history.add_argument("--limit", type=_positive_int, metavar="N",
                          help="only the newest N versions")
     history.add_argument("--since", type=_since, metavar="DATE",
@@ -378,9 +376,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="output format (default: text)")
     history.set_defaults(func=cmd_history)
 
-    rollback = commands.add_parser(
-        "rollback", help="commit an agent's resolved config of an earlier version again",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    rollback = _command(
+        commands, "rollback", help="commit an agent's resolved config of an earlier version again",
         description="Make one commit that gives AGENT the resolved config of an earlier "
                     "version again, whatever happened to its file since: its own file is "
                     "restored whole (no merge conflicts, other agents untouched). When the "
@@ -393,8 +390,7 @@ def _parser() -> argparse.ArgumentParser:
                "\n\nexit codes: 0 committed, or nothing to do; 1 refused (dirty tree, a "
                "dependency changed, the result would not validate) or git failed; 2 usage "
                "(unknown version or commit, bad branch name)")
-    rollback.add_argument("agent", metavar="AGENT", help="agent id (its path under agents/, "
-                                                         "without .yaml)")
+    _agent_argument(rollback)
     rollback.add_argument("--to", required=True, type=_nonempty, metavar="VERSION|COMMIT",
                           help="a version (7 or v7, from `configsync history`) or a commit "
                                "(the version the agent had there)")
@@ -414,9 +410,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="output format (default: text)")
     rollback.set_defaults(func=cmd_rollback)
 
-    status = commands.add_parser(
-        "status", help="compare the branch head with what Redis serves (exit 0 in sync)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    status = _command(
+        commands, "status", help="compare the branch head with what Redis serves (exit 0 in sync)",
         description="Show the branch head next to the commit Redis serves (in sync, behind by "
                     "N commits, or last commit rejected with its error), the daemon's "
                     "heartbeat age, each agent's resolved config at the head against the "
@@ -435,9 +430,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="output format (default: text)")
     status.set_defaults(func=cmd_status)
 
-    diff = commands.add_parser(
-        "diff", help="show what a change does to the agents' resolved configs",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    diff = _command(
+        commands, "diff", help="show what a change does to the agents' resolved configs",
         description="Compare the agents' resolved configs (extends merged, prompt files "
                     "inlined) of two trees: BASE, a commit, and HEAD, a commit or the working "
                     "tree. Lists each agent added, removed, changed (its fields, its prompt as "
@@ -479,9 +473,8 @@ def _parser() -> argparse.ArgumentParser:
                              "missing or stale")
     schema.set_defaults(func=cmd_schema)
 
-    init = commands.add_parser(
-        "init", help="scaffold a new config repository that validates clean",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    init = _command(
+        commands, "init", help="scaffold a new config repository that validates clean",
         description="Write configsync.yaml, agents/example.yaml, prompts/example.md, the JSON "
                     "Schema files and editor settings (as `configsync schema` does), a "
                     ".gitignore, .github/workflows/configsync.yml (calls configsync's reusable "
@@ -504,6 +497,20 @@ def _parser() -> argparse.ArgumentParser:
                       help="output format (default: text)")
     init.set_defaults(func=cmd_init)
     return parser
+
+
+def _command(commands: argparse._SubParsersAction[_Parser], name: str, *, help: str,
+             description: str, epilog: str) -> _Parser:
+    """A subcommand whose description is wrapped and whose epilog (examples, exit codes)
+    keeps its own lines."""
+    return commands.add_parser(name, help=help, description=textwrap.fill(description, 79),
+                               epilog=epilog,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _agent_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("agent", metavar="AGENT",
+                        help="agent id (its path under agents/, without .yaml)")
 
 
 def _redis_options(parser: argparse.ArgumentParser) -> None:
