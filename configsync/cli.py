@@ -209,15 +209,27 @@ def cmd_init(args: argparse.Namespace) -> int:
     return run_init(args)
 
 
+def _agent_or_url(args: argparse.Namespace) -> None:
+    """``history --redis support``: ``--redis`` takes an optional URL, so argparse gave it the
+    agent; a value that is no URL is the agent."""
+    if args.agent is None:
+        if args.redis and "://" not in args.redis:
+            args.agent, args.redis = args.redis, ""
+        else:
+            raise UsageError("the following arguments are required: AGENT")
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from .history_cli import run_history
 
+    _agent_or_url(args)
     return run_history(args)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from .rollback import run_rollback
 
+    _agent_or_url(args)
     return run_rollback(args)
 
 
@@ -355,7 +367,7 @@ def _parser() -> argparse.ArgumentParser:
                "  configsync history support --redis redis://127.0.0.1:6379/0 --format json"
                "\n\nexit codes: 0 printed; 1 the agent has no version on REF, or git failed; "
                "2 usage, or Redis unreachable with --redis")
-    _agent_argument(history)
+    _agent_argument(history, optional=True)
     history.add_argument("--limit", type=_positive_int, metavar="N",
                          help="only the newest N versions")
     history.add_argument("--since", type=_since, metavar="DATE",
@@ -390,7 +402,7 @@ def _parser() -> argparse.ArgumentParser:
                "\n\nexit codes: 0 committed, or nothing to do; 1 refused (dirty tree, a "
                "dependency changed, the result would not validate) or git failed; 2 usage "
                "(unknown version or commit, bad branch name)")
-    _agent_argument(rollback)
+    _agent_argument(rollback, optional=True)
     rollback.add_argument("--to", required=True, type=_nonempty, metavar="VERSION|COMMIT",
                           help="a version (7 or v7, from `configsync history`) or a commit "
                                "(the version the agent had there)")
@@ -406,6 +418,12 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--include-dependencies", action="store_true",
                           help="also restore the base, prompt file or configsync.yaml the "
                                "version came from (this changes the agents that share them)")
+    rollback.add_argument("--redis", nargs="?", const="", metavar="URL",
+                          help="read VERSION as Redis numbers it (the number clients report; "
+                               "it differs from git's after a force-push the daemon followed); "
+                               "URL default: $CONFIGSYNC_REDIS_URL")
+    rollback.add_argument("--namespace", type=_namespace,
+                          help="Redis namespace for --redis (default: configsync.yaml's)")
     rollback.add_argument("--format", choices=["text", "json"], default="text",
                           help="output format (default: text)")
     rollback.set_defaults(func=cmd_rollback)
@@ -508,8 +526,9 @@ def _command(commands: argparse._SubParsersAction[_Parser], name: str, *, help: 
                                formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _agent_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("agent", metavar="AGENT",
+def _agent_argument(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    """AGENT (``optional``: checked by :func:`_agent_or_url`, after an optional --redis)."""
+    parser.add_argument("agent", metavar="AGENT", nargs="?" if optional else None,
                         help="agent id (its path under agents/, without .yaml)")
 
 

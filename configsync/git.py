@@ -374,6 +374,9 @@ class GitRepo:
             raise UsageError(f"{name!r} is not a valid branch name")
         if self._status("rev-parse", "--verify", "--quiet", f"refs/heads/{name}"):
             raise UsageError(f"branch {name} exists already: pick another --branch")
+        if self._status("rev-parse", "--verify", "--quiet", "--end-of-options", name):
+            raise UsageError(f"{name} names an existing ref (a remote branch or a tag): a "
+                             "branch of that name would be ambiguous; pick another --branch")
         self._git("branch", "--", name, commit)
 
     def upstream(self, branch: str) -> tuple[str, str]:

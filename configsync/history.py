@@ -10,18 +10,26 @@ new ``epoch``) may number differently, which ``--redis`` shows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .compare import Cause, FieldChange, causes, field_changes
+from .errors import UsageError
 from .git import CommitInfo, GitRepo
 from .repo import GitSource
+from .snapshot import Record
 from .sync import Applied, Engine, Step
 from .validate import Report, check_tree
 
-__all__ = ["Version", "agent_history", "replay", "versions_at"]
+__all__ = ["RedisNumbers", "ShallowHistory", "Version", "agent_history", "daemon_start",
+           "redis_numbers", "replay", "version_matcher", "versions_at"]
+
+
+class ShallowHistory(UsageError):
+    """The repository is a shallow clone: its history is cut short, so versions counted from
+    it would not be the daemon's."""
 
 
 @dataclass
@@ -60,7 +68,14 @@ def replay(repo: GitRepo, head: str, *, repo_root: Path | None = None,
     """Each first-parent commit up to ``head``, oldest first, as the daemon's rebuild steps it,
     with the report of the last tree applied before it (None before the first). From
     ``start`` (what a daemon serves: its commit, an ancestor of ``head``, and versions), only
-    the commits after it, as that daemon's next poll steps them. Raises GitError."""
+    the commits after it, as that daemon's next poll steps them. Raises GitError, and
+    :class:`ShallowHistory` for a whole replay of a shallow clone (its numbers would count
+    only the commits it has)."""
+    if start is None and repo.is_shallow():
+        raise ShallowHistory(
+            "this clone is shallow (git clone --depth), so it cannot number versions: the "
+            "daemon counts every commit of the branch; run `git fetch --unshallow` (in GitHub "
+            "Actions: actions/checkout with fetch-depth: 0)")
     engine = Engine(repo, repo_root=repo_root if repo_root is not None else repo.top)
     if start is not None and start.commit is not None and start.report is None:
         start.report = engine.check(start.commit)
@@ -119,3 +134,90 @@ def agent_history(repo: GitRepo, head: str, agent_id: str, *,
                                      None, deleted=True))
                 # (kept: a re-creation is compared with the config the agent had last)
     return found
+
+
+def daemon_start(repo: GitRepo, head: str, served: str | None, revision: int,
+                 current: Mapping[str, tuple[int, str]], last: Mapping[str, int]
+                 ) -> Applied | None:
+    """What a daemon serving ``served`` (with ``current``: agent -> (version, checksum), and
+    ``last``: every agent's last version, deleted ones too) starts its next walk from, as
+    ``Daemon._load`` makes it: versions after it are that daemon's, whatever numbering a
+    force-push left. None when ``served`` is not here or not an ancestor of ``head`` (then
+    only a whole replay numbers the head)."""
+    if not served or not repo.has_commit(served) or not repo.is_ancestor(served, head):
+        return None
+    versions = dict(current)
+    merged = dict(last)
+    for agent_id, (version, _) in versions.items():
+        merged[agent_id] = max(version, merged.get(agent_id, 0))
+    return Applied(served, None, versions, merged, revision)
+
+
+@dataclass
+class RedisNumbers:
+    """How the namespace in Redis numbers an agent's versions, against git's numbering.
+
+    After a force-push the daemon followed live, Redis still counts the versions made on the
+    commits it dropped, so its numbers run ahead of a replay of the branch (DESIGN.md
+    invariant 3). ``numbers``: git version -> Redis version (where Redis has one, kept or
+    still to come from the commits after the served one); ``served``: the git version Redis
+    serves; ``kept``: the git versions Redis still keeps; ``dropped``: kept Redis versions that
+    no version on the branch had (their commit is not on it)."""
+
+    numbers: dict[int, int] = field(default_factory=dict)
+    served: int | None = None
+    kept: set[int] = field(default_factory=set)
+    dropped: list[int] = field(default_factory=list)
+
+    @property
+    def differ(self) -> bool:
+        return any(git != redis for git, redis in self.numbers.items())
+
+
+def version_matcher(repo: GitRepo, head: str, versions: list[Version]
+                    ) -> Callable[[Record], Version | None]:
+    """A function from a snapshot Redis holds to the version of ``versions`` (over ``head``)
+    it is: the newest one with its checksum at or before its commit on the branch (None: its
+    commit is not on the branch, or no version there had its config)."""
+    order = {info.sha: i for i, info in enumerate(repo.first_parent_log(None, head))}
+    live = [v for v in versions if not v.deleted]
+
+    def match(record: Record) -> Version | None:
+        at = order.get(record.commit)
+        if at is None:
+            return None
+        found = [v for v in live if v.checksum == record.checksum and order[v.commit.sha] <= at]
+        return found[-1] if found else None
+
+    return match
+
+
+def redis_numbers(repo: GitRepo, head: str, agent_id: str, versions: list[Version],
+                  kept: Mapping[int, Record], served: Record | None,
+                  start: Applied | None) -> RedisNumbers:
+    """Match Redis's versions of ``agent_id`` (``kept``, ``served``) to ``versions`` (from
+    :func:`agent_history` over ``head``): a Redis version is the newest git version with its
+    checksum at or before its commit on the branch. With ``start`` (:func:`daemon_start`),
+    the versions after the served commit get the numbers that daemon will give them."""
+    match = version_matcher(repo, head, versions)
+    live = [v for v in versions if not v.deleted]
+    result = RedisNumbers()
+    for number, record in sorted(kept.items()):
+        version = match(record)
+        if version is None:
+            result.dropped.append(number)
+            continue
+        result.numbers[version.version] = number
+        result.kept.add(version.version)
+    if served is not None:
+        version = match(served)
+        if version is not None:
+            result.numbers[version.version] = served.version
+            result.served = version.version
+    if start is not None and start.commit != head:
+        by_commit = {v.commit.sha: v for v in live}
+        for step, _ in replay(repo, head, start=start):
+            for upsert in step.upserts:
+                if upsert.agent_id == agent_id and step.info.sha in by_commit:
+                    result.numbers[by_commit[step.info.sha].version] = upsert.version
+    return result

@@ -24,7 +24,7 @@ import redis
 from .compare import ADDED, OWN, REMOVED, Cause, FieldChange
 from .errors import ConfigsyncError, UsageError
 from .git import GitRepo
-from .history import Version, agent_history
+from .history import RedisNumbers, Version, agent_history, daemon_start, redis_numbers
 from .logs import one_line
 from .messages import did_you_mean, plural
 from .read_cli import default_namespace, redis_url_given
@@ -35,7 +35,7 @@ from .store import Store
 from .validate import check_tree
 
 __all__ = ["Served", "describe_causes", "describe_change", "open_repo", "parse_since",
-           "run_history"]
+           "read_served", "run_history"]
 
 VALUE_WIDTH = 60
 
@@ -57,10 +57,14 @@ def open_repo(start: str = ".") -> Iterator[GitRepo]:
 
 @dataclass(frozen=True, slots=True)
 class Served:
-    """What Redis serves for the agent (``record``; None: nothing) and the versions it keeps."""
+    """What Redis serves for the agent (``record``; None: nothing), and how its numbers match
+    git's (:func:`.history.redis_numbers`); ``here``: whether this clone has the served
+    commit."""
 
     record: Record | None
-    kept: dict[int, Record]
+    numbers: RedisNumbers
+    here: bool
+    last: int  # the last version Redis gave the agent (deleted or not; 0: none)
 
 
 def short_value(value: Any, width: int = VALUE_WIDTH) -> str:
@@ -92,7 +96,11 @@ def describe_causes(found: list[Cause]) -> str:
     return "through " + ", ".join(f"{c.kind} {c.path}" for c in found)
 
 
-def _served(args: argparse.Namespace, agent_id: str) -> Served | None:
+def read_served(args: argparse.Namespace, repo: GitRepo, head: str, agent_id: str,
+                versions: list[Version]) -> Served | None:
+    """With ``--redis`` (``args.redis``, ``args.namespace``): what Redis serves of the agent
+    and how it numbers ``versions``; None without. Raises UsageError when Redis cannot be
+    read."""
     if args.redis is None:
         return None
     url, origin = redis_url_given(args.redis or None)
@@ -101,36 +109,48 @@ def _served(args: argparse.Namespace, agent_id: str) -> Served | None:
                                    socket_connect_timeout=5)
     try:
         store = Store(client, namespace)
-        return Served(store.current().get(agent_id), store.history(agent_id))
+        state = store.state()
+        current = store.current()
+        kept = store.history(agent_id)
+        last = store.last_versions() if state.get("commit") else {}
     except redis.RedisError as exc:
         raise UsageError(f"{redis_failure(exc, client)} (--redis)") from None
     finally:
         client.close()
+    start = daemon_start(repo, head, state.get("commit"), int(state.get("revision") or 0),
+                         {a: (r.version, r.checksum) for a, r in current.items()}, last)
+    record = current.get(agent_id)
+    numbers = redis_numbers(repo, head, agent_id, versions, kept, record, start)
+    return Served(record, numbers, record is None or repo.has_commit(record.commit),
+                  last.get(agent_id, record.version if record is not None else 0))
 
 
 def _mark(version: Version, served: Served | None) -> str:
     if served is None or version.deleted:
         return ""
-    record = served.record
-    if record is not None and record.version == version.version \
-            and record.checksum == version.checksum:
-        return f"served (applied {record.synced_at})"
-    kept = served.kept.get(version.version)
-    return "kept in Redis" if kept is not None and kept.checksum == version.checksum else ""
+    numbers = served.numbers
+    notes = []
+    number = numbers.numbers.get(version.version)
+    if number is not None and number != version.version:
+        notes.append(f"Redis v{number}")
+    if numbers.served == version.version and served.record is not None:
+        notes.append(f"served (applied {served.record.synced_at})")
+    elif version.version in numbers.kept:
+        notes.append("kept in Redis")
+    return "; ".join(notes)
 
 
 def render_text(agent_id: str, ref: str, versions: list[Version], served: Served | None,
-                total: int, serving: str | None = None) -> str:
-    """The versions, newest first; ``total``: how many versions the agent has in all;
-    ``serving``: :func:`served_line`."""
+                total: int) -> str:
+    """The versions, newest first; ``total``: how many versions the agent has in all."""
+    serving = served_line(served)
     count = sum(not v.deleted for v in versions)
     shown = plural(total, "version") if count == total else f"{count} of {total} versions"
     if not versions:
         lines = [f"{one_line(agent_id)}: no version of {total} on {one_line(ref)} matches"]
-        return "\n".join([*lines, *([serving] if serving else [])]) + "\n"
+        return "\n".join([*lines, *serving]) + "\n"
     lines = [f"{one_line(agent_id)}: {shown} on {one_line(ref)}, newest first"]
-    if serving is not None:
-        lines.append(serving)
+    lines.extend(serving)
     for v in reversed(versions):
         info = v.commit
         label = f"deleted (was v{v.version})" if v.deleted else f"v{v.version}"
@@ -147,20 +167,34 @@ def render_text(agent_id: str, ref: str, versions: list[Version], served: Served
     return "\n".join(lines) + "\n"
 
 
-def served_line(versions: list[Version], served: Served | None) -> str | None:
-    """What Redis serves, in one line (None without ``--redis``), checked against the whole
-    history (all of ``versions``, not only those shown)."""
+def served_line(served: Served | None) -> list[str]:
+    """What Redis serves, and how its numbers differ from git's (nothing without
+    ``--redis``)."""
     if served is None:
-        return None
+        return []
     record = served.record
     if record is None:
-        return "Redis serves no version of this agent"
+        return ["Redis serves no version of this agent"]
     line = (f"Redis serves v{record.version} (commit {record.commit[:12]}, applied "
             f"{record.synced_at})")
-    if any(_mark(v, served).startswith("served") for v in versions):
-        return line
-    return (line + ", which this history does not number so: the namespace follows another "
-            "branch, or was rebuilt after a force-push")
+    if not served.here:
+        line += ", a commit this clone does not have (git fetch?)"
+    elif served.numbers.served is None:
+        line += ", a config no version on this branch had (the namespace follows another branch?)"
+    lines = [line]
+    if served.numbers.differ:
+        lines.append("Redis numbers this agent's versions differently from git: the daemon "
+                     "followed a force-push live, and the versions made on the commits it "
+                     "dropped still count there; [Redis vN] is the number clients report")
+    return lines
+
+
+def _redis_json(version: Version, served: Served | None) -> dict[str, Any]:
+    if served is None:
+        return {"served": False, "redis_version": None}
+    return {"served": served.numbers.served == version.version and not version.deleted,
+            "redis_version": None if version.deleted
+            else served.numbers.numbers.get(version.version)}
 
 
 def _wanted(version: Version, since: datetime | None, path: str | None) -> bool:
@@ -189,21 +223,18 @@ def run_history(args: argparse.Namespace) -> int:
             raise ConfigsyncError(f"agent {one_line(args.agent)} has no version on "
                                   f"{one_line(args.ref)} ({head[:12]})"
                                   f"{did_you_mean(args.agent, known)}")
-    served = _served(args, args.agent)
+        served = read_served(args, repo, head, args.agent, versions)
     shown = [v for v in versions if _wanted(v, args.since, args.field)]
     shown = shown[-args.limit:] if args.limit else shown
     if args.format == "json":
         data = {"agent_id": args.agent, "ref": args.ref, "head": head,
-                "versions": [v.to_json() | {"served": _mark(v, served).startswith("served")}
-                             for v in reversed(shown)],
+                "versions": [v.to_json() | _redis_json(v, served) for v in reversed(shown)],
                 "served": None if served is None or served.record is None else {
                     "version": served.record.version, "checksum": served.record.checksum,
                     "commit": served.record.commit, "applied_at": served.record.synced_at,
-                    "numbered_alike": any(_mark(v, served).startswith("served")
-                                          for v in versions)}}
+                    "numbered_alike": not served.numbers.differ}}
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(render_text(args.agent, args.ref, shown, served,
-                                     sum(not v.deleted for v in versions),
-                                     served_line(versions, served)))
+                                     sum(not v.deleted for v in versions)))
     return 0

@@ -27,8 +27,8 @@ from typing import Any
 
 from .errors import ConfigsyncError, GitError, UsageError
 from .git import GitRepo, TreeEntry
-from .history import Version, agent_history
-from .history_cli import open_repo
+from .history import RedisNumbers, Version, agent_history
+from .history_cli import open_repo, read_served
 from .logs import one_line
 from .messages import did_you_mean, plural
 from .repo import SETTINGS_FILE, GitSource, agent_id_for
@@ -56,15 +56,22 @@ class Rollback:
     others: list[str] = field(default_factory=list)
     tree: str | None = None
     next_version: int = 0
+    numbers: dict[int, int] = field(default_factory=dict)  # git version -> Redis's (--redis)
+
+    def label(self, version: Version | None) -> int:
+        """The number to show for ``version``: Redis's with ``--redis`` (what clients report),
+        else git's (0: deleted)."""
+        return 0 if version is None else self.numbers.get(version.version, version.version)
 
     def message(self, subject: str | None = None) -> str:
         """The commit message: names the agent, both versions and both commits (the lines a
         reviewer and ``git log --grep`` look for)."""
         t = self.target
+        to = self.label(t)
         was = ("deleted" if self.current is None else
-               f"v{self.current.version} ({self.current.commit.sha[:12]})")
-        lines = [subject or f"Roll back {self.agent_id} to v{t.version}", "",
-                 f"{self.agent_id}: from {was} to the resolved config of v{t.version} "
+               f"v{self.label(self.current)} ({self.current.commit.sha[:12]})")
+        lines = [subject or f"Roll back {self.agent_id} to v{to}", "",
+                 f"{self.agent_id}: from {was} to the resolved config of v{to} "
                  f"({t.commit.sha[:12]}, \"{one_line(t.commit.message)}\"); the daemon "
                  f"serves it as v{self.next_version}.",
                  "", f"Restored from {t.commit.sha[:12]}: {', '.join(self.restored)}"]
@@ -73,17 +80,34 @@ class Rollback:
         if self.others:
             lines.append(f"Also changes: {', '.join(self.others)}")
         lines += ["", f"Configsync-Rollback: {self.agent_id} "
-                      f"v{self.current.version if self.current else 0} -> v{t.version}"]
+                      f"v{self.label(self.current)} -> v{to}"]
         return "\n".join(lines) + "\n"
 
 
-def _target(versions: list[Version], to: str, repo: GitRepo, agent_id: str) -> Version:
-    """The version ``to`` names: a number (``7`` or ``v7``), or a commit (the version the
-    agent had there)."""
+@dataclass(frozen=True, slots=True)
+class RedisSide:
+    """What Redis says of the agent, for ``--redis``: how its numbers match git's, and the
+    last version it gave the agent (the next is one more)."""
+
+    numbers: RedisNumbers
+    last: int
+
+
+def _target(versions: list[Version], to: str, repo: GitRepo, agent_id: str,
+            redis_side: RedisSide | None = None) -> Version:
+    """The version ``to`` names: a number (``7`` or ``v7``: git's numbering, or Redis's with
+    ``redis_side``), or a commit (the version the agent had there)."""
     live = [v for v in versions if not v.deleted]
     match = _VERSION.fullmatch(to)
     if match is not None:
         number = int(match[1])
+        if redis_side is not None:
+            found = [v for v in live if redis_side.numbers.numbers.get(v.version) == number]
+            if found:
+                return found[-1]
+            raise UsageError(f"Redis has no version {number} of {agent_id} that is a version "
+                             "on this branch (trimmed, made on a commit a force-push dropped, "
+                             f"or not synced yet); see `configsync history {agent_id} --redis`")
         for v in live:
             if v.version == number:
                 return v
@@ -109,30 +133,40 @@ def _entries(repo: GitRepo, commit: str, paths: list[str]) -> dict[str, TreeEntr
     return {e.path: e for e in repo.ls_tree(commit, paths)} if paths else {}
 
 
-def _dependencies(report: Report, agent_id: str) -> list[str]:
-    """The files besides the agent's own that shape its resolved config in ``report``."""
+def _dependencies(report: Report, now: Report, agent_id: str) -> list[str]:
+    """The files besides the agent's own that shape its resolved config in ``report``: its
+    bases and prompt file, and ``configsync.yaml`` when its ``schema:`` (the one setting that
+    can change a resolved config: a model's defaults) differs from ``now``'s."""
     paths = [report.agents[base].path for base in report.chains.get(agent_id, ())[1:]
              if base in report.agents]
     if agent_id in report.prompt_of:
         paths.append(report.prompt_of[agent_id])
-    return [*paths, SETTINGS_FILE]
+    if report.settings.schema_ != now.settings.schema_:
+        paths.append(SETTINGS_FILE)
+    return paths
 
 
 def plan_rollback(repo: GitRepo, agent_id: str, to: str, *,
-                  include_dependencies: bool = False) -> Rollback:
+                  include_dependencies: bool = False,
+                  redis_side: RedisSide | None = None,
+                  versions: list[Version] | None = None) -> Rollback:
     """Work out the rollback (the tree to commit, or None when there is nothing to do).
     Raises UsageError for an unknown target, ConfigsyncError when the rollback would need
     another file restored (without ``include_dependencies``) or would not validate."""
     head = repo.resolve("HEAD")
-    versions = agent_history(repo, head, agent_id)
+    if versions is None:
+        versions = agent_history(repo, head, agent_id)
     if not versions:
         known = sorted(check_tree(GitSource(repo, head), repo_root=repo.top).configs)
         raise UsageError(f"agent {one_line(agent_id)} has no version on this branch"
                          f"{did_you_mean(agent_id, known)}")
-    target = _target(versions, to, repo, agent_id)
+    target = _target(versions, to, repo, agent_id, redis_side)
     last = versions[-1]
     current = None if last.deleted else last
     plan = Rollback(agent_id, head, current, target, next_version=last.version + 1)
+    if redis_side is not None:
+        plan.numbers = dict(redis_side.numbers.numbers)
+        plan.next_version = max(redis_side.last, *plan.numbers.values(), 0) + 1
     now = check_tree(GitSource(repo, head), repo_root=repo.top)
     if agent_id in now.configs and checksum(now.configs[agent_id]) == target.checksum:
         return plan  # already that config: nothing to commit
@@ -146,10 +180,12 @@ def plan_rollback(repo: GitRepo, agent_id: str, to: str, *,
     report = check_tree(GitSource(repo, tree), repo_root=repo.top)
     if report.configs.get(agent_id) is None or checksum(report.configs[agent_id]) \
             != target.checksum:
-        wanted = _dependencies(then, agent_id)
+        wanted = _dependencies(then, now, agent_id)
         old, new = _entries(repo, target.commit.sha, wanted), _entries(repo, tree, wanted)
         differ = [p for p in wanted if (old.get(p) and old[p].sha) != (new.get(p) and new[p].sha)]
-        if differ and not include_dependencies:
+        if not differ:
+            raise ConfigsyncError(_why_not(report, agent_id, own, target))
+        if not include_dependencies:
             users = _users(now, differ, agent_id)
             raise ConfigsyncError(
                 f"restoring {own} is not enough: {agent_id}'s v{target.version} also came from "
@@ -162,10 +198,7 @@ def plan_rollback(repo: GitRepo, agent_id: str, to: str, *,
         report = check_tree(GitSource(repo, tree), repo_root=repo.top)
         if report.configs.get(agent_id) is None or checksum(report.configs[agent_id]) \
                 != target.checksum:
-            raise ConfigsyncError(
-                f"cannot make {agent_id}'s resolved config equal v{target.version}'s by "
-                "restoring files (did the schema: module or a .gitattributes change?); edit "
-                "it by hand")
+            raise ConfigsyncError(_why_not(report, agent_id, own, target))
     if report.errors:
         first = report.errors[0]
         raise ConfigsyncError(
@@ -181,6 +214,20 @@ def plan_rollback(repo: GitRepo, agent_id: str, to: str, *,
                          if a != agent_id and not _same(now, report, a))
     plan.tree = tree
     return plan
+
+
+def _why_not(report: Report, agent_id: str, own: str, target: Version) -> str:
+    """Why restoring files does not give the agent ``target``'s config: its own file fails
+    validation in the new tree (the first error says why: a tool or model the registry no
+    longer has, say), or something outside the files changed (an installed schema: model)."""
+    errors = [d for d in report.errors if d.path == own]
+    if errors:
+        first = errors[0]
+        return (f"restoring {own} as of v{target.version} does not validate now: {first.path}:"
+                f"{first.line}:{first.column}: {one_line(first.message)}; edit it by hand")
+    return (f"cannot make {agent_id}'s resolved config equal v{target.version}'s by restoring "
+            "files (did the installed schema: model or a .gitattributes change?); edit it by "
+            "hand")
 
 
 def _users(report: Report, paths: list[str], agent_id: str) -> list[str]:
@@ -215,8 +262,17 @@ def run_rollback(args: argparse.Namespace) -> int:
             raise ConfigsyncError(
                 f"the working tree has uncommitted changes ({', '.join(dirty[:3])}"
                 f"{' and more' if len(dirty) > 3 else ''}): commit or stash them first")
+        redis_side = None
+        versions = None
+        if args.redis is not None:
+            head = repo.resolve("HEAD")
+            versions = agent_history(repo, head, args.agent)
+            served = read_served(args, repo, head, args.agent, versions) if versions else None
+            if served is not None:
+                redis_side = RedisSide(served.numbers, served.last)
         plan = plan_rollback(repo, args.agent, args.to,
-                             include_dependencies=args.include_dependencies)
+                             include_dependencies=args.include_dependencies,
+                             redis_side=redis_side, versions=versions)
         commit = None
         pushed = None
         if plan.tree is not None:
@@ -234,9 +290,13 @@ def run_rollback(args: argparse.Namespace) -> int:
                     repo.push(remote, commit, upstream)
                 except GitError as exc:
                     where = f"on branch {args.branch}" if args.branch else "here"
+                    text = str(exc)
+                    hint = ("the remote has commits this branch lacks: `git pull --rebase`, "
+                            "then `git push`" if any(word in text for word in (
+                                "rejected", "non-fast-forward", "fetch first"))
+                            else "push it yourself when the remote is reachable")
                     raise ConfigsyncError(f"committed {commit[:12]} {where}, but the push "
-                                          f"failed: {exc}; push it yourself when the remote "
-                                          "is reachable") from None
+                                          f"failed: {text}; {hint}") from None
                 pushed = f"{remote}/{upstream}"
     _report(args, plan, commit, pushed)
     return 0
@@ -249,18 +309,18 @@ def _report(args: argparse.Namespace, plan: Rollback, commit: str | None,
         data: dict[str, Any] = {
             "agent_id": plan.agent_id, "commit": commit, "branch": args.branch, "pushed": pushed,
             "from": None if plan.current is None else {
-                "version": plan.current.version, "commit": plan.current.commit.sha},
-            "to": {"version": t.version, "commit": t.commit.sha, "checksum": t.checksum},
+                "version": plan.label(plan.current), "commit": plan.current.commit.sha},
+            "to": {"version": plan.label(t), "commit": t.commit.sha, "checksum": t.checksum},
             "next_version": plan.next_version if commit else None,
             "restored": plan.restored, "removed": plan.removed, "also_changes": plan.others}
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     if commit is None:
-        sys.stdout.write(f"{plan.agent_id} already has v{t.version}'s config: nothing to "
+        sys.stdout.write(f"{plan.agent_id} already has v{plan.label(t)}'s config: nothing to "
                          "commit\n")
         return
     where = f"on new branch {args.branch}" if args.branch else "on the checked-out branch"
-    lines = [f"committed {commit[:12]} {where}: {plan.agent_id} back to v{t.version}'s config "
+    lines = [f"committed {commit[:12]} {where}: {plan.agent_id} back to v{plan.label(t)}'s config "
              f"({t.commit.sha[:12]}); synced, it is v{plan.next_version}",
              f"restored: {', '.join(plan.restored)}"]
     if plan.others:

@@ -19,13 +19,15 @@ import redis
 
 from .errors import UsageError
 from .git import GitRepo
-from .history import versions_at
+from .history import ShallowHistory, daemon_start, versions_at
 from .logs import one_line, redact_url
 from .read_cli import default_namespace, redis_url_given
 from .redis_url import from_url, redis_failure
+from .repo import GitSource
 from .snapshot import Record, checksum
 from .store import Store
 from .sync import Applied
+from .validate import check_tree
 
 __all__ = ["AgentStatus", "Status", "run_status"]
 
@@ -70,6 +72,7 @@ class Status:
     heartbeat_age: float | None = None
     agents: list[AgentStatus] = field(default_factory=list)
     clients: list[dict[str, Any]] = field(default_factory=list)
+    shallow: bool = False  # a shallow clone: no git version numbers (checksums still compare)
 
     @property
     def exit_code(self) -> int:
@@ -93,6 +96,9 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
             now: datetime | None = None) -> Status:
     """The status of ``store``'s namespace against ``repo``'s branch (default: the one the
     state follows, else the checked-out one). Raises redis errors as they come."""
+    if not repo.has_commits():
+        raise UsageError("the repository has no commits yet: there is nothing to compare with "
+                         "what Redis serves")
     state = store.state()
     branch = branch or state.get("branch") or repo.current_branch()
     if not branch:
@@ -100,8 +106,12 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
     head = repo.resolve(branch)
     status = Status(store.keys.namespace, branch, head, NO_STATE)
     current = store.current()
-    applied, report = versions_at(repo, head, repo_root=repo.top,
-                                  start=_served(repo, store, state, current, head))
+    try:
+        applied, report = versions_at(repo, head, repo_root=repo.top,
+                                      start=_served(repo, store, state, current, head))
+    except ShallowHistory:  # no version numbers from git; the checksums still compare
+        applied, report = Applied(), check_tree(GitSource(repo, head), repo_root=repo.top)
+        status.shallow = True
     ids = sorted(set(report.configs) | set(current))
     digests = {a: checksum(config) for a, config in report.configs.items()}
     status.agents = [AgentStatus(
@@ -134,18 +144,12 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
 
 def _served(repo: GitRepo, store: Store, state: dict[str, str], current: dict[str, Record],
             head: str) -> Applied | None:
-    """What the daemon serves, as the start of its next walk (as ``Daemon._load`` makes it),
-    when the served commit is ``head`` or an ancestor here: the head's versions then cost
-    the commits after it, and are the numbers that daemon will give. None: replay the whole
-    history (no state yet, or a served commit this clone lacks or that is not an ancestor)."""
-    served = state.get("commit")
-    if not served or not repo.has_commit(served) or not repo.is_ancestor(served, head):
-        return None
-    last = store.last_versions()
-    versions = {a: (r.version, r.checksum) for a, r in current.items()}
-    for agent_id, (version, _) in versions.items():
-        last[agent_id] = max(version, last.get(agent_id, 0))
-    return Applied(served, None, versions, last, int(state.get("revision") or 0))
+    """What the daemon serves, as the start of its next walk (:func:`.history.daemon_start`):
+    the head's versions then cost the commits after it, and are the numbers that daemon will
+    give."""
+    return daemon_start(repo, head, state.get("commit"), int(state.get("revision") or 0),
+                        {a: (r.version, r.checksum) for a, r in current.items()},
+                        store.last_versions() if state.get("commit") else {})
 
 
 def _short(sha: str) -> str:
@@ -175,7 +179,9 @@ def render_text(status: Status) -> str:
         age = ("unknown" if status.heartbeat_age is None
                else f"{status.heartbeat_age:.0f}s ago")
         lines.append(f"heartbeat {age} ({status.heartbeat_at or 'never'})")
-    lines.append("agents (version at the head, from git, vs what Redis serves):")
+    lines.append("agents (version at the head, from git, vs what Redis serves):"
+                 + (" (git versions unknown: a shallow clone; git fetch --unshallow)"
+                    if status.shallow else ""))
     for a in status.agents:
         served = "-" if a.redis_version is None else f"v{a.redis_version}"
         in_git = "-" if a.git_version is None else f"v{a.git_version}"

@@ -411,3 +411,32 @@ class DroppingProxy:
                 sock.close()
             except OSError:
                 pass
+
+
+def sync_once(remote: Remote, server: RedisServer, workdir: Path) -> int:
+    """``configsync sync --once`` in this process (a rewind is confirmed by a second fetch a
+    moment later, as the CLI does)."""
+    from configsync.cli import main
+
+    return main(["sync", "--repo", remote.url, "--redis", server.url, "--once",
+                 "--workdir", str(workdir)])
+
+
+@pytest.fixture
+def force_pushed(remote: Remote, redis_server: RedisServer, tmp_path: Path) -> Remote:
+    """A daemon that followed a force-push live: agent a's Redis v2 ("bad deploy") was made on
+    a commit the branch no longer has, so Redis numbers a's later versions one ahead of git:
+    git v1 (initial) is Redis v1 and v3 (the rewind brought it back), git v2 ("a: 0.9") is
+    Redis v4, served."""
+    workdir = tmp_path / "wd"
+    assert sync_once(remote, redis_server, workdir) == 0
+    remote.commit_push("bad deploy", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                                       "model: gpt-4o\ntemperature: 1.9\n"})
+    assert sync_once(remote, redis_server, workdir) == 0
+    git(remote.work, "reset", "-q", "--hard", "HEAD~1")
+    remote.push(force=True)
+    assert sync_once(remote, redis_server, workdir) == 0  # (fetches twice to confirm)
+    remote.commit_push("a: 0.9", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                                   "model: gpt-4o\ntemperature: 0.9\n"})
+    assert sync_once(remote, redis_server, workdir) == 0
+    return remote

@@ -80,7 +80,7 @@ def test_json(edited: Remote, capsys: pytest.CaptureFixture[str],
     assert data["versions"][0]["causes"] == [{"kind": "own", "path": "agents/a.yaml"}]
     assert set(data["versions"][0]) == {
         "agent_id", "version", "deleted", "commit", "author", "committed_at", "subject",
-        "revision", "checksum", "returns_to", "fields", "causes", "served"}
+        "revision", "checksum", "returns_to", "fields", "causes", "served", "redis_version"}
 
 
 def test_redis_marks_the_version_served(edited: Remote, redis_server: RedisServer,
@@ -104,7 +104,7 @@ def test_redis_marks_the_version_served(edited: Remote, redis_server: RedisServe
     assert out.splitlines()[1] == lines[1]  # what is live, though v3 is not shown
     assert "[served" not in out
     monkeypatch.setenv("CONFIGSYNC_REDIS_URL", redis_server.url)
-    code, out, _ = run(capsys, "history", "a", "--redis", "--format", "json")
+    code, out, _ = run(capsys, "history", "--redis", "a", "--format", "json")  # either order
     data = json.loads(out)
     assert (data["served"]["version"], data["served"]["numbered_alike"]) == (3, True)
     assert [v["served"] for v in data["versions"]] == [False, True, False, False]
@@ -141,3 +141,38 @@ def test_since_and_field_filters(edited: Remote, capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as exit_:
         main(["history", "a", "--since", "last week"])
     assert exit_.value.code == 2
+
+
+def test_after_a_force_push_the_daemon_followed_redis_numbers_are_shown(
+        force_pushed: Remote, redis_server: RedisServer, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(force_pushed.work)
+    capsys.readouterr()
+    code, out, _ = run(capsys, "history", "a", "--redis", redis_server.url)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[1].startswith("Redis serves v4 (commit ")
+    assert lines[2].startswith("Redis numbers this agent's versions differently from git: the "
+                               "daemon followed a force-push live")
+    assert lines[4].startswith("    a: 0.9  [Redis v4; served (applied ")
+    assert lines[7] == "    initial configs  [Redis v3; kept in Redis]"
+    code, out, _ = run(capsys, "history", "a", "--redis", redis_server.url, "--format", "json")
+    data = json.loads(out)
+    assert [(v["version"], v["redis_version"], v["served"]) for v in data["versions"]] == [
+        (2, 4, True), (1, 3, False)]
+    assert data["served"]["numbered_alike"] is False
+
+
+def test_a_shallow_clone_numbers_nothing(edited: Remote, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "2", f"file://{edited.url}", str(shallow))
+    monkeypatch.chdir(shallow)
+    for argv in (["history", "a"], ["diff", "a@v1", "a@v2"], ["rollback", "a", "--to", "1"]):
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (2, ""), argv
+        assert err.startswith("configsync: error: this clone is shallow (git clone --depth), "
+                              "so it cannot number versions"), argv
+        assert "git fetch --unshallow" in err and err.count("\n") == 1
+    assert git(shallow, "status", "--porcelain") == ""

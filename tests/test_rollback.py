@@ -14,7 +14,7 @@ from configsync.cli import main
 from configsync.embedded import RedisServer
 from configsync.store import Store
 
-from .conftest import Remote, git
+from .conftest import Remote, git, sync_once
 
 A1 = "system_prompt: You are A.\nmodel: gpt-4o\ntemperature: 0.3\nmax_tokens: 100\n"
 
@@ -137,6 +137,8 @@ def test_refusals(conflicting: Remote, capsys: pytest.CaptureFixture[str]) -> No
     assert run(capsys, "rollback", "a", "--to", "9")[0] == 2
     assert run(capsys, "rollback", "zz", "--to", "1")[0] == 2
     assert run(capsys, "rollback", "a", "--to", "2", "--branch", "bad..name")[0] == 2
+    code, _, err = run(capsys, "rollback", "a", "--to", "2", "--branch", "origin/main")
+    assert code == 2 and "names an existing ref" in err
     assert run(capsys, "rollback", "a", "--to", "nope")[0] == 2
     code, out, _ = run(capsys, "rollback", "a", "--to", "4")
     assert (code, out) == (0, "a already has v4's config: nothing to commit\n")
@@ -154,23 +156,39 @@ def test_a_rollback_that_would_not_validate_is_refused(
         monkeypatch: pytest.MonkeyPatch) -> None:
     remote.commit_push("a uses search", {"agents/a.yaml": "system_prompt: A\nmodel: gpt-4o\n"
                                                           "tools: [search]\n"})
-    remote.commit_push("search becomes lookup; b uses it", {
+    remote.commit_push("search becomes lookup", {
         "configsync.yaml": "namespace: test\nmodels: [gpt-4o, gpt-4o-mini]\n"
                            "tools: {lookup: {description: Look up}}\n",
-        "agents/a.yaml": "system_prompt: A\nmodel: gpt-4o\n",
-        "agents/b.yaml": "system_prompt: You are B.\nmodel: gpt-4o-mini\ntools: [lookup]\n"})
+        "agents/a.yaml": "system_prompt: A\nmodel: gpt-4o\n", "agents/b.yaml": "x: 1\n"})
     monkeypatch.chdir(remote.work)
     head = git(remote.work, "rev-parse", "HEAD").strip()
     code, _, err = run(capsys, "rollback", "a", "--to", "2")
-    assert code == 1  # a's tools need the old registry: a dependency
-    assert err.startswith("configsync: error: restoring agents/a.yaml is not enough: a's v2 "
-                          "also came from configsync.yaml")
-    code, _, err = run(capsys, "rollback", "a", "--to", "2", "--include-dependencies")
-    assert code == 1  # the old registry lacks lookup, which b uses now
+    assert code == 1  # the registry is no dependency of a's config: its own file says why
+    assert err == ("configsync: error: restoring agents/a.yaml as of v2 does not validate now: "
+                   "agents/a.yaml:3:9: tools[0]: `search` is not in the tool registry (known: "
+                   "lookup); edit it by hand\n")
+    code, _, err = run(capsys, "rollback", "a", "--to", "1")
+    assert code == 1  # the head is broken elsewhere (b): the daemon would reject the rollback
     assert err.startswith("configsync: error: the rolled-back tree would not validate, so the "
-                          "daemon would reject it (1 error; first: agents/b.yaml:3:")
+                          "daemon would reject it (")
+    assert "first: agents/b.yaml:1:1: " in err
     assert git(remote.work, "rev-parse", "HEAD").strip() == head
     assert git(remote.work, "status", "--porcelain") == ""
+
+
+def test_settings_are_a_dependency_only_through_schema(
+        remote: Remote, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    remote.commit_push("a warmer", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                                     "model: gpt-4o\ntemperature: 0.9\n"})
+    remote.commit_push("settings: a new model", {
+        "configsync.yaml": "namespace: test\nmodels: [gpt-4o, gpt-4o-mini, gpt-5]\n"
+                           "tools: {search: {description: Web search}}\n"})
+    monkeypatch.chdir(remote.work)
+    code, out, err = run(capsys, "rollback", "a", "--to", "1", "--include-dependencies")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1] == "restored: agents/a.yaml"  # configsync.yaml left as it is
+    assert "gpt-5" in (remote.work / "configsync.yaml").read_text()
 
 
 def test_a_deleted_agent_comes_back_and_a_failed_push_says_the_commit_is_made(
@@ -208,3 +226,22 @@ def test_a_config_root_in_a_subfolder(tmp_path: Path, capsys: pytest.CaptureFixt
     assert git(top, "diff", "--name-only", "HEAD~1", "HEAD").split() == [
         "ops/agents-config/agents/a.yaml"]
     assert (sub / "agents" / "a.yaml").read_text() == "system_prompt: A\nmodel: m\n"
+
+
+def test_redis_numbers_after_a_force_push_the_daemon_followed(
+        force_pushed: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(force_pushed.work)
+    capsys.readouterr()
+    assert run(capsys, "rollback", "a", "--to", "2", "--redis", redis_server.url)[0] == 2
+    code, out, err = run(capsys, "rollback", "a", "--to", "3", "--redis", redis_server.url)
+    assert (code, err) == (0, "")  # Redis v3: the initial config
+    assert out.splitlines()[0].endswith("a back to v3's config "
+                                        f"({git(force_pushed.work, 'rev-parse', 'HEAD~2')[:12]})"
+                                        "; synced, it is v5")
+    assert "Configsync-Rollback: a v4 -> v3\n" in git(force_pushed.work, "log", "-1",
+                                                      "--format=%B")
+    force_pushed.push()
+    assert sync_once(force_pushed, redis_server, tmp_path / "wd") == 0
+    served = Store(redis.Redis.from_url(redis_server.url), "test").current()["a"]
+    assert served.version == 5

@@ -90,7 +90,7 @@ def test_json_shape(remote: Remote, redis_server: RedisServer, tmp_path: Path,
     assert code == 1
     data = json.loads(out)
     assert set(data) == {"namespace", "branch", "head", "state", "served", "behind", "error",
-                         "revision", "heartbeat_at", "heartbeat_age", "agents", "clients"}
+                         "revision", "heartbeat_at", "heartbeat_age", "agents", "clients", "shallow"}
     assert (data["namespace"], data["branch"], data["head"]) == ("test", "main", head)
     assert (data["state"], data["behind"], data["revision"], data["error"]) == (
         "behind", 1, 1, None)
@@ -113,3 +113,18 @@ def test_unreachable_redis_exits_2_in_one_line(remote: Remote,
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("configsync: error: redis: ")
     assert "hunter2" not in err
+
+
+def test_a_shallow_clone_compares_checksums_without_git_versions(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    remote.commit_push("tune a", {"agents/a.yaml": "system_prompt: You are A2.\nmodel: gpt-4o\n"})
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{remote.url}", str(shallow))
+    code, out, _ = run(capsys, "status", "--repo", str(shallow), "--redis", redis_server.url,
+                       "--format", "json")
+    data = json.loads(out)
+    assert (code, data["shallow"], data["state"]) == (1, True, "unknown_commit")
+    assert [(a["agent_id"], a["git_version"], a["compare"]) for a in data["agents"]] == [
+        ("a", None, "differs"), ("b", None, "same")]
