@@ -393,12 +393,17 @@ def render_text(diff: Diff) -> str:
 # strikethrough, math, mentions and issue links) or ends a table cell; nothing md_text writes
 # begins a line, so line-start markup (`-`, `1.`, `>`) cannot arise
 _PUNCTUATION = re.compile(r"([\\`*_\[\]<>&|~@#!$])")
-_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;",
+             # GitHub finds @mentions and #123 issue links in the rendered text, after the
+             # backslash escapes are gone (`\@user` still notifies: github/markup#1168); a
+             # zero-width space after the sign breaks them, as Renovate does
+             "@": "@&#8203;", "#": "#&#8203;"}
 
 
 def md_text(text: str) -> str:
     """``text`` as markdown that shows it literally: in a table cell, a heading or a list item
-    it cannot start markup, a link, HTML or a mention, nor end the cell or the line."""
+    it cannot start markup, a link, HTML, a mention or an issue link, nor end the cell or the
+    line."""
     text = " ".join(one_line(text).split("\n"))
     return _PUNCTUATION.sub(lambda m: _ENTITIES.get(m[1], "\\" + m[1]), text)
 

@@ -395,7 +395,7 @@ def test_markdown_escapes_hostile_values(git_tree: GitTree, monkeypatch: pytest.
 | guardrail\_threshold | 0.7 | 0.5 |
 | metadata.description | null | "x \| y &lt;script&gt;alert(1)&lt;/script&gt; &amp; """ + (
         r"""\`\`\`\` z\\nnext line, and m… |
-| metadata.labels.a\|b |   | "\[click\](https://example.com) \@team \#1 \*bold\*" |
+| metadata.labels.a\|b |   | "\[click\](https://example.com) @&#8203;team #&#8203;1 \*bold\*" |
 
 ````diff
 --- support (base)
@@ -455,6 +455,9 @@ def test_prompt_diff_lines(old: str, new: str, body: str) -> None:
 
 def test_markdown_helpers() -> None:
     assert md_text("a|b\nc <i>&") == "a\\|b\\\\nc &lt;i&gt;&amp;"
+    # GitHub still links `\@user` and `\#1` (github/markup#1168): a zero-width space breaks them
+    assert md_text("@org/team owner/repo#12 &#8203;") == (
+        "@&#8203;org/team owner/repo#&#8203;12 &amp;#&#8203;8203;")
     assert md_cell("x" * 100) == '"' + "x" * 58 + "…"
     assert md_cell(None) == "null"
     assert md_cell(None, present=False) == " "
@@ -556,3 +559,17 @@ changed support: own file agents/support.yaml
     assert run(capsys, "diff", "support@v7") == (
         2, "", "configsync: error: support@v7: support has no version 7 (it has versions 1-3; "
                "see `configsync history support`)\n")
+
+
+def test_markdown_mentions_nobody(changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mention or an issue link in a field name, a value or the commit subject a side names
+    (AGENT@vN) reaches the markdown with a zero-width space after its sign."""
+    changed.write({"agents/support.yaml": "system_prompt: You help customers.\nmodel: gpt-4o\n"
+                                          "metadata: {labels: {\"@admins\": \"cc @org/security #7\"}}\n"})
+    changed.commit("ping @octocat about #12")
+    code, out, err = run(capsys, "diff", "support@v2", "support@v3", "--format", "markdown")
+    assert (code, err) == (0, ""), err
+    assert f"→ head {short(changed.root)} (support v3: ping @&#8203;octocat about #&#8203;12)\n" \
+        in out
+    assert "| metadata.labels.@&#8203;admins |   | \"cc @&#8203;org/security #&#8203;7\" |\n" in out
+    assert "@o" not in out and "@a" not in out and "#1" not in out and "#7" not in out
