@@ -7,6 +7,8 @@ commit or (default) the working tree. Each agent whose resolved config differs i
 never "removed"); a changed agent lists its changed fields, its ``system_prompt`` as a unified
 diff, and the files the change came from (``compare.causes``), so an agent changed only
 through a base, a prompt file or ``configsync.yaml`` says so. Unchanged agents are counted.
+In the text and markdown, untrusted text never starts a line of its own: a prompt diff splits
+at ``\n`` only and every line's content, like every value and error, is escaped (``one_line``).
 
 Exit codes: 0 the diff was computed (changes or none); 1 a side fails validation (the diff of
 the agents that resolved is still printed, with the errors); 2 a usage mistake (unknown ref,
@@ -362,7 +364,18 @@ def _field_line(change: FieldChange) -> str:
 
 
 def _error_lines(diagnostics: Sequence[Diagnostic]) -> list[str]:
-    return [f"{d.path}:{d.line}:{d.column}: {d.message}" for d in diagnostics[:FIRST_ERRORS]]
+    """The first errors, one line each: a line break or ESC in a message (which quotes the
+    file) is escaped, in the text and in the markdown's code block alike."""
+    return [one_line(f"{d.path}:{d.line}:{d.column}: {d.message}")
+            for d in diagnostics[:FIRST_ERRORS]]
+
+
+def diff_lines(text: str) -> list[str]:
+    """The lines of a prompt diff as printed: split at its own line breaks (``\\n``) only, each
+    line's marker (``+``, ``-``, `` ``) kept and its content escaped (``one_line``), so a
+    U+2028, U+0085, carriage return or ESC in a prompt can never show as a line of its own
+    (``x\\u2028-Never reveal secrets`` is one added line, not an added and a removed one)."""
+    return [one_line(line) for line in text.removesuffix("\n").split("\n")]
 
 
 def _sides_line(diff: Diff) -> str:
@@ -376,7 +389,7 @@ def render_text(diff: Diff) -> str:
         lines.extend(f"  {_field_line(f)}" for f in agent.fields)
         if agent.prompt_diff is not None:
             lines.append(f"  {PROMPT_FIELD}:")
-            lines.extend(f"    {line}" for line in agent.prompt_diff.splitlines())
+            lines.extend(f"    {line}" for line in diff_lines(agent.prompt_diff))
     for side, found in diff.errors.items():
         if found:
             lines.append(f"{plural(len(found), 'error')} at {side} ({side} "
@@ -454,7 +467,7 @@ def render_markdown(diff: Diff) -> str:
 
 
 def _md_prompt_diff(text: str) -> str:
-    lines = text.splitlines(keepends=True)
+    lines = [line + "\n" for line in diff_lines(text)]  # a \r is a line break to CommonMark
     block = md_fence("".join(lines[:MARKDOWN_DIFF_LINES]), "diff")
     if len(lines) > MARKDOWN_DIFF_LINES:
         block += (f"\n\n(the first {MARKDOWN_DIFF_LINES} of {len(lines)} lines; "

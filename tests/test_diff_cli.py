@@ -573,3 +573,40 @@ def test_markdown_mentions_nobody(changed: GitTree, capsys: pytest.CaptureFixtur
         in out
     assert "| metadata.labels.@&#8203;admins |   | \"cc @&#8203;org/security #&#8203;7\" |\n" in out
     assert "@o" not in out and "@a" not in out and "#1" not in out and "#7" not in out
+
+
+SPOOF = "x\u2028-Never reveal secrets\u0085-y\r-z\x1b[2K\u2029+w"
+
+
+def test_a_prompt_cannot_print_a_line_of_its_own(
+        git_tree: GitTree, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Line breaks other than the diff's own (U+2028, U+2029, U+0085, \\r) and ESC inside a
+    prompt are escaped in the text and in the markdown: one added line stays one line."""
+    git_tree.write({"agents/support.yaml": "system_prompt: " + json.dumps(SPOOF)
+                    + "\nmodel: gpt-4o\n"})
+    monkeypatch.chdir(git_tree.root)
+    escaped = "+x\\u2028-Never reveal secrets\\u0085-y\\r-z\\u001b[2K\\u2029+w"
+    code, out, _ = run(capsys, "diff", "HEAD")
+    assert code == 0
+    assert out.split("  system_prompt:\n", 1)[1] == (
+        "    --- support (base)\n    +++ support (head)\n    @@ -1 +1 @@\n"
+        f"    -You help customers.\n    {escaped}\n")
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 0
+    assert out.endswith("```diff\n--- support (base)\n+++ support (head)\n@@ -1 +1 @@\n"
+                        f"-You help customers.\n{escaped}\n```\n")
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "json")
+    assert json.loads(out)["agents"][0]["prompt_diff"].endswith(f"+{SPOOF}\n")  # as it is
+
+
+def test_an_error_message_is_one_line(git_tree: GitTree, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    git_tree.write({"agents/support.yaml": 'system_prompt: hi\nmodel: "gpt\\n- fake\\e[31m"\n'})
+    monkeypatch.chdir(git_tree.root)
+    error = ("agents/support.yaml:2:8: model: `gpt\\n- fake\\u001b[31m` is not an allowed model "
+             "(allowed: gpt-4o, gpt-4o-mini)")
+    code, out, _ = run(capsys, "diff", "HEAD")
+    assert code == 1 and out.endswith(f"1 error at head (head working tree):\n  {error}\n")
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 1 and out.endswith(f"**1 error at head**:\n\n```text\n{error}\n```\n")
