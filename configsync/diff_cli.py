@@ -11,8 +11,9 @@ In the text and markdown, untrusted text never starts a line of its own: a promp
 at ``\n`` only and every line's content, like every value and error, is escaped (``one_line``).
 
 Exit codes: 0 the diff was computed (changes or none); 1 a side fails validation (the diff of
-the agents that resolved is still printed, with the errors); 2 a usage mistake (unknown ref,
-not a git repository, no commits yet). ``--format json`` prints one object::
+the agents that resolved is still printed, with the errors; ``--agent`` filters the listing,
+never the errors nor this verdict); 2 a usage mistake (unknown ref, not a git repository, no
+commits yet, an ``--agent`` that names no agent on either side). ``--format json`` prints one object::
 
     {"base": {"ref": "origin/main" | null, "sha": "<40 hex>", "short": "<12 hex>",
               "how": "merge-base of HEAD and origin/main, via origin/HEAD"},
@@ -66,10 +67,8 @@ from .errors import UsageError
 from .git import GitRepo
 from .history import agent_history
 from .logs import one_line
-from .messages import plural
+from .messages import did_you_mean, plural
 from .repo import (
-    AGENT_SUFFIXES,
-    AGENTS_DIR,
     FolderSource,
     GitSource,
     Source,
@@ -187,14 +186,13 @@ class Diff:
 
     def only(self, agent_ids: set[str], old: Report, new: Report) -> Diff:
         """This diff of ``agent_ids`` alone (``--agent``): the others are neither listed nor
-        counted, and only the errors in their files are kept."""
+        counted. Every error of both sides is kept, and so is the exit code: the daemon
+        refuses a commit with an error in any file, so the listing is filtered, the verdict
+        is not."""
         agents = [a for a in self.agents if a.agent_id in agent_ids]
         present = (set(old.configs) | set(new.configs)) & agent_ids
         listed = {a.agent_id for a in agents}
-        files = {f"{AGENTS_DIR}/{a}{suffix}" for a in agent_ids for suffix in AGENT_SUFFIXES}
-        errors = {side: [d for d in found if d.path in files]
-                  for side, found in self.errors.items()}
-        return Diff(self.base, self.head, agents, len(present - listed), errors)
+        return Diff(self.base, self.head, agents, len(present - listed), self.errors)
 
     def to_json(self) -> dict[str, Any]:
         return {"base": self.base.to_json(), "head": self.head.to_json(),
@@ -206,6 +204,16 @@ class Diff:
 def _agent_files(report: Report) -> set[str]:
     """The ids of every agent file in the tree, whether it validated or not."""
     return {i for i in map(agent_id_for, report.entries) if i is not None}
+
+
+def check_agent_ids(agent_ids: Sequence[str], old: Report, new: Report) -> None:
+    """Raise UsageError for an ``--agent`` id that names no agent on either side (no resolved
+    config, no agent file): a typo would otherwise print "no agent differs" and exit 0."""
+    known = set(old.configs) | set(new.configs) | _agent_files(old) | _agent_files(new)
+    for agent_id in agent_ids:
+        if agent_id not in known:
+            raise UsageError(f"--agent {agent_id}: no such agent at base or head"
+                             f"{did_you_mean(agent_id, sorted(known))}")
 
 
 def prompt_diff(agent_id: str, old: str, new: str) -> str:
@@ -497,6 +505,7 @@ def run_diff(args: argparse.Namespace) -> int:
     if not wanted and len(named) == 1 and all(agent_version(r or "") for r in
                                                (args.base, args.head)):
         wanted = named  # support@v7 support@v9: what changed in that agent
+    check_agent_ids(args.agent or (), old, new)
     if wanted:
         diff = diff.only(wanted, old, new)
     sys.stdout.write(render(diff, args.format))

@@ -610,3 +610,42 @@ def test_an_error_message_is_one_line(git_tree: GitTree, monkeypatch: pytest.Mon
     assert code == 1 and out.endswith(f"1 error at head (head working tree):\n  {error}\n")
     code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
     assert code == 1 and out.endswith(f"**1 error at head**:\n\n```text\n{error}\n```\n")
+
+
+def test_the_agent_filter_keeps_every_error_and_the_exit_code(
+        changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    """--agent filters the listing, not the verdict: the daemon refuses a commit with an error
+    in any agent's file."""
+    changed.write({"agents/support.yaml": "system_prompt: x\nmodel: nope\n"})
+    changed.commit("break support")
+    code, out, err = run(capsys, "diff", "HEAD~1", "HEAD", "--agent", "triage")
+    assert (code, err) == (1, "")
+    assert out.splitlines()[1:] == [
+        "no agent differs; 1 unchanged",
+        f"1 error at head (head {short(changed.root)} (HEAD, given)):",
+        "  agents/support.yaml:2:8: model: `nope` is not an allowed model (allowed: gpt-4o, "
+        "gpt-4o-mini)"]
+    code, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--agent", "triage", "--format", "json")
+    data = json.loads(out)
+    assert code == 1 and data["agents"] == [] and data["unchanged"] == 1
+    assert [e["path"] for e in data["errors"]["head"]] == ["agents/support.yaml"]
+    code, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--agent", "triage", "--format",
+                       "markdown")
+    assert code == 1 and "**1 error at head**:\n\n```text\nagents/support.yaml:2:8:" in out
+    # an agent that only fails validation, or is only on one side, is still an agent
+    code, out, _ = run(capsys, "diff", "HEAD~2", "HEAD", "--agent", "support", "--agent",
+                       "legacy")
+    assert code == 1
+    assert out.splitlines()[2:4] == ["removed legacy: file deleted",
+                                     "invalid support: fails validation at head"]
+
+
+@pytest.mark.parametrize(("agent", "message"), [
+    ("triag", "--agent triag: no such agent at base or head, did you mean `triage`?"),
+    ("nobody-at-all", "--agent nobody-at-all: no such agent at base or head"),
+    ("agents/triage.yaml", "--agent agents/triage.yaml: no such agent at base or head"),
+])
+def test_an_agent_filter_that_names_no_agent_is_a_usage_error(
+        changed: GitTree, capsys: pytest.CaptureFixture[str], agent: str, message: str) -> None:
+    assert run(capsys, "diff", "HEAD~1", "HEAD", "--agent", "triage", "--agent", agent) == (
+        2, "", f"configsync: error: {message}\n")
