@@ -4,6 +4,7 @@ written out by hand for each format."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,18 @@ from pathlib import Path
 import pytest
 
 from configsync.cli import main
-from configsync.diff_cli import md_cell, md_fence, md_text, prompt_diff
+from configsync.compare import FieldChange
+from configsync.diff_cli import (
+    AgentDiff,
+    Diff,
+    Side,
+    md_cell,
+    md_fence,
+    md_text,
+    prompt_diff,
+    render,
+)
+from configsync.validate import Diagnostic
 
 from .conftest import SETTINGS, GitTree, git, write_tree
 
@@ -565,7 +577,8 @@ def test_markdown_mentions_nobody(changed: GitTree, capsys: pytest.CaptureFixtur
     """A mention or an issue link in a field name, a value or the commit subject a side names
     (AGENT@vN) reaches the markdown with a zero-width space after its sign."""
     changed.write({"agents/support.yaml": "system_prompt: You help customers.\nmodel: gpt-4o\n"
-                                          "metadata: {labels: {\"@admins\": \"cc @org/security #7\"}}\n"})
+                                          "metadata: {labels: {\"@admins\": "
+                                          "\"cc @org/security #7\"}}\n"})
     changed.commit("ping @octocat about #12")
     code, out, err = run(capsys, "diff", "support@v2", "support@v3", "--format", "markdown")
     assert (code, err) == (0, ""), err
@@ -649,3 +662,84 @@ def test_an_agent_filter_that_names_no_agent_is_a_usage_error(
         changed: GitTree, capsys: pytest.CaptureFixture[str], agent: str, message: str) -> None:
     assert run(capsys, "diff", "HEAD~1", "HEAD", "--agent", "triage", "--agent", agent) == (
         2, "", f"configsync: error: {message}\n")
+
+
+def closed_fences(markdown: str) -> bool:
+    """Whether every code fence the markdown opens is closed (and no table row is cut)."""
+    fence = None
+    for line in markdown.splitlines():
+        if fence is None and (found := re.match(r"(`{3,})", line)):
+            fence = found[1]
+        elif fence is not None and line == fence:
+            fence = None
+        elif fence is None and line.startswith("|"):
+            assert line.endswith(" |"), line
+    return fence is None
+
+
+def test_markdown_stays_under_what_github_holds(git_tree: GitTree,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The red team's 30 agents with 200 KB one-line prompts gave 12 MB of markdown (a PR
+    comment holds 65,536 characters): each line is cut at 1,000 characters, the whole at
+    60,000, the table stays complete and a note counts what was left out."""
+    files = {f"agents/a{i:02}.yaml": f"system_prompt: old {i}\nmodel: gpt-4o\n" for i in range(30)}
+    git_tree.write(files)
+    git_tree.commit("thirty agents")
+    git_tree.write({name: f"system_prompt: {'x' * 200_000}\nmodel: gpt-4o\n" for name in files})
+    many_lines = "".join(f"{i} {'y' * 2000}\\n" for i in range(100))  # 200 KB in 100 lines
+    git_tree.write({"agents/a01.yaml": f'system_prompt: "{many_lines}"\nmodel: gpt-4o\n'})
+    monkeypatch.chdir(git_tree.root)
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 0
+    assert len(out) <= 60_000 and closed_fences(out)
+    assert all(f"| a{i:02} | changed | own file agents/a{i:02}.yaml |\n" in out for i in range(30))
+    assert f"+{'x' * 1000}… (199,000 more characters)\n```\n" in out
+    assert "x" * 1001 not in out and f"\n+0 {'y' * 998}… (1,002 more characters)\n" in out
+    # a00 fits whole; a01's 100 lines do not: cut between lines, its block closed; no room
+    # is left for the others
+    assert out.count("### a") == 2 and "### a01 (changed)" in out
+    cut = re.search(r"\n```\n\n\(the first (\d+) of 105 lines; `configsync diff` shows them "
+                    r"all\)\n\n</details>\n\n\*\*Cut", out)
+    assert cut is not None and 10 < int(cut[1]) < 100
+    assert out.endswith("**Cut to stay under 60,000 characters: the details of 28 agents are "
+                        "left out; those of a01 are cut short. Run `configsync diff` locally to "
+                        "see everything.**\n")
+    code, out, _ = run(capsys, "diff", "HEAD")  # text and json are complete
+    assert out.count("x" * 200_000) == 29 and out.count("y" * 2000) == 100
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "json")
+    assert sum("x" * 200_000 in a["prompt_diff"] for a in json.loads(out)["agents"]) == 29
+
+
+def made_diff(agents: list[AgentDiff], errors: int = 0) -> Diff:
+    error = Diagnostic("agents/bad.yaml", 1, 1, "error", "model: " + "z" * 5000)
+    return Diff(Side("a" * 40, "HEAD~1", "HEAD~1, given"), Side(None, None, "working tree"),
+                agents, 0, {"base": [], "head": [error] * errors})
+
+
+def test_markdown_cuts_a_long_table_between_rows_and_keeps_the_errors() -> None:
+    out = render(made_diff([AgentDiff(f"agent-{i:04}", "added", []) for i in range(3000)],
+                           errors=7), "markdown")
+    assert len(out) <= 60_000 and closed_fences(out)
+    shown = out.count(" | added | new file |\n")
+    assert 1000 < shown < 3000
+    assert f"| agent-{shown - 1:04} | added | new file |\n\n(the first {shown} of 3000 agents; " \
+           "`configsync diff` shows them all)\n\n**7 errors at head** (the first 5" in out
+    assert f"\nagents/bad.yaml:1:1: model: {'z' * 972}… (4,028 more characters)\n" in out
+    assert out.endswith(f"```\n\n**Cut to stay under 60,000 characters: the table lists {shown} "
+                        "of 3000 agents. Run `configsync diff` locally to see everything.**\n")
+
+
+def test_markdown_cuts_a_field_table_between_rows() -> None:
+    fields = [FieldChange(f"metadata.labels.k{i}", "added", None, "v" * 50)
+              for i in range(3000)]
+    agents = [AgentDiff("big", "changed", [], fields), AgentDiff("next", "changed", [], fields)]
+    out = render(made_diff(agents), "markdown")
+    assert len(out) <= 60_000 and closed_fences(out)
+    assert "### big (changed)" in out and "### next" not in out
+    assert re.search(r"\| metadata.labels.k\d+ \|   \| \"v+\" \|\n\n\(the first \d+ of 3000 "
+                     r"fields; `configsync diff` shows them all\)\n\n\*\*Cut to stay under "
+                     r"60,000 characters: the details of 1 agent are left out; those of big are "
+                     r"cut short\.", out)
+    text = render(made_diff(agents), "text")  # complete
+    assert text.count("  + metadata.labels.k") == 6000
