@@ -462,7 +462,8 @@ def _parser() -> argparse.ArgumentParser:
                "numbers them)\n\n"
                "exit codes: 0 the diff was computed (changes or none); 1 a side fails "
                "validation (the agents that resolved are still compared, and the errors "
-               "summarized); 2 usage (unknown ref, not a git repository, no commits yet)")
+               "summarized, --agent or not); 2 usage (unknown ref, not a git repository, no "
+               "commits yet, an --agent ID that names no agent)")
     diff.add_argument("base", metavar="BASE", nargs="?",
                       help="the commit to compare with, or AGENT@vN: the commit that made "
                            "version N of AGENT (default: the merge-base of HEAD and "
@@ -471,8 +472,9 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("head", metavar="HEAD", nargs="?",
                       help="the commit to compare, or AGENT@vN (default: the working tree)")
     diff.add_argument("--agent", action="append", metavar="ID",
-                      help="only this agent (repeat for more; default: every agent, or the "
-                           "one named when both sides are AGENT@vN)")
+                      help="list only this agent (repeat for more; default: every agent, or "
+                           "the one named when both sides are AGENT@vN); the errors of every "
+                           "file are still reported, and exit 1")
     diff.add_argument("--format", choices=["text", "json", "markdown"], default="text",
                       help="text; json (one object); markdown (for a pull request comment or "
                            "$GITHUB_STEP_SUMMARY) (default: text)")

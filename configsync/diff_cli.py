@@ -7,10 +7,14 @@ commit or (default) the working tree. Each agent whose resolved config differs i
 never "removed"); a changed agent lists its changed fields, its ``system_prompt`` as a unified
 diff, and the files the change came from (``compare.causes``), so an agent changed only
 through a base, a prompt file or ``configsync.yaml`` says so. Unchanged agents are counted.
+In the text and markdown, untrusted text never starts a line of its own: a prompt diff splits
+at ``\n`` only and every line's content, like every value and error, is escaped (``one_line``).
 
 Exit codes: 0 the diff was computed (changes or none); 1 a side fails validation (the diff of
-the agents that resolved is still printed, with the errors); 2 a usage mistake (unknown ref,
-not a git repository, no commits yet). ``--format json`` prints one object::
+the agents that resolved is still printed, with the errors; ``--agent`` filters the listing,
+never the errors nor this verdict); 2 a usage mistake (unknown ref, not a git repository, no
+commits yet, an ``--agent`` that names no agent on either side). ``--format json`` prints one
+object::
 
     {"base": {"ref": "origin/main" | null, "sha": "<40 hex>", "short": "<12 hex>",
               "how": "merge-base of HEAD and origin/main, via origin/HEAD"},
@@ -30,7 +34,12 @@ added agent with a removed one whose resolved config is the same (a renamed file
 ``errors`` holds each side's validation errors (a base with no config tree at all, a change
 that adds the config folder, has none). ``--format markdown`` is
 for a pull request comment or ``$GITHUB_STEP_SUMMARY``: every config value in it is escaped,
-since it is text from the pull request.
+since it is text from the pull request, and it is kept to what GitHub holds (a comment 65,536
+characters, a summary 1 MiB): a line of a prompt diff (or an error, id or label) shows
+MD_LINE_CHARS (1,000) characters, and the whole at most MD_TOTAL_CHARS (60,000): past that the
+agents' sections are left out (the first that does not fit is cut between rows, its code block
+closed), the heading, counts, table and errors are kept, and a closing note says how many
+agents were left out. Text and json are always complete.
 """
 
 from __future__ import annotations
@@ -64,10 +73,8 @@ from .errors import UsageError
 from .git import GitRepo
 from .history import agent_history
 from .logs import one_line
-from .messages import plural
+from .messages import did_you_mean, plural
 from .repo import (
-    AGENT_SUFFIXES,
-    AGENTS_DIR,
     FolderSource,
     GitSource,
     Source,
@@ -86,7 +93,16 @@ FIRST_ERRORS = 5
 DETAILS_LINES = 15
 """A markdown prompt diff longer than this folds into <details>."""
 MARKDOWN_DIFF_LINES = 400
-"""A markdown prompt diff shows at most this many lines (a job summary holds 1 MiB)."""
+"""A markdown prompt diff shows at most this many lines."""
+MD_LINE_CHARS = 1_000
+"""A line of a markdown prompt diff, an error, a label or an id shows at most this many
+characters, then ``… (N more characters)``."""
+MD_TOTAL_CHARS = 60_000
+"""The markdown output's most characters (UTF-16 code units, as GitHub counts them): a pull
+request comment holds 65,536 and a job summary 1 MiB. The agents' sections past it are left
+out, and a note says how many (``configsync diff`` shows everything)."""
+_NOTE_ROOM = 600
+"""Characters kept for that note."""
 CELL_CHARS = 60
 """A markdown table cell shows at most this many characters of a value."""
 DEFAULT_BRANCHES = ("main", "master")
@@ -185,14 +201,13 @@ class Diff:
 
     def only(self, agent_ids: set[str], old: Report, new: Report) -> Diff:
         """This diff of ``agent_ids`` alone (``--agent``): the others are neither listed nor
-        counted, and only the errors in their files are kept."""
+        counted. Every error of both sides is kept, and so is the exit code: the daemon
+        refuses a commit with an error in any file, so the listing is filtered, the verdict
+        is not."""
         agents = [a for a in self.agents if a.agent_id in agent_ids]
         present = (set(old.configs) | set(new.configs)) & agent_ids
         listed = {a.agent_id for a in agents}
-        files = {f"{AGENTS_DIR}/{a}{suffix}" for a in agent_ids for suffix in AGENT_SUFFIXES}
-        errors = {side: [d for d in found if d.path in files]
-                  for side, found in self.errors.items()}
-        return Diff(self.base, self.head, agents, len(present - listed), errors)
+        return Diff(self.base, self.head, agents, len(present - listed), self.errors)
 
     def to_json(self) -> dict[str, Any]:
         return {"base": self.base.to_json(), "head": self.head.to_json(),
@@ -204,6 +219,16 @@ class Diff:
 def _agent_files(report: Report) -> set[str]:
     """The ids of every agent file in the tree, whether it validated or not."""
     return {i for i in map(agent_id_for, report.entries) if i is not None}
+
+
+def check_agent_ids(agent_ids: Sequence[str], old: Report, new: Report) -> None:
+    """Raise UsageError for an ``--agent`` id that names no agent on either side (no resolved
+    config, no agent file): a typo would otherwise print "no agent differs" and exit 0."""
+    known = set(old.configs) | set(new.configs) | _agent_files(old) | _agent_files(new)
+    for agent_id in agent_ids:
+        if agent_id not in known:
+            raise UsageError(f"--agent {agent_id}: no such agent at base or head"
+                             f"{did_you_mean(agent_id, sorted(known))}")
 
 
 def prompt_diff(agent_id: str, old: str, new: str) -> str:
@@ -362,7 +387,22 @@ def _field_line(change: FieldChange) -> str:
 
 
 def _error_lines(diagnostics: Sequence[Diagnostic]) -> list[str]:
-    return [f"{d.path}:{d.line}:{d.column}: {d.message}" for d in diagnostics[:FIRST_ERRORS]]
+    """The first errors, one line each: a line break or ESC in a message (which quotes the
+    file) is escaped, in the text and in the markdown's code block alike."""
+    return [one_line(f"{d.path}:{d.line}:{d.column}: {d.message}")
+            for d in diagnostics[:FIRST_ERRORS]]
+
+
+def diff_lines(text: str, limit: int | None = None) -> list[str]:
+    """The lines of a prompt diff as printed: split at its own line breaks (``\\n``) only, each
+    line's marker (``+``, ``-``, `` ``) kept and its content escaped (``one_line``), so a
+    U+2028, U+0085, carriage return or ESC in a prompt can never show as a line of its own
+    (``x\\u2028-Never reveal secrets`` is one added line, not an added and a removed one).
+    ``limit``: cut each line's content to that many characters (before escaping: never inside
+    an escape)."""
+    lines = text.removesuffix("\n").split("\n")
+    return [one_line(line if limit is None else line[:1] + _clip(line[1:], limit))
+            for line in lines]
 
 
 def _sides_line(diff: Diff) -> str:
@@ -376,7 +416,7 @@ def render_text(diff: Diff) -> str:
         lines.extend(f"  {_field_line(f)}" for f in agent.fields)
         if agent.prompt_diff is not None:
             lines.append(f"  {PROMPT_FIELD}:")
-            lines.extend(f"    {line}" for line in agent.prompt_diff.splitlines())
+            lines.extend(f"    {line}" for line in diff_lines(agent.prompt_diff))
     for side, found in diff.errors.items():
         if found:
             lines.append(f"{plural(len(found), 'error')} at {side} ({side} "
@@ -393,12 +433,17 @@ def render_text(diff: Diff) -> str:
 # strikethrough, math, mentions and issue links) or ends a table cell; nothing md_text writes
 # begins a line, so line-start markup (`-`, `1.`, `>`) cannot arise
 _PUNCTUATION = re.compile(r"([\\`*_\[\]<>&|~@#!$])")
-_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;",
+             # GitHub finds @mentions and #123 issue links in the rendered text, after the
+             # backslash escapes are gone (`\@user` still notifies: github/markup#1168); a
+             # zero-width space after the sign breaks them, as Renovate does
+             "@": "@&#8203;", "#": "#&#8203;"}
 
 
 def md_text(text: str) -> str:
     """``text`` as markdown that shows it literally: in a table cell, a heading or a list item
-    it cannot start markup, a link, HTML or a mention, nor end the cell or the line."""
+    it cannot start markup, a link, HTML, a mention or an issue link, nor end the cell or the
+    line."""
     text = " ".join(one_line(text).split("\n"))
     return _PUNCTUATION.sub(lambda m: _ENTITIES.get(m[1], "\\" + m[1]), text)
 
@@ -420,44 +465,156 @@ def md_fence(body: str, info: str = "") -> str:
     return f"{fence}{info}\n{body.rstrip(chr(10))}\n{fence}"
 
 
+def _size(text: str) -> int:
+    """``text``'s length as GitHub counts it (UTF-16 code units: an emoji is two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _clip(text: str, limit: int = MD_LINE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, then an ellipsis and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """Markdown that a budget cuts between its rows, never inside one: ``head`` (a paragraph,
+    a table's header, a fence's opening line), ``rows`` one a line, ``close`` (what ``head``
+    opened: the fence), then, when rows are left out, a note counting them (of ``total``,
+    in ``noun``), then ``end`` (``</details>``)."""
+
+    head: str
+    rows: Sequence[str] = ()
+    close: str = ""
+    end: str = ""
+    noun: str = "lines"
+    total: int = 0
+
+    def text(self, shown: int | None = None) -> str:
+        count = len(self.rows) if shown is None else shown
+        text = "\n".join([self.head, *self.rows[:count], *([self.close] if self.close else [])])
+        total = max(self.total, len(self.rows))
+        if count < total:
+            text += (f"\n\n(the first {count} of {total} {self.noun}; `configsync diff` shows "
+                     "them all)")
+        return f"{text}\n\n{self.end}" if self.end else text
+
+    def fit(self, room: int) -> tuple[str, int] | None:
+        """The most of this block that fits in ``room`` characters and how many rows it
+        shows; None when not even its head and a row fit (a paragraph: when it does not fit)."""
+        whole = self.text()
+        if _size(whole) <= room:
+            return whole, len(self.rows)
+        best, low, high = None, 1, len(self.rows) - 1
+        while low <= high:  # the size grows with the rows shown
+            middle = (low + high) // 2
+            text = self.text(middle)
+            if _size(text) <= room:
+                best, low = (text, middle), middle + 1
+            else:
+                high = middle - 1
+        return best
+
+
 def render_markdown(diff: Diff) -> str:
-    blocks = ["## configsync diff",
-              f"Base {md_text(diff.base.label())} → head {md_text(diff.head.label())}",
-              f"**{md_text(diff.summary())}**"]
-    if diff.agents:
-        blocks.append("\n".join(["| agent | change | why |", "| --- | --- | --- |", *(
-            f"| {md_text(a.agent_id)} | {a.change} | {md_text(a.why())} |"
-            for a in diff.agents)]))
-    for agent in diff.agents:
-        if not agent.fields and agent.prompt_diff is None:
-            continue
-        blocks += [f"### {md_text(agent.agent_id)} ({agent.change})", md_text(agent.why())]
-        if agent.fields:
-            blocks.append("\n".join(["| field | before | after |", "| --- | --- | --- |", *(
-                f"| {md_text(f.path)} | {md_cell(f.old, f.kind != ADDED)} | "
-                f"{md_cell(f.new, f.kind != REMOVED)} |"
-                for f in agent.fields)]))
-        if agent.prompt_diff is not None:
-            blocks.append(_md_prompt_diff(agent.prompt_diff))
+    """The diff as markdown of at most MD_TOTAL_CHARS characters: the heading, the counts, the
+    errors and the table of agents (cut between rows only when it alone is too long) always,
+    then each agent's section while the budget lasts (the first one that does not fit is cut
+    between rows, its code block closed), then a note of what was left out."""
+    top = ["## configsync diff",
+           f"Base {md_text(_clip(diff.base.label()))} → head "
+           f"{md_text(_clip(diff.head.label()))}",
+           f"**{md_text(diff.summary())}**"]
+    errors = []
     for side, found in diff.errors.items():
         if found:
             first = (f" (the first {FIRST_ERRORS}; `configsync validate` shows all)"
                      if len(found) > FIRST_ERRORS else "")
-            blocks += [f"**{plural(len(found), 'error')} at {side}**{first}:",
-                       md_fence("\n".join(_error_lines(found)), "text")]
+            errors += [f"**{plural(len(found), 'error')} at {side}**{first}:",
+                       md_fence("\n".join(map(_clip, _error_lines(found))), "text")]
+    blocks = list(top)
+    room = MD_TOTAL_CHARS - _size("\n\n".join(top + errors)) - _NOTE_ROOM
+
+    def add(block: _Block) -> int | None:
+        nonlocal room
+        got = block.fit(room - 2)  # (2: the blank line before it)
+        if got is not None:
+            blocks.append(got[0])
+            room -= _size(got[0]) + 2
+        return None if got is None else got[1]
+
+    in_table = 0
+    if diff.agents:
+        in_table = add(_Block("| agent | change | why |\n| --- | --- | --- |", [
+            f"| {md_text(_clip(a.agent_id))} | {a.change} | {md_text(_clip(a.why()))} |"
+            for a in diff.agents], noun="agents")) or 0
+    room_left = in_table == len(diff.agents)
+    left_out: list[str] = []
+    cut = None
+    for agent in diff.agents:
+        if not agent.fields and agent.prompt_diff is None:
+            continue
+        if not room_left:
+            left_out.append(agent.agent_id)
+            continue
+        parts = _md_section(agent)
+        whole = "\n\n".join(part.text() for part in parts)
+        if _size(whole) + 2 <= room:
+            blocks.append(whole)
+            room -= _size(whole) + 2
+            continue
+        room_left = False
+        before, saved = len(blocks), room
+        for part in parts:
+            shown = add(part)
+            if shown is None or shown < len(part.rows):
+                break
+        if len(blocks) - before > 2:  # more than the heading and its line
+            cut = agent.agent_id
+        else:
+            del blocks[before:]
+            room = saved
+            left_out.append(agent.agent_id)
+    blocks += errors
+    if in_table < len(diff.agents) or left_out or cut is not None:
+        blocks.append(_cut_note(len(diff.agents), in_table, len(left_out), cut))
     return "\n\n".join(blocks) + "\n"
 
 
-def _md_prompt_diff(text: str) -> str:
-    lines = text.splitlines(keepends=True)
-    block = md_fence("".join(lines[:MARKDOWN_DIFF_LINES]), "diff")
-    if len(lines) > MARKDOWN_DIFF_LINES:
-        block += (f"\n\n(the first {MARKDOWN_DIFF_LINES} of {len(lines)} lines; "
-                  "`configsync diff` shows them all)")
-    if len(lines) > DETAILS_LINES:
-        block = (f"<details><summary>{PROMPT_FIELD} diff ({plural(len(lines), 'line')})"
-                 f"</summary>\n\n{block}\n\n</details>")
-    return block
+def _cut_note(agents: int, in_table: int, left_out: int, cut: str | None) -> str:
+    parts = [] if in_table == agents else [f"the table lists {in_table} of {agents} agents"]
+    if left_out:
+        parts.append(f"the details of {plural(left_out, 'agent')} are left out")
+    if cut is not None:
+        parts.append(f"those of {md_text(_clip(cut, 100))} are cut short")
+    return (f"**Cut to stay under {MD_TOTAL_CHARS:,} characters: {'; '.join(parts)}. Run "
+            "`configsync diff` locally to see everything.**")
+
+
+def _md_section(agent: AgentDiff) -> list[_Block]:
+    """An agent's section: its heading, why, field table and prompt diff."""
+    parts = [_Block(f"### {md_text(_clip(agent.agent_id))} ({agent.change})"),
+             _Block(md_text(_clip(agent.why())))]
+    if agent.fields:
+        parts.append(_Block("| field | before | after |\n| --- | --- | --- |", [
+            f"| {md_text(_clip(f.path))} | {md_cell(f.old, f.kind != ADDED)} | "
+            f"{md_cell(f.new, f.kind != REMOVED)} |" for f in agent.fields], noun="fields"))
+    if agent.prompt_diff is not None:
+        parts.append(_md_prompt_diff(agent.prompt_diff))
+    return parts
+
+
+def _md_prompt_diff(text: str) -> _Block:
+    # one_line: a \r is a line break to CommonMark, and ESC has no place in a comment
+    lines = diff_lines(text, MD_LINE_CHARS)
+    rows = lines[:MARKDOWN_DIFF_LINES]
+    longest = max((len(run) for row in rows for run in re.findall(r"`+", row)), default=0)
+    fence = "`" * max(3, longest + 1)  # longer than any run inside: no row can close it
+    if len(lines) <= DETAILS_LINES:
+        return _Block(f"{fence}diff", rows, fence, total=len(lines))
+    return _Block(f"<details><summary>{PROMPT_FIELD} diff ({plural(len(lines), 'line')})"
+                  f"</summary>\n\n{fence}diff", rows, fence, "</details>", total=len(lines))
 
 
 def render(diff: Diff, fmt: str) -> str:
@@ -479,6 +636,7 @@ def run_diff(args: argparse.Namespace) -> int:
     if not wanted and len(named) == 1 and all(agent_version(r or "") for r in
                                                (args.base, args.head)):
         wanted = named  # support@v7 support@v9: what changed in that agent
+    check_agent_ids(args.agent or (), old, new)
     if wanted:
         diff = diff.only(wanted, old, new)
     sys.stdout.write(render(diff, args.format))

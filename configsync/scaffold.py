@@ -1,7 +1,9 @@
 """``configsync init [DIR]``: a new config repository that validates clean and works with every
 tool: ``configsync.yaml``, an example agent and its prompt, the JSON Schema files and editor
 mapping (the code behind ``configsync schema``), a ``.gitignore``, a GitHub workflow that calls
-configsync's reusable workflow, and a ``.pre-commit-config.yaml`` that runs configsync's hook.
+configsync's reusable workflow (on pull requests and pushes to the branch checked out, which
+``git init`` names after ``init.defaultBranch``), and a ``.pre-commit-config.yaml`` that runs
+configsync's hook.
 GitHub reads workflows and pre-commit its config only at the git repository's top: for DIR a
 folder inside a bigger repository, those two are written there (``Layout``), naming DIR.
 
@@ -23,13 +25,15 @@ from pathlib import Path
 from . import __version__
 from .editor import SETTINGS_PATH, editor_settings
 from .errors import UsageError
-from .git import init_repository, work_tree_top
+from .git import GitRepo, init_repository, work_tree_top
+from .logs import one_line
 from .model import NAMESPACE_MAX, namespace_problem
 from .repo import SETTINGS_FILE
 from .schema import render_schemas
 
-__all__ = ["ACTION", "HOOK_REPO", "PRE_COMMIT_PATH", "REUSABLE_WORKFLOW", "WORKFLOW_PATH",
-           "Layout", "find_layout", "sanitize_namespace", "scaffold_files"]
+__all__ = ["ACTION", "DEFAULT_BRANCH", "HOOK_REPO", "PRE_COMMIT_PATH", "REUSABLE_WORKFLOW",
+           "WORKFLOW_PATH", "Layout", "branch_pattern", "find_layout", "sanitize_namespace",
+           "scaffold_files"]
 
 ACTION = "configsync/configsync"
 REUSABLE_WORKFLOW = f"{ACTION}/.github/workflows/configsync-validate.yml"
@@ -40,6 +44,9 @@ RELEASE = f"v{__version__}"  # the tag both `uses:` and `rev:` name
 
 _PLAIN_SCALAR = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
+_GLOB = re.compile(r"[*?+\[!\\]")
+DEFAULT_BRANCH = "main"
+"""The branch the workflow runs on when HEAD names none (a detached HEAD)."""
 
 _EXAMPLE_AGENT = """\
 # One agent a file: its id is the path under agents/ without .yaml ("example").
@@ -82,10 +89,11 @@ def _hook_args(folder: str) -> str:
     return "" if folder == "." else f", args: [{_yaml_string(folder)}]"
 
 
-def _workflow(folder: str, name: str) -> str:
+def _workflow(folder: str, name: str, branch: str = DEFAULT_BRANCH) -> str:
     """The config repository's workflow: one job that calls configsync's reusable workflow
-    (which checks out with history and runs the action at the same tag). In a folder of a
-    bigger repository it runs only when that folder (or the workflow) changes."""
+    (which checks out with history and runs the action at the same tag), on every pull request
+    and every push to ``branch``. In a folder of a bigger repository it runs only when that
+    folder (or the workflow) changes."""
     paths = "" if folder == "." else (
         f"\n    paths: [{json.dumps(folder + '/**')}, {json.dumps(name)}]")
     return f"""\
@@ -95,7 +103,7 @@ name: configsync
 on:
   pull_request:{paths}
   push:
-    branches: [main]{paths}
+    branches: [{_yaml_string(branch_pattern(branch))}]{paths}
 permissions:
   contents: read
 jobs:
@@ -106,6 +114,14 @@ jobs:
       python-version: "3.12"
       strict: true
 """
+
+
+def branch_pattern(branch: str) -> str:
+    """A branch name as a GitHub Actions ``branches:`` filter that matches it alone: the
+    characters that are glob syntax there (``*``, ``?``, ``+``, ``[``, ``!`` and ``\\``:
+    the ones GitHub lets be escaped) escaped with a backslash. git refuses most of them in a
+    branch name, but not ``+`` or ``!``."""
+    return _GLOB.sub(r"\\\g<0>", branch)
 
 
 def sanitize_namespace(name: str) -> str:
@@ -173,10 +189,11 @@ def find_layout(root: Path) -> tuple[Layout, bool]:
     return Layout(root, shown, folder), True
 
 
-def scaffold_files(layout: Layout, namespace: str) -> dict[Path, str]:
-    """Each file ``init`` writes → its text. The editor settings are merged into an existing
-    ``.vscode/settings.json`` as ``configsync schema`` does (and are left out when that file
-    already maps the schemas)."""
+def scaffold_files(layout: Layout, namespace: str,
+                   branch: str = DEFAULT_BRANCH) -> dict[Path, str]:
+    """Each file ``init`` writes → its text; the workflow runs on pushes to ``branch``. The
+    editor settings are merged into an existing ``.vscode/settings.json`` as ``configsync
+    schema`` does (and are left out when that file already maps the schemas)."""
     root = layout.root
     files = {
         root / SETTINGS_FILE: _settings(namespace),
@@ -188,7 +205,8 @@ def scaffold_files(layout: Layout, namespace: str) -> dict[Path, str]:
     if editor is not None:
         files[root / SETTINGS_PATH] = editor
     files.update({root / ".gitignore": _GITIGNORE,
-                  layout.workflow: _workflow(layout.folder, layout.from_top(layout.workflow)),
+                  layout.workflow: _workflow(layout.folder, layout.from_top(layout.workflow),
+                                             branch),
                   layout.pre_commit: _pre_commit(layout.folder)})
     return files
 
@@ -215,7 +233,13 @@ def run_init(args: argparse.Namespace) -> int:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create {args.dir}: {exc.strerror or exc}") from None
-    files = {target: text for target, text in scaffold_files(layout, namespace).items()
+    if not in_git:  # first: the workflow names the branch git init checked out
+        init_repository(root)
+    with GitRepo(layout.top) as repo:
+        # `git init` checks out init.defaultBranch (master, unless configured): the workflow
+        # runs on pushes to the branch the repository really has
+        branch = repo.current_branch() or DEFAULT_BRANCH
+    files = {target: text for target, text in scaffold_files(layout, namespace, branch).items()
              if target not in kept}
     for target, text in files.items():
         try:
@@ -225,12 +249,10 @@ def run_init(args: argparse.Namespace) -> int:
             target.write_text(text, "utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
-    if not in_git:
-        init_repository(root)
-    steps = _next_steps(layout, kept)
+    steps = _next_steps(layout, kept, branch)
     if args.format == "json":
         print(json.dumps({"folder": str(root), "namespace": namespace, "git_init": not in_git,
-                          "top": str(layout.top), "path": layout.folder,
+                          "top": str(layout.top), "path": layout.folder, "branch": branch,
                           "wrote": [target.as_posix() for target in files],
                           "kept": [target.as_posix() for target in kept],
                           "next": steps}, indent=2))
@@ -249,7 +271,7 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _next_steps(layout: Layout, kept: list[Path]) -> list[str]:
+def _next_steps(layout: Layout, kept: list[Path], branch: str) -> list[str]:
     folder = os.path.normpath(layout.root)
     steps = [] if folder == "." else [f"cd {shlex.quote(layout.root.as_posix())}"]
     steps.append("edit agents/example.yaml and prompts/example.md (configsync.yaml lists the "
@@ -267,6 +289,6 @@ def _next_steps(layout: Layout, kept: list[Path]) -> list[str]:
                      f"{_hook_args(layout.folder)}}}]}}")
     steps += ["pre-commit install  # validate every commit before it is made",
               f"push to GitHub: {layout.from_top(layout.workflow)} validates every pull "
-              "request",
+              f"request and every push to {one_line(branch)}",
               "configsync sync  # serve the committed configs from Redis"]
     return steps

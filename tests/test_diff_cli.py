@@ -4,6 +4,7 @@ written out by hand for each format."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,18 @@ from pathlib import Path
 import pytest
 
 from configsync.cli import main
-from configsync.diff_cli import md_cell, md_fence, md_text, prompt_diff
+from configsync.compare import FieldChange
+from configsync.diff_cli import (
+    AgentDiff,
+    Diff,
+    Side,
+    md_cell,
+    md_fence,
+    md_text,
+    prompt_diff,
+    render,
+)
+from configsync.validate import Diagnostic
 
 from .conftest import SETTINGS, GitTree, git, write_tree
 
@@ -395,7 +407,7 @@ def test_markdown_escapes_hostile_values(git_tree: GitTree, monkeypatch: pytest.
 | guardrail\_threshold | 0.7 | 0.5 |
 | metadata.description | null | "x \| y &lt;script&gt;alert(1)&lt;/script&gt; &amp; """ + (
         r"""\`\`\`\` z\\nnext line, and m… |
-| metadata.labels.a\|b |   | "\[click\](https://example.com) \@team \#1 \*bold\*" |
+| metadata.labels.a\|b |   | "\[click\](https://example.com) @&#8203;team #&#8203;1 \*bold\*" |
 
 ````diff
 --- support (base)
@@ -455,6 +467,9 @@ def test_prompt_diff_lines(old: str, new: str, body: str) -> None:
 
 def test_markdown_helpers() -> None:
     assert md_text("a|b\nc <i>&") == "a\\|b\\\\nc &lt;i&gt;&amp;"
+    # GitHub still links `\@user` and `\#1` (github/markup#1168): a zero-width space breaks them
+    assert md_text("@org/team owner/repo#12 &#8203;") == (
+        "@&#8203;org/team owner/repo#&#8203;12 &amp;#&#8203;8203;")
     assert md_cell("x" * 100) == '"' + "x" * 58 + "…"
     assert md_cell(None) == "null"
     assert md_cell(None, present=False) == " "
@@ -556,3 +571,175 @@ changed support: own file agents/support.yaml
     assert run(capsys, "diff", "support@v7") == (
         2, "", "configsync: error: support@v7: support has no version 7 (it has versions 1-3; "
                "see `configsync history support`)\n")
+
+
+def test_markdown_mentions_nobody(changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mention or an issue link in a field name, a value or the commit subject a side names
+    (AGENT@vN) reaches the markdown with a zero-width space after its sign."""
+    changed.write({"agents/support.yaml": "system_prompt: You help customers.\nmodel: gpt-4o\n"
+                                          "metadata: {labels: {\"@admins\": "
+                                          "\"cc @org/security #7\"}}\n"})
+    changed.commit("ping @octocat about #12")
+    code, out, err = run(capsys, "diff", "support@v2", "support@v3", "--format", "markdown")
+    assert (code, err) == (0, ""), err
+    assert f"→ head {short(changed.root)} (support v3: ping @&#8203;octocat about #&#8203;12)\n" \
+        in out
+    assert "| metadata.labels.@&#8203;admins |   | \"cc @&#8203;org/security #&#8203;7\" |\n" in out
+    assert "@o" not in out and "@a" not in out and "#1" not in out and "#7" not in out
+
+
+SPOOF = "x\u2028-Never reveal secrets\u0085-y\r-z\x1b[2K\u2029+w"
+
+
+def test_a_prompt_cannot_print_a_line_of_its_own(
+        git_tree: GitTree, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Line breaks other than the diff's own (U+2028, U+2029, U+0085, \\r) and ESC inside a
+    prompt are escaped in the text and in the markdown: one added line stays one line."""
+    git_tree.write({"agents/support.yaml": "system_prompt: " + json.dumps(SPOOF)
+                    + "\nmodel: gpt-4o\n"})
+    monkeypatch.chdir(git_tree.root)
+    escaped = "+x\\u2028-Never reveal secrets\\u0085-y\\r-z\\u001b[2K\\u2029+w"
+    code, out, _ = run(capsys, "diff", "HEAD")
+    assert code == 0
+    assert out.split("  system_prompt:\n", 1)[1] == (
+        "    --- support (base)\n    +++ support (head)\n    @@ -1 +1 @@\n"
+        f"    -You help customers.\n    {escaped}\n")
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 0
+    assert out.endswith("```diff\n--- support (base)\n+++ support (head)\n@@ -1 +1 @@\n"
+                        f"-You help customers.\n{escaped}\n```\n")
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "json")
+    assert json.loads(out)["agents"][0]["prompt_diff"].endswith(f"+{SPOOF}\n")  # as it is
+
+
+def test_an_error_message_is_one_line(git_tree: GitTree, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    git_tree.write({"agents/support.yaml": 'system_prompt: hi\nmodel: "gpt\\n- fake\\e[31m"\n'})
+    monkeypatch.chdir(git_tree.root)
+    error = ("agents/support.yaml:2:8: model: `gpt\\n- fake\\u001b[31m` is not an allowed model "
+             "(allowed: gpt-4o, gpt-4o-mini)")
+    code, out, _ = run(capsys, "diff", "HEAD")
+    assert code == 1 and out.endswith(f"1 error at head (head working tree):\n  {error}\n")
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 1 and out.endswith(f"**1 error at head**:\n\n```text\n{error}\n```\n")
+
+
+def test_the_agent_filter_keeps_every_error_and_the_exit_code(
+        changed: GitTree, capsys: pytest.CaptureFixture[str]) -> None:
+    """--agent filters the listing, not the verdict: the daemon refuses a commit with an error
+    in any agent's file."""
+    changed.write({"agents/support.yaml": "system_prompt: x\nmodel: nope\n"})
+    changed.commit("break support")
+    code, out, err = run(capsys, "diff", "HEAD~1", "HEAD", "--agent", "triage")
+    assert (code, err) == (1, "")
+    assert out.splitlines()[1:] == [
+        "no agent differs; 1 unchanged",
+        f"1 error at head (head {short(changed.root)} (HEAD, given)):",
+        "  agents/support.yaml:2:8: model: `nope` is not an allowed model (allowed: gpt-4o, "
+        "gpt-4o-mini)"]
+    code, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--agent", "triage", "--format", "json")
+    data = json.loads(out)
+    assert code == 1 and data["agents"] == [] and data["unchanged"] == 1
+    assert [e["path"] for e in data["errors"]["head"]] == ["agents/support.yaml"]
+    code, out, _ = run(capsys, "diff", "HEAD~1", "HEAD", "--agent", "triage", "--format",
+                       "markdown")
+    assert code == 1 and "**1 error at head**:\n\n```text\nagents/support.yaml:2:8:" in out
+    # an agent that only fails validation, or is only on one side, is still an agent
+    code, out, _ = run(capsys, "diff", "HEAD~2", "HEAD", "--agent", "support", "--agent",
+                       "legacy")
+    assert code == 1
+    assert out.splitlines()[2:4] == ["removed legacy: file deleted",
+                                     "invalid support: fails validation at head"]
+
+
+@pytest.mark.parametrize(("agent", "message"), [
+    ("triag", "--agent triag: no such agent at base or head, did you mean `triage`?"),
+    ("nobody-at-all", "--agent nobody-at-all: no such agent at base or head"),
+    ("agents/triage.yaml", "--agent agents/triage.yaml: no such agent at base or head"),
+])
+def test_an_agent_filter_that_names_no_agent_is_a_usage_error(
+        changed: GitTree, capsys: pytest.CaptureFixture[str], agent: str, message: str) -> None:
+    assert run(capsys, "diff", "HEAD~1", "HEAD", "--agent", "triage", "--agent", agent) == (
+        2, "", f"configsync: error: {message}\n")
+
+
+def closed_fences(markdown: str) -> bool:
+    """Whether every code fence the markdown opens is closed (and no table row is cut)."""
+    fence = None
+    for line in markdown.splitlines():
+        if fence is None and (found := re.match(r"(`{3,})", line)):
+            fence = found[1]
+        elif fence is not None and line == fence:
+            fence = None
+        elif fence is None and line.startswith("|"):
+            assert line.endswith(" |"), line
+    return fence is None
+
+
+def test_markdown_stays_under_what_github_holds(git_tree: GitTree,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The red team's 30 agents with 200 KB one-line prompts gave 12 MB of markdown (a PR
+    comment holds 65,536 characters): each line is cut at 1,000 characters, the whole at
+    60,000, the table stays complete and a note counts what was left out."""
+    files = {f"agents/a{i:02}.yaml": f"system_prompt: old {i}\nmodel: gpt-4o\n" for i in range(30)}
+    git_tree.write(files)
+    git_tree.commit("thirty agents")
+    git_tree.write({name: f"system_prompt: {'x' * 200_000}\nmodel: gpt-4o\n" for name in files})
+    many_lines = "".join(f"{i} {'y' * 2000}\\n" for i in range(100))  # 200 KB in 100 lines
+    git_tree.write({"agents/a01.yaml": f'system_prompt: "{many_lines}"\nmodel: gpt-4o\n'})
+    monkeypatch.chdir(git_tree.root)
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "markdown")
+    assert code == 0
+    assert len(out) <= 60_000 and closed_fences(out)
+    assert all(f"| a{i:02} | changed | own file agents/a{i:02}.yaml |\n" in out for i in range(30))
+    assert f"+{'x' * 1000}… (199,000 more characters)\n```\n" in out
+    assert "x" * 1001 not in out and f"\n+0 {'y' * 998}… (1,002 more characters)\n" in out
+    # a00 fits whole; a01's 100 lines do not: cut between lines, its block closed; no room
+    # is left for the others
+    assert out.count("### a") == 2 and "### a01 (changed)" in out
+    cut = re.search(r"\n```\n\n\(the first (\d+) of 105 lines; `configsync diff` shows them "
+                    r"all\)\n\n</details>\n\n\*\*Cut", out)
+    assert cut is not None and 10 < int(cut[1]) < 100
+    assert out.endswith("**Cut to stay under 60,000 characters: the details of 28 agents are "
+                        "left out; those of a01 are cut short. Run `configsync diff` locally to "
+                        "see everything.**\n")
+    code, out, _ = run(capsys, "diff", "HEAD")  # text and json are complete
+    assert out.count("x" * 200_000) == 29 and out.count("y" * 2000) == 100
+    code, out, _ = run(capsys, "diff", "HEAD", "--format", "json")
+    assert sum("x" * 200_000 in a["prompt_diff"] for a in json.loads(out)["agents"]) == 29
+
+
+def made_diff(agents: list[AgentDiff], errors: int = 0) -> Diff:
+    error = Diagnostic("agents/bad.yaml", 1, 1, "error", "model: " + "z" * 5000)
+    return Diff(Side("a" * 40, "HEAD~1", "HEAD~1, given"), Side(None, None, "working tree"),
+                agents, 0, {"base": [], "head": [error] * errors})
+
+
+def test_markdown_cuts_a_long_table_between_rows_and_keeps_the_errors() -> None:
+    out = render(made_diff([AgentDiff(f"agent-{i:04}", "added", []) for i in range(3000)],
+                           errors=7), "markdown")
+    assert len(out) <= 60_000 and closed_fences(out)
+    shown = out.count(" | added | new file |\n")
+    assert 1000 < shown < 3000
+    assert f"| agent-{shown - 1:04} | added | new file |\n\n(the first {shown} of 3000 agents; " \
+           "`configsync diff` shows them all)\n\n**7 errors at head** (the first 5" in out
+    assert f"\nagents/bad.yaml:1:1: model: {'z' * 972}… (4,028 more characters)\n" in out
+    assert out.endswith(f"```\n\n**Cut to stay under 60,000 characters: the table lists {shown} "
+                        "of 3000 agents. Run `configsync diff` locally to see everything.**\n")
+
+
+def test_markdown_cuts_a_field_table_between_rows() -> None:
+    fields = [FieldChange(f"metadata.labels.k{i}", "added", None, "v" * 50)
+              for i in range(3000)]
+    agents = [AgentDiff("big", "changed", [], fields), AgentDiff("next", "changed", [], fields)]
+    out = render(made_diff(agents), "markdown")
+    assert len(out) <= 60_000 and closed_fences(out)
+    assert "### big (changed)" in out and "### next" not in out
+    assert re.search(r"\| metadata.labels.k\d+ \|   \| \"v+\" \|\n\n\(the first \d+ of 3000 "
+                     r"fields; `configsync diff` shows them all\)\n\n\*\*Cut to stay under "
+                     r"60,000 characters: the details of 1 agent are left out; those of big are "
+                     r"cut short\.", out)
+    text = render(made_diff(agents), "text")  # complete
+    assert text.count("  + metadata.labels.k") == 6000

@@ -12,7 +12,7 @@ from configsync.cli import main
 from configsync.scaffold import sanitize_namespace
 
 from .conftest import git
-from .test_action import CALL, readme_workflows
+from .test_action import CALL, _lint_calling_this_checkout, readme_workflows
 
 WRITTEN = ["configsync.yaml", "agents/example.yaml", "prompts/example.md",
            "schemas/agent.schema.json", "schemas/configsync.schema.json",
@@ -121,6 +121,7 @@ HOOKS = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").re
 
 def test_workflow_and_pre_commit_config(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
+    git(tmp_path, "config", "--global", "init.defaultBranch", "main")  # (HOME is a temp folder)
     assert run(capsys, "init", str(tmp_path))[0] == 0
     workflow = yaml.safe_load((tmp_path / ".github/workflows/configsync.yml").read_text())
     assert workflow["permissions"] == {"contents": "read"}
@@ -218,3 +219,33 @@ def test_help_has_an_example_and_exit_codes(capsys: pytest.CaptureFixture[str]) 
         main(["init", "--help"])
     out = capsys.readouterr().out
     assert "example:\n  configsync init" in out and "exit codes:" in out
+
+
+@pytest.mark.parametrize("default", [None, "master", "trunk"])
+def test_the_workflow_runs_on_the_branch_git_init_made(
+        default: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`git init` checks out init.defaultBranch (master unless configured), not always main."""
+    if default is not None:
+        git(tmp_path, "config", "--global", "init.defaultBranch", default)
+    code, out, _ = run(capsys, "init", str(tmp_path / "cfg"), "--format", "json")
+    branch = git(tmp_path / "cfg", "symbolic-ref", "--short", "HEAD").strip()
+    assert branch == default or default is None
+    assert code == 0 and json.loads(out)["branch"] == branch
+    workflow = yaml.safe_load((tmp_path / "cfg/.github/workflows/configsync.yml").read_text())
+    assert workflow[True]["push"] == {"branches": [branch]}
+    assert json.loads(out)["next"][-2].endswith(f"every push to {branch}")
+
+
+@pytest.mark.parametrize(("branch", "pattern"), [
+    ("release+1", "release\\+1"),  # glob syntax in a branches: filter, escaped
+    ("!x]", "\\!x]"),
+    ("yes", "yes"),  # a YAML boolean unquoted: quoted
+    ("team/configs-2.0", "team/configs-2.0"),
+])
+def test_the_workflow_runs_on_the_branch_checked_out(
+        branch: str, pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    git(tmp_path, "init", "-q", "-b", branch)
+    assert run(capsys, "init", str(tmp_path))[0] == 0
+    text = (tmp_path / ".github/workflows/configsync.yml").read_text()
+    assert yaml.safe_load(text)[True]["push"] == {"branches": [pattern]}
+    _lint_calling_this_checkout(tmp_path, {"configsync.yml": text})  # actionlint takes it
