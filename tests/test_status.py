@@ -90,7 +90,8 @@ def test_json_shape(remote: Remote, redis_server: RedisServer, tmp_path: Path,
     assert code == 1
     data = json.loads(out)
     assert set(data) == {"namespace", "branch", "head", "state", "served", "behind", "error",
-                         "revision", "heartbeat_at", "heartbeat_age", "agents", "clients", "shallow"}
+                         "revision", "heartbeat_at", "heartbeat_age", "agents", "clients",
+                         "shallow"}
     assert (data["namespace"], data["branch"], data["head"]) == ("test", "main", head)
     assert (data["state"], data["behind"], data["revision"], data["error"]) == (
         "behind", 1, 1, None)
