@@ -90,21 +90,9 @@ INVALID = "invalid"
 PROMPT_FIELD = "system_prompt"
 FIRST_ERRORS = 5
 """How many errors of a side the text and markdown summaries quote (json has them all)."""
-DETAILS_LINES = 15
-"""A markdown prompt diff longer than this folds into <details>."""
-MARKDOWN_DIFF_LINES = 400
-"""A markdown prompt diff shows at most this many lines."""
 MD_LINE_CHARS = 1_000
 """A line of a markdown prompt diff, an error, a label or an id shows at most this many
 characters, then ``… (N more characters)``."""
-MD_TOTAL_CHARS = 60_000
-"""The markdown output's most characters (UTF-16 code units, as GitHub counts them): a pull
-request comment holds 65,536 and a job summary 1 MiB. The agents' sections past it are left
-out, and a note says how many (``configsync diff`` shows everything)."""
-_NOTE_ROOM = 600
-"""Characters kept for that note."""
-CELL_CHARS = 60
-"""A markdown table cell shows at most this many characters of a value."""
 DEFAULT_BRANCHES = ("main", "master")
 
 
@@ -374,19 +362,19 @@ def _given(repo: GitRepo, ref: str) -> Side:
 
 # -- formats ----------------------------------------------------------------------------------
 
-def _value(value: Any) -> str:
+def json_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
 def _field_line(change: FieldChange) -> str:
     if change.kind == ADDED:
-        return f"+ {change.path}: {_value(change.new)}"
+        return f"+ {change.path}: {json_value(change.new)}"
     if change.kind == REMOVED:
-        return f"- {change.path}: {_value(change.old)}"
-    return f"~ {change.path}: {_value(change.old)} -> {_value(change.new)}"
+        return f"- {change.path}: {json_value(change.old)}"
+    return f"~ {change.path}: {json_value(change.old)} -> {json_value(change.new)}"
 
 
-def _error_lines(diagnostics: Sequence[Diagnostic]) -> list[str]:
+def error_lines(diagnostics: Sequence[Diagnostic]) -> list[str]:
     """The first errors, one line each: a line break or ESC in a message (which quotes the
     file) is escaped, in the text and in the markdown's code block alike."""
     return [one_line(f"{d.path}:{d.line}:{d.column}: {d.message}")
@@ -401,16 +389,23 @@ def diff_lines(text: str, limit: int | None = None) -> list[str]:
     ``limit``: cut each line's content to that many characters (before escaping: never inside
     an escape)."""
     lines = text.removesuffix("\n").split("\n")
-    return [one_line(line if limit is None else line[:1] + _clip(line[1:], limit))
+    return [one_line(line if limit is None else line[:1] + clip(line[1:], limit))
             for line in lines]
 
 
-def _sides_line(diff: Diff) -> str:
+def clip(text: str, limit: int = MD_LINE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, then an ellipsis and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+def sides_line(diff: Diff) -> str:
     return f"base {diff.base.label()} -> head {diff.head.label()}"
 
 
 def render_text(diff: Diff) -> str:
-    lines = [f"configsync diff: {_sides_line(diff)}", diff.summary()]
+    lines = [f"configsync diff: {sides_line(diff)}", diff.summary()]
     for agent in diff.agents:
         lines.append(f"{agent.change} {agent.agent_id}: {agent.why()}")
         lines.extend(f"  {_field_line(f)}" for f in agent.fields)
@@ -421,7 +416,7 @@ def render_text(diff: Diff) -> str:
         if found:
             lines.append(f"{plural(len(found), 'error')} at {side} ({side} "
                          f"{getattr(diff, side).label()}):")
-            lines.extend(f"  {line}" for line in _error_lines(found))
+            lines.extend(f"  {line}" for line in error_lines(found))
             if len(found) > FIRST_ERRORS:
                 lines.append(f"  ... and {len(found) - FIRST_ERRORS} more "
                              "(configsync validate shows them all)")
@@ -429,199 +424,15 @@ def render_text(diff: Diff) -> str:
     return "".join(one_line(line) + "\n" for line in lines)
 
 
-# what starts markup inside a line (emphasis, code, links, images, HTML, entities, GitHub's
-# strikethrough, math, mentions and issue links) or ends a table cell; nothing md_text writes
-# begins a line, so line-start markup (`-`, `1.`, `>`) cannot arise
-_PUNCTUATION = re.compile(r"([\\`*_\[\]<>&|~@#!$])")
-_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;",
-             # GitHub finds @mentions and #123 issue links in the rendered text, after the
-             # backslash escapes are gone (`\@user` still notifies: github/markup#1168); a
-             # zero-width space after the sign breaks them, as Renovate does
-             "@": "@&#8203;", "#": "#&#8203;"}
-
-
-def md_text(text: str) -> str:
-    """``text`` as markdown that shows it literally: in a table cell, a heading or a list item
-    it cannot start markup, a link, HTML, a mention or an issue link, nor end the cell or the
-    line."""
-    text = " ".join(one_line(text).split("\n"))
-    return _PUNCTUATION.sub(lambda m: _ENTITIES.get(m[1], "\\" + m[1]), text)
-
-
-def md_cell(value: Any, present: bool = True) -> str:
-    """A config value (JSON) in a table cell: at most CELL_CHARS characters, then an
-    ellipsis; blank when the field is absent on that side."""
-    shown = _value(value) if present else ""
-    if len(shown) > CELL_CHARS:
-        shown = shown[:CELL_CHARS - 1] + "…"
-    return md_text(shown) or " "
-
-
-def md_fence(body: str, info: str = "") -> str:
-    """``body`` in a fenced code block whose fence is longer than any run of backticks in it,
-    so no line of the body can close the block."""
-    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{info}\n{body.rstrip(chr(10))}\n{fence}"
-
-
-def _size(text: str) -> int:
-    """``text``'s length as GitHub counts it (UTF-16 code units: an emoji is two)."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _clip(text: str, limit: int = MD_LINE_CHARS) -> str:
-    """``text`` cut to ``limit`` characters, then an ellipsis and how many more there were."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
-
-
-@dataclass(frozen=True, slots=True)
-class _Block:
-    """Markdown that a budget cuts between its rows, never inside one: ``head`` (a paragraph,
-    a table's header, a fence's opening line), ``rows`` one a line, ``close`` (what ``head``
-    opened: the fence), then, when rows are left out, a note counting them (of ``total``,
-    in ``noun``), then ``end`` (``</details>``)."""
-
-    head: str
-    rows: Sequence[str] = ()
-    close: str = ""
-    end: str = ""
-    noun: str = "lines"
-    total: int = 0
-
-    def text(self, shown: int | None = None) -> str:
-        count = len(self.rows) if shown is None else shown
-        text = "\n".join([self.head, *self.rows[:count], *([self.close] if self.close else [])])
-        total = max(self.total, len(self.rows))
-        if count < total:
-            text += (f"\n\n(the first {count} of {total} {self.noun}; `configsync diff` shows "
-                     "them all)")
-        return f"{text}\n\n{self.end}" if self.end else text
-
-    def fit(self, room: int) -> tuple[str, int] | None:
-        """The most of this block that fits in ``room`` characters and how many rows it
-        shows; None when not even its head and a row fit (a paragraph: when it does not fit)."""
-        whole = self.text()
-        if _size(whole) <= room:
-            return whole, len(self.rows)
-        best, low, high = None, 1, len(self.rows) - 1
-        while low <= high:  # the size grows with the rows shown
-            middle = (low + high) // 2
-            text = self.text(middle)
-            if _size(text) <= room:
-                best, low = (text, middle), middle + 1
-            else:
-                high = middle - 1
-        return best
-
-
-def render_markdown(diff: Diff) -> str:
-    """The diff as markdown of at most MD_TOTAL_CHARS characters: the heading, the counts, the
-    errors and the table of agents (cut between rows only when it alone is too long) always,
-    then each agent's section while the budget lasts (the first one that does not fit is cut
-    between rows, its code block closed), then a note of what was left out."""
-    top = ["## configsync diff",
-           f"Base {md_text(_clip(diff.base.label()))} → head "
-           f"{md_text(_clip(diff.head.label()))}",
-           f"**{md_text(diff.summary())}**"]
-    errors = []
-    for side, found in diff.errors.items():
-        if found:
-            first = (f" (the first {FIRST_ERRORS}; `configsync validate` shows all)"
-                     if len(found) > FIRST_ERRORS else "")
-            errors += [f"**{plural(len(found), 'error')} at {side}**{first}:",
-                       md_fence("\n".join(map(_clip, _error_lines(found))), "text")]
-    blocks = list(top)
-    room = MD_TOTAL_CHARS - _size("\n\n".join(top + errors)) - _NOTE_ROOM
-
-    def add(block: _Block) -> int | None:
-        nonlocal room
-        got = block.fit(room - 2)  # (2: the blank line before it)
-        if got is not None:
-            blocks.append(got[0])
-            room -= _size(got[0]) + 2
-        return None if got is None else got[1]
-
-    in_table = 0
-    if diff.agents:
-        in_table = add(_Block("| agent | change | why |\n| --- | --- | --- |", [
-            f"| {md_text(_clip(a.agent_id))} | {a.change} | {md_text(_clip(a.why()))} |"
-            for a in diff.agents], noun="agents")) or 0
-    room_left = in_table == len(diff.agents)
-    left_out: list[str] = []
-    cut = None
-    for agent in diff.agents:
-        if not agent.fields and agent.prompt_diff is None:
-            continue
-        if not room_left:
-            left_out.append(agent.agent_id)
-            continue
-        parts = _md_section(agent)
-        whole = "\n\n".join(part.text() for part in parts)
-        if _size(whole) + 2 <= room:
-            blocks.append(whole)
-            room -= _size(whole) + 2
-            continue
-        room_left = False
-        before, saved = len(blocks), room
-        for part in parts:
-            shown = add(part)
-            if shown is None or shown < len(part.rows):
-                break
-        if len(blocks) - before > 2:  # more than the heading and its line
-            cut = agent.agent_id
-        else:
-            del blocks[before:]
-            room = saved
-            left_out.append(agent.agent_id)
-    blocks += errors
-    if in_table < len(diff.agents) or left_out or cut is not None:
-        blocks.append(_cut_note(len(diff.agents), in_table, len(left_out), cut))
-    return "\n\n".join(blocks) + "\n"
-
-
-def _cut_note(agents: int, in_table: int, left_out: int, cut: str | None) -> str:
-    parts = [] if in_table == agents else [f"the table lists {in_table} of {agents} agents"]
-    if left_out:
-        parts.append(f"the details of {plural(left_out, 'agent')} are left out")
-    if cut is not None:
-        parts.append(f"those of {md_text(_clip(cut, 100))} are cut short")
-    return (f"**Cut to stay under {MD_TOTAL_CHARS:,} characters: {'; '.join(parts)}. Run "
-            "`configsync diff` locally to see everything.**")
-
-
-def _md_section(agent: AgentDiff) -> list[_Block]:
-    """An agent's section: its heading, why, field table and prompt diff."""
-    parts = [_Block(f"### {md_text(_clip(agent.agent_id))} ({agent.change})"),
-             _Block(md_text(_clip(agent.why())))]
-    if agent.fields:
-        parts.append(_Block("| field | before | after |\n| --- | --- | --- |", [
-            f"| {md_text(_clip(f.path))} | {md_cell(f.old, f.kind != ADDED)} | "
-            f"{md_cell(f.new, f.kind != REMOVED)} |" for f in agent.fields], noun="fields"))
-    if agent.prompt_diff is not None:
-        parts.append(_md_prompt_diff(agent.prompt_diff))
-    return parts
-
-
-def _md_prompt_diff(text: str) -> _Block:
-    # one_line: a \r is a line break to CommonMark, and ESC has no place in a comment
-    lines = diff_lines(text, MD_LINE_CHARS)
-    rows = lines[:MARKDOWN_DIFF_LINES]
-    longest = max((len(run) for row in rows for run in re.findall(r"`+", row)), default=0)
-    fence = "`" * max(3, longest + 1)  # longer than any run inside: no row can close it
-    if len(lines) <= DETAILS_LINES:
-        return _Block(f"{fence}diff", rows, fence, total=len(lines))
-    return _Block(f"<details><summary>{PROMPT_FIELD} diff ({plural(len(lines), 'line')})"
-                  f"</summary>\n\n{fence}diff", rows, fence, "</details>", total=len(lines))
-
-
 def render(diff: Diff, fmt: str) -> str:
     """``diff`` in format ``fmt``: text, json or markdown."""
     if fmt == "json":
         return json.dumps(diff.to_json(), indent=2, ensure_ascii=False) + "\n"
-    return render_markdown(diff) if fmt == "markdown" else render_text(diff)
+    if fmt == "markdown":
+        from .diff_markdown import render_markdown
+
+        return render_markdown(diff)
+    return render_text(diff)
 
 
 def run_diff(args: argparse.Namespace) -> int:
