@@ -157,17 +157,21 @@ def daemon_start(repo: GitRepo, head: str, served: str | None, revision: int,
 class RedisNumbers:
     """How the namespace in Redis numbers an agent's versions, against git's numbering.
 
-    After a force-push the daemon followed live, Redis still counts the versions made on the
-    commits it dropped, so its numbers run ahead of a replay of the branch (DESIGN.md
-    invariant 3). ``numbers``: git version -> Redis version (where Redis has one, kept or
-    still to come from the commits after the served one); ``served``: the git version Redis
-    serves; ``kept``: the git versions Redis still keeps; ``dropped``: kept Redis versions that
-    no version on the branch had (their commit is not on it)."""
+    A daemon that follows a force-push live applies the new head as one step from what it
+    served (DESIGN.md invariant 3), and still counts the versions it made on the dropped
+    commits, so its numbers can run ahead of a replay of the branch (a dropped commit made a
+    version) or behind it (one step where the branch has several). ``numbers``: git version ->
+    Redis version (where Redis has one, kept or still to come from the commits after the
+    served one; the newest when several are one); ``git_of``: Redis version -> git version,
+    for every Redis version that is one; ``served``: the git version Redis serves; ``kept``:
+    the git versions Redis still keeps; ``dropped``: kept Redis versions that no version on
+    the branch had (a config only a dropped commit held)."""
 
     numbers: dict[int, int] = field(default_factory=dict)
     served: int | None = None
     kept: set[int] = field(default_factory=set)
     dropped: list[int] = field(default_factory=list)
+    git_of: dict[int, int] = field(default_factory=dict)  # Redis version -> git version
 
     @property
     def differ(self) -> bool:
@@ -177,17 +181,18 @@ class RedisNumbers:
 def version_matcher(repo: GitRepo, head: str, versions: list[Version]
                     ) -> Callable[[Record], Version | None]:
     """A function from a snapshot Redis holds to the version of ``versions`` (over ``head``)
-    it is: the newest one with its checksum at or before its commit on the branch (None: its
-    commit is not on the branch, or no version there had its config)."""
+    it is: the newest one with its checksum at or before its commit on the branch; when its
+    commit is not on the branch (an amend or a rebase pushed with ``--force`` rewrote it), the
+    newest one with its checksum. None: no version on the branch had its config."""
     order = {info.sha: i for i, info in enumerate(repo.first_parent_log(None, head))}
     live = [v for v in versions if not v.deleted]
 
     def match(record: Record) -> Version | None:
+        same = [v for v in live if v.checksum == record.checksum]
         at = order.get(record.commit)
-        if at is None:
-            return None
-        found = [v for v in live if v.checksum == record.checksum and order[v.commit.sha] <= at]
-        return found[-1] if found else None
+        if at is not None:
+            same = [v for v in same if order[v.commit.sha] <= at]
+        return same[-1] if same else None
 
     return match
 
@@ -196,9 +201,9 @@ def redis_numbers(repo: GitRepo, head: str, agent_id: str, versions: list[Versio
                   kept: Mapping[int, Record], served: Record | None,
                   start: Applied | None) -> RedisNumbers:
     """Match Redis's versions of ``agent_id`` (``kept``, ``served``) to ``versions`` (from
-    :func:`agent_history` over ``head``): a Redis version is the newest git version with its
-    checksum at or before its commit on the branch. With ``start`` (:func:`daemon_start`),
-    the versions after the served commit get the numbers that daemon will give them."""
+    :func:`agent_history` over ``head``) by :func:`version_matcher`. With ``start``
+    (:func:`daemon_start`), the versions after the served commit get the numbers that daemon
+    will give them."""
     match = version_matcher(repo, head, versions)
     live = [v for v in versions if not v.deleted]
     result = RedisNumbers()
@@ -208,11 +213,13 @@ def redis_numbers(repo: GitRepo, head: str, agent_id: str, versions: list[Versio
             result.dropped.append(number)
             continue
         result.numbers[version.version] = number
+        result.git_of[number] = version.version
         result.kept.add(version.version)
     if served is not None:
         version = match(served)
         if version is not None:
             result.numbers[version.version] = served.version
+            result.git_of[served.version] = version.version
             result.served = version.version
     if start is not None and start.commit != head:
         by_commit = {v.commit.sha: v for v in live}
@@ -220,4 +227,5 @@ def redis_numbers(repo: GitRepo, head: str, agent_id: str, versions: list[Versio
             for upsert in step.upserts:
                 if upsert.agent_id == agent_id and step.info.sha in by_commit:
                     result.numbers[by_commit[step.info.sha].version] = upsert.version
+                    result.git_of[upsert.version] = by_commit[step.info.sha].version
     return result

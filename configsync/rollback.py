@@ -102,7 +102,8 @@ def _target(versions: list[Version], to: str, repo: GitRepo, agent_id: str,
     if match is not None:
         number = int(match[1])
         if redis_side is not None:
-            found = [v for v in live if redis_side.numbers.numbers.get(v.version) == number]
+            git = redis_side.numbers.git_of.get(number)
+            found = [v for v in live if v.version == git]
             if found:
                 return found[-1]
             raise UsageError(f"Redis has no version {number} of {agent_id} that is a version "
