@@ -406,7 +406,7 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", required=True, type=_nonempty, metavar="VERSION|COMMIT",
                           help="a version (7 or v7, from `configsync history`) or a commit "
                                "(the version the agent had there)")
-    rollback.add_argument("--message", "-m", type=_nonempty, metavar="M",
+    rollback.add_argument("--message", "-m", type=_subject, metavar="M",
                           help="the commit's subject (the body still names the agent, both "
                                "versions and commits)")
     rollback.add_argument("--branch", type=_nonempty, metavar="NAME",
@@ -557,6 +557,17 @@ def _since(text: str) -> object:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"must be a date (2026-11-23) or an ISO 8601 time (got {_shown(text)})") from None
+
+
+def _subject(text: str) -> str:
+    """A commit subject: one line of text (no line break or control character: a message
+    must not forge lines such as a ``Configsync-Rollback:`` trailer)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    if one_line(text) != text:
+        raise argparse.ArgumentTypeError(f"must be one line of text, without control "
+                                         f"characters (got {_shown(text)})")
+    return text
 
 
 def _nonempty(text: str) -> str:

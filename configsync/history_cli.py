@@ -65,6 +65,8 @@ class Served:
     numbers: RedisNumbers
     here: bool
     last: int  # the last version Redis gave the agent (deleted or not; 0: none)
+    namespace: str
+    has_state: bool  # the namespace has a state in this Redis (else: no daemon synced it)
 
 
 def short_value(value: Any, width: int = VALUE_WIDTH) -> str:
@@ -122,7 +124,8 @@ def read_served(args: argparse.Namespace, repo: GitRepo, head: str, agent_id: st
     record = current.get(agent_id)
     numbers = redis_numbers(repo, head, agent_id, versions, kept, record, start)
     return Served(record, numbers, record is None or repo.has_commit(record.commit),
-                  last.get(agent_id, record.version if record is not None else 0))
+                  last.get(agent_id, record.version if record is not None else 0), namespace,
+                  bool(state))
 
 
 def _mark(version: Version, served: Served | None) -> str:
@@ -173,6 +176,9 @@ def served_line(served: Served | None) -> list[str]:
     if served is None:
         return []
     record = served.record
+    if not served.has_state:
+        return [f"namespace {served.namespace} has no state in this Redis: no daemon has "
+                "synced it (a typo in --namespace?)"]
     if record is None:
         return ["Redis serves no version of this agent"]
     line = (f"Redis serves v{record.version} (commit {record.commit[:12]}, applied "
@@ -183,9 +189,10 @@ def served_line(served: Served | None) -> list[str]:
         line += ", a config no version on this branch had (the namespace follows another branch?)"
     lines = [line]
     if served.numbers.differ:
-        lines.append("Redis numbers this agent's versions differently from git: the daemon "
-                     "followed a force-push live, and the versions made on the commits it "
-                     "dropped still count there; [Redis vN] is the number clients report")
+        lines.append("Redis numbers this agent's versions differently from this history: the "
+                     "daemon followed a force-push live (it applies the new head as one step, "
+                     "and versions made on dropped commits still count); [Redis vN] is the "
+                     "number clients report")
     return lines
 
 

@@ -55,7 +55,8 @@ class Rollback:
     removed: list[str] = field(default_factory=list)
     others: list[str] = field(default_factory=list)
     tree: str | None = None
-    next_version: int = 0
+    next_version: int | None = None  # what the daemon will number it (known with --redis)
+    numbering: str = "this branch's history (configsync history)"
     numbers: dict[int, int] = field(default_factory=dict)  # git version -> Redis's (--redis)
 
     def label(self, version: Version | None) -> int:
@@ -72,8 +73,10 @@ class Rollback:
                f"v{self.label(self.current)} ({self.current.commit.sha[:12]})")
         lines = [subject or f"Roll back {self.agent_id} to v{to}", "",
                  f"{self.agent_id}: from {was} to the resolved config of v{to} "
-                 f"({t.commit.sha[:12]}, \"{one_line(t.commit.message)}\"); the daemon "
-                 f"serves it as v{self.next_version}.",
+                 f"({t.commit.sha[:12]}, \"{one_line(t.commit.message)}\")"
+                 + (f"; the daemon serves it as v{self.next_version}."
+                    if self.next_version is not None else ".")
+                 + f" Versions as {self.numbering} numbers them.",
                  "", f"Restored from {t.commit.sha[:12]}: {', '.join(self.restored)}"]
         if self.removed:
             lines.append(f"Removed: {', '.join(self.removed)}")
@@ -91,6 +94,7 @@ class RedisSide:
 
     numbers: RedisNumbers
     last: int
+    namespace: str
 
 
 def _target(versions: list[Version], to: str, repo: GitRepo, agent_id: str,
@@ -164,10 +168,11 @@ def plan_rollback(repo: GitRepo, agent_id: str, to: str, *,
     target = _target(versions, to, repo, agent_id, redis_side)
     last = versions[-1]
     current = None if last.deleted else last
-    plan = Rollback(agent_id, head, current, target, next_version=last.version + 1)
+    plan = Rollback(agent_id, head, current, target)
     if redis_side is not None:
         plan.numbers = dict(redis_side.numbers.numbers)
         plan.next_version = max(redis_side.last, *plan.numbers.values(), 0) + 1
+        plan.numbering = f"namespace {redis_side.namespace} in Redis"
     now = check_tree(GitSource(repo, head), repo_root=repo.top)
     if agent_id in now.configs and checksum(now.configs[agent_id]) == target.checksum:
         return plan  # already that config: nothing to commit
@@ -270,7 +275,7 @@ def run_rollback(args: argparse.Namespace) -> int:
             versions = agent_history(repo, head, args.agent)
             served = read_served(args, repo, head, args.agent, versions) if versions else None
             if served is not None:
-                redis_side = RedisSide(served.numbers, served.last)
+                redis_side = RedisSide(served.numbers, served.last, served.namespace)
         plan = plan_rollback(repo, args.agent, args.to,
                              include_dependencies=args.include_dependencies,
                              redis_side=redis_side, versions=versions)
@@ -322,7 +327,8 @@ def _report(args: argparse.Namespace, plan: Rollback, commit: str | None,
         return
     where = f"on new branch {args.branch}" if args.branch else "on the checked-out branch"
     lines = [f"committed {commit[:12]} {where}: {plan.agent_id} back to v{plan.label(t)}'s config "
-             f"({t.commit.sha[:12]}); synced, it is v{plan.next_version}",
+             f"({t.commit.sha[:12]})" + (f"; synced, it is v{plan.next_version}"
+                                         if plan.next_version is not None else ""),
              f"restored: {', '.join(plan.restored)}"]
     if plan.others:
         lines.append(f"also changes: {', '.join(plan.others)}")

@@ -152,8 +152,8 @@ def test_after_a_force_push_the_daemon_followed_redis_numbers_are_shown(
     lines = out.splitlines()
     assert code == 0
     assert lines[1].startswith("Redis serves v4 (commit ")
-    assert lines[2].startswith("Redis numbers this agent's versions differently from git: the "
-                               "daemon followed a force-push live")
+    assert lines[2].startswith("Redis numbers this agent's versions differently from this "
+                               "history: the daemon followed a force-push live")
     assert lines[4].startswith("    a: 0.9  [Redis v4; served (applied ")
     assert lines[7] == "    initial configs  [Redis v3; kept in Redis]"
     code, out, _ = run(capsys, "history", "a", "--redis", redis_server.url, "--format", "json")

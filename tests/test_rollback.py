@@ -62,15 +62,15 @@ def test_where_git_revert_conflicts_one_commit_restores_the_version(
     assert (code, err) == (0, "")
     new = git(remote.work, "rev-parse", "HEAD").strip()
     assert out.splitlines()[0] == (f"committed {new[:12]} on the checked-out branch: a back to "
-                                   f"v2's config ({v2.commit[:12]}); synced, it is v5")
+                                   f"v2's config ({v2.commit[:12]})")
     assert git(remote.work, "rev-parse", "HEAD~1").strip() == head
     assert git(remote.work, "diff", "--name-only", "HEAD~1", "HEAD").split() == ["agents/a.yaml"]
     assert git(remote.work, "show", "HEAD:agents/a.yaml") == A1
     assert git(remote.work, "status", "--porcelain") == ""  # working tree and index moved
     assert git(remote.work, "log", "-1", "--format=%B") == (
         "Roll back a to v2\n\n"
-        f"a: from v4 ({head[:12]}) to the resolved config of v2 ({v2.commit[:12]}, \"a: v2\"); "
-        "the daemon serves it as v5.\n\n"
+        f"a: from v4 ({head[:12]}) to the resolved config of v2 ({v2.commit[:12]}, \"a: v2\"). "
+        "Versions as this branch's history (configsync history) numbers them.\n\n"
         f"Restored from {v2.commit[:12]}: agents/a.yaml\n\n"
         "Configsync-Rollback: a v4 -> v2\n\n")
     remote.push()
@@ -137,6 +137,10 @@ def test_refusals(conflicting: Remote, capsys: pytest.CaptureFixture[str]) -> No
     assert run(capsys, "rollback", "a", "--to", "9")[0] == 2
     assert run(capsys, "rollback", "zz", "--to", "1")[0] == 2
     assert run(capsys, "rollback", "a", "--to", "2", "--branch", "bad..name")[0] == 2
+    for subject in ("two\nlines", "esc \x1b[2J", "Configsync-Rollback: a v1 -> v9\u2028x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["rollback", "a", "--to", "2", "-m", subject])
+        assert exit_.value.code == 2
     code, _, err = run(capsys, "rollback", "a", "--to", "2", "--branch", "origin/main")
     assert code == 2 and "names an existing ref" in err
     assert run(capsys, "rollback", "a", "--to", "nope")[0] == 2
@@ -239,8 +243,10 @@ def test_redis_numbers_after_a_force_push_the_daemon_followed(
     assert out.splitlines()[0].endswith("a back to v3's config "
                                         f"({git(force_pushed.work, 'rev-parse', 'HEAD~2')[:12]})"
                                         "; synced, it is v5")
-    assert "Configsync-Rollback: a v4 -> v3\n" in git(force_pushed.work, "log", "-1",
-                                                      "--format=%B")
+    message = git(force_pushed.work, "log", "-1", "--format=%B")
+    assert "Configsync-Rollback: a v4 -> v3\n" in message
+    assert "; the daemon serves it as v5. Versions as namespace test in Redis numbers them." \
+        in message
     force_pushed.push()
     assert sync_once(force_pushed, redis_server, tmp_path / "wd") == 0
     served = Store(redis.Redis.from_url(redis_server.url), "test").current()["a"]
