@@ -471,6 +471,12 @@ def _parser() -> argparse.ArgumentParser:
                            "upstream, else origin/main or origin/master; else HEAD)")
     diff.add_argument("head", metavar="HEAD", nargs="?",
                       help="the commit to compare, or AGENT@vN (default: the working tree)")
+    diff.add_argument("--redis", nargs="?", const="", metavar="URL",
+                      help="read AGENT@vN as Redis numbers it (the number clients report; it "
+                           "differs from the branch's after a force-push the daemon followed); "
+                           "URL default: $CONFIGSYNC_REDIS_URL")
+    diff.add_argument("--namespace", type=_namespace,
+                      help="Redis namespace for --redis (default: configsync.yaml's)")
     diff.add_argument("--agent", action="append", metavar="ID",
                       help="list only this agent (repeat for more; default: every agent, or "
                            "the one named when both sides are AGENT@vN); the errors of every "

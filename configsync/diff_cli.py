@@ -71,7 +71,8 @@ from .compare import (
 )
 from .errors import UsageError
 from .git import GitRepo
-from .history import agent_history
+from .history import Version, agent_history
+from .history_cli import read_served
 from .logs import one_line
 from .messages import did_you_mean, plural
 from .repo import (
@@ -315,7 +316,8 @@ def default_base(repo: GitRepo) -> Side:
 
 
 @contextmanager
-def _sides(base_ref: str | None, head_ref: str | None
+def _sides(base_ref: str | None, head_ref: str | None,
+           redis_args: argparse.Namespace | None = None
            ) -> Iterator[tuple[Side, Source, Side, Source, Path]]:
     """Both sides of the diff, as sides and sources, and the config root's folder."""
     root = find_root(os.curdir)
@@ -326,8 +328,9 @@ def _sides(base_ref: str | None, head_ref: str | None
         if head_ref is None and repo.bare:
             raise UsageError(f"{repo.git_dir} is a bare repository: it has no working tree to "
                              "compare; give BASE and HEAD")
-        base = default_base(repo) if base_ref is None else _given(repo, base_ref)
-        head = Side(None, None, "working tree") if head_ref is None else _given(repo, head_ref)
+        base = default_base(repo) if base_ref is None else _given(repo, base_ref, redis_args)
+        head = (Side(None, None, "working tree") if head_ref is None
+                else _given(repo, head_ref, redis_args))
         head_source: Source = (FolderSource(root.folder) if head.sha is None
                                else GitSource(repo, head.sha))
         yield base, GitSource(repo, base.sha or ""), head, head_source, root.folder
@@ -344,13 +347,24 @@ def agent_version(text: str) -> tuple[str, int] | None:
     return None if match is None else (match["agent"], int(match["version"]))
 
 
-def _given(repo: GitRepo, ref: str) -> Side:
+def _given(repo: GitRepo, ref: str, redis_args: argparse.Namespace | None = None) -> Side:
     named = agent_version(ref)
     if named is None:
-        return Side(repo.resolve(ref), ref, f"{ref}, given")
+        loose = re.fullmatch(r"(.+)@([0-9]+)", ref)
+        try:
+            return Side(repo.resolve(ref), ref, f"{ref}, given")
+        except UsageError:
+            if loose is None:
+                raise
+            raise UsageError(f"unknown git ref: {one_line(ref)}; for version {loose[2]} of "
+                             f"{one_line(loose[1])}, write {one_line(loose[1])}@v{loose[2]}"
+                             ) from None
     agent_id, number = named
-    versions = [v for v in agent_history(repo, repo.resolve("HEAD"), agent_id,
-                                         repo_root=repo.top) if not v.deleted]
+    head = repo.resolve("HEAD")
+    history = agent_history(repo, head, agent_id, repo_root=repo.top)
+    if redis_args is not None and redis_args.redis is not None:
+        return _in_redis(repo, head, ref, agent_id, number, history, redis_args)
+    versions = [v for v in history if not v.deleted]
     for v in versions:
         if v.version == number:
             return Side(v.commit.sha, ref, f"{agent_id} v{number}: {one_line(v.commit.message)}")
@@ -358,6 +372,31 @@ def _given(repo: GitRepo, ref: str) -> Side:
             else "it has no version on HEAD")
     raise UsageError(f"{ref}: {agent_id} has no version {number} ({have}; see `configsync "
                      f"history {agent_id}`)")
+
+
+def _in_redis(repo: GitRepo, head: str, ref: str, agent_id: str, number: int,
+              history: list[Version], args: argparse.Namespace) -> Side:
+    """``AGENT@vN`` as Redis numbers it (``--redis``): the commit the daemon applied for that
+    version when this clone has it (a commit a force-push dropped, if fetched before), else
+    the commit of the version on the branch with its config."""
+    served = read_served(args, repo, head, agent_id, history)
+    assert served is not None
+    record = served.kept.get(number)
+    if record is None and served.record is not None and served.record.version == number:
+        record = served.record
+    if record is not None and repo.has_commit(record.commit):
+        return Side(record.commit, ref, f"{agent_id} v{number} in Redis: "
+                                        f"{one_line(record.message)}")
+    git = served.numbers.git_of.get(number)
+    for v in history:
+        if not v.deleted and v.version == git:
+            return Side(v.commit.sha, ref, f"{agent_id} v{number} in Redis: "
+                                           f"{one_line(v.commit.message)}")
+    kept = sorted(served.kept)
+    have = f"it keeps versions {kept[0]}-{kept[-1]}" if kept else "it keeps none"
+    raise UsageError(f"{ref}: Redis (namespace {served.namespace}) has no version {number} of "
+                     f"{agent_id} that this clone can show ({have}; a commit this clone lacks: "
+                     "git fetch?)")
 
 
 # -- formats ----------------------------------------------------------------------------------
@@ -437,7 +476,7 @@ def render(diff: Diff, fmt: str) -> str:
 
 def run_diff(args: argparse.Namespace) -> int:
     """``configsync diff``: print the diff; exit 0 computed, 1 a side fails validation."""
-    with _sides(args.base, args.head) as (base, base_source, head, head_source, root):
+    with _sides(args.base, args.head, args) as (base, base_source, head, head_source, root):
         jobs = os.cpu_count() or 1
         old = check_tree(base_source, repo_root=root, jobs=jobs)
         new = check_tree(head_source, repo_root=root, jobs=jobs)

@@ -64,6 +64,7 @@ class Served:
     record: Record | None
     numbers: RedisNumbers
     here: bool
+    kept: dict[int, Record]  # the versions Redis keeps, by number
     last: int  # the last version Redis gave the agent (deleted or not; 0: none)
     namespace: str
     has_state: bool  # the namespace has a state in this Redis (else: no daemon synced it)
@@ -123,7 +124,7 @@ def read_served(args: argparse.Namespace, repo: GitRepo, head: str, agent_id: st
                          {a: (r.version, r.checksum) for a, r in current.items()}, last)
     record = current.get(agent_id)
     numbers = redis_numbers(repo, head, agent_id, versions, kept, record, start)
-    return Served(record, numbers, record is None or repo.has_commit(record.commit),
+    return Served(record, numbers, record is None or repo.has_commit(record.commit), kept,
                   last.get(agent_id, record.version if record is not None else 0), namespace,
                   bool(state))
 

@@ -16,8 +16,9 @@ from configsync.cli import main
 from configsync.diff_cli import (
     prompt_diff,
 )
+from configsync.embedded import RedisServer
 
-from .conftest import SETTINGS, GitTree, git, write_tree
+from .conftest import SETTINGS, GitTree, Remote, git, write_tree
 
 BASE_FILES = {
     "configsync.yaml": SETTINGS,
@@ -688,3 +689,29 @@ def test_markdown_stays_under_what_github_holds(git_tree: GitTree,
     assert out.count("x" * 200_000) == 29 and out.count("y" * 2000) == 100
     code, out, _ = run(capsys, "diff", "HEAD", "--format", "json")
     assert sum("x" * 200_000 in a["prompt_diff"] for a in json.loads(out)["agents"]) == 29
+
+
+def test_redis_numbers_after_a_force_push_the_daemon_followed(
+        force_pushed: Remote, redis_server: RedisServer, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(force_pushed.work)
+    capsys.readouterr()
+    # Redis v2 is the "bad deploy" a force-push dropped: still in this clone, so it is shown
+    code, out, err = run(capsys, "diff", "a@v2", "a@v4", "--redis", redis_server.url)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].startswith("configsync diff: base ") and \
+        "(a v2 in Redis: bad deploy) -> head " in lines[0] and \
+        lines[0].endswith("(a v4 in Redis: a: 0.9)")
+    assert lines[2:] == ["changed a: own file agents/a.yaml", "  ~ temperature: 1.9 -> 0.9"]
+    # by the branch's own numbering there is no v4 (the replay numbers a v1, v2)
+    assert run(capsys, "diff", "a@v1", "a@v4")[0] == 2
+    code, _, err = run(capsys, "diff", "a@v9", "--redis", redis_server.url)
+    assert code == 2 and "has no version 9 of a" in err
+
+
+def test_a_version_without_its_v_gets_a_hint(changed: GitTree,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "diff", "support@2") == (
+        2, "", "configsync: error: unknown git ref: support@2; for version 2 of support, write "
+               "support@v2\n")
