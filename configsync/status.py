@@ -31,19 +31,20 @@ from .validate import check_tree
 
 __all__ = ["AgentStatus", "Status", "run_status"]
 
-IN_SYNC, BEHIND, REJECTED, NO_STATE, UNKNOWN_COMMIT = (
-    "in_sync", "behind", "rejected", "no_state", "unknown_commit")
+IN_SYNC, BEHIND, REJECTED, NO_STATE, UNKNOWN_COMMIT, DIVERGED = (
+    "in_sync", "behind", "rejected", "no_state", "unknown_commit", "diverged")
 
 
 @dataclass
 class AgentStatus:
-    """One agent: its checksum at the head, the version the daemon numbers it at the head
-    (from git alone: :func:`.history.versions_at`; None when the head's config is no version
-    yet, as when the head is rejected), and the version Redis serves."""
+    """One agent: its checksum at the head, the version the head's config gets in this
+    namespace (:func:`.history.versions_at`, going on from what Redis serves as the daemon's
+    next walk does, else a replay of the branch; None when it is no version, as when the
+    head is rejected), and the version Redis serves."""
 
     agent_id: str
     git_checksum: str | None  # None: not at the head (deleted, or invalid there)
-    git_version: int | None
+    head_version: int | None
     redis_version: int | None
     redis_checksum: str | None
 
@@ -136,6 +137,8 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
         status.state = REJECTED
     elif served and not repo.has_commit(served):
         status.state = UNKNOWN_COMMIT
+    elif served and not repo.is_ancestor(served, head):
+        status.state = DIVERGED
     else:
         status.state = BEHIND
         status.behind = repo.count_commits(served or None, head)
@@ -168,6 +171,9 @@ def render_text(status: Status) -> str:
             lines.append(f"last commit rejected: {served}")
         elif status.state == UNKNOWN_COMMIT:
             lines.append(f"{served}, a commit this repository does not have (git fetch?)")
+        elif status.state == DIVERGED:
+            lines.append(f"diverged: {served}, which is not in the branch's history (a "
+                         "force-push: the daemon applies the new head once two fetches agree)")
         else:
             lines.append(f"behind by {status.behind} commit{'s' * (status.behind != 1)}: "
                          f"{served}")
@@ -179,13 +185,13 @@ def render_text(status: Status) -> str:
         age = ("unknown" if status.heartbeat_age is None
                else f"{status.heartbeat_age:.0f}s ago")
         lines.append(f"heartbeat {age} ({status.heartbeat_at or 'never'})")
-    lines.append("agents (version at the head, from git, vs what Redis serves):"
-                 + (" (git versions unknown: a shallow clone; git fetch --unshallow)"
+    lines.append("agents (the version the head gets in this namespace, vs what Redis serves):"
+                 + (" (head versions unknown: a shallow clone; git fetch --unshallow)"
                     if status.shallow else ""))
     for a in status.agents:
         served = "-" if a.redis_version is None else f"v{a.redis_version}"
-        in_git = "-" if a.git_version is None else f"v{a.git_version}"
-        lines.append(f"  {a.agent_id}  git {in_git}  redis {served}  "
+        at_head = "-" if a.head_version is None else f"v{a.head_version}"
+        lines.append(f"  {a.agent_id}  head {at_head}  redis {served}  "
                      f"{a.compare.replace('_', ' ')}")
     lines.append(f"clients: {len(status.clients)}")
     for c in status.clients:

@@ -49,7 +49,7 @@ def test_in_sync_exits_0_and_lists_agents_and_clients(
     head = git(remote.work, "rev-parse", "HEAD")[:12]
     assert lines[0] == f"namespace test, branch main at {head}"
     assert lines[1].startswith("in sync: Redis serves ")
-    assert "  a  git v1  redis v1  same" in lines and "  b  git v1  redis v1  same" in lines
+    assert "  a  head v1  redis v1  same" in lines and "  b  head v1  redis v1  same" in lines
     assert "clients: 1" in lines
     assert any(line.startswith("  web-1 ") and line.endswith("a v1, b v1") for line in lines)
 
@@ -62,8 +62,8 @@ def test_behind_by_one_exits_1(remote: Remote, redis_server: RedisServer, tmp_pa
     code, out, _ = status(remote, redis_server, capsys)
     assert code == 1
     assert out.splitlines()[1].startswith("behind by 1 commit: Redis serves ")
-    assert "  a  git v2  redis v1  differs" in out.splitlines()  # the daemon's next number
-    assert "  b  git v1  redis v1  same" in out.splitlines()
+    assert "  a  head v2  redis v1  differs" in out.splitlines()  # the daemon's next number
+    assert "  b  head v1  redis v1  same" in out.splitlines()
 
 
 def test_rejected_exits_1_with_the_error(remote: Remote, redis_server: RedisServer,
@@ -78,7 +78,7 @@ def test_rejected_exits_1_with_the_error(remote: Remote, redis_server: RedisServ
     assert lines[1].startswith("last commit rejected: Redis serves ")
     assert lines[2].startswith(f"last error (commit {bad[:12]}): agents/a.yaml:")
     assert "set exactly one of `system_prompt` or `system_prompt_file`" in lines[2]
-    assert "  a  git -  redis v1  only in redis" in lines  # invalid at the head
+    assert "  a  head -  redis v1  only in redis" in lines  # invalid at the head
 
 
 def test_json_shape(remote: Remote, redis_server: RedisServer, tmp_path: Path,
@@ -96,7 +96,7 @@ def test_json_shape(remote: Remote, redis_server: RedisServer, tmp_path: Path,
     assert (data["state"], data["behind"], data["revision"], data["error"]) == (
         "behind", 1, 1, None)
     assert isinstance(data["heartbeat_age"], float) and data["clients"] == []
-    assert [(a["agent_id"], a["git_version"], a["redis_version"], a["compare"])
+    assert [(a["agent_id"], a["head_version"], a["redis_version"], a["compare"])
             for a in data["agents"]] == [("a", 2, 1, "differs"), ("b", 1, 1, "same")]
 
 
@@ -116,7 +116,7 @@ def test_unreachable_redis_exits_2_in_one_line(remote: Remote,
     assert "hunter2" not in err
 
 
-def test_a_shallow_clone_compares_checksums_without_git_versions(
+def test_a_shallow_clone_compares_checksums_without_head_versions(
         remote: Remote, redis_server: RedisServer, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     assert sync_once(remote, redis_server, tmp_path, capsys) == 0
@@ -127,5 +127,19 @@ def test_a_shallow_clone_compares_checksums_without_git_versions(
                        "--format", "json")
     data = json.loads(out)
     assert (code, data["shallow"], data["state"]) == (1, True, "unknown_commit")
-    assert [(a["agent_id"], a["git_version"], a["compare"]) for a in data["agents"]] == [
+    assert [(a["agent_id"], a["head_version"], a["compare"]) for a in data["agents"]] == [
         ("a", None, "differs"), ("b", None, "same")]
+
+
+def test_a_head_that_no_longer_has_the_served_commit_has_diverged(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    remote.commit_push("a warmer", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                                     "model: gpt-4o\ntemperature: 0.9\n"})
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    git(remote.work, "commit", "-q", "--amend", "-m", "a warmer (reworded)")
+    code, out, _ = status(remote, redis_server, capsys)
+    lines = out.splitlines()
+    assert code == 1
+    assert lines[1].startswith("diverged: Redis serves ") and "a force-push" in lines[1]
+    assert "  a  head v2  redis v2  same" in lines  # the amend changed no config
