@@ -145,15 +145,16 @@ def _mark(version: Version, served: Served | None) -> str:
 
 
 def render_text(agent_id: str, ref: str, versions: list[Version], served: Served | None,
-                total: int) -> str:
-    """The versions, newest first; ``total``: how many versions the agent has in all."""
+                every: list[Version]) -> str:
+    """``versions`` (of ``every`` entry: versions and deletions), newest first."""
     serving = served_line(served)
-    count = sum(not v.deleted for v in versions)
-    shown = plural(total, "version") if count == total else f"{count} of {total} versions"
+    total = plural(sum(not v.deleted for v in every), "version")
     if not versions:
-        lines = [f"{one_line(agent_id)}: no version of {total} on {one_line(ref)} matches"]
+        lines = [f"{one_line(agent_id)}: {total} on {one_line(ref)}; none matches"]
         return "\n".join([*lines, *serving]) + "\n"
-    lines = [f"{one_line(agent_id)}: {shown} on {one_line(ref)}, newest first"]
+    shown = "" if len(versions) == len(every) else \
+        f" (showing {len(versions)} of {len(every)} {'entry' if len(every) == 1 else 'entries'})"
+    lines = [f"{one_line(agent_id)}: {total} on {one_line(ref)}{shown}, newest first"]
     lines.extend(serving)
     for v in reversed(versions):
         info = v.commit
@@ -210,8 +211,44 @@ def _wanted(version: Version, since: datetime | None, path: str | None) -> bool:
     a field inside it: ``metadata`` covers ``metadata.labels.tier``)."""
     if since is not None and datetime.fromisoformat(version.commit.committed_at) < since:
         return False
-    return path is None or any(
-        c.path == path or c.path.startswith((path + ".", path + "[")) for c in version.fields)
+    return path is None or any(_related(c.path, path) for c in version.fields)
+
+
+def _related(changed: str, path: str) -> bool:
+    """Whether a change at ``changed`` touches field ``path``: the field itself, one inside it
+    (``metadata`` covers ``metadata.labels.tier``), or one that holds it (a created agent's
+    ``metadata`` covers ``metadata.owner``)."""
+    return any(a == b or a.startswith((b + ".", b + "[")) for a, b in ((changed, path),
+                                                                      (path, changed)))
+
+
+def _field_paths(config: Any, prefix: str = "") -> Iterator[str]:
+    """Every field path in a resolved config (``metadata``, ``metadata.labels.tier``,
+    ``tools[0]``)."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            yield path
+            yield from _field_paths(value, path)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            path = f"{prefix}[{i}]"
+            yield path
+            yield from _field_paths(value, path)
+
+
+def check_field(path: str, versions: list[Version]) -> None:
+    """UsageError when ``path`` is no field of any version's config and no changed field (a
+    typo would list nothing, which reads as "nobody changed it"), with a hint."""
+    known: set[str] = set()
+    for v in versions:
+        known.update(c.path for c in v.fields)
+        if v.config is not None:
+            known.update(_field_paths(v.config))
+    if not any(_related(k, path) for k in known):
+        tops = sorted({k.split(".")[0].split("[")[0] for k in known})
+        raise UsageError(f"--field {one_line(path)}: no version of this agent has that field"
+                         f"{did_you_mean(path, known)} (fields: {', '.join(tops)})")
 
 
 def parse_since(text: str) -> datetime:
@@ -231,6 +268,8 @@ def run_history(args: argparse.Namespace) -> int:
             raise ConfigsyncError(f"agent {one_line(args.agent)} has no version on "
                                   f"{one_line(args.ref)} ({head[:12]})"
                                   f"{did_you_mean(args.agent, known)}")
+        if args.field is not None:
+            check_field(args.field, versions)
         served = read_served(args, repo, head, args.agent, versions)
     shown = [v for v in versions if _wanted(v, args.since, args.field)]
     shown = shown[-args.limit:] if args.limit else shown
@@ -243,6 +282,5 @@ def run_history(args: argparse.Namespace) -> int:
                     "numbered_alike": not served.numbers.differ}}
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:
-        sys.stdout.write(render_text(args.agent, args.ref, shown, served,
-                                     sum(not v.deleted for v in versions)))
+        sys.stdout.write(render_text(args.agent, args.ref, shown, served, versions))
     return 0

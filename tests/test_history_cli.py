@@ -63,7 +63,7 @@ v1  {initial}  {date}  {who}
     created with 7 fields
 """
     code, out, _ = run(capsys, "history", "a", "--limit", "1")
-    assert out.splitlines()[0] == "a: 1 of 4 versions on HEAD, newest first"
+    assert out.splitlines()[0] == "a: 4 versions on HEAD (showing 1 of 4 entries), newest first"
     assert len([line for line in out.splitlines() if line.startswith("v")]) == 1
 
 
@@ -131,16 +131,24 @@ def test_since_and_field_filters(edited: Remote, capsys: pytest.CaptureFixture[s
     code, out, _ = run(capsys, "history", "a", "--field", "metadata", "--format", "json")
     assert [v["version"] for v in json.loads(out)["versions"]] == [4, 3, 1]  # 1: created
     code, out, _ = run(capsys, "history", "a", "--field", "system_prompt", "--limit", "1")
-    assert out.splitlines()[0] == "a: 1 of 4 versions on HEAD, newest first"
+    assert out.splitlines()[0] == "a: 4 versions on HEAD (showing 1 of 4 entries), newest first"
     assert out.splitlines()[1].startswith("v4 ")
     code, out, _ = run(capsys, "history", "a", "--since", "2026-01-03")  # FIXED_DATE: 01-02
-    assert (code, out) == (0, "a: no version of 4 on HEAD matches\n")
+    assert (code, out) == (0, "a: 4 versions on HEAD; none matches\n")
     code, out, _ = run(capsys, "history", "a", "--since", "2026-01-02T03:04:05Z",
                        "--field", "temperature")
     assert [line[:3] for line in out.splitlines() if line.startswith("v")] == ["v2 ", "v1 "]
     with pytest.raises(SystemExit) as exit_:
         main(["history", "a", "--since", "last week"])
     assert exit_.value.code == 2
+    # a created agent's metadata holds metadata.owner; a typo is no field, not "nobody"
+    code, out, _ = run(capsys, "history", "a", "--field", "metadata.owner", "--format", "json")
+    assert [v["version"] for v in json.loads(out)["versions"]] == [1]
+    code, _, err = run(capsys, "history", "a", "--field", "temprature")
+    assert (code, err) == (2, "configsync: error: --field temprature: no version of this agent "
+                              "has that field, did you mean `temperature`? (fields: "
+                              "guardrail_threshold, max_tokens, metadata, model, system_prompt, "
+                              "temperature, tools)\n")
 
 
 def test_after_a_force_push_the_daemon_followed_redis_numbers_are_shown(
