@@ -379,11 +379,7 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--ref", default="HEAD", type=_nonempty,
                          help="the branch or commit whose first-parent history to read "
                               "(default: HEAD; the daemon numbers the branch it syncs)")
-    history.add_argument("--redis", nargs="?", const="", metavar="URL",
-                         help="also mark the version Redis serves (URL default: "
-                              "$CONFIGSYNC_REDIS_URL)")
-    history.add_argument("--namespace", type=_namespace,
-                         help="Redis namespace for --redis (default: configsync.yaml's)")
+    _optional_redis(history, "also mark the version Redis serves, and give its numbers")
     history.add_argument("--format", choices=["text", "json"], default="text",
                          help="output format (default: text)")
     history.set_defaults(func=cmd_history)
@@ -418,12 +414,7 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--include-dependencies", action="store_true",
                           help="also restore the base, prompt file or configsync.yaml the "
                                "version came from (this changes the agents that share them)")
-    rollback.add_argument("--redis", nargs="?", const="", metavar="URL",
-                          help="read VERSION as Redis numbers it (the number clients report; "
-                               "it differs from git's after a force-push the daemon followed); "
-                               "URL default: $CONFIGSYNC_REDIS_URL")
-    rollback.add_argument("--namespace", type=_namespace,
-                          help="Redis namespace for --redis (default: configsync.yaml's)")
+    _optional_redis(rollback, "read VERSION as Redis numbers it")
     rollback.add_argument("--format", choices=["text", "json"], default="text",
                           help="output format (default: text)")
     rollback.set_defaults(func=cmd_rollback)
@@ -471,12 +462,7 @@ def _parser() -> argparse.ArgumentParser:
                            "upstream, else origin/main or origin/master; else HEAD)")
     diff.add_argument("head", metavar="HEAD", nargs="?",
                       help="the commit to compare, or AGENT@vN (default: the working tree)")
-    diff.add_argument("--redis", nargs="?", const="", metavar="URL",
-                      help="read AGENT@vN as Redis numbers it (the number clients report; it "
-                           "differs from the branch's after a force-push the daemon followed); "
-                           "URL default: $CONFIGSYNC_REDIS_URL")
-    diff.add_argument("--namespace", type=_namespace,
-                      help="Redis namespace for --redis (default: configsync.yaml's)")
+    _optional_redis(diff, "read AGENT@vN as Redis numbers it")
     diff.add_argument("--agent", action="append", metavar="ID",
                       help="list only this agent (repeat for more; default: every agent, or "
                            "the one named when both sides are AGENT@vN); the errors of every "
@@ -538,6 +524,17 @@ def _agent_argument(parser: argparse.ArgumentParser, *, optional: bool = False) 
     """AGENT (``optional``: checked by :func:`_agent_or_url`, after an optional --redis)."""
     parser.add_argument("agent", metavar="AGENT", nargs="?" if optional else None,
                         help="agent id (its path under agents/, without .yaml)")
+
+
+def _optional_redis(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--redis [URL]`` and ``--namespace`` for a command that reads git and may consult
+    Redis for ``what``."""
+    parser.add_argument("--redis", nargs="?", const="", metavar="URL",
+                        help=f"{what} (the numbers clients report: they differ from the "
+                             "branch's after a force-push the daemon followed); URL default: "
+                             "$CONFIGSYNC_REDIS_URL")
+    parser.add_argument("--namespace", type=_namespace,
+                        help="Redis namespace for --redis (default: configsync.yaml's)")
 
 
 def _redis_options(parser: argparse.ArgumentParser) -> None:
