@@ -362,6 +362,10 @@ def _given(repo: GitRepo, ref: str, redis_args: argparse.Namespace | None = None
     agent_id, number = named
     head = repo.resolve("HEAD")
     history = agent_history(repo, head, agent_id, repo_root=repo.top)
+    if not history:
+        known = sorted(check_tree(GitSource(repo, head), repo_root=repo.top).configs)
+        raise UsageError(f"{ref}: no agent {agent_id} on this branch"
+                         f"{did_you_mean(agent_id, known)}")
     if redis_args is not None and redis_args.redis is not None:
         return _in_redis(repo, head, ref, agent_id, number, history, redis_args)
     versions = [v for v in history if not v.deleted]
@@ -387,16 +391,13 @@ def _in_redis(repo: GitRepo, head: str, ref: str, agent_id: str, number: int,
     if record is not None and repo.has_commit(record.commit):
         return Side(record.commit, ref, f"{agent_id} v{number} in Redis: "
                                         f"{one_line(record.message)}")
-    git = served.numbers.git_of.get(number)
+    git = served.numbers.git_version(number)
     for v in history:
         if not v.deleted and v.version == git:
             return Side(v.commit.sha, ref, f"{agent_id} v{number} in Redis: "
                                            f"{one_line(v.commit.message)}")
-    kept = sorted(served.kept)
-    have = f"it keeps versions {kept[0]}-{kept[-1]}" if kept else "it keeps none"
-    raise UsageError(f"{ref}: Redis (namespace {served.namespace}) has no version {number} of "
-                     f"{agent_id} that this clone can show ({have}; a commit this clone lacks: "
-                     "git fetch?)")
+    raise UsageError(f"{ref}: {served.numbers.missing(agent_id, number, served.kept)}; see "
+                     f"`configsync history {agent_id} --redis`")
 
 
 # -- formats ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ new ``epoch``) may number differently, which ``--redis`` shows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,11 +92,22 @@ def versions_at(repo: GitRepo, head: str, *, repo_root: Path | None = None,
                 start: Applied | None = None) -> tuple[Applied, Report]:
     """What a daemon would serve at ``head`` (the last applied commit, each agent's version
     and checksum): rebuilding from the whole history, or going on from ``start`` (see
-    :func:`replay`: then the cost follows the commits after it); and the report of
-    ``head``'s own tree (its resolved configs; its errors when it was rejected)."""
+    :func:`replay`: then the cost follows the commits after it; when ``start`` is not an
+    ancestor of ``head``, one step to it, as that daemon applies a force-push); and the report
+    of ``head``'s own tree (its resolved configs; its errors when it was rejected)."""
     applied, last = start or Applied(), None
+    root = repo_root if repo_root is not None else repo.top
     if start is not None and start.commit == head:
-        root = repo_root if repo_root is not None else repo.top
+        return start, check_tree(GitSource(repo, head), repo_root=root)
+    if start is not None and start.commit is not None \
+            and not repo.is_ancestor(start.commit, head):
+        # a force-push: the daemon applies the head as one step from what it serves
+        engine = Engine(repo, repo_root=root)
+        if start.report is None:
+            start.report = engine.check(start.commit)
+        step = engine.step(start, repo.commit_info(head))
+        if step.applied is not None and step.applied.report is not None:
+            return step.applied, step.applied.report
         return start, check_tree(GitSource(repo, head), repo_root=root)
     for step, _ in replay(repo, head, repo_root=repo_root, start=start):
         last = step
@@ -137,14 +148,16 @@ def agent_history(repo: GitRepo, head: str, agent_id: str, *,
 
 
 def daemon_start(repo: GitRepo, head: str, served: str | None, revision: int,
-                 current: Mapping[str, tuple[int, str]], last: Mapping[str, int]
-                 ) -> Applied | None:
+                 current: Mapping[str, tuple[int, str]], last: Mapping[str, int], *,
+                 ancestor_only: bool = True) -> Applied | None:
     """What a daemon serving ``served`` (with ``current``: agent -> (version, checksum), and
     ``last``: every agent's last version, deleted ones too) starts its next walk from, as
     ``Daemon._load`` makes it: versions after it are that daemon's, whatever numbering a
-    force-push left. None when ``served`` is not here or not an ancestor of ``head`` (then
-    only a whole replay numbers the head)."""
-    if not served or not repo.has_commit(served) or not repo.is_ancestor(served, head):
+    force-push left. None when ``served`` is not here, or (``ancestor_only``) not an ancestor
+    of ``head``: a force-push, which :func:`versions_at` steps as the daemon will (one step),
+    while a walk of the commits after it cannot."""
+    if not served or not repo.has_commit(served) or (
+            ancestor_only and not repo.is_ancestor(served, head)):
         return None
     versions = dict(current)
     merged = dict(last)
@@ -172,10 +185,40 @@ class RedisNumbers:
     kept: set[int] = field(default_factory=set)
     dropped: list[int] = field(default_factory=list)
     git_of: dict[int, int] = field(default_factory=dict)  # Redis version -> git version
+    last: int = 0  # the last version Redis gave the agent (0: none)
+    live: set[int] = field(default_factory=set)  # git's versions (not deletions)
 
     @property
     def differ(self) -> bool:
         return any(git != redis for git, redis in self.numbers.items())
+
+    def redis_of(self, git: int) -> list[int]:
+        """Every Redis version that is git version ``git`` (a rewind applies a config again:
+        one config, two numbers)."""
+        return sorted(n for n, g in self.git_of.items() if g == git)
+
+    def missing(self, agent_id: str, number: int, kept: Iterable[int]) -> str:
+        """Why Redis version ``number`` is no version on the branch, for a message."""
+        held = sorted(kept)
+        if number > self.last:
+            return (f"Redis's last version of {agent_id} is v{self.last}" if self.last
+                    else f"Redis has no version of {agent_id}")
+        if number not in held:
+            return (f"Redis no longer keeps v{number} of {agent_id} (the daemon keeps the last "
+                    f"--keep versions{f': v{held[0]}-v{held[-1]}' if held else ''})")
+        return (f"Redis's v{number} of {agent_id} is a config no version on this branch has "
+                "(made on a commit a force-push dropped)")
+
+    def git_version(self, number: int) -> int | None:
+        """The git version that Redis version ``number`` is. A number Redis no longer keeps
+        (trimmed by ``--keep``) is git's same number while the two numberings agree
+        wherever both are known; None otherwise."""
+        if number in self.git_of:
+            return self.git_of[number]
+        if not self.differ and not self.dropped and number in self.live \
+                and number <= self.last:
+            return number
+        return None
 
 
 def version_matcher(repo: GitRepo, head: str, versions: list[Version]
@@ -199,14 +242,15 @@ def version_matcher(repo: GitRepo, head: str, versions: list[Version]
 
 def redis_numbers(repo: GitRepo, head: str, agent_id: str, versions: list[Version],
                   kept: Mapping[int, Record], served: Record | None,
-                  start: Applied | None) -> RedisNumbers:
+                  start: Applied | None, last: int = 0) -> RedisNumbers:
     """Match Redis's versions of ``agent_id`` (``kept``, ``served``) to ``versions`` (from
     :func:`agent_history` over ``head``) by :func:`version_matcher`. With ``start``
     (:func:`daemon_start`), the versions after the served commit get the numbers that daemon
     will give them."""
     match = version_matcher(repo, head, versions)
     live = [v for v in versions if not v.deleted]
-    result = RedisNumbers()
+    result = RedisNumbers(last=max([*kept, served.version if served else 0, last]),
+                          live={v.version for v in live})
     for number, record in sorted(kept.items()):
         version = match(record)
         if version is None:

@@ -123,7 +123,8 @@ def read_served(args: argparse.Namespace, repo: GitRepo, head: str, agent_id: st
     start = daemon_start(repo, head, state.get("commit"), int(state.get("revision") or 0),
                          {a: (r.version, r.checksum) for a, r in current.items()}, last)
     record = current.get(agent_id)
-    numbers = redis_numbers(repo, head, agent_id, versions, kept, record, start)
+    numbers = redis_numbers(repo, head, agent_id, versions, kept, record, start,
+                            last.get(agent_id, 0))
     return Served(record, numbers, record is None or repo.has_commit(record.commit), kept,
                   last.get(agent_id, record.version if record is not None else 0), namespace,
                   bool(state))
@@ -134,9 +135,9 @@ def _mark(version: Version, served: Served | None) -> str:
         return ""
     numbers = served.numbers
     notes = []
-    number = numbers.numbers.get(version.version)
-    if number is not None and number != version.version:
-        notes.append(f"Redis v{number}")
+    redis = numbers.redis_of(version.version)
+    if redis and redis != [version.version]:
+        notes.append("Redis " + ", ".join(f"v{n}" for n in redis))
     if numbers.served == version.version and served.record is not None:
         notes.append(f"served (applied {served.record.synced_at})")
     elif version.version in numbers.kept:
@@ -160,7 +161,7 @@ def render_text(agent_id: str, ref: str, versions: list[Version], served: Served
         info = v.commit
         label = f"deleted (was v{v.version})" if v.deleted else f"v{v.version}"
         notes = [n for n in (
-            f"returns to v{v.returns_to}" if v.returns_to is not None else "",
+            _returns(v.returns_to, served),
             describe_causes(v.causes), _mark(v, served)) if n]
         lines.append(f"{label}  {info.sha[:12]}  {info.committed_at}  {one_line(info.author)}")
         lines.append(f"    {one_line(info.message)}" + (f"  [{'; '.join(notes)}]"
@@ -170,6 +171,16 @@ def render_text(agent_id: str, ref: str, versions: list[Version], served: Served
         elif not v.deleted:
             lines.extend(f"    {describe_change(c)}" for c in v.fields)
     return "\n".join(lines) + "\n"
+
+
+def _returns(earlier: int | None, served: Served | None) -> str:
+    """``returns to v2``, with Redis's numbers for v2 when they differ."""
+    if earlier is None:
+        return ""
+    redis = served.numbers.redis_of(earlier) if served is not None else []
+    if redis and redis != [earlier]:
+        return f"returns to v{earlier} (Redis " + ", ".join(f"v{n}" for n in redis) + ")"
+    return f"returns to v{earlier}"
 
 
 def served_line(served: Served | None) -> list[str]:
@@ -188,8 +199,14 @@ def served_line(served: Served | None) -> list[str]:
     if not served.here:
         line += ", a commit this clone does not have (git fetch?)"
     elif served.numbers.served is None:
-        line += ", a config no version on this branch had (the namespace follows another branch?)"
+        line += (", a config no version on this branch has (the daemon applied a force-push "
+                 "as one step, or the namespace follows another branch)")
     lines = [line]
+    for number in served.numbers.dropped:
+        kept = served.kept[number]
+        lines.append(f"Redis v{number} (commit {kept.commit[:12]} \"{one_line(kept.message)}\", "
+                     f"applied {kept.synced_at}): a config no version on this branch has (its "
+                     "commit was dropped by a force-push)")
     if served.numbers.differ:
         lines.append("Redis numbers this agent's versions differently from this history: the "
                      "daemon followed a force-push live (it applies the new head as one step, "
@@ -200,10 +217,12 @@ def served_line(served: Served | None) -> list[str]:
 
 def _redis_json(version: Version, served: Served | None) -> dict[str, Any]:
     if served is None:
-        return {"served": False, "redis_version": None}
+        return {"served": False, "redis_version": None, "redis_versions": []}
     return {"served": served.numbers.served == version.version and not version.deleted,
             "redis_version": None if version.deleted
-            else served.numbers.numbers.get(version.version)}
+            else served.numbers.numbers.get(version.version),
+            "redis_versions": [] if version.deleted
+            else served.numbers.redis_of(version.version)}
 
 
 def _wanted(version: Version, since: datetime | None, path: str | None) -> bool:
@@ -279,7 +298,10 @@ def run_history(args: argparse.Namespace) -> int:
                 "served": None if served is None or served.record is None else {
                     "version": served.record.version, "checksum": served.record.checksum,
                     "commit": served.record.commit, "applied_at": served.record.synced_at,
-                    "numbered_alike": not served.numbers.differ}}
+                    "numbered_alike": not served.numbers.differ,
+                    "dropped": [{"version": n, "commit": served.kept[n].commit,
+                                 "checksum": served.kept[n].checksum}
+                                for n in served.numbers.dropped]}}
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(render_text(args.agent, args.ref, shown, served, versions))

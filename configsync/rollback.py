@@ -57,12 +57,26 @@ class Rollback:
     tree: str | None = None
     next_version: int | None = None  # what the daemon will number it (known with --redis)
     numbering: str = "this branch's history (configsync history)"
-    numbers: dict[int, int] = field(default_factory=dict)  # git version -> Redis's (--redis)
+    numbers: dict[int, int] | None = None  # git version -> Redis's (--redis)
+    asked: int | None = None  # the Redis version --to named (--redis)
 
-    def label(self, version: Version | None) -> int:
-        """The number to show for ``version``: Redis's with ``--redis`` (what clients report),
-        else git's (0: deleted)."""
-        return 0 if version is None else self.numbers.get(version.version, version.version)
+    def number(self, version: Version | None) -> int | None:
+        """The number of ``version`` to show: Redis's with ``--redis`` (what clients report;
+        None: Redis has no version with that config, or the agent is deleted), else git's."""
+        if version is None:
+            return None
+        if self.numbers is None:
+            return version.version
+        if version is self.target and self.asked is not None:
+            return self.asked
+        return self.numbers.get(version.version)
+
+    def label(self, version: Version | None) -> str:
+        """``v7``; ``deleted``; or, for a config Redis never numbered, its commit."""
+        number = self.number(version)
+        if number is not None:
+            return f"v{number}"
+        return "deleted" if version is None else f"commit {version.commit.sha[:12]}"
 
     def message(self, subject: str | None = None) -> str:
         """The commit message: names the agent, both versions and both commits (the lines a
@@ -70,10 +84,11 @@ class Rollback:
         t = self.target
         to = self.label(t)
         was = ("deleted" if self.current is None else
-               f"v{self.label(self.current)} ({self.current.commit.sha[:12]})")
-        lines = [subject or f"Roll back {self.agent_id} to v{to}", "",
-                 f"{self.agent_id}: from {was} to the resolved config of v{to} "
-                 f"({t.commit.sha[:12]}, \"{one_line(t.commit.message)}\")"
+               f"{self.label(self.current)} ({self.current.commit.sha[:12]})")
+        lines = [subject or f"Roll back {self.agent_id} to {to}", "",
+                 f"{self.agent_id}: from {was} to the resolved config of {to} "
+                 + (f"({t.commit.sha[:12]}, " if to.startswith("v") else "(")
+                 + f"\"{one_line(t.commit.message)}\")"
                  + (f"; the daemon serves it as v{self.next_version}."
                     if self.next_version is not None else ".")
                  + f" Versions as {self.numbering} numbers them.",
@@ -82,9 +97,14 @@ class Rollback:
             lines.append(f"Removed: {', '.join(self.removed)}")
         if self.others:
             lines.append(f"Also changes: {', '.join(self.others)}")
-        lines += ["", f"Configsync-Rollback: {self.agent_id} "
-                      f"v{self.label(self.current)} -> v{to}"]
+        lines += ["", f"Configsync-Rollback: {self.agent_id} {_token(self.label(self.current))} "
+                      f"-> {_token(to)}"]
         return "\n".join(lines) + "\n"
+
+
+def _token(label: str) -> str:
+    """A label as one word for the trailer (``v7``, ``deleted``, or the commit)."""
+    return label.rsplit(" ", 1)[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +115,7 @@ class RedisSide:
     numbers: RedisNumbers
     last: int
     namespace: str
+    kept: frozenset[int]
 
 
 def _target(versions: list[Version], to: str, repo: GitRepo, agent_id: str,
@@ -106,13 +127,12 @@ def _target(versions: list[Version], to: str, repo: GitRepo, agent_id: str,
     if match is not None:
         number = int(match[1])
         if redis_side is not None:
-            git = redis_side.numbers.git_of.get(number)
+            git = redis_side.numbers.git_version(number)
             found = [v for v in live if v.version == git]
             if found:
                 return found[-1]
-            raise UsageError(f"Redis has no version {number} of {agent_id} that is a version "
-                             "on this branch (trimmed, made on a commit a force-push dropped, "
-                             f"or not synced yet); see `configsync history {agent_id} --redis`")
+            raise UsageError(f"{redis_side.numbers.missing(agent_id, number, redis_side.kept)}; "
+                             f"see `configsync history {agent_id} --redis`")
         for v in live:
             if v.version == number:
                 return v
@@ -172,6 +192,8 @@ def plan_rollback(repo: GitRepo, agent_id: str, to: str, *,
     if redis_side is not None:
         plan.numbers = dict(redis_side.numbers.numbers)
         plan.next_version = max(redis_side.last, *plan.numbers.values(), 0) + 1
+        asked = _VERSION.fullmatch(to)
+        plan.asked = int(asked[1]) if asked else None
         plan.numbering = f"namespace {redis_side.namespace} in Redis"
     now = check_tree(GitSource(repo, head), repo_root=repo.top)
     if agent_id in now.configs and checksum(now.configs[agent_id]) == target.checksum:
@@ -275,7 +297,8 @@ def run_rollback(args: argparse.Namespace) -> int:
             versions = agent_history(repo, head, args.agent)
             served = read_served(args, repo, head, args.agent, versions) if versions else None
             if served is not None:
-                redis_side = RedisSide(served.numbers, served.last, served.namespace)
+                redis_side = RedisSide(served.numbers, served.last, served.namespace,
+                                       frozenset(served.kept))
         plan = plan_rollback(repo, args.agent, args.to,
                              include_dependencies=args.include_dependencies,
                              redis_side=redis_side, versions=versions)
@@ -315,20 +338,22 @@ def _report(args: argparse.Namespace, plan: Rollback, commit: str | None,
         data: dict[str, Any] = {
             "agent_id": plan.agent_id, "commit": commit, "branch": args.branch, "pushed": pushed,
             "from": None if plan.current is None else {
-                "version": plan.label(plan.current), "commit": plan.current.commit.sha},
-            "to": {"version": plan.label(t), "commit": t.commit.sha, "checksum": t.checksum},
+                "version": plan.number(plan.current), "commit": plan.current.commit.sha},
+            "to": {"version": plan.number(t), "commit": t.commit.sha, "checksum": t.checksum},
             "next_version": plan.next_version if commit else None,
             "restored": plan.restored, "removed": plan.removed, "also_changes": plan.others}
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     if commit is None:
-        sys.stdout.write(f"{plan.agent_id} already has v{plan.label(t)}'s config: nothing to "
+        sys.stdout.write(f"{plan.agent_id} already has the config of {plan.label(t)}: nothing to "
                          "commit\n")
         return
     where = f"on new branch {args.branch}" if args.branch else "on the checked-out branch"
-    lines = [f"committed {commit[:12]} {where}: {plan.agent_id} back to v{plan.label(t)}'s config "
-             f"({t.commit.sha[:12]})" + (f"; synced, it is v{plan.next_version}"
-                                         if plan.next_version is not None else ""),
+    to = plan.label(t)
+    config = (f"{to}'s config ({t.commit.sha[:12]})" if to.startswith("v")
+              else f"the config of {to}")
+    synced = "" if plan.next_version is None else f"; synced, it is v{plan.next_version}"
+    lines = [f"committed {commit[:12]} {where}: {plan.agent_id} back to {config}{synced}",
              f"restored: {', '.join(plan.restored)}"]
     if plan.others:
         lines.append(f"also changes: {', '.join(plan.others)}")

@@ -152,7 +152,8 @@ def _served(repo: GitRepo, store: Store, state: dict[str, str], current: dict[st
     give."""
     return daemon_start(repo, head, state.get("commit"), int(state.get("revision") or 0),
                         {a: (r.version, r.checksum) for a, r in current.items()},
-                        store.last_versions() if state.get("commit") else {})
+                        store.last_versions() if state.get("commit") else {},
+                        ancestor_only=False)
 
 
 def _short(sha: str) -> str:

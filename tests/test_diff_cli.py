@@ -707,7 +707,8 @@ def test_redis_numbers_after_a_force_push_the_daemon_followed(
     # by the branch's own numbering there is no v4 (the replay numbers a v1, v2)
     assert run(capsys, "diff", "a@v1", "a@v4")[0] == 2
     code, _, err = run(capsys, "diff", "a@v9", "--redis", redis_server.url)
-    assert code == 2 and "has no version 9 of a" in err
+    assert (code, err) == (2, "configsync: error: a@v9: Redis's last version of a is v4; see "
+                           "`configsync history a --redis`\n")
 
 
 def test_a_version_without_its_v_gets_a_hint(changed: GitTree,

@@ -80,7 +80,8 @@ def test_json(edited: Remote, capsys: pytest.CaptureFixture[str],
     assert data["versions"][0]["causes"] == [{"kind": "own", "path": "agents/a.yaml"}]
     assert set(data["versions"][0]) == {
         "agent_id", "version", "deleted", "commit", "author", "committed_at", "subject",
-        "revision", "checksum", "returns_to", "fields", "causes", "served", "redis_version"}
+        "revision", "checksum", "returns_to", "fields", "causes", "served", "redis_version",
+        "redis_versions"}
 
 
 def test_redis_marks_the_version_served(edited: Remote, redis_server: RedisServer,
@@ -160,15 +161,21 @@ def test_after_a_force_push_the_daemon_followed_redis_numbers_are_shown(
     lines = out.splitlines()
     assert code == 0
     assert lines[1].startswith("Redis serves v4 (commit ")
-    assert lines[2].startswith("Redis numbers this agent's versions differently from this "
+    assert lines[2].startswith("Redis v2 (commit ") and lines[2].endswith(
+        "\"bad deploy\", applied 20" + lines[2].split(", applied 20")[1])
+    assert lines[2].endswith("): a config no version on this branch has (its commit was "
+                             "dropped by a force-push)")
+    assert lines[3].startswith("Redis numbers this agent's versions differently from this "
                                "history: the daemon followed a force-push live")
-    assert lines[4].startswith("    a: 0.9  [Redis v4; served (applied ")
-    assert lines[7] == "    initial configs  [Redis v3; kept in Redis]"
+    assert lines[5].startswith("    a: 0.9  [Redis v4; served (applied ")
+    assert lines[8] == "    initial configs  [Redis v1, v3; kept in Redis]"
     code, out, _ = run(capsys, "history", "a", "--redis", redis_server.url, "--format", "json")
     data = json.loads(out)
     assert [(v["version"], v["redis_version"], v["served"]) for v in data["versions"]] == [
         (2, 4, True), (1, 3, False)]
     assert data["served"]["numbered_alike"] is False
+    assert [v["redis_versions"] for v in data["versions"]] == [[4], [1, 3]]
+    assert [d["version"] for d in data["served"]["dropped"]] == [2]
 
 
 def test_a_shallow_clone_numbers_nothing(edited: Remote, tmp_path: Path,

@@ -145,7 +145,7 @@ def test_refusals(conflicting: Remote, capsys: pytest.CaptureFixture[str]) -> No
     assert code == 2 and "names an existing ref" in err
     assert run(capsys, "rollback", "a", "--to", "nope")[0] == 2
     code, out, _ = run(capsys, "rollback", "a", "--to", "4")
-    assert (code, out) == (0, "a already has v4's config: nothing to commit\n")
+    assert (code, out) == (0, "a already has the config of v4: nothing to commit\n")
     git(remote.work, "checkout", "-q", "--detach")
     code, _, err = run(capsys, "rollback", "a", "--to", "2")
     assert code == 2 and "HEAD is detached" in err
@@ -237,7 +237,16 @@ def test_redis_numbers_after_a_force_push_the_daemon_followed(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(force_pushed.work)
     capsys.readouterr()
-    assert run(capsys, "rollback", "a", "--to", "2", "--redis", redis_server.url)[0] == 2
+    code, _, err = run(capsys, "rollback", "a", "--to", "2", "--redis", redis_server.url)
+    assert (code, err) == (2, "configsync: error: Redis's v2 of a is a config no version on this "
+                              "branch has (made on a commit a force-push dropped); see "
+                              "`configsync history a --redis`\n")
+    # Redis v1 and v3 are one config: the number asked for is the one the message names
+    code, out, _ = run(capsys, "rollback", "a", "--to", "1", "--redis", redis_server.url,
+                       "--branch", "back-to-1")
+    assert code == 0 and " back to v1's config (" in out
+    assert "Configsync-Rollback: a v4 -> v1\n" in git(force_pushed.work, "log", "-1",
+                                                      "--format=%B", "back-to-1")
     code, out, err = run(capsys, "rollback", "a", "--to", "3", "--redis", redis_server.url)
     assert (code, err) == (0, "")  # Redis v3: the initial config
     assert out.splitlines()[0].endswith("a back to v3's config "

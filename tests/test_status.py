@@ -143,3 +143,20 @@ def test_a_head_that_no_longer_has_the_served_commit_has_diverged(
     assert code == 1
     assert lines[1].startswith("diverged: Redis serves ") and "a force-push" in lines[1]
     assert "  a  head v2  redis v2  same" in lines  # the amend changed no config
+
+
+def test_a_force_push_not_applied_yet_gets_the_number_the_daemon_will_give(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    remote.commit_push("bad deploy", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                                       "model: gpt-4o\ntemperature: 1.9\n"})
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    git(remote.work, "reset", "-q", "--hard", "HEAD~1")
+    remote.push(force=True)
+    code, out, _ = status(remote, redis_server, capsys)
+    assert code == 1 and out.splitlines()[1].startswith("diverged: ")
+    # one step from what Redis serves, as the daemon applies a force-push: a is v3, not v1
+    assert "  a  head v3  redis v2  differs" in out.splitlines()
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    code, out, _ = status(remote, redis_server, capsys)
+    assert code == 0 and "  a  head v3  redis v3  same" in out.splitlines()
