@@ -238,6 +238,7 @@ class Daemon:
         self.unconfirmed: str | None = None  # a head that is no fast-forward, seen once
         self.tune_gc = tune_gc
         self.synced = False  # a sync has reached the state once (what a start makes is kept)
+        self.wake = threading.Event()  # set by request_sync: the poll's wait ends at once
 
     # -- one poll ---------------------------------------------------------------------------
 
@@ -529,9 +530,25 @@ class Daemon:
                 if not result.applied:
                     self._explain_unapplied(result)
                 return 0 if result.applied else 1
-            self.stopping.wait(min(interval, CONFIRM_SECONDS) if result.pending else interval)
+            self.pause(min(interval, CONFIRM_SECONDS) if result.pending else interval)
         logger.info(kv("stopped"))
         return 0
+
+    def request_sync(self) -> None:
+        """Ask for a sync now (a webhook, a ref that changed): the poll's wait ends at once.
+        Requests that come while a sync runs make one more sync after it, never one each
+        (a burst coalesces); thread-safe, never blocks."""
+        self.wake.set()
+
+    def pause(self, seconds: float) -> None:
+        """Wait until the next poll: ``seconds``, or less when :meth:`request_sync` is called
+        or the daemon is told to stop (checked every WAKE_SLICE seconds)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.wake.wait(min(remaining, WAKE_SLICE)):
+                break
+        self.wake.clear()
 
     def _heartbeat(self) -> None:
         try:
@@ -580,6 +597,10 @@ def install_stop_handlers(stopping: threading.Event) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, handle)
 
+
+WAKE_SLICE = 0.1
+"""While it waits for the next poll, the daemon looks at ``stopping`` this often (a sync asked
+for ends the wait at once)."""
 
 CONFIRM_SECONDS = 2.0
 """A head that is no fast-forward is fetched again this long after (or at the next poll, when

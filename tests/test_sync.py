@@ -883,3 +883,31 @@ def test_a_contract_upgrade_never_regresses_to_a_lagging_head(remote: Remote,
     state = first.store.state()
     assert (state["commit"], state["contract"]) == (new, "2") and state["epoch"] != epoch
     assert versions(first.store) == {"a": 3, "b": 1}
+
+
+def test_a_requested_sync_ends_the_wait_and_a_burst_coalesces(
+        remote: Remote, make_daemon: Any, redis_client: redis.Redis) -> None:
+    daemon = make_daemon(remote)
+    syncs: list[str] = []
+    real_sync = daemon.sync
+
+    def counted() -> Any:
+        result = real_sync()
+        syncs.append(result.head)
+        return result
+
+    daemon.sync = counted  # (the real sync, counted)
+    runner = threading.Thread(target=daemon.run, kwargs={"interval": 3600})
+    runner.start()
+    try:
+        wait_until(lambda: len(syncs) == 1)
+        head = remote.commit_push("tune a", {"agents/a.yaml": "system_prompt: A2\nmodel: gpt-4o\n"})
+        for _ in range(50):  # a burst: one sync for it, maybe one more, never fifty
+            daemon.request_sync()
+        wait_until(lambda: Store(redis_client, "test").state().get("commit") == head)
+        time.sleep(0.3)  # (room for syncs a burst must not cause)
+        assert 2 <= len(syncs) <= 3
+    finally:
+        daemon.stopping.set()
+        runner.join(10)
+    assert not runner.is_alive()
