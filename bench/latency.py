@@ -61,7 +61,7 @@ def free_port() -> int:
         return port
 
 
-def http(port: int, method: str, path: str, *, body: bytes | None = None,
+def request(port: int, method: str, path: str, *, body: bytes | None = None,
          headers: dict[str, str] | None = None, timeout: float = 10
          ) -> tuple[int, dict[str, str]]:
     """One HTTP request to the daemon on 127.0.0.1: the status and the headers."""
@@ -79,7 +79,7 @@ def webhook(port: int, commit: str) -> None:
     """POST a GitHub push event for ``main`` at ``commit``, signed as GitHub signs it."""
     body = json.dumps({"ref": "refs/heads/main", "after": commit}).encode()
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    status, _ = http(port, "POST", "/webhook", body=body, headers={
+    status, _ = request(port, "POST", "/webhook", body=body, headers={
         "Content-Type": "application/json", "X-GitHub-Event": "push",
         "X-Hub-Signature-256": signature})
     if status != 202:
@@ -114,7 +114,7 @@ def wait_ready(check: Callable[[], bool], daemon: Daemon) -> None:
 
 def http_ready(port: int) -> bool:
     try:
-        return http(port, "GET", "/healthz", timeout=1)[0] == 200
+        return request(port, "GET", "/healthz", timeout=1)[0] == 200
     except OSError:
         return False
 
@@ -159,7 +159,7 @@ def longpoll_mode(repo: Repo, port: int, pushes: int, daemon: Daemon) -> list[fl
         path = f"/agents/{agent_id}"
         deadline = time.monotonic() + READY_TIMEOUT
         while True:  # the agent as served now, and its ETag
-            status, headers = http(port, "GET", path)
+            status, headers = request(port, "GET", path)
             if status == 200:
                 etag = headers["ETag"]
                 break
@@ -169,7 +169,7 @@ def longpoll_mode(repo: Repo, port: int, pushes: int, daemon: Daemon) -> list[fl
         result: dict[str, float] = {}
 
         def poll(path: str = path, etag: str = etag, result: dict[str, float] = result) -> None:
-            status, _ = http(port, "GET", f"{path}?wait=30", headers={"If-None-Match": etag},
+            status, _ = request(port, "GET", f"{path}?wait=30", headers={"If-None-Match": etag},
                              timeout=40)
             if status == 200:
                 result["at"] = time.perf_counter()
