@@ -310,6 +310,9 @@ def _parser() -> argparse.ArgumentParser:
                            "(it follows this one from now on)")
     sync.add_argument("--keep", type=_positive_int, default=100,
                       help="history versions kept per agent (default: 100)")
+    sync.add_argument("--log-format", choices=["kv", "json"], default="kv",
+                      help="kv: one key=value line a log entry; json: one JSON object a line, "
+                           "same fields (default: kv)")
     sync.add_argument("--workdir", help="where the mirror and the embedded Redis live "
                                         "(default: .git/configsync in a local repository, "
                                         "else $XDG_STATE_HOME/configsync/NAME-HASH)")
