@@ -258,6 +258,8 @@ class GitRepo:
             raise UsageError(f"not a git repository: {os.path.abspath(path)}") from exc
         self.git_dir = Path(self._repo.git_dir)  # per worktree: .git, or .git/worktrees/<name>
         self.bare: bool = self._repo.bare
+        # where refs and objects live: the git folder, or a worktree's main one
+        self.common_dir = Path(self._repo.common_dir)
         self._reader: _BlobReader | None = None
         if self.bare:
             self.top = self.git_dir
