@@ -203,6 +203,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return run_sync(args)
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    from .dev import run_dev
+
+    return run_dev(args)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from .scaffold import run_init
 
@@ -310,10 +316,45 @@ def _parser() -> argparse.ArgumentParser:
                            "(it follows this one from now on)")
     sync.add_argument("--keep", type=_positive_int, default=100,
                       help="history versions kept per agent (default: 100)")
+    sync.add_argument("--log-format", choices=["kv", "json"], default="kv",
+                      help="kv: one key=value line a log entry; json: one JSON object a line, "
+                           "same fields (default: kv)")
     sync.add_argument("--workdir", help="where the mirror and the embedded Redis live "
                                         "(default: .git/configsync in a local repository, "
                                         "else $XDG_STATE_HOME/configsync/NAME-HASH)")
     sync.set_defaults(func=cmd_sync)
+
+    dev = _command(
+        commands, "dev", help="publish the working tree to a dev namespace at every save",
+        description="Watch the config tree's files; at every save check the whole tree and "
+                    "print its errors (file:line:column: message), or, when it is valid, "
+                    "publish every resolved config to a dev namespace in Redis, as the sync "
+                    "daemon would (one transaction, one applied event, versions counted on "
+                    "per agent, commit \"worktree\"), and print one line per agent published "
+                    "(\"applied support v5\", \"deleted x\"). An agent reading the dev "
+                    "namespace (configsync.Client(namespace=\"NS-dev\")) reloads as you edit. "
+                    "A namespace a `configsync sync` daemon writes is refused, and a daemon "
+                    "refuses a dev namespace. Ctrl-C stops.",
+        epilog="examples:\n  configsync dev                       (embedded Redis; its URL is "
+               "printed)\n"
+               "  configsync dev agents-repo --redis redis://127.0.0.1:6380/0 "
+               "--namespace support-alice\n"
+               "  configsync dev --once               (check and publish once, for scripts)"
+               "\n\nexit codes: 0 stopped (Ctrl-C), or --once published; 1 --once found "
+               "errors, or Redis failed; 2 usage (no config tree, a namespace a sync daemon "
+               "writes, a bad URL)")
+    dev.add_argument("path", metavar="PATH", nargs="?",
+                     help="a folder of the config tree (default: .; configsync.yaml is looked "
+                          "for there and above)")
+    dev.add_argument("--redis", type=_nonempty, metavar="URL",
+                     help="Redis URL (default: an embedded redis-server under the repository's "
+                          ".git/configsync-dev; $CONFIGSYNC_REDIS_URL is not read: a dev "
+                          "command writes to a shared Redis only when told)")
+    dev.add_argument("--namespace", type=_namespace,
+                     help="the dev namespace (default: configsync.yaml's namespace + \"-dev\")")
+    dev.add_argument("--once", action="store_true",
+                     help="check and publish once, then exit (0 published, 1 errors)")
+    dev.set_defaults(func=cmd_dev)
 
     get = _command(
         commands, "get",

@@ -95,6 +95,10 @@ class ClientStatus:
     last_error: dict[str, Any] | None  # the daemon's last rejected commit (state.last_error)
     connection_error: str | None  # why Redis could not be read, while it cannot
     model_errors: dict[str, str]  # agent id -> why model= refused its config (the held one serves)
+    state_age: float | None = None
+    """Seconds since this client last read a (non-empty) ``state`` from Redis: at least every
+    ``check_interval`` while connected, so an age well beyond it means the configs held may
+    be old. None before the first read."""
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -146,6 +150,7 @@ class ClientCore(Generic[R]):
         self.last_event_at: str | None = None
         self.last_sync_at: str | None = None
         self.last_error: dict[str, Any] | None = None
+        self.state_read_at: float | None = None  # time.monotonic() of the last state read
         self.connection_error: str | None = None
         self.rejected_commit: str | None = None  # the last rejection callbacks were told of
         self.dirty_since: float | None = None  # changes the cache file does not have yet
@@ -214,7 +219,14 @@ class ClientCore(Generic[R]):
         return ClientStatus(self.instance_id, self.connected, self.stale, self.stale_since,
                             self.last_event_at, self.last_sync_at, summary["epoch"],
                             summary["revision"], summary["commit"], summary["versions"],
-                            self.last_error, self.connection_error, summary["model_errors"])
+                            self.last_error, self.connection_error, summary["model_errors"],
+                            self.state_age)
+
+    @property
+    def state_age(self) -> float | None:
+        """Seconds since the last read of a non-empty ``state`` (None before any)."""
+        read_at = self.state_read_at
+        return None if read_at is None else max(0.0, time.monotonic() - read_at)
 
     # -- applying -----------------------------------------------------------------------------
 
@@ -303,6 +315,7 @@ class ClientCore(Generic[R]):
         True (nothing this client lacks), or None (read ``current`` too)."""
         if "seen" not in state:
             return False
+        self.state_read_at = time.monotonic()
         self._reject(self.take_state(state))
         return True if self.unchanged(state) else None
 
@@ -315,6 +328,8 @@ class ClientCore(Generic[R]):
                               hint="nothing synced here yet: is the daemon writing another "
                                    "namespace? (its started line says namespace=...)"))
         rejections = self.take_state(state) if "seen" in state else []
+        if "seen" in state:
+            self.state_read_at = time.monotonic()
         self._deliver(self.take_full(state, reply[1]))
         self._reject(rejections)
         return "seen" in state

@@ -39,7 +39,7 @@ import git as gitpython
 from .errors import GitError, UsageError
 
 __all__ = ["Change", "CommitInfo", "GitRepo", "Mirror", "RemoteRefs", "TreeEntry",
-           "init_repository", "tracks_files_under", "work_tree_top"]
+           "config_value", "init_repository", "tracks_files_under", "work_tree_top"]
 
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
 
@@ -135,6 +135,16 @@ def work_tree_top(folder: Path) -> Path | None:
     status, out = _run(["rev-parse", "--show-toplevel"], cwd=folder, ok=(0, 128),
                        what="git rev-parse (is git installed?)")
     return Path(out.strip()) if status == 0 and out.strip() else None
+
+
+def config_value(folder: Path, key: str) -> str | None:
+    """``git config KEY`` as seen from ``folder`` (None when unset: git's exit status 1, or
+    when git itself cannot run there)."""
+    try:
+        status, out = _run(["config", "--get", key], cwd=folder, ok=(0, 1))
+    except (GitError, OSError):
+        return None
+    return out.strip() or None if status == 0 else None
 
 
 def init_repository(folder: Path) -> None:
@@ -258,6 +268,8 @@ class GitRepo:
             raise UsageError(f"not a git repository: {os.path.abspath(path)}") from exc
         self.git_dir = Path(self._repo.git_dir)  # per worktree: .git, or .git/worktrees/<name>
         self.bare: bool = self._repo.bare
+        # where refs and objects live: the git folder, or a worktree's main one
+        self.common_dir = Path(self._repo.common_dir)
         self._reader: _BlobReader | None = None
         if self.bare:
             self.top = self.git_dir

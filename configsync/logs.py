@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 import time
 from typing import Any
 
-__all__ = ["client_logger", "configure", "kv", "logger", "one_line", "redact_text", "redact_url"]
+__all__ = ["LOG_FORMATS", "client_logger", "configure", "kv", "logger", "one_line", "redact_text",
+           "redact_url"]
 
 logger = logging.getLogger("configsync")
 
@@ -53,12 +55,23 @@ def _value(value: Any) -> str:
     return _STILL_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 
+class _Line(str):
+    """A log message as ``kv`` writes it, still holding its event and fields (for JSON)."""
+
+    __slots__ = ("event", "fields")
+    event: str
+    fields: dict[str, Any]
+
+
 def kv(event: str, **fields: Any) -> str:
-    """``event=NAME key=value ...``, quoting values with spaces, credentials stripped."""
+    """``event=NAME key=value ...``, quoting values with spaces, credentials stripped. The
+    result is a ``str`` that also keeps ``event`` and the fields, for ``--log-format json``."""
+    kept = {key: value for key, value in fields.items() if value is not None}
     parts = [f"event={event}"]
-    parts += [f"{key}={_value(redact_text(str(value)))}" for key, value in fields.items()
-              if value is not None]
-    return " ".join(parts)
+    parts += [f"{key}={_value(redact_text(str(value)))}" for key, value in kept.items()]
+    line = _Line(" ".join(parts))
+    line.event, line.fields = event, kept
+    return line
 
 
 class _Formatter(logging.Formatter):
@@ -74,6 +87,39 @@ class _Formatter(logging.Formatter):
             trace = self.formatException(record.exc_info)
             line += "".join(f"\n    {one_line(part)}" for part in trace.splitlines())
         return line
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``ts``, ``level``, ``event`` and the fields ``kv`` was given
+    (numbers and booleans as JSON has them, everything else as text, credentials stripped);
+    a traceback is the ``traceback`` field. Line separators JSON leaves raw (U+2028, U+2029,
+    C1 controls) are escaped too, so no text in a value can start a line of its own."""
+
+    converter = time.gmtime  # type: ignore[assignment]  # (typeshed's overloads)
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + "Z"
+        data: dict[str, Any] = {"ts": ts, "level": record.levelname.lower()}
+        message = record.getMessage()
+        if isinstance(record.msg, _Line) and not record.args:
+            data["event"] = record.msg.event
+            for key, value in record.msg.fields.items():
+                if key in ("ts", "level", "event"):
+                    key = f"field_{key}"
+                plain = isinstance(value, bool | int | float) and not (
+                    isinstance(value, float) and not math.isfinite(value))
+                data[key] = value if plain else redact_text(str(value))
+        else:  # not written by kv(): the text as it is, credentials stripped
+            data["event"] = "message"
+            data["message"] = redact_text(message)
+        if record.exc_info:
+            data["traceback"] = self.formatException(record.exc_info)
+        line = json.dumps(data, ensure_ascii=False)
+        return _STILL_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+
+
+LOG_FORMATS = {"kv": _Formatter, "json": _JsonFormatter}
+"""``configsync sync --log-format``: key=value lines (the default) or JSON lines."""
 
 
 class _Fallback(logging.StreamHandler):  # type: ignore[type-arg]
@@ -107,10 +153,11 @@ client_logger = logging.getLogger("configsync.client")
 client_logger.addHandler(_Fallback())
 
 
-def configure(level: int = logging.INFO) -> None:
-    """Send configsync's logs to stderr, one ``key=value`` line each (UTC timestamps)."""
+def configure(level: int = logging.INFO, log_format: str = "kv") -> None:
+    """Send configsync's logs to stderr, one line each (UTC timestamps): ``key=value``, or
+    ``log_format="json"`` for one JSON object a line."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(LOG_FORMATS[log_format]())
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False

@@ -1,7 +1,9 @@
 """Spread CPU-bound work over forked processes, for the CLI's big one-shot jobs.
 
-Forking is only safe in a process that runs no other threads. The CLI and the sync daemon (which
-runs no threads: its loop, signals and retries are all on the main thread) pass ``jobs`` > 1 for
+Forking is only safe when no other thread holds a lock the child needs. The CLI and the sync
+daemon (its loop, signals and retries are all on the main thread; its only other threads are the
+local trigger's watchdog observer, which takes no lock but its own queue's and an Event's, none
+of which a child touches: children only parse and hash, then ``os._exit``) pass ``jobs`` > 1 for
 full checks of big trees; the client library never forks, and a Daemon embedded in a threaded
 program should be given ``jobs=1``. Children inherit their inputs (nothing is sent to them) and
 return pickled results through a pipe; a child that fails is redone in this process.

@@ -324,6 +324,10 @@ class Daemon:
         """Whether this daemon takes the namespace over from another source or branch (with
         ``adopt``); without it, such a namespace is a UsageError that says what to do."""
         source, branch = state.get("source") or self.source, state.get("branch") or self.branch
+        if source.startswith("dev:"):  # configsync dev's (dev.py): never a production one
+            raise UsageError(f"namespace {self.store.keys.namespace!r} is a configsync dev "
+                             f"namespace ({source}); a sync daemon never writes one, "
+                             "--adopt or not: use another --namespace")
         if (source, branch) == (self.source, self.branch):
             return False
         if self.adopt:

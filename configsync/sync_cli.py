@@ -23,6 +23,7 @@ from .logs import configure, kv, logger, redact_url
 from .messages import plural
 from .model import RepoSettings
 from .redis_url import check_redis_url, from_url
+from .refwatch import watch_refs
 from .store import Store
 from .sync import Daemon, install_stop_handlers
 
@@ -36,6 +37,11 @@ class Source:
 
     url: str
     git_dir: Path | None = None
+
+    @property
+    def local(self) -> bool:
+        """A repository on this machine (its refs can be watched)."""
+        return os.path.isabs(self.url)
 
     @property
     def tree(self) -> Path | None:
@@ -191,7 +197,7 @@ def _embedded(workdir: Path, stack: ExitStack, once: bool) -> str:
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    configure()
+    configure(log_format=args.log_format)
     redis_url, origin = args.redis, "--redis"
     if not redis_url:
         redis_url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
@@ -210,6 +216,8 @@ def run_sync(args: argparse.Namespace) -> int:
         daemon: Daemon | None = None
         try:
             daemon = _start(args, source, workdir, redis_url, origin, stack, stopping)
+            if not args.once and source.local:  # a push there syncs at once
+                stack.callback(watch_refs(Path(source.url), daemon.request_sync).stop)
             return daemon.run(interval=args.interval, once=args.once)
         except ConfigsyncError:
             if not stopping.is_set():

@@ -269,3 +269,32 @@ def test_stop_from_a_callback(world: World) -> None:
         await until(lambda: done == ["a"])
         assert client.closed
     run(main)
+
+
+def test_status_says_how_old_the_newest_state_read_is(world: World) -> None:
+    async def scenario() -> None:
+        client = AsyncClient(redis=world.url, namespace="test", check_interval=0.2)
+        assert client.status().state_age is None
+        async with client:
+            first = client.status().state_age
+            assert first is not None and 0 <= first < 5
+            await until(lambda: (client.status().state_age or 0) > 0.1)
+            await until(lambda: (client.status().state_age or 1) < 0.1)  # read again
+
+    run(scenario)
+
+
+def test_the_prometheus_collector_reads_an_async_client(world: World) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from configsync.client_metrics import ClientCollector
+
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            registry = CollectorRegistry()
+            registry.register(ClientCollector(client))
+            text = generate_latest(registry).decode()
+            assert 'configsync_client_stale{namespace="test"} 0.0' in text
+            assert 'configsync_client_config_age_seconds{namespace="test"} ' in text
+
+    run(scenario)

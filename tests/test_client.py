@@ -855,3 +855,62 @@ def test_a_namespace_the_daemon_would_refuse_is_refused_at_once(world: World) ->
     for bad in ("", "bad ns", "{t1}", "t1}:x"):
         with pytest.raises(UsageError, match="is not a namespace"):
             Client(redis=world.url, namespace=bad)
+
+
+def test_status_says_how_old_the_newest_state_read_is(world: World) -> None:
+    client = Client(redis=world.url, namespace="test", check_interval=0.2)
+    assert client.status().state_age is None  # nothing read yet
+    with client:
+        first = client.status().state_age
+        assert first is not None and 0 <= first < 5
+        # the periodic check re-reads the state: the age falls back after it grew
+        wait_until(lambda: (client.status().state_age or 0) > 0.1)
+        wait_until(lambda: (client.status().state_age or 1) < 0.1)
+        world.server.kill()
+        wait_until(lambda: not client.status().connected)
+        held = client.status().state_age
+        time.sleep(0.3)  # (measuring an age that grows: nothing to wait on)
+        assert (client.status().state_age or 0) >= (held or 0) + 0.3
+        assert client.status().as_dict()["state_age"] is not None
+
+
+def test_a_namespace_with_no_state_has_no_state_age(world: World) -> None:
+    with Client(redis=world.url, namespace="nothing-here") as client:
+        assert client.status().state_age is None and client.stale
+
+
+def test_the_prometheus_collector(world: World) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from configsync.client_metrics import ClientCollector
+
+    def samples(registry: CollectorRegistry) -> dict[str, tuple[dict[str, str], float]]:
+        text = generate_latest(registry).decode()
+        return {s.name: (s.labels, s.value) for family in text_string_to_metric_families(text)
+                for s in family.samples}
+
+    client = Client(redis=world.url, namespace="test")
+    registry = CollectorRegistry()
+    registry.register(ClientCollector(client))
+    before = samples(registry)
+    assert before == {"configsync_client_stale": ({"namespace": "test"}, 1.0)}  # no age yet
+    with client:
+        now = samples(registry)
+        assert now["configsync_client_stale"] == ({"namespace": "test"}, 0.0)
+        labels, age = now["configsync_client_config_age_seconds"]
+        assert labels == {"namespace": "test"} and 0 <= age < 30
+        world.server.kill()
+        wait_until(lambda: samples(registry)["configsync_client_stale"][1] == 1.0)
+
+
+def test_the_collector_says_what_to_install_without_prometheus_client() -> None:
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "import configsync.client_metrics")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "needs prometheus-client: pip install 'configsync[metrics]'" in done.stderr
+    plain = subprocess.run([sys.executable, "-c", "import sys; sys.modules['prometheus_client']"
+                            " = None\nimport configsync; configsync.Client"],
+                           capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr  # the client itself never needs it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -110,6 +111,40 @@ def test_sigterm_finishes_and_exits_0(remote: Remote, redis_server: RedisServer,
     assert proc.wait(timeout=20) == 0
     log = (tmp_path / "wd" / "daemon.log").read_text()
     assert "event=stopping signal=SIGTERM" in log and "event=stopped" in log
+
+
+def test_sighup_stops_like_sigterm(remote: Remote, redis_server: RedisServer,
+                                  tmp_path: Path) -> None:
+    """No option changes without a restart (README), so a hang-up (a closed terminal) stops
+    the daemon cleanly, as SIGTERM does."""
+    proc = spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd", interval=0.05)
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    wait_until(lambda: "seen" in store.state())
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=20) == 0
+    log = (tmp_path / "wd" / "daemon.log").read_text()
+    assert "event=stopping signal=SIGHUP" in log and "event=stopped" in log
+
+
+def test_log_format_json_is_one_object_a_line(remote: Remote, redis_server: RedisServer,
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    workdir = str(tmp_path / "wd")
+    assert sync(capsys, "--repo", remote.url, "--redis", redis_server.url, "--once",
+                "--workdir", workdir)[0] == 0
+    message = "two\nlines\u2028and https://user:hunter2@example.com/x"
+    remote.commit_push(message, {"agents/a.yaml": A1_TEMP})
+    code, err = sync(capsys, "--repo", remote.url, "--redis", redis_server.url, "--once",
+                     "--workdir", workdir, "--log-format", "json")
+    assert code == 0, err
+    entries = [json.loads(line) for line in err.splitlines()]  # each line is one object
+    assert [e["event"] for e in entries] == ["started", "loaded", "applied"]
+    assert all(e["ts"].endswith("Z") and e["level"] == "info" for e in entries)
+    started, _, applied = entries
+    assert started["namespace"] == "test" and started["once"] == "true"
+    assert applied["revision"] == 2 and applied["updated"] == 1  # numbers stay numbers
+    assert applied["message"] == "two lines\u2028and https://example.com/x"  # (git's subject)
+    assert "hunter2" not in err and "\u2028" not in err
 
 
 def test_heartbeat_moves_every_interval(remote: Remote, redis_server: RedisServer,

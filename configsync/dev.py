@@ -1,0 +1,292 @@
+"""``configsync dev``: the working tree, published to a dev namespace at every save.
+
+A watchdog observer watches the config tree (``configsync.yaml``, ``.gitattributes``,
+``agents/``, ``prompts/``); a burst of saves settles for DEBOUNCE_SECONDS, then the whole tree
+is checked (``check_tree`` over a ``FolderSource``, as ``configsync validate`` does). Errors
+are printed at once (``file:line:column: message``) and nothing is written; a valid tree is
+published through the daemon's own store code: one ``Store.commit_transaction`` per publish,
+one ``applied`` event, each agent's version counted on from what the namespace holds (so a
+restart goes on numbering), ``commit`` ``worktree``.
+
+A dev namespace is marked ``source: dev:<absolute path>`` in its state. ``configsync dev``
+refuses (exit 2) a namespace whose state a ``configsync sync`` daemon wrote, and a daemon
+refuses a dev namespace (``Daemon._follows``): the two never share one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import os
+import sys
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from .errors import ConfigsyncError, UsageError
+from .git import GitRepo, config_value
+from .logs import configure, kv, logger, one_line
+from .messages import plural
+from .model import namespace_problem
+from .redis_url import check_redis_url, from_url, redis_failure
+from .repo import FolderSource, Root, find_root, is_config_path
+from .snapshot import Record, checksum
+from .store import CONTRACT_VERSION, AgentChange, Event, Store, Write
+from .sync import install_stop_handlers, utcnow
+from .sync_cli import _embedded
+from .validate import ERROR, Report, check_tree
+
+__all__ = ["DEV_COMMIT", "DEV_SOURCE_PREFIX", "Publisher", "run_dev"]
+
+DEV_COMMIT = "worktree"
+"""``state.commit`` (and each snapshot's ``commit``) of a dev namespace: no commit made it."""
+DEV_SOURCE_PREFIX = "dev:"
+"""``state.source`` of a dev namespace: ``dev:<absolute path of the config tree>``."""
+DEBOUNCE_SECONDS = 0.15
+"""A burst of saves (an editor's temp file, write and rename) is checked once, this long after
+the last one."""
+KEEP = 100
+"""History versions kept per agent in a dev namespace."""
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What one publish did: agents written (id, version) and agents deleted."""
+
+    applied: list[tuple[str, int]]
+    deleted: list[str]
+
+
+class Publisher:
+    """Writes a valid working tree's resolved configs to one dev namespace."""
+
+    def __init__(self, store: Store, folder: Path, author: str) -> None:
+        self.store = store
+        self.source = DEV_SOURCE_PREFIX + str(folder)
+        self.author = author
+
+    def check_owner(self, state: dict[str, str]) -> None:
+        """A namespace a ``configsync sync`` daemon writes is refused (UsageError)."""
+        source = state.get("source", "")
+        if "seen" in state and not source.startswith(DEV_SOURCE_PREFIX):
+            ns = self.store.keys.namespace
+            raise UsageError(
+                f"namespace {ns!r} is written by configsync sync ({source or 'unknown source'}"
+                f", branch {state.get('branch') or '?'}); configsync dev never publishes to a "
+                "namespace agents read in production: pass another --namespace")
+
+    def publish(self, report: Report, tries: int = 5) -> Published:
+        """One transaction: every agent whose resolved config changed (by checksum) gets its
+        next version, agents gone are deleted, one ``applied`` event. Nothing changed:
+        nothing is written."""
+        for _ in range(tries):
+            state = self.store.state()
+            self.check_owner(state)
+            held = self.store.current()
+            last = self.store.last_versions()
+            now = utcnow()
+            upserts = []
+            for agent_id in sorted(report.configs):
+                config = report.configs[agent_id]
+                digest = checksum(config)
+                before = held.get(agent_id)
+                if before is not None and before.checksum == digest:
+                    continue
+                version = max(last.get(agent_id, 0),
+                              before.version if before is not None else 0) + 1
+                upserts.append(Record(agent_id, version, digest, config, DEV_COMMIT,
+                                      self.author, now, "working tree", now))
+            deleted = sorted(a for a in held if a not in report.configs)
+            fresh = "seen" not in state
+            if not upserts and not deleted and not fresh:
+                return Published([], [])
+            epoch = state.get("epoch") or uuid.uuid4().hex
+            revision = int(state.get("revision") or 0) + 1
+            fields = {"commit": DEV_COMMIT, "seen": DEV_COMMIT, "revision": str(revision),
+                      "epoch": epoch, "branch": "", "source": self.source, "applied_at": now,
+                      "heartbeat_at": now, "last_error": "",
+                      "schema": report.settings.schema_ or "", "contract": CONTRACT_VERSION}
+            changes = [AgentChange(r.agent_id, r.version) for r in upserts]
+            changes += [AgentChange(a, held[a].version, deleted=True) for a in deleted]
+            write = Write(fields, upserts=upserts, deletes=deleted,
+                          history={r.agent_id: [r] for r in upserts},
+                          trim={r.agent_id: r.version - KEEP for r in upserts},
+                          events=[Event("applied", DEV_COMMIT, revision, epoch, changes)])
+            if self.store.commit_transaction(write, expected_seen=state.get("seen")):
+                return Published([(r.agent_id, r.version) for r in upserts], deleted)
+        raise ConfigsyncError(f"another writer kept changing namespace "
+                              f"{self.store.keys.namespace!r}; nothing was published")
+
+
+def _author(folder: Path) -> str:
+    name = config_value(folder, "user.name")
+    email = config_value(folder, "user.email")
+    if name and email:
+        return f"{name} <{email}>"
+    return name or email or "configsync dev"
+
+
+def _workdir(root: Root) -> Path:
+    """Where the embedded Redis of ``configsync dev`` lives: the git folder's
+    ``configsync-dev`` (never the working tree), else the state directory."""
+    try:
+        with GitRepo(root.folder) as repo:
+            if not repo.bare:
+                return repo.git_dir.resolve() / "configsync-dev"
+    except ConfigsyncError:
+        pass
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    digest = hashlib.sha256(str(root.folder).encode()).hexdigest()[:12]
+    return base / "configsync" / f"dev-{root.folder.name}-{digest}"
+
+
+def _lock(workdir: Path, stack: ExitStack) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    handle = (workdir / "lock").open("a+")
+    stack.callback(handle.close)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise UsageError(f"another configsync dev is running on this tree (its embedded Redis "
+                         f"is in {workdir}); stop it, or pass --redis URL") from None
+
+
+class _Saves(FileSystemEventHandler):
+    """Notes the time of the last change to a config path under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.changed = threading.Event()
+        self.last = 0.0
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = [os.fsdecode(event.src_path)]
+        if event.dest_path:
+            paths.append(os.fsdecode(event.dest_path))
+        for path in paths:
+            rel = Path(os.path.relpath(path, self.root)).as_posix()
+            if is_config_path(rel) or rel in ("agents", "prompts"):
+                self.last = time.monotonic()
+                self.changed.set()
+                return
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    configure()
+    if args.redis:
+        check_redis_url(args.redis, "--redis")
+    start = args.path or "."
+    if not os.path.isdir(start):
+        raise UsageError(f"no such directory: {start}")
+    root = find_root(start)
+    if not root.found:
+        raise UsageError(f"no configsync.yaml in {os.path.abspath(start)} or the folders above "
+                         "it: run `configsync init`, or give the config tree's folder")
+    folder = root.folder.resolve()
+    # paths shown as the user would write them: from the PATH they gave
+    shown = os.path.normpath(os.path.join(start, os.path.relpath(root.folder,
+                                                                 os.path.abspath(start))))
+    stopping = threading.Event()
+    install_stop_handlers(stopping)
+    out = sys.stdout
+    with ExitStack() as stack:
+        redis_url = args.redis
+        if not redis_url:
+            workdir = _workdir(root)
+            _lock(workdir, stack)
+            redis_url = _embedded(workdir, stack, once=args.once)
+        client: redis.Redis = from_url(redis.Redis, redis_url, "--redis", socket_timeout=10,
+                                       socket_connect_timeout=5)
+        stack.callback(client.close)
+        author = _author(folder)
+        publisher: Publisher | None = None
+        failing = False
+
+        def say(line: str) -> None:
+            out.write(line + "\n")
+            out.flush()
+
+        def step() -> bool:
+            """Check the tree and publish it; True when it is valid."""
+            nonlocal publisher, failing
+            report = check_tree(FolderSource(folder), repo_root=folder)
+            errors = 0
+            for d in report.diagnostics:
+                errors += d.severity == ERROR
+                tag = "" if d.severity == ERROR else f"{d.severity}: "
+                where = d.path if shown == "." else f"{shown}/{d.path}"
+                say(f"{one_line(where)}:{d.line}:{d.column}: {tag}{one_line(d.message)}")
+            if errors:
+                say(f"not published: {plural(errors, 'error')}")
+                failing = True
+                return False
+            if publisher is None:
+                namespace = args.namespace or f"{report.settings.namespace}-dev"
+                problem = namespace_problem(namespace)
+                if problem is not None:
+                    raise UsageError(f"{namespace!r} {problem} (pass --namespace)")
+                publisher = Publisher(Store(client, namespace), folder, author)
+                logger.info(kv("dev", tree=folder, namespace=namespace,
+                               redis=redis_url, once="true" if args.once else None))
+            try:
+                done = publisher.publish(report)
+            except (redis.RedisError, OSError) as exc:
+                raise ConfigsyncError(redis_failure(exc, client)) from exc
+            for agent_id, version in done.applied:
+                say(f"applied {agent_id} v{version}")
+            for agent_id in done.deleted:
+                say(f"deleted {agent_id}")
+            if failing and not done.applied and not done.deleted:
+                say("ok: nothing changed")
+            failing = False
+            return True
+
+        if args.once:
+            return 0 if step() else 1
+        saves = _Saves(folder)
+        observer = Observer()
+        observer.name = "configsync-dev"
+        try:
+            observer.schedule(saves, str(folder), recursive=True)
+            observer.start()
+        except OSError as exc:
+            raise ConfigsyncError(f"cannot watch {folder}: {exc.strerror or exc}") from None
+
+        def stop_observer() -> None:
+            observer.stop()
+            observer.join(timeout=5)
+
+        stack.callback(stop_observer)
+        try:
+            step()
+        except ConfigsyncError as exc:
+            if isinstance(exc, UsageError):
+                raise
+            say(f"configsync dev: {one_line(str(exc))} (retried at the next save)")
+        while not stopping.is_set():
+            if not saves.changed.wait(0.1):
+                continue
+            while time.monotonic() - saves.last < DEBOUNCE_SECONDS and not stopping.is_set():
+                time.sleep(0.02)
+            saves.changed.clear()
+            if stopping.is_set():
+                break
+            try:
+                step()
+            except ConfigsyncError as exc:
+                if isinstance(exc, UsageError):
+                    raise
+                say(f"configsync dev: {one_line(str(exc))} (retried at the next save)")
+        logger.info(kv("stopped"))
+        return 0
