@@ -3,7 +3,8 @@
 Forking is only safe in a process that runs no other threads. The CLI and the sync daemon (which
 runs no threads: its loop, signals and retries are all on the main thread) pass ``jobs`` > 1 for
 full checks of big trees; the client library never forks, and a Daemon embedded in a threaded
-program should be given ``jobs=1``. Children inherit their inputs (nothing is sent to them) and
+program should be given ``jobs=1``, as ``configsync sync --listen`` does (its HTTP server is a
+thread). Children inherit their inputs (nothing is sent to them) and
 return pickled results through a pipe; a child that fails is redone in this process.
 """
 

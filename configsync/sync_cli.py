@@ -311,7 +311,9 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
         namespace = _namespace(mirror, branch)
     unless_stopping()
     daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=branch,
-                    keep=args.keep, jobs=os.cpu_count() or 1, adopt=args.adopt,
+                    keep=args.keep, adopt=args.adopt,
+                    # forking is safe only without threads; --listen runs the server's (issue 12)
+                    jobs=1 if args.listen is not None else os.cpu_count() or 1,
                     repo_root=source.tree, tune_gc=True, stopping=stopping)
     timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
     logger.info(kv("started", source=redact_url(source.url), branch=branch,
