@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -136,6 +136,31 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             pipe.hget(key, str(version))
             pipe.hkeys(key)
             return self.take_version(agent_id, version, *await pipe.execute())
+
+    async def wait_for_change(self, agent_id: str, unlike: Collection[str], *,
+                              timeout: float) -> bool:
+        """Wait until ``agent_id``'s current checksum is none of ``unlike`` (an agent not held,
+        or deleted, has none), at most ``timeout`` seconds: True when it is, False at the
+        timeout. For long polls (``configsync sync --listen``'s read API): the change is seen
+        through :meth:`on_change`, registered before the first look, so none is missed."""
+        self.check_open()
+        changed = asyncio.Event()
+        remove = self.on_change(lambda _agent, _snap: changed.set(), agent_id=agent_id)
+
+        def differs() -> bool:
+            held = self.holdings.current.get(agent_id)
+            return held is None or held.checksum not in unlike
+
+        try:
+            async with asyncio.timeout(timeout):
+                while not differs():
+                    await changed.wait()
+                    changed.clear()
+        except TimeoutError:
+            return differs()
+        finally:
+            remove()
+        return True
 
     # -- the background task ---------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import textwrap
@@ -322,6 +323,15 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--workdir", help="where the mirror and the embedded Redis live "
                                         "(default: .git/configsync in a local repository, "
                                         "else $XDG_STATE_HOME/configsync/NAME-HASH)")
+    sync.add_argument("--listen", type=_listen, metavar="HOST:PORT",
+                      help="serve /healthz, /readyz, /metrics, the read API (/agents) and, with "
+                           "--webhook-secret-env, /webhook over HTTP on HOST:PORT "
+                           "(127.0.0.1:8080 this machine only, 0.0.0.0:8080 or [::]:8080 every "
+                           "interface, [::1]:8080)")
+    sync.add_argument("--webhook-secret-env", metavar="NAME", type=_nonempty,
+                      help="serve POST /webhook, verified with the secret in environment "
+                           "variable NAME (GitHub/Gitea/Forgejo HMAC, GitLab token); needs "
+                           "--listen")
     sync.set_defaults(func=cmd_sync)
 
     dev = _command(
@@ -612,6 +622,27 @@ def _subject(text: str) -> str:
         raise argparse.ArgumentTypeError(f"must be one line of text, without control "
                                          f"characters (got {_shown(text)})")
     return text
+
+
+_LISTEN = re.compile(r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<p6>[0-9]{1,5})|(?P<host>[^:\[\]\s]+):"
+                     r"(?P<port>[0-9]{1,5})")
+
+
+def _listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT``: the interface is always named (``:8080`` alone is
+    refused: the read API serves every config, so listening on every interface is said
+    explicitly, with 0.0.0.0 or [::])."""
+    found = _LISTEN.fullmatch(text)
+    if found is None:
+        hint = " (name the interface: 127.0.0.1 for this machine only, 0.0.0.0 or [::] for " \
+               "every one)" if text.startswith(":") else ""
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT or [IPV6]:PORT (got "
+                                         f"{_shown(text)}){hint}")
+    host = found["v6"] or found["host"]
+    port = int(found["p6"] or found["port"])
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (0-65535)")
+    return host, port
 
 
 def _nonempty(text: str) -> str:

@@ -5,7 +5,8 @@ daemon (its loop, signals and retries are all on the main thread; its only other
 local trigger's watchdog observer, which takes no lock but its own queue's and an Event's, none
 of which a child touches: children only parse and hash, then ``os._exit``) pass ``jobs`` > 1 for
 full checks of big trees; the client library never forks, and a Daemon embedded in a threaded
-program should be given ``jobs=1``. Children inherit their inputs (nothing is sent to them) and
+program should be given ``jobs=1``, as ``configsync sync --listen`` does (its HTTP server is a
+thread). Children inherit their inputs (nothing is sent to them) and
 return pickled results through a pipe; a child that fails is redone in this process.
 """
 

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from .backoff import Backoff
 from .errors import ConfigsyncError, GitError, UsageError
 from .git import Change, CommitInfo, GitRepo, Mirror
-from .logs import kv, logger, redact_url
+from .logs import kv, logger, redact_text, redact_url
 from .messages import error_summary
 from .parallel import fork_map
 from .redis_url import redis_failure
@@ -42,6 +42,9 @@ from .snapshot import Record, checksum
 from .store import CONTRACT_VERSION, AgentChange, Event, Store, Write
 from .validate import Report, check_tree
 
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
 __all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult", "error_summary",
            "install_stop_handlers"]
 
@@ -49,6 +52,15 @@ __all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult", "error_summary",
 
 def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def unix_time(iso: str) -> float:
+    """An ISO 8601 time with an offset (a commit's ``committed_at``) as Unix seconds; 0 when
+    unreadable (for the metrics only)."""
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return 0.0
 
 
 @dataclass
@@ -239,6 +251,10 @@ class Daemon:
         self.tune_gc = tune_gc
         self.synced = False  # a sync has reached the state once (what a start makes is kept)
         self.wake = threading.Event()  # set by request_sync: the poll's wait ends at once
+        self.metrics: Metrics | None = None  # set by `sync --listen`: in-memory updates only
+        # Read-only status for other threads (the HTTP server): why the last sync attempt
+        # failed ("redis_unavailable: ..."), None when it succeeded.
+        self.last_failure: str | None = None
 
     # -- one poll ---------------------------------------------------------------------------
 
@@ -390,6 +406,9 @@ class Daemon:
                                         error=step.summary)])
             if not self.store.commit_transaction(write, expected_seen=expected_seen):
                 return False
+            if self.metrics is not None:
+                self.metrics.commits_rejected.inc()
+                self.metrics.published(["rejected"])
             logger.error(kv("rejected", commit=info.sha[:12], error=step.summary))
             return True
         new = step.applied
@@ -404,6 +423,9 @@ class Daemon:
         if not self.store.commit_transaction(write, expected_seen=expected_seen):
             return False
         self.applied = new
+        if self.metrics is not None:
+            self.metrics.applied(unix_time(info.committed_at))
+            self.metrics.published(["applied"])
         logger.info(kv("applied", commit=info.sha[:12], revision=new.revision,
                        updated=len(step.upserts), deleted=len(step.deleted),
                        author=info.author.split(" <")[0], message=info.message))
@@ -446,6 +468,8 @@ class Daemon:
         if commit is not None and self.mirror.has_commit(commit):
             report = self.engine.check(commit)
         self.applied = Applied(commit, report, versions, last, int(state.get("revision", 0)))
+        if self.metrics is not None and report is not None and commit is not None:
+            self.metrics.last_applied.set(unix_time(self.mirror.commit_info(commit).committed_at))
         # --keep may have been lowered since these were written: trim every agent now, not
         # only each on its own next version
         self.store.trim_history({a: v - self.keep for a, v in last.items() if v > self.keep})
@@ -460,6 +484,7 @@ class Daemon:
         applied = Applied()
         history: dict[str, deque[Record]] = {}
         last_error = ""
+        last_applied: CommitInfo | None = None
         total, steps = self.engine.walk(applied, None, head)
         progress = _Progress(total, self._heartbeat)
         for step in steps:
@@ -469,7 +494,7 @@ class Daemon:
                 logger.error(kv("rejected", commit=step.info.sha[:12], error=step.summary,
                                 during="rebuild"))
                 continue
-            applied, last_error = step.applied, ""
+            applied, last_error, last_applied = step.applied, "", step.info
             for snapshot in step.upserts:
                 history.setdefault(snapshot.agent_id,
                                    deque(maxlen=self.keep)).append(snapshot)
@@ -486,6 +511,11 @@ class Daemon:
             self.applied = None
             return False
         self.applied = applied
+        if self.metrics is not None:
+            self.metrics.rebuilds.inc()
+            self.metrics.published(["rebuilt"])
+            if last_applied is not None:
+                self.metrics.last_applied.set(unix_time(last_applied.committed_at))
         self._settle()
         logger.info(kv("rebuilt", commit=(applied.commit or "")[:12], agents=len(current),
                        revision=applied.revision, epoch=self.epoch,
@@ -501,6 +531,7 @@ class Daemon:
         failing: str | None = None
         confirming = False
         while not self.stopping.is_set():
+            started = time.monotonic()
             try:
                 result = self.sync()
             except (GitError, redis.RedisError, OSError) as exc:
@@ -508,6 +539,12 @@ class Daemon:
                     break  # a fetch cut short by SIGTERM: stop, as asked
                 what = "redis_unavailable" if isinstance(exc, redis.RedisError) else (
                     "remote_unreachable" if isinstance(exc, GitError) else "io_error")
+                self.last_failure = f"{what}: " + (
+                    redis_failure(exc, self.store.redis) if what == "redis_unavailable"
+                    else redact_text(str(exc)))
+                if self.metrics is not None:
+                    self.metrics.sync_duration.observe(time.monotonic() - started)
+                    self.metrics.failed(exc)
                 if once:
                     raise ConfigsyncError(redis_failure(exc, self.store.redis)
                                           if what == "redis_unavailable"
@@ -522,6 +559,10 @@ class Daemon:
                     failing = what
                 self.stopping.wait(delay)
                 continue
+            self.last_failure = None
+            if self.metrics is not None:
+                self.metrics.sync_duration.observe(time.monotonic() - started)
+                self.metrics.behind_since = self._behind_since(result)
             if failing is not None:
                 logger.info(kv("recovered", was=failing, head=result.head[:12]))
                 failing = None
@@ -537,6 +578,25 @@ class Daemon:
             self.pause(min(interval, CONFIRM_SECONDS) if result.pending else interval)
         logger.info(kv("stopped"))
         return 0
+
+    def _behind_since(self, result: SyncResult) -> float | None:
+        """For ``configsync_seconds_behind_remote``: the committer time of the oldest
+        first-parent commit after the served one up to the fetched head (the head itself when
+        it does not descend from it: a force-push), None when the head is served. Git only,
+        and only when the head is not served; a git failure keeps the last value."""
+        if result.applied:
+            return None
+        served = self.applied.commit if self.applied is not None else None
+        try:
+            if served is not None and self.mirror.has_commit(served) and \
+                    self.mirror.is_ancestor(served, result.head):
+                commits = self.mirror.first_parent_log(served, result.head)
+                oldest = commits[0] if commits else self.mirror.commit_info(result.head)
+            else:
+                oldest = self.mirror.commit_info(result.head)
+        except GitError:
+            return self.metrics.behind_since if self.metrics is not None else None
+        return unix_time(oldest.committed_at)
 
     def request_sync(self) -> None:
         """Ask for a sync now (a webhook, a ref that changed): the poll's wait ends at once.

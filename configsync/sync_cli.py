@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -207,6 +208,7 @@ def run_sync(args: argparse.Namespace) -> int:
     if redis_url:  # a usage mistake is said before anything runs
         check_redis_url(redis_url, origin)
     _token(args.token_env)
+    webhook_secret = _webhook_secret(args)
     source = _source(args.repo)
     workdir = Path(args.workdir).absolute() if args.workdir else default_workdir(source)
     created = not workdir.exists()
@@ -215,7 +217,16 @@ def run_sync(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         daemon: Daemon | None = None
         try:
-            daemon = _start(args, source, workdir, redis_url, origin, stack, stopping)
+            sock = None
+            if args.listen is not None:  # bound first: a port in use is said before anything
+                from .server import bind
+
+                sock = bind(*args.listen)
+                stack.callback(sock.close)
+            daemon, redis_url, origin = _start(args, source, workdir, redis_url, origin, stack,
+                                               stopping)
+            if sock is not None:
+                _serve(daemon, sock, redis_url, origin, webhook_secret, stack)
             if not args.once and source.local:  # a push there syncs at once
                 stack.callback(watch_refs(Path(source.url), daemon.request_sync).stop)
             return daemon.run(interval=args.interval, once=args.once)
@@ -230,6 +241,35 @@ def run_sync(args: argparse.Namespace) -> int:
                 shutil.rmtree(workdir, ignore_errors=True)  # nothing of value was made
 
 
+def _webhook_secret(args: argparse.Namespace) -> str | None:
+    """The secret in ``--webhook-secret-env``'s variable (never in argv, never logged)."""
+    if args.listen is not None and args.once:
+        raise UsageError("--listen serves while the daemon runs: not with --once")
+    name = args.webhook_secret_env
+    if name is None:
+        return None
+    if args.listen is None:
+        raise UsageError("--webhook-secret-env needs --listen (the address webhooks reach)")
+    secret = os.environ.get(name)
+    if not secret:
+        raise UsageError(f"--webhook-secret-env {name}: the environment variable {name} is "
+                         "not set (or empty)")
+    return secret
+
+
+def _serve(daemon: Daemon, sock: socket.socket, redis_url: str, origin: str,
+           webhook_secret: str | None, stack: ExitStack) -> None:
+    """Start the HTTP server (``--listen``) in its own thread, stopped before Redis is."""
+    from .metrics import Metrics
+    from .server import Server
+
+    daemon.metrics = Metrics()
+    server = Server(daemon, sock, redis_url=redis_url, origin=origin, metrics=daemon.metrics,
+                    webhook_secret=webhook_secret)
+    server.start()
+    stack.callback(server.stop)
+
+
 def _token(name: str | None) -> str | None:
     """The token in environment variable ``name`` (``--token-env``)."""
     if name is None:
@@ -242,8 +282,10 @@ def _token(name: str | None) -> str | None:
 
 
 def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: str | None,
-           origin: str, stack: ExitStack, stopping: threading.Event) -> Daemon:
-    """Everything before the first poll: lock, mirror, branch, Redis, namespace."""
+           origin: str, stack: ExitStack, stopping: threading.Event
+           ) -> tuple[Daemon, str, str]:
+    """Everything before the first poll: lock, mirror, branch, Redis, namespace; the daemon,
+    and the Redis URL it writes to (with where it came from)."""
 
     def unless_stopping() -> None:
         if stopping.is_set():
@@ -277,10 +319,12 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
         namespace = _namespace(mirror, branch)
     unless_stopping()
     daemon = Daemon(mirror=mirror, store=Store(client, namespace), branch=branch,
-                    keep=args.keep, jobs=os.cpu_count() or 1, adopt=args.adopt,
+                    keep=args.keep, adopt=args.adopt,
+                    # forking is safe only without threads; --listen runs the server's (issue 12)
+                    jobs=1 if args.listen is not None else os.cpu_count() or 1,
                     repo_root=source.tree, tune_gc=True, stopping=stopping)
     timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
     logger.info(kv("started", source=redact_url(source.url), branch=branch,
                    redis=redact_url(redis_url), namespace=namespace, workdir=workdir,
                    keep=args.keep, **timing))
-    return daemon
+    return daemon, redis_url, origin

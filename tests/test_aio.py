@@ -298,3 +298,21 @@ def test_the_prometheus_collector_reads_an_async_client(world: World) -> None:
             assert 'configsync_client_config_age_seconds{namespace="test"} ' in text
 
     run(scenario)
+
+
+def test_wait_for_change(world: World) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            held = client.get("a").checksum
+            assert await client.wait_for_change("a", {held}, timeout=0.2) is False
+            assert await client.wait_for_change("a", {"other"}, timeout=5) is True  # at once
+            assert await client.wait_for_change("nobody", {held}, timeout=5) is True
+            waiting = asyncio.ensure_future(client.wait_for_change("a", {held}, timeout=30))
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            await off_loop(lambda: world.push("a", 1.5))
+            assert await waiting is True
+            assert client.get("a").checksum != held
+            assert client.callbacks == []  # each wait removed its callback
+
+    run(scenario)

@@ -691,6 +691,7 @@ def test_markdown_stays_under_what_github_holds(git_tree: GitTree,
     assert sum("x" * 200_000 in a["prompt_diff"] for a in json.loads(out)["agents"]) == 29
 
 
+@pytest.mark.slow  # (a rewind is confirmed by a second fetch 2 s later)
 def test_redis_numbers_after_a_force_push_the_daemon_followed(
         force_pushed: Remote, redis_server: RedisServer, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

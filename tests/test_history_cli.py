@@ -152,6 +152,7 @@ def test_since_and_field_filters(edited: Remote, capsys: pytest.CaptureFixture[s
                               "temperature, tools)\n")
 
 
+@pytest.mark.slow  # (a rewind is confirmed by a second fetch 2 s later)
 def test_after_a_force_push_the_daemon_followed_redis_numbers_are_shown(
         force_pushed: Remote, redis_server: RedisServer, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

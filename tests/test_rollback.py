@@ -232,6 +232,7 @@ def test_a_config_root_in_a_subfolder(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (sub / "agents" / "a.yaml").read_text() == "system_prompt: A\nmodel: m\n"
 
 
+@pytest.mark.slow  # (a rewind is confirmed by a second fetch 2 s later)
 def test_redis_numbers_after_a_force_push_the_daemon_followed(
         force_pushed: Remote, redis_server: RedisServer, tmp_path: Path,
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -145,6 +145,7 @@ def test_a_head_that_no_longer_has_the_served_commit_has_diverged(
     assert "  a  head v2  redis v2  same" in lines  # the amend changed no config
 
 
+@pytest.mark.slow  # (a rewind is confirmed by a second fetch 2 s later)
 def test_a_force_push_not_applied_yet_gets_the_number_the_daemon_will_give(
         remote: Remote, redis_server: RedisServer, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,423 @@
+"""``configsync sync --listen``: real HTTP requests to a real daemon (a thread, or the CLI as a
+process) syncing a real git remote into a real redis-server."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from email.message import Message
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from configsync.embedded import RedisServer, free_port
+from configsync.git import Mirror
+from configsync.metrics import Metrics
+from configsync.server import Server, bind
+from configsync.store import Store
+from configsync.sync import Daemon
+
+from .conftest import FIXED_DATE, Remote, spawn_daemon, wait_until
+
+SECRET = "s3cret-webhook-key"
+A2 = "system_prompt: You are A.\nmodel: gpt-4o\ntemperature: 0.5\n"
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def request(url: str, *, method: str = "GET", body: bytes | None = None,
+            headers: Mapping[str, str] | None = None, timeout: float = 10
+            ) -> tuple[int, Message, bytes]:
+    req = urllib.request.Request(url, data=body, method=method,  # noqa: S310 (http only)
+                                 headers=dict(headers or {}))
+    try:
+        with _OPENER.open(req, timeout=timeout) as reply:
+            return reply.status, reply.headers, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def github(body: bytes, event: str = "push", secret: str = SECRET) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-GitHub-Event": event, "X-Hub-Signature-256": f"sha256={digest}",
+            "X-GitHub-Delivery": "d-1", "Content-Type": "application/json"}
+
+
+def push(ref: str = "refs/heads/main") -> bytes:
+    return json.dumps({"ref": ref, "after": "0" * 40}).encode()
+
+
+class Running:
+    """A Daemon polling once an hour in a thread, and its HTTP server on a free port."""
+
+    def __init__(self, tmp_path: Path, remote: Remote, server: RedisServer,
+                 secret: str | None = SECRET) -> None:
+        self.remote = remote
+        self.redis = redis.Redis.from_url(server.url, socket_timeout=5)
+        self.daemon = Daemon(mirror=Mirror(tmp_path / "mirror", remote.url),
+                             store=Store(self.redis, "test"), keep=5)
+        self.metrics = Metrics()
+        self.daemon.metrics = self.metrics
+        self.thread = threading.Thread(target=self.daemon.run, kwargs={"interval": 3600},
+                                       daemon=True)
+        self.thread.start()
+        wait_until(lambda: self.daemon.synced, timeout=20)
+        self.server = Server(self.daemon, bind("127.0.0.1", 0), redis_url=server.url,
+                             origin="--redis", metrics=self.metrics, webhook_secret=secret)
+        self.server.start()
+        self.url = self.server.url
+
+    def get(self, path: str, **kwargs: object) -> tuple[int, Message, bytes]:
+        return request(self.url + path, **kwargs)  # type: ignore[arg-type]
+
+    def hook(self, body: bytes, headers: Mapping[str, str]) -> int:
+        return request(self.url + "/webhook", method="POST", body=body, headers=headers)[0]
+
+    def served(self) -> str:
+        return (self.redis.hget("configsync:{test}:state", "commit") or b"").decode()
+
+    def samples(self) -> dict[str, float]:
+        """Every sample of /metrics, as ``name{label="v"}`` → value (parsed by
+        prometheus-client's own parser)."""
+        status, _, body = self.get("/metrics")
+        assert status == 200
+        found = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items())
+                                  if k != "le")
+                if "le" in sample.labels:
+                    continue
+                found[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+        return found
+
+    def syncs(self) -> float:
+        return self.samples()["configsync_sync_duration_seconds_count"]
+
+    def close(self) -> None:
+        self.daemon.stopping.set()
+        self.thread.join(10)
+        self.server.stop()
+        self.daemon.mirror.close()
+        self.redis.close()
+
+
+@pytest.fixture
+def running(tmp_path: Path, remote: Remote, redis_server: RedisServer) -> Iterator[Running]:
+    r = Running(tmp_path, remote, redis_server)
+    yield r
+    r.close()
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+def test_github_webhook_answers(running: Running) -> None:
+    body = push()
+    wrong = github(body, secret="not-the-secret")
+    unsigned = {k: v for k, v in github(body).items() if k != "X-Hub-Signature-256"}
+    bad_prefix = {**github(body), "X-Hub-Signature-256": github(body)["X-Hub-Signature-256"][7:]}
+    cases = [
+        (body, github(body), 202),
+        (body, wrong, 401),
+        (body, unsigned, 401),
+        (body, bad_prefix, 401),
+        (b"{}", github(b"{}", "ping"), 204),
+        (push("refs/heads/feature"), github(push("refs/heads/feature")), 204),
+        (push("refs/tags/v1"), github(push("refs/tags/v1")), 204),
+        (b'{"ref": ', github(b'{"ref": '), 400),
+        (b'{"after": "x"}', github(b'{"after": "x"}'), 400),
+        (b"[1]", github(b"[1]"), 400),
+        (b"\xff\xfe", github(b"\xff\xfe"), 400),
+        (b"{}", github(b"{}", "issues"), 204),
+        (body, {"Content-Type": "application/json"}, 400),  # no event header at all
+    ]
+    for payload, headers, expected in cases:
+        assert (running.hook(payload, headers), headers.get("X-GitHub-Event")) == \
+            (expected, headers.get("X-GitHub-Event"))
+    assert running.get("/webhook")[0] == 405
+    status, _, text = running.get("/nowhere")
+    assert (status, json.loads(text)) == (404, {"error": "not found"})
+    samples = running.samples()
+    assert {k: v for k, v in samples.items() if k.startswith("configsync_webhook_requests_total")
+            } == {'configsync_webhook_requests_total{outcome="accepted"}': 1,
+                  'configsync_webhook_requests_total{outcome="ignored"}': 4,
+                  'configsync_webhook_requests_total{outcome="unauthorized"}': 3,
+                  'configsync_webhook_requests_total{outcome="bad_request"}': 5,
+                  'configsync_webhook_requests_total{outcome="too_large"}': 0}
+
+
+def test_gitlab_gitea_and_forgejo_webhooks(running: Running) -> None:
+    body = push()
+    digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    gitlab = {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRET,
+              "Content-Type": "application/json"}
+    assert running.hook(body, gitlab) == 202
+    assert running.hook(body, {**gitlab, "X-Gitlab-Token": SECRET + "x"}) == 401
+    assert running.hook(body, {"X-Gitlab-Event": "Push Hook"}) == 401
+    assert running.hook(push("refs/tags/v1"), {**gitlab, "X-Gitlab-Event": "Tag Push Hook"}) \
+        == 204
+    for name in ("Gitea", "Forgejo"):
+        # (both also send GitHub's headers: their own decide)
+        signed = {f"X-{name}-Event": "push", f"X-{name}-Signature": digest,
+                  "X-GitHub-Event": "push", "Content-Type": "application/json"}
+        assert running.hook(body, signed) == 202
+        assert running.hook(body, {**signed, f"X-{name}-Signature": "0" * 64}) == 401
+        assert running.hook(body + b" ", signed) == 401  # the signature covers the body
+        assert running.hook(push("refs/heads/other"), {
+            **signed, f"X-{name}-Signature": hmac.new(
+                SECRET.encode(), push("refs/heads/other"), hashlib.sha256).hexdigest()}) == 204
+
+
+def test_an_oversized_body_is_refused(running: Running) -> None:
+    body = b'{"ref": "refs/heads/main", "pad": "' + b"x" * (1024 * 1024) + b'"}'
+    try:
+        status = running.hook(body, github(body))
+    except (ConnectionError, urllib.error.URLError):  # the server may close while we send
+        status = 413
+    assert status == 413
+    wait_until(lambda: running.samples()[
+        'configsync_webhook_requests_total{outcome="too_large"}'] == 1, timeout=5)
+
+
+def test_no_secret_no_webhook(tmp_path: Path, remote: Remote,
+                              redis_server: RedisServer) -> None:
+    r = Running(tmp_path, remote, redis_server, secret=None)
+    try:
+        assert r.hook(push(), github(push())) == 404
+        assert r.get("/healthz")[0] == 200
+    finally:
+        r.close()
+
+
+def test_a_push_webhook_syncs_without_waiting_for_the_poll(running: Running) -> None:
+    before = running.syncs()
+    sha = running.remote.commit_push("a: 0.5", {"agents/a.yaml": A2})
+    assert running.served() != sha  # the poll is an hour away
+    assert running.hook(push(), github(push())) == 202
+    wait_until(lambda: running.served() == sha, timeout=10)
+    wait_until(lambda: running.syncs() == before + 1, timeout=5)  # (counted as sync() returns)
+
+
+def test_a_burst_of_webhooks_coalesces_and_loses_nothing(running: Running) -> None:
+    before = running.syncs()
+    body = push()
+    shas: list[str] = []
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(running.hook, body, github(body)) for _ in range(50)]
+        for i in range(5):  # commits land during the burst
+            shas.append(running.remote.commit_push(
+                f"a {i}", {"agents/a.yaml": f"system_prompt: You are A{i}.\nmodel: gpt-4o\n"}))
+        statuses = [f.result() for f in futures]
+    assert running.hook(body, github(body)) == 202  # (one after the last push, as git does)
+    assert statuses == [202] * 50
+    wait_until(lambda: running.served() == shas[-1], timeout=15)
+    syncs = running.syncs() - before
+    assert 1 <= syncs < 25, syncs
+    wait_until(lambda: running.samples()["configsync_commits_applied_total"] == len(shas),
+               timeout=5)  # every commit applied, one by one
+
+
+# -- metrics and health ----------------------------------------------------------------------
+
+def test_metrics_follow_the_daemon(running: Running, tmp_path: Path) -> None:
+    first = running.samples()
+    assert first["configsync_rebuilds_total"] == 1
+    assert first['configsync_events_published_total{type="rebuilt"}'] == 1
+    assert first["configsync_commits_applied_total"] == 0
+    assert first["configsync_seconds_behind_remote"] == 0
+    fixed = datetime.fromisoformat(FIXED_DATE).timestamp()
+    assert first["configsync_last_applied_commit_timestamp_seconds"] == fixed
+
+    sha = running.remote.commit_push("a: 0.5", {"agents/a.yaml": A2})
+    running.daemon.request_sync()
+    wait_until(lambda: running.served() == sha, timeout=10)
+    running.remote.commit_push("bad", {"agents/a.yaml": "model: gpt-4o\ntemperature: 9\n"})
+    running.daemon.request_sync()
+    wait_until(lambda: running.samples()["configsync_commits_rejected_total"] == 1, timeout=10)
+    wait_until(lambda: running.samples()["configsync_seconds_behind_remote"] > 0, timeout=10)
+    samples = running.samples()
+    assert samples["configsync_commits_applied_total"] == 1
+    assert samples['configsync_events_published_total{type="applied"}'] == 1
+    assert samples['configsync_events_published_total{type="rejected"}'] == 1
+    # behind by the rejected commit: now minus its committer time
+    assert samples["configsync_seconds_behind_remote"] >= datetime.now().timestamp() - fixed - 5
+
+    os.rename(running.remote.url, str(tmp_path / "moved.git"))  # the remote goes away
+    running.daemon.request_sync()
+    wait_until(lambda: running.samples().get(
+        'configsync_fetch_errors_total{kind="failed"}', 0) >= 1, timeout=10)
+    status, _, body = running.get("/readyz")
+    assert status == 503 and json.loads(body)["reason"].startswith("remote_unreachable: ")
+
+
+def test_health_and_readiness(running: Running, redis_server: RedisServer) -> None:
+    assert running.get("/healthz")[:1] == (200,)
+    status, _, body = running.get("/readyz")
+    assert (status, json.loads(body)) == (200, {"ready": True})
+    redis_server.kill()
+    status, _, body = running.get("/readyz")
+    assert status == 503
+    assert json.loads(body)["reason"].startswith("redis: ")
+    assert running.get("/healthz")[0] == 200
+
+
+# -- the read API ----------------------------------------------------------------------------
+
+def loaded(running: Running, agent: str, version: int) -> bool:
+    status, headers, _ = running.get(f"/agents/{agent}")
+    return status == 200 and headers["X-Configsync-Version"] == str(version)
+
+
+def test_read_api(running: Running) -> None:
+    sha = running.remote.commit_push("refunds", {
+        "agents/billing/refunds.yaml": "system_prompt: Refunds.\nmodel: gpt-4o\n"})
+    running.daemon.request_sync()
+    wait_until(lambda: running.served() == sha, timeout=10)
+    wait_until(lambda: loaded(running, "billing/refunds", 1), timeout=10)
+    status, _, body = running.get("/agents")
+    listing = json.loads(body)
+    current = {k.decode(): json.loads(v)
+               for k, v in running.redis.hgetall("configsync:{test}:current").items()}
+    assert status == 200 and listing["commit"] == sha
+    assert listing["agents"] == {a: {"version": s["version"], "checksum": s["checksum"]}
+                                 for a, s in sorted(current.items())}
+
+    status, headers, body = running.get("/agents/billing/refunds")
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    assert body == running.redis.hget("configsync:{test}:current", "billing/refunds")
+    etag = headers["ETag"]
+    assert etag == f'"{current["billing/refunds"]["checksum"]}"'
+    assert running.get("/agents/billing/refunds", headers={"If-None-Match": etag})[0] == 304
+    assert running.get("/agents/billing/refunds",
+                       headers={"If-None-Match": f'"other", W/{etag}'})[0] == 304
+    assert running.get("/agents/billing/refunds",
+                       headers={"If-None-Match": '"other"'})[0] == 200
+
+    status, headers, body = running.get("/agents/billing/refunds/versions/1")
+    assert status == 200 and headers["ETag"] == etag
+    assert body == running.redis.hget("configsync:{test}:history:billing/refunds", "1")
+    assert running.get("/agents/billing/refunds/versions/1",
+                       headers={"If-None-Match": etag})[0] == 304
+    status, _, body = running.get("/agents/billing/refunds/versions/7")
+    assert status == 404 and "version 7" in json.loads(body)["error"]
+    status, _, body = running.get("/agents/nobody")
+    assert (status, json.loads(body)) == (404, {"error": "unknown agent 'nobody'"})
+    for bad in ("abc", "-1", "61", "nan", "inf"):
+        assert running.get(f"/agents/a?wait={bad}")[0] == 400, bad
+    assert running.get("/agents", method="POST")[0] == 405
+
+
+def test_long_poll_returns_on_change(running: Running) -> None:
+    wait_until(lambda: loaded(running, "a", 1), timeout=10)
+    etag = running.get("/agents/a")[1]["ETag"]
+    answer: list[tuple[int, Message, bytes]] = []
+    poll = threading.Thread(target=lambda: answer.append(running.get(
+        "/agents/a?wait=30", headers={"If-None-Match": etag}, timeout=40)))
+    poll.start()
+    sha = running.remote.commit_push("a: 0.5", {"agents/a.yaml": A2})
+    running.daemon.request_sync()
+    poll.join(20)
+    assert answer, "the long poll did not return"
+    status, headers, body = answer[0]
+    assert (status, headers["X-Configsync-Version"], json.loads(body)["commit"]) == (200, "2",
+                                                                                    sha)
+    assert headers["ETag"] != etag
+    # an old ETag answers at once with what is current
+    assert running.get("/agents/a?wait=30", headers={"If-None-Match": etag})[0] == 200
+
+
+def test_long_poll_times_out(running: Running) -> None:
+    wait_until(lambda: loaded(running, "a", 1), timeout=10)
+    etag = running.get("/agents/a")[1]["ETag"]
+    status, headers, body = running.get("/agents/a?wait=1", headers={"If-None-Match": etag})
+    assert (status, headers["ETag"], body) == (304, etag, b"")
+    assert running.get("/agents/a?wait=0.5")[0] == 304  # no ETag: the current one
+
+
+# -- the command line ------------------------------------------------------------------------
+
+def test_cli_serves_webhooks_and_stops_on_sigterm(tmp_path: Path, remote: Remote,
+                                                  redis_server: RedisServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    proc = spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd", interval=3600,
+                        extra=["--listen", f"127.0.0.1:{port}",
+                               "--webhook-secret-env", "HOOK_SECRET"])
+    url = f"http://127.0.0.1:{port}"
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        def ready() -> bool:
+            try:
+                return request(url + "/readyz", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(ready, timeout=20)
+        sha = remote.commit_push("a: 0.5", {"agents/a.yaml": A2})
+        assert request(url + "/webhook", method="POST", body=push(), headers=github(push()))[0] \
+            == 202
+        wait_until(lambda: client.hget("configsync:{test}:state", "commit") == sha.encode(),
+                   timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        client.close()
+    log = (tmp_path / "wd" / "daemon.log").read_text()
+    assert f"event=listening url=http://127.0.0.1:{port} webhook=on" in log
+    assert "event=webhook status=202 outcome=accepted" in log
+    assert "event=stopped" in log and SECRET not in log
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--listen", ":8080"], {}, "--listen: must be HOST:PORT or [IPV6]:PORT (got ':8080') "
+                                "(name the interface: 127.0.0.1 for this machine only, 0.0.0.0 "
+                                "or [::] for every one)"),
+    (["--listen", "127.0.0.1:70000"], {}, "port 70000 is out of range"),
+    (["--webhook-secret-env", "S"], {"S": "x"}, "--webhook-secret-env needs --listen"),
+    (["--listen", "127.0.0.1:0", "--webhook-secret-env", "S"], {},
+     "--webhook-secret-env S: the environment variable S is not set (or empty)"),
+    (["--listen", "127.0.0.1:0", "--once"], {}, "--listen serves while the daemon runs"),
+])
+def test_cli_usage_errors(tmp_path: Path, remote: Remote, args: list[str],
+                          env: dict[str, str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "configsync", "sync", "--repo", remote.url,
+                           "--redis", "redis://127.0.0.1:1/0", "--workdir", str(tmp_path / "w"),
+                           *args], capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=30)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_cli_port_in_use_is_a_usage_error(tmp_path: Path, remote: Remote) -> None:
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        done = subprocess.run([sys.executable, "-m", "configsync", "sync", "--repo", remote.url,
+                               "--redis", "redis://127.0.0.1:1/0", "--workdir",
+                               str(tmp_path / "w"), "--listen", f"127.0.0.1:{port}"],
+                              capture_output=True, text=True, timeout=30)
+    finally:
+        taken.close()
+    assert done.returncode == 2
+    assert done.stderr == (f"configsync: error: --listen 127.0.0.1:{port}: cannot listen: the "
+                           "address is already in use (another process listens there)\n")
