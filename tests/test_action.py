@@ -219,6 +219,7 @@ def test_summary_base_missing_from_a_shallow_checkout_is_fetched(tmp_path: Path)
         assert NO_DIFF in summary and "::warning" not in output, output + summary
 
 
+@pytest.mark.slow  # (a process per step, per case)
 @pytest.mark.parametrize("before", ["0" * 40, "not-a-sha", ""])
 def test_summary_push_without_a_usable_before_uses_diffs_own_base(
         git_tree: GitTree, before: str) -> None:
