@@ -268,12 +268,18 @@ def run_dev(args: argparse.Namespace) -> int:
             observer.join(timeout=5)
 
         stack.callback(stop_observer)
-        try:
-            step()
-        except ConfigsyncError as exc:
-            if isinstance(exc, UsageError):
-                raise
-            say(f"configsync dev: {one_line(str(exc))} (retried at the next save)")
+
+        def attempt() -> None:
+            """One check and publish; a failure other than a usage mistake (Redis away) is
+            said and retried at the next save."""
+            try:
+                step()
+            except ConfigsyncError as exc:
+                if isinstance(exc, UsageError):
+                    raise
+                say(f"configsync dev: {one_line(str(exc))} (retried at the next save)")
+
+        attempt()
         while not stopping.is_set():
             if not saves.changed.wait(0.1):
                 continue
@@ -282,11 +288,6 @@ def run_dev(args: argparse.Namespace) -> int:
             saves.changed.clear()
             if stopping.is_set():
                 break
-            try:
-                step()
-            except ConfigsyncError as exc:
-                if isinstance(exc, UsageError):
-                    raise
-                say(f"configsync dev: {one_line(str(exc))} (retried at the next save)")
+            attempt()
         logger.info(kv("stopped"))
         return 0

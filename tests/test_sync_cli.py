@@ -102,28 +102,18 @@ def test_default_repo_is_the_one_the_command_runs_in(
     assert f"source={remote.work}" in err
 
 
-def test_sigterm_finishes_and_exits_0(remote: Remote, redis_server: RedisServer,
-                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_finishes_and_exits_0(remote: Remote, redis_server: RedisServer,
+                                                tmp_path: Path, signum: signal.Signals) -> None:
+    """SIGHUP too: no option changes without a restart (README), so a hang-up (a closed
+    terminal) stops the daemon cleanly, as SIGTERM does."""
     proc = spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd", interval=0.05)
     store = Store(redis.Redis.from_url(redis_server.url), "test")
     wait_until(lambda: "seen" in store.state())
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     assert proc.wait(timeout=20) == 0
     log = (tmp_path / "wd" / "daemon.log").read_text()
-    assert "event=stopping signal=SIGTERM" in log and "event=stopped" in log
-
-
-def test_sighup_stops_like_sigterm(remote: Remote, redis_server: RedisServer,
-                                  tmp_path: Path) -> None:
-    """No option changes without a restart (README), so a hang-up (a closed terminal) stops
-    the daemon cleanly, as SIGTERM does."""
-    proc = spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd", interval=0.05)
-    store = Store(redis.Redis.from_url(redis_server.url), "test")
-    wait_until(lambda: "seen" in store.state())
-    proc.send_signal(signal.SIGHUP)
-    assert proc.wait(timeout=20) == 0
-    log = (tmp_path / "wd" / "daemon.log").read_text()
-    assert "event=stopping signal=SIGHUP" in log and "event=stopped" in log
+    assert f"event=stopping signal={signum.name}" in log and "event=stopped" in log
 
 
 def test_log_format_json_is_one_object_a_line(remote: Remote, redis_server: RedisServer,
