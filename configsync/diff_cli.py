@@ -372,7 +372,8 @@ def _given(repo: GitRepo, ref: str, redis_args: argparse.Namespace | None = None
     for v in versions:
         if v.version == number:
             return Side(v.commit.sha, ref, f"{agent_id} v{number}: {one_line(v.commit.message)}")
-    have = (f"it has versions {versions[0].version}-{versions[-1].version}" if versions
+    have = (f"it has versions {versions[0].version}-{versions[-1].version}"
+            if len(versions) > 1 else f"it has version {versions[0].version}" if versions
             else "it has no version on HEAD")
     raise UsageError(f"{ref}: {agent_id} has no version {number} ({have}; see `configsync "
                      f"history {agent_id}`)")

@@ -61,7 +61,8 @@ class VersionNotFoundError(KeyError, ConfigsyncError):
         self.agent_id, self.version, self.kept = agent_id, version, kept
 
     def __str__(self) -> str:
-        span = f"versions {self.kept[0]}-{self.kept[-1]}" if self.kept else "no versions"
+        span = (f"versions {self.kept[0]}-{self.kept[-1]}" if len(self.kept) > 1
+                else f"version {self.kept[0]}" if self.kept else "no versions")
         return (f"agent {self.agent_id!r} version {self.version} is not in history (it keeps "
                 f"{span}); it was trimmed or never existed (`configsync sync --keep` keeps more)")
 

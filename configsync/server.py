@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import math
 import os
+import re
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -41,6 +43,22 @@ push event that names a branch is small, and the body is held in memory to be ve
 MAX_WAIT = 60.0
 """The longest long poll (``?wait=``), in seconds."""
 
+IDLE_SECONDS = 10.0
+"""A connection with no request in progress for this long is closed: a client that connects
+and sends nothing, or a header a byte at a time (slowloris), or an idle keep-alive, never
+holds a socket longer (a long poll is a request in progress)."""
+
+LINGER_SECONDS = 1.0
+"""After an answer that left a body unread (413, 408), how long aiohttp reads and drops the
+rest, so the client sees the answer rather than a reset (aiohttp's default: 10 s)."""
+
+BODY_SECONDS = 10.0
+"""A webhook body must arrive within this long (408 otherwise)."""
+
+BODIES_AT_ONCE = 8
+"""Webhook bodies read at once (each up to MAX_BODY in memory): more wait their turn, within
+the same BODY_SECONDS (408 otherwise)."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -57,6 +75,107 @@ def bind(host: str, port: int) -> socket.socket:
         raise UsageError(f"--listen {shown}: cannot listen: {why}") from None
     sock.setblocking(False)
     return sock
+
+
+def connection_limit() -> int:
+    """The most connections served at once: half the process's file descriptors (raised to its
+    hard limit first, up to 65,536), at most 1,000, so clients can never take the descriptors
+    the sync loop needs for git and Redis."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 65_536 if hard == resource.RLIM_INFINITY else min(hard, 65_536)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    except (ImportError, ValueError, OSError):
+        soft = 1024
+    return max(16, min(1000, soft // 2))
+
+
+class _OneLine(logging.Handler):
+    """aiohttp's own log records (a request that failed, a client gone mid-request) as one
+    ``event=http_error`` line of the daemon's format, never a traceback: anyone who can reach
+    the port can cause them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        logger.warning(kv("http_error", message=record.getMessage(),
+                          error=type(exc).__name__ if exc is not None else None,
+                          detail=str(exc) if exc is not None else None))
+
+
+def _quiet_aiohttp() -> None:
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal"):
+        log = logging.getLogger(name)
+        log.handlers[:] = [_OneLine()]
+        log.propagate = False
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the limit: closed at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+class _Guard:
+    """Keeps connections from outliving their use: at most ``limit`` at once (more are closed
+    as they come), and none idle (no request in progress) for more than IDLE_SECONDS."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.server: web.Server | None = None
+        self.active: dict[object, int] = {}  # handler -> requests in progress
+        self.idle_since: dict[object, float] = {}
+
+    def factory(self) -> asyncio.BaseProtocol:
+        assert self.server is not None
+        if len(self.server.connections) >= self.limit:
+            return _Refused()
+        return self.server()
+
+    @web.middleware
+    async def track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        protocol = request.protocol
+        self.active[protocol] = self.active.get(protocol, 0) + 1
+        try:
+            return await handler(request)
+        finally:
+            left = self.active.pop(protocol, 1) - 1
+            if left:
+                self.active[protocol] = left
+            self.idle_since[protocol] = asyncio.get_running_loop().time()
+
+    async def reap(self) -> None:
+        """Every second: close each connection idle for more than IDLE_SECONDS."""
+        assert self.server is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            open_now = set(self.server.connections)
+            for gone in [h for h in self.idle_since if h not in open_now]:
+                del self.idle_since[gone]
+            for handler in open_now:
+                since = self.idle_since.setdefault(handler, now)
+                if not self.active.get(handler) and now - since > IDLE_SECONDS:
+                    handler.force_close()
+
+
+class _GuardedSite(web.SockSite):
+    """``SockSite``, with the guard's factory in place of the server's own."""
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, guard: _Guard) -> None:
+        super().__init__(runner, sock)
+        self._guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        self._guard.server = self._runner.server
+        self._server = await asyncio.get_running_loop().create_server(
+            self._guard.factory, sock=self._sock, backlog=self._backlog)
 
 
 class Server:
@@ -120,16 +239,25 @@ class Server:
         self.client = AsyncClient(redis=self._redis, namespace=self.namespace,
                                   instance_id=f"configsync-sync-{socket.gethostname()}-"
                                               f"{os.getpid()}")
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        _quiet_aiohttp()
+        self._guard = _Guard(connection_limit())
+        self._bodies = asyncio.Semaphore(BODIES_AT_ONCE)
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                               keepalive_timeout=IDLE_SECONDS, lingering_time=LINGER_SECONDS)
+        reaper: asyncio.Task[None] | None = None
         try:
             await self.client.start()
             await runner.setup()
-            await web.SockSite(runner, self.sock).start()
-            logger.info(kv("listening", url=self.url, webhook="on" if self._secret else "off"))
+            await _GuardedSite(runner, self.sock, self._guard).start()
+            reaper = asyncio.create_task(self._guard.reap())
+            logger.info(kv("listening", url=self.url, webhook="on" if self._secret else "off",
+                           connections=self._guard.limit))
             self._ready.set()
             await self._stop.wait()
         finally:
             self._closing.set()  # long polls answer now, so the runner need not wait for them
+            if reaper is not None:
+                reaper.cancel()
             await runner.cleanup()
             await self.client.stop()
             await self._redis.aclose()
@@ -137,7 +265,8 @@ class Server:
     # -- the application --------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+        app = web.Application(client_max_size=MAX_BODY,
+                              middlewares=[self._guard.track, _json_errors])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_text)
@@ -160,6 +289,10 @@ class Server:
                 await self._redis.ping()
         except (redis.RedisError, OSError, TimeoutError) as exc:
             reason = f"redis: {redact_text(str(exc)) or type(exc).__name__}"
+        if reason is None and not await self._has_state():
+            reason = ("no state in Redis for this namespace (a new or flushed Redis): a sync "
+                      "is asked for, which rebuilds it")
+            self.daemon.request_sync()
         if reason is None:
             reason = self.daemon.last_failure
         if reason is None and not self.daemon.synced:
@@ -168,16 +301,35 @@ class Server:
             return web.json_response({"ready": False, "reason": reason}, status=503)
         return web.json_response({"ready": True})
 
+    async def _has_state(self) -> bool:
+        """Whether the namespace's state is in Redis (the daemon writes it with every sync;
+        a flushed Redis has none until the next)."""
+        try:  # (through store.py, which owns every key; its client is thread-safe)
+            async with asyncio.timeout(2):
+                return bool(await asyncio.to_thread(self.daemon.store.state))
+        except (redis.RedisError, OSError, TimeoutError):
+            return False
+
     async def metrics_text(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.text(), headers={"Content-Type": CONTENT_TYPE})
 
     async def webhook(self, request: web.Request) -> web.Response:
         assert self._secret is not None
+        too_large = f"the body is over {MAX_BODY} bytes"
+        if (request.content_length or 0) > MAX_BODY:  # said before a byte of it is read
+            return self._webhook_answer(request, 413, "too_large", too_large)
         try:
-            body = await request.read()
+            async with asyncio.timeout(BODY_SECONDS):
+                async with self._bodies:
+                    body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return self._webhook_answer(request, 413, "too_large",
-                                        f"the body is over {MAX_BODY} bytes")
+            return self._webhook_answer(request, 413, "too_large", too_large)
+        except TimeoutError:
+            return self._webhook_answer(request, 408, "slow_body",
+                                        f"the body did not arrive within {BODY_SECONDS:g} s")
+        except ConnectionError:  # the sender went away mid-body: nobody to answer
+            return self._webhook_answer(request, 400, "disconnected",
+                                        "the connection closed before the body ended")
         verdict = judge(request.headers, body, secret=self._secret, branch=self.daemon.branch)
         if verdict.status == 202:
             self.daemon.request_sync()
@@ -291,14 +443,15 @@ def _wait(request: web.Request) -> float:
     text = request.query.get("wait")
     if text is None:
         return 0.0
-    try:
-        wait = float(text)
-    except ValueError:
-        wait = math.nan
+    # ASCII digits only: float() also takes "1_0", "+1", " 5", "1e1" and other scripts' digits
+    wait = float(text) if _SECONDS.fullmatch(text) else math.nan
     if not 0 <= wait <= MAX_WAIT:  # (NaN fails too)
         raise _error(web.HTTPBadRequest, f"wait must be a number of seconds from 0 to "
                                          f"{MAX_WAIT:g}")
     return wait
+
+
+_SECONDS = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3})?")
 
 
 def _etags(header: str | None) -> set[str]:

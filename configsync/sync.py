@@ -519,7 +519,7 @@ class Daemon:
         self._settle()
         logger.info(kv("rebuilt", commit=(applied.commit or "")[:12], agents=len(current),
                        revision=applied.revision, epoch=self.epoch,
-                       seconds=f"{time.monotonic() - started:.2f}"))
+                       seconds=round(time.monotonic() - started, 2)))
         return True
 
     # -- the loop ---------------------------------------------------------------------------

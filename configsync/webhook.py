@@ -64,7 +64,8 @@ def judge(headers: Mapping[str, str], body: bytes, *, secret: str, branch: str) 
         return verdict(204, "ignored", "not a push event")
     try:
         payload = json.loads(body)
-    except ValueError:  # (UnicodeDecodeError too)
+    except (ValueError, RecursionError):  # (UnicodeDecodeError too; nesting deeper than
+        # Python's stack, which a valid signature does not make any safer)
         if lower.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             return verdict(400, "bad_request", "a form-encoded payload: set the webhook's "
                                                "content type to application/json")

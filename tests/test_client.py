@@ -914,3 +914,24 @@ def test_the_collector_says_what_to_install_without_prometheus_client() -> None:
                             " = None\nimport configsync; configsync.Client"],
                            capture_output=True, text=True)
     assert plain.returncode == 0, plain.stderr  # the client itself never needs it
+
+
+def test_one_collector_for_clients_of_several_namespaces(world: World) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from configsync.client_metrics import ClientCollector
+
+    prod = Client(redis=world.url, namespace="test")
+    dev = Client(redis=world.url, namespace="test-dev")
+    registry = CollectorRegistry()
+    collector = ClientCollector(prod)
+    registry.register(collector)
+    collector.add(dev)
+    with prod, dev:
+        text = generate_latest(registry).decode()
+        stale = {s.labels["namespace"]: s.value for f in text_string_to_metric_families(text)
+                 for s in f.samples if s.name == "configsync_client_stale"}
+        assert stale == {"test": 0.0, "test-dev": 1.0}  # nothing synced in test-dev
+    text = generate_latest(registry).decode()
+    assert 'configsync_client_stale{namespace="test"} 1.0' in text  # stopped

@@ -421,3 +421,103 @@ def test_cli_port_in_use_is_a_usage_error(tmp_path: Path, remote: Remote) -> Non
     assert done.returncode == 2
     assert done.stderr == (f"configsync: error: --listen 127.0.0.1:{port}: cannot listen: the "
                            "address is already in use (another process listens there)\n")
+
+
+# -- what anyone who reaches the port can do ---------------------------------------------------
+
+def raw(running: Running, data: bytes) -> socket.socket:
+    """A connection to the server that has sent ``data`` and nothing more."""
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(data)
+    return sock
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (reading what it answered first)."""
+    sock.settimeout(0.05)
+    try:
+        while chunk := sock.recv(65536):
+            del chunk
+        return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def answer(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+        if b"\r\n\r\n" in data:
+            break
+    return data
+
+
+def test_idle_and_excess_connections_are_closed_and_syncs_go_on(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import configsync.server as server
+
+    monkeypatch.setattr(server, "IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(server, "connection_limit", lambda: 6)
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        silent = raw(running, b"")
+        slow_header = raw(running, b"GET /agents HTTP/1.1\r\nHost: x\r\n")  # then nothing
+        wait_until(lambda: closed(silent) and closed(slow_header), timeout=10)
+        crowd = [raw(running, b"") for _ in range(10)]  # more than the limit at once
+        wait_until(lambda: sum(closed(s) for s in crowd) >= 4, timeout=10)
+        wait_until(lambda: all(closed(s) for s in crowd), timeout=10)  # and the rest idle out
+        assert running.get("/healthz")[0] == 200
+        head = remote.commit_push("tune a", {"agents/a.yaml": A2})
+        assert running.hook(push(), github(push())) == 202
+        wait_until(lambda: running.served() == head, timeout=20)
+    finally:
+        running.close()
+
+
+def test_webhook_bodies_are_bounded_in_size_and_time(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import configsync.server as server
+
+    monkeypatch.setattr(server, "BODY_SECONDS", 0.5)
+    monkeypatch.setattr(server, "IDLE_SECONDS", 0.5)
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        head = (b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
+                b"Content-Type: application/json\r\n")
+        declared = raw(running, head + b"Content-Length: 10000000000\r\n\r\n")
+        assert answer(declared).startswith(b"HTTP/1.1 413 ")  # before any of the body
+        slow = raw(running, head + b"Content-Length: 100\r\n\r\n{\"ref\":")
+        assert answer(slow).startswith(b"HTTP/1.1 408 ")
+        gone = raw(running, head + b"Content-Length: 100\r\n\r\n{\"a")
+        gone.close()
+        deep = b"[" * 100_000 + b"]" * 100_000
+        assert running.hook(deep, github(deep)) == 400
+        wait_until(lambda: running.samples().get(
+            'configsync_webhook_requests_total{outcome="disconnected"}', 0) == 1, timeout=10)
+        assert not [r for r in caplog.records if r.exc_info]  # one line each, no traceback
+        assert running.get("/healthz")[0] == 200
+    finally:
+        running.close()
+
+
+def test_readiness_asks_for_the_sync_a_flushed_redis_needs(running: Running) -> None:
+    assert running.get("/readyz")[0] == 200
+    running.redis.flushall()
+    status, _, body = running.get("/readyz")
+    assert status == 503 and json.loads(body)["reason"].startswith("no state in Redis")
+    wait_until(lambda: running.get("/readyz")[0] == 200, timeout=20)  # rebuilt at once
+    assert running.served()
+
+
+@pytest.mark.parametrize("wait", ["1_0", "+1", " 5", "1e1", "\u0661", "61", "-1", "nan"])
+def test_a_wait_is_plain_seconds(running: Running, wait: str) -> None:
+    from urllib.parse import quote
+
+    status, _, body = running.get(f"/agents/a?wait={quote(wait)}")
+    assert status == 400 and b"wait must be" in body
