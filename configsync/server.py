@@ -34,7 +34,7 @@ from .redis_url import from_url
 from .sync import Daemon
 from .webhook import judge
 
-__all__ = ["MAX_BODY", "MAX_WAIT", "Server", "bind"]
+__all__ = ["MAX_BODY", "MAX_WAIT", "Server", "StartingServer", "bind"]
 
 MAX_BODY = 1024 * 1024
 """A webhook body larger than this is refused (413): GitHub caps its payloads at 25 MB, but a
@@ -178,6 +178,77 @@ class _GuardedSite(web.SockSite):
             self._guard.factory, sock=self._sock, backlog=self._backlog)
 
 
+class StartingServer:
+    """What the port answers while the daemon starts (``ls-remote``, Redis, its first fetch:
+    up to ``--fetch-timeout`` against a silent remote): ``/healthz`` 200, anything else 503
+    ``starting``, so a liveness probe never hangs on a daemon that is alive. It serves a
+    duplicate of the listening socket; :meth:`stop` leaves the socket itself to the
+    :class:`Server` that follows (connections that come in between wait in its backlog)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock.dup()
+        self.sock.setblocking(False)
+        self._thread = threading.Thread(target=self._main, name="configsync-http-starting",
+                                        daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> StartingServer:
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def stop(self) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # the loop ended meanwhile
+                pass
+        if self._thread.is_alive():
+            self._thread.join(15)
+        self.sock.close()
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except Exception as exc:  # the daemon starts anyway; the full server follows
+            logger.warning(kv("http_starting_failed", error=str(exc)))
+        finally:
+            self._ready.set()
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        _quiet_aiohttp()
+        guard = _Guard(connection_limit())
+        app = web.Application(middlewares=[guard.track, _json_errors])
+        app.router.add_get("/healthz", _alive)
+        app.router.add_route("*", "/{path:.*}", _starting)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               keepalive_timeout=IDLE_SECONDS, lingering_time=LINGER_SECONDS)
+        await runner.setup()
+        try:
+            await _GuardedSite(runner, self.sock, guard).start()
+            reaper = asyncio.create_task(guard.reap())
+            self._ready.set()
+            await self._stop.wait()
+            reaper.cancel()
+        finally:
+            await runner.cleanup()
+
+
+async def _alive(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def _starting(request: web.Request) -> web.Response:
+    raise _unavailable("starting: the daemon has not started yet (the remote, Redis)")
+
+
 class Server:
     """The HTTP server of one daemon: :meth:`start` (returns once it serves), :meth:`stop`
     (from any thread; long polls answer at once, then the loop ends)."""
@@ -279,7 +350,7 @@ class Server:
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "alive"})
+        return await _alive(request)
 
     async def readyz(self, request: web.Request) -> web.Response:
         """200 when Redis answers PING and the daemon's last sync attempt succeeded."""

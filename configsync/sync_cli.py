@@ -217,15 +217,18 @@ def run_sync(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         daemon: Daemon | None = None
         try:
-            sock = None
+            sock = starting = None
             if args.listen is not None:  # bound first: a port in use is said before anything
-                from .server import bind
+                from .server import StartingServer, bind
 
                 sock = bind(*args.listen)
                 stack.callback(sock.close)
+                starting = StartingServer(sock).start()  # /healthz answers while it starts
+                stack.callback(starting.stop)
             daemon, redis_url, origin = _start(args, source, workdir, redis_url, origin, stack,
                                                stopping)
-            if sock is not None:
+            if sock is not None and starting is not None:
+                starting.stop()
                 _serve(daemon, sock, redis_url, origin, webhook_secret, stack)
             if not args.once and source.local:  # a push there syncs at once
                 stack.callback(watch_refs(Path(source.url), daemon.request_sync).stop)

@@ -521,3 +521,35 @@ def test_a_wait_is_plain_seconds(running: Running, wait: str) -> None:
 
     status, _, body = running.get(f"/agents/a?wait={quote(wait)}")
     assert status == 400 and b"wait must be" in body
+
+
+def test_healthz_answers_while_the_daemon_waits_on_a_silent_remote(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer) -> None:
+    from .conftest import GitHttp
+
+    git_server = GitHttp(remote.url)
+    git_server.silent = True  # the start's ls-remote hangs until --fetch-timeout
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "configsync", "sync", "--repo", git_server.url, "--redis",
+         redis_server.url, "--workdir", str(tmp_path / "wd"), "--fetch-timeout", "30",
+         "--listen", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(url + "/healthz") == 200, timeout=20)
+        status, _, body = request(url + "/readyz", timeout=5)
+        assert status == 503 and json.loads(body)["error"].startswith("starting: ")
+        git_server.silent = False  # then the full server takes the port over
+        wait_until(lambda: _answers(url + "/readyz") == 200, timeout=40)
+        assert request(url + "/agents")[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        git_server.close()
+
+
+def _answers(url: str) -> int:
+    try:
+        return request(url, timeout=2)[0]
+    except OSError:
+        return 0
