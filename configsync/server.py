@@ -178,36 +178,38 @@ class _GuardedSite(web.SockSite):
             self._guard.factory, sock=self._sock, backlog=self._backlog)
 
 
-class StartingServer:
-    """What the port answers while the daemon starts (``ls-remote``, Redis, its first fetch:
-    up to ``--fetch-timeout`` against a silent remote): ``/healthz`` 200, anything else 503
-    ``starting``, so a liveness probe never hangs on a daemon that is alive. It serves a
-    duplicate of the listening socket; :meth:`stop` leaves the socket itself to the
-    :class:`Server` that follows (connections that come in between wait in its backlog)."""
+class _LoopThread:
+    """An asyncio event loop in a thread of its own that serves ``sock``: :meth:`start`
+    returns once it serves (ConfigsyncError when it could not), :meth:`stop` works from any
+    thread. Subclasses write :meth:`_serve`, which sets ``_ready`` once serving and returns
+    when ``_stop`` is set."""
+
+    thread_name = "configsync-http"
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock.dup()
-        self.sock.setblocking(False)
-        self._thread = threading.Thread(target=self._main, name="configsync-http-starting",
-                                        daemon=True)
+        self.sock = sock
+        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
+        self._failed: BaseException | None = None
 
-    def start(self) -> StartingServer:
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name=self.thread_name, daemon=True)
         self._thread.start()
         self._ready.wait()
-        return self
+        if self._failed is not None:
+            raise ConfigsyncError(f"the HTTP server did not start: {self._failed}")
 
-    def stop(self) -> None:
-        loop, stop = self._loop, self._stop
+    def stop(self, timeout: float = 15.0) -> None:
+        loop, stop, thread = self._loop, self._stop, self._thread
         if loop is not None and stop is not None and not loop.is_closed():
             try:
                 loop.call_soon_threadsafe(stop.set)
             except RuntimeError:  # the loop ended meanwhile
                 pass
-        if self._thread.is_alive():
-            self._thread.join(15)
+        if thread is not None and thread.is_alive():
+            thread.join(timeout)
         self.sock.close()
 
     def _main(self) -> None:
@@ -215,11 +217,30 @@ class StartingServer:
         self._loop = loop
         try:
             loop.run_until_complete(self._serve())
-        except Exception as exc:  # the daemon starts anyway; the full server follows
-            logger.warning(kv("http_starting_failed", error=str(exc)))
+        except Exception as exc:  # never the sync loop's problem: said, and the thread ends
+            self._failed = exc
+            logger.exception(kv("http_server_failed", error=str(exc)))
         finally:
             self._ready.set()
             loop.close()
+
+    async def _serve(self) -> None:
+        raise NotImplementedError
+
+
+class StartingServer(_LoopThread):
+    """What the port answers while the daemon starts (``ls-remote``, Redis, its first fetch:
+    up to ``--fetch-timeout`` against a silent remote): ``/healthz`` 200, anything else 503
+    ``starting``, so a liveness probe never hangs on a daemon that is alive. It serves a
+    duplicate of the listening socket; :meth:`stop` leaves the socket itself to the
+    :class:`Server` that follows (connections that come in between wait in its backlog)."""
+
+    thread_name = "configsync-http-starting"
+
+    def __init__(self, sock: socket.socket) -> None:
+        duplicate = sock.dup()
+        duplicate.setblocking(False)
+        super().__init__(duplicate)
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
@@ -249,58 +270,21 @@ async def _starting(request: web.Request) -> web.Response:
     raise _unavailable("starting: the daemon has not started yet (the remote, Redis)")
 
 
-class Server:
+class Server(_LoopThread):
     """The HTTP server of one daemon: :meth:`start` (returns once it serves), :meth:`stop`
     (from any thread; long polls answer at once, then the loop ends)."""
 
     def __init__(self, daemon: Daemon, sock: socket.socket, *, redis_url: str, origin: str,
                  metrics: Metrics, webhook_secret: str | None) -> None:
+        super().__init__(sock)
         self.daemon = daemon
-        self.sock = sock
         self.redis_url, self.origin = redis_url, origin
         self.metrics = metrics
         self._secret = webhook_secret
         self.namespace = daemon.store.keys.namespace
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
         self._closing: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._failed: BaseException | None = None
         host, port = sock.getsockname()[:2]
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-    # -- the thread -------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._main, name="configsync-http", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._failed is not None:
-            raise ConfigsyncError(f"the HTTP server did not start: {self._failed}")
-
-    def stop(self, timeout: float = 15.0) -> None:
-        loop, stop, thread = self._loop, self._stop, self._thread
-        if loop is not None and stop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # the loop ended meanwhile
-                pass
-        if thread is not None:
-            thread.join(timeout)
-        self.sock.close()
-
-    def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except Exception as exc:  # never the sync loop's problem: said, and the thread ends
-            self._failed = exc
-            logger.exception(kv("http_server_failed", error=str(exc)))
-        finally:
-            self._ready.set()
-            loop.close()
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()

@@ -223,7 +223,8 @@ def run_sync(args: argparse.Namespace) -> int:
 
                 sock = bind(*args.listen)
                 stack.callback(sock.close)
-                starting = StartingServer(sock).start()  # /healthz answers while it starts
+                starting = StartingServer(sock)  # /healthz answers while the daemon starts
+                starting.start()
                 stack.callback(starting.stop)
             daemon, redis_url, origin = _start(args, source, workdir, redis_url, origin, stack,
                                                stopping)
