@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
 import redis
@@ -56,8 +57,12 @@ BODY_SECONDS = 10.0
 """A webhook body must arrive within this long (408 otherwise)."""
 
 BODIES_AT_ONCE = 8
-"""Webhook bodies read at once (each up to MAX_BODY in memory): more wait their turn, within
-the same BODY_SECONDS (408 otherwise)."""
+"""Webhook bodies read at once (each up to MAX_BODY in memory); one more is answered 503 at
+once rather than queued (a queue would hold its bytes in buffers meanwhile)."""
+
+READ_BUFFER = 64 * 1024
+"""What aiohttp buffers of a connection before it stops reading from it (its default:
+256 KiB), so a thousand stalled senders hold tens of MiB, not hundreds."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -77,10 +82,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+ACCEPTS_AT_ONCE = 16
+"""asyncio accepts up to its ``backlog`` connections a loop turn before any is refused: kept
+small, so a flood holds few descriptors in flight beyond the limit (the kernel's queue holds
+the rest)."""
+
+
 def connection_limit() -> int:
-    """The most connections served at once: half the process's file descriptors (raised to its
-    hard limit first, up to 65,536), at most 1,000, so clients can never take the descriptors
-    the sync loop needs for git and Redis."""
+    """The most connections served at once: half of the process's file descriptors left after
+    room for accepts in flight (the soft limit raised to the hard one first, up to 65,536), at
+    most 1,000, so clients can never take the descriptors the sync loop needs for git and
+    Redis."""
     try:
         import resource
 
@@ -91,7 +103,7 @@ def connection_limit() -> int:
             soft = wanted
     except (ImportError, ValueError, OSError):
         soft = 1024
-    return max(16, min(1000, soft // 2))
+    return max(16, min(1000, (soft - 4 * ACCEPTS_AT_ONCE) // 2))
 
 
 class _OneLine(logging.Handler):
@@ -99,17 +111,33 @@ class _OneLine(logging.Handler):
     ``event=http_error`` line of the daemon's format, never a traceback: anyone who can reach
     the port can cause them."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: tuple[str, float] = ("", 0.0)
+        self._repeats = 0
+
     def emit(self, record: logging.LogRecord) -> None:
         exc = record.exc_info[1] if record.exc_info else None
-        logger.warning(kv("http_error", message=record.getMessage(),
+        message = record.getMessage()
+        now = time.monotonic()
+        if message == self._last[0] and now - self._last[1] < 1.0:
+            self._repeats += 1  # (asyncio says an accept failed once per attempt)
+            return
+        logger.warning(kv("http_error", message=message,
                           error=type(exc).__name__ if exc is not None else None,
-                          detail=str(exc) if exc is not None else None))
+                          detail=str(exc) if exc is not None else None,
+                          repeats=self._repeats or None))
+        self._last, self._repeats = (message, now), 0
 
 
 def _quiet_aiohttp() -> None:
-    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal"):
+    """aiohttp's loggers and asyncio's (a failed accept, once per attempt) through one
+    rate-limited :class:`_OneLine` (at most one line a second for a message that repeats)."""
+    handler = _OneLine()
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal",
+                 "asyncio"):
         log = logging.getLogger(name)
-        log.handlers[:] = [_OneLine()]
+        log.handlers[:] = [handler]
         log.propagate = False
 
 
@@ -175,7 +203,7 @@ class _GuardedSite(web.SockSite):
         await web.BaseSite.start(self)
         self._guard.server = self._runner.server
         self._server = await asyncio.get_running_loop().create_server(
-            self._guard.factory, sock=self._sock, backlog=self._backlog)
+            self._guard.factory, sock=self._sock, backlog=ACCEPTS_AT_ONCE)
 
 
 class _LoopThread:
@@ -298,7 +326,8 @@ class Server(_LoopThread):
         self._guard = _Guard(connection_limit())
         self._bodies = asyncio.Semaphore(BODIES_AT_ONCE)
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                               keepalive_timeout=IDLE_SECONDS, lingering_time=LINGER_SECONDS)
+                               keepalive_timeout=IDLE_SECONDS, lingering_time=LINGER_SECONDS,
+                               read_bufsize=READ_BUFFER)
         reaper: asyncio.Task[None] | None = None
         try:
             await self.client.start()
@@ -375,6 +404,9 @@ class Server(_LoopThread):
             return self._webhook_answer(request, 413, "too_large", too_large)
         try:
             async with asyncio.timeout(BODY_SECONDS):
+                if self._bodies.locked():  # eight bodies in memory already: no queue
+                    return self._webhook_answer(request, 503, "busy", "too many webhook "
+                                                "bodies at once; the sender retries")
                 async with self._bodies:
                     body = await request.read()
         except web.HTTPRequestEntityTooLarge:

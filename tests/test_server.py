@@ -553,3 +553,20 @@ def _answers(url: str) -> int:
         return request(url, timeout=2)[0]
     except OSError:
         return 0
+
+
+def test_a_ninth_webhook_body_at_once_is_busy_not_queued(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer) -> None:
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        head = (b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        stalled = [raw(running, head) for _ in range(8)]  # eight bodies being read
+        wait_until(lambda: running.server._bodies.locked(), timeout=10)
+        ninth = raw(running, head)
+        assert answer(ninth).startswith(b"HTTP/1.1 503 ")
+        assert running.samples()['configsync_webhook_requests_total{outcome="busy"}'] == 1
+        for sock in stalled:
+            sock.close()
+    finally:
+        running.close()
