@@ -216,27 +216,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     return run_init(args)
 
 
-def _agent_or_url(args: argparse.Namespace) -> None:
-    """``history --redis support``: ``--redis`` takes an optional URL, so argparse gave it the
-    agent; a value that is no URL is the agent."""
-    if args.agent is None:
-        if args.redis and "://" not in args.redis:
-            args.agent, args.redis = args.redis, ""
-        else:
-            raise UsageError("the following arguments are required: AGENT")
-
-
 def cmd_history(args: argparse.Namespace) -> int:
     from .history_cli import run_history
 
-    _agent_or_url(args)
     return run_history(args)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from .rollback import run_rollback
 
-    _agent_or_url(args)
     return run_rollback(args)
 
 
@@ -418,7 +406,7 @@ def _parser() -> argparse.ArgumentParser:
                "  configsync history support --redis redis://127.0.0.1:6379/0 --format json"
                "\n\nexit codes: 0 printed; 1 the agent has no version on REF, or git failed; "
                "2 usage, or Redis unreachable with --redis")
-    _agent_argument(history, optional=True)
+    _agent_argument(history)
     history.add_argument("--limit", type=_positive_int, metavar="N",
                          help="only the newest N versions")
     history.add_argument("--since", type=_since, metavar="DATE",
@@ -449,7 +437,7 @@ def _parser() -> argparse.ArgumentParser:
                "\n\nexit codes: 0 committed, or nothing to do; 1 refused (dirty tree, a "
                "dependency changed, the result would not validate) or git failed; 2 usage "
                "(unknown version or commit, bad branch name)")
-    _agent_argument(rollback, optional=True)
+    _agent_argument(rollback)
     rollback.add_argument("--to", required=True, type=_nonempty, metavar="VERSION|COMMIT",
                           help="a version (7 or v7, from `configsync history`) or a commit "
                                "(the version the agent had there)")
@@ -571,15 +559,19 @@ def _command(commands: argparse._SubParsersAction[_Parser], name: str, *, help: 
                                formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _agent_argument(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
-    """AGENT (``optional``: checked by :func:`_agent_or_url`, after an optional --redis)."""
-    parser.add_argument("agent", metavar="AGENT", nargs="?" if optional else None,
+def _agent_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("agent", metavar="AGENT",
                         help="agent id (its path under agents/, without .yaml)")
+
+
+_OPTIONAL_URL: set[str] = set()
+"""The subcommands whose ``--redis`` takes an optional URL (see :func:`_url_or_not`)."""
 
 
 def _optional_redis(parser: argparse.ArgumentParser, what: str) -> None:
     """``--redis [URL]`` and ``--namespace`` for a command that reads git and may consult
     Redis for ``what``."""
+    _OPTIONAL_URL.add(parser.prog.rsplit(" ", 1)[-1])
     parser.add_argument("--redis", nargs="?", const="", metavar="URL",
                         help=f"{what} (the numbers clients report: they differ from the "
                              "branch's after a force-push the daemon followed); URL default: "
@@ -680,9 +672,26 @@ def _crash_log() -> str:
     return path
 
 
+def _url_or_not(argv: Sequence[str]) -> list[str]:
+    """``argv`` with a bare ``--redis`` made explicit (``--redis=``: the default URL) where the
+    word after it is no URL but the command's own (``history --redis support``,
+    ``diff --redis a@v1 a@v2``): argparse would take any word as an optional value. A URL
+    has a ``:`` (``redis://``, ``host:port``), which agent ids and git refs never hold."""
+    words = list(argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    if command not in _OPTIONAL_URL:
+        return words
+    for i, word in enumerate(words[:-1]):
+        after = words[i + 1]
+        if word == "--redis" and not after.startswith("-") and ":" not in after:
+            words[i] = "--redis="
+    return words
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(_url_or_not(sys.argv[1:] if argv is None else argv))
     func: Command = args.func
     try:
         return func(args)

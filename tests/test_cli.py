@@ -572,3 +572,16 @@ def test_schema_from_a_subfolder_writes_the_repositorys_files(
                                             "../.vscode/settings.json\n")
     assert not (tree / "agents" / "schemas").exists()
     assert run(capsys, "schema", "--check") == (0, "", "")
+
+
+@pytest.mark.parametrize("argv", [["history", "--redis", "support"],
+                                  ["rollback", "--redis", "support", "--to", "1"],
+                                  ["diff", "--redis", "support@v1", "support@v2"]])
+def test_a_bare_redis_option_leaves_the_next_word_to_the_command(
+        git_tree: GitTree, argv: list[str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--redis`` takes an optional URL: the agent or ref after it is not taken for one."""
+    monkeypatch.chdir(git_tree.root)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("configsync: error: no Redis to read: pass "
+                                              "--redis URL or set CONFIGSYNC_REDIS_URL")
