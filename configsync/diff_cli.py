@@ -72,7 +72,7 @@ from .compare import (
 from .errors import UsageError
 from .git import GitRepo
 from .history import Version, agent_history
-from .history_cli import read_served
+from .history_cli import Served, read_served
 from .logs import one_line
 from .messages import did_you_mean, plural
 from .repo import (
@@ -328,9 +328,9 @@ def _sides(base_ref: str | None, head_ref: str | None,
         if head_ref is None and repo.bare:
             raise UsageError(f"{repo.git_dir} is a bare repository: it has no working tree to "
                              "compare; give BASE and HEAD")
-        base = default_base(repo) if base_ref is None else _given(repo, base_ref, redis_args)
-        head = (Side(None, None, "working tree") if head_ref is None
-                else _given(repo, head_ref, redis_args))
+        given = _Given(repo, redis_args)
+        base = default_base(repo) if base_ref is None else given.side(base_ref)
+        head = Side(None, None, "working tree") if head_ref is None else given.side(head_ref)
         head_source: Source = (FolderSource(root.folder) if head.sha is None
                                else GitSource(repo, head.sha))
         yield base, GitSource(repo, base.sha or ""), head, head_source, root.folder
@@ -347,58 +347,81 @@ def agent_version(text: str) -> tuple[str, int] | None:
     return None if match is None else (match["agent"], int(match["version"]))
 
 
-def _given(repo: GitRepo, ref: str, redis_args: argparse.Namespace | None = None) -> Side:
-    named = agent_version(ref)
-    if named is None:
-        loose = re.fullmatch(r"(.+)@([0-9]+)", ref)
-        try:
-            return Side(repo.resolve(ref), ref, f"{ref}, given")
-        except UsageError:
-            if loose is None:
-                raise
-            raise UsageError(f"unknown git ref: {one_line(ref)}; for version {loose[2]} of "
-                             f"{one_line(loose[1])}, write {one_line(loose[1])}@v{loose[2]}"
-                             ) from None
-    agent_id, number = named
-    head = repo.resolve("HEAD")
-    history = agent_history(repo, head, agent_id, repo_root=repo.top)
-    if not history:
-        known = sorted(check_tree(GitSource(repo, head), repo_root=repo.top).configs)
-        raise UsageError(f"{ref}: no agent {agent_id} on this branch"
-                         f"{did_you_mean(agent_id, known)}")
-    if redis_args is not None and redis_args.redis is not None:
-        return _in_redis(repo, head, ref, agent_id, number, history, redis_args)
-    versions = [v for v in history if not v.deleted]
-    for v in versions:
-        if v.version == number:
-            return Side(v.commit.sha, ref, f"{agent_id} v{number}: {one_line(v.commit.message)}")
-    have = (f"it has versions {versions[0].version}-{versions[-1].version}"
-            if len(versions) > 1 else f"it has version {versions[0].version}" if versions
-            else "it has no version on HEAD")
-    raise UsageError(f"{ref}: {agent_id} has no version {number} ({have}; see `configsync "
-                     f"history {agent_id}`)")
+class _Given:
+    """BASE and HEAD as given: commits, or ``AGENT@vN``. Both sides of ``a@v1 a@v5`` share one
+    replay of the branch and one read of Redis for the agent."""
 
+    def __init__(self, repo: GitRepo, redis_args: argparse.Namespace | None) -> None:
+        self.repo = repo
+        self.redis_args = redis_args if redis_args is not None and \
+            redis_args.redis is not None else None
+        self.head = repo.resolve("HEAD")
+        self.histories: dict[str, list[Version]] = {}
+        self.served: dict[str, Served] = {}
 
-def _in_redis(repo: GitRepo, head: str, ref: str, agent_id: str, number: int,
-              history: list[Version], args: argparse.Namespace) -> Side:
-    """``AGENT@vN`` as Redis numbers it (``--redis``): the commit the daemon applied for that
-    version when this clone has it (a commit a force-push dropped, if fetched before), else
-    the commit of the version on the branch with its config."""
-    served = read_served(args, repo, head, agent_id, history)
-    assert served is not None
-    record = served.kept.get(number)
-    if record is None and served.record is not None and served.record.version == number:
-        record = served.record
-    if record is not None and repo.has_commit(record.commit):
-        return Side(record.commit, ref, f"{agent_id} v{number} in Redis: "
-                                        f"{one_line(record.message)}")
-    git = served.numbers.git_version(number)
-    for v in history:
-        if not v.deleted and v.version == git:
-            return Side(v.commit.sha, ref, f"{agent_id} v{number} in Redis: "
-                                           f"{one_line(v.commit.message)}")
-    raise UsageError(f"{ref}: {served.numbers.missing(agent_id, number, served.kept)}; see "
-                     f"`configsync history {agent_id} --redis`")
+    def side(self, ref: str) -> Side:
+        named = agent_version(ref)
+        if named is None:
+            loose = re.fullmatch(r"(.+)@([0-9]+)", ref)
+            try:
+                return Side(self.repo.resolve(ref), ref, f"{ref}, given")
+            except UsageError:
+                if loose is None:
+                    raise
+                raise UsageError(f"unknown git ref: {one_line(ref)}; for version {loose[2]} "
+                                 f"of {one_line(loose[1])}, write {one_line(loose[1])}@v"
+                                 f"{loose[2]}") from None
+        agent_id, number = named
+        history = self.history(agent_id, ref)
+        if self.redis_args is not None:
+            return self._in_redis(ref, agent_id, number, history)
+        versions = [v for v in history if not v.deleted]
+        for v in versions:
+            if v.version == number:
+                return Side(v.commit.sha, ref,
+                            f"{agent_id} v{number}: {one_line(v.commit.message)}")
+        have = (f"it has versions {versions[0].version}-{versions[-1].version}"
+                if len(versions) > 1 else f"it has version {versions[0].version}" if versions
+                else "it has no version on HEAD")
+        raise UsageError(f"{ref}: {agent_id} has no version {number} ({have}; see `configsync "
+                         f"history {agent_id}`)")
+
+    def history(self, agent_id: str, ref: str) -> list[Version]:
+        if agent_id not in self.histories:
+            repo = self.repo
+            history = agent_history(repo, self.head, agent_id, repo_root=repo.top)
+            if not history:
+                known = sorted(check_tree(GitSource(repo, self.head),
+                                          repo_root=repo.top).configs)
+                raise UsageError(f"{ref}: no agent {agent_id} on this branch"
+                                 f"{did_you_mean(agent_id, known)}")
+            self.histories[agent_id] = history
+        return self.histories[agent_id]
+
+    def _in_redis(self, ref: str, agent_id: str, number: int,
+                  history: list[Version]) -> Side:
+        """``AGENT@vN`` as Redis numbers it (``--redis``): the commit the daemon applied for
+        that version when this clone has it (a commit a force-push dropped, if fetched
+        before), else the commit of the version on the branch with its config."""
+        if agent_id not in self.served:
+            assert self.redis_args is not None
+            found = read_served(self.redis_args, self.repo, self.head, agent_id, history)
+            assert found is not None
+            self.served[agent_id] = found
+        served = self.served[agent_id]
+        record = served.kept.get(number)
+        if record is None and served.record is not None and served.record.version == number:
+            record = served.record
+        if record is not None and self.repo.has_commit(record.commit):
+            return Side(record.commit, ref, f"{agent_id} v{number} in Redis: "
+                                            f"{one_line(record.message)}")
+        git = served.numbers.git_version(number)
+        for v in history:
+            if not v.deleted and v.version == git:
+                return Side(v.commit.sha, ref, f"{agent_id} v{number} in Redis: "
+                                               f"{one_line(v.commit.message)}")
+        raise UsageError(f"{ref}: {served.numbers.missing(agent_id, number, served.kept)}; "
+                         f"see `configsync history {agent_id} --redis`")
 
 
 # -- formats ----------------------------------------------------------------------------------
