@@ -204,8 +204,16 @@ def plan_rollback(repo: GitRepo, agent_id: str, to: str, *,
     for path in now.entries:  # the agent's file under another name (.yml for .yaml)
         if path != own and agent_id_for(path) == agent_id:
             updates[path] = None
+
+    def check(tree: str) -> Report:
+        """The candidate tree checked as the daemon will: against the head's report, only the
+        files restored and the agents they bear on (the same result as a whole check)."""
+        previous = None if now.errors else now
+        return check_tree(GitSource(repo, tree), repo_root=repo.top, previous=previous,
+                          changed=set(updates))
+
     tree = repo.write_tree(head, updates)
-    report = check_tree(GitSource(repo, tree), repo_root=repo.top)
+    report = check(tree)
     if report.configs.get(agent_id) is None or checksum(report.configs[agent_id]) \
             != target.checksum:
         wanted = _dependencies(then, now, agent_id)
@@ -223,7 +231,7 @@ def plan_rollback(repo: GitRepo, agent_id: str, to: str, *,
         for path in differ:
             updates[path] = old.get(path)
         tree = repo.write_tree(head, updates)
-        report = check_tree(GitSource(repo, tree), repo_root=repo.top)
+        report = check(tree)
         if report.configs.get(agent_id) is None or checksum(report.configs[agent_id]) \
                 != target.checksum:
             raise ConfigsyncError(_why_not(report, agent_id, own, target))
