@@ -8,15 +8,15 @@ Values are compared as JSON readers see them: ``True`` is not ``1`` (Python says
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .repo import SETTINGS_FILE
 from .validate import Report
 
-__all__ = ["ADDED", "CHANGED", "REMOVED", "Cause", "FieldChange", "causes", "field_changes",
-           "same_value"]
+__all__ = ["ADDED", "CHANGED", "REMOVED", "Cause", "FieldChange", "causes", "change_line",
+           "field_changes", "same_value"]
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 
@@ -94,6 +94,16 @@ def _walk(old: Any, new: Any, path: str, found: list[FieldChange]) -> None:
         return
     if not same_value(old, new):
         found.append(FieldChange(path, CHANGED, old, new))
+
+
+def change_line(change: FieldChange, show: Callable[[Any], str], arrow: str) -> str:
+    """``+ path: new``, ``- path: old`` or ``~ path: old ARROW new``, each value through
+    ``show`` (the text output of ``history`` and ``diff``)."""
+    if change.kind == ADDED:
+        return f"+ {change.path}: {show(change.new)}"
+    if change.kind == REMOVED:
+        return f"- {change.path}: {show(change.old)}"
+    return f"~ {change.path}: {show(change.old)} {arrow} {show(change.new)}"
 
 
 def _file_data(report: Report | None, agent_id: str) -> tuple[str, Any] | None:

@@ -67,6 +67,7 @@ from .compare import (
     Cause,
     FieldChange,
     causes,
+    change_line,
     field_changes,
 )
 from .errors import UsageError
@@ -430,14 +431,6 @@ def json_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _field_line(change: FieldChange) -> str:
-    if change.kind == ADDED:
-        return f"+ {change.path}: {json_value(change.new)}"
-    if change.kind == REMOVED:
-        return f"- {change.path}: {json_value(change.old)}"
-    return f"~ {change.path}: {json_value(change.old)} -> {json_value(change.new)}"
-
-
 def error_lines(diagnostics: Sequence[Diagnostic]) -> list[str]:
     """The first errors, one line each: a line break or ESC in a message (which quotes the
     file) is escaped, in the text and in the markdown's code block alike."""
@@ -472,7 +465,7 @@ def render_text(diff: Diff) -> str:
     lines = [f"configsync diff: {sides_line(diff)}", diff.summary()]
     for agent in diff.agents:
         lines.append(f"{agent.change} {agent.agent_id}: {agent.why()}")
-        lines.extend(f"  {_field_line(f)}" for f in agent.fields)
+        lines.extend(f"  {change_line(f, json_value, '->')}" for f in agent.fields)
         if agent.prompt_diff is not None:
             lines.append(f"  {PROMPT_FIELD}:")
             lines.extend(f"    {line}" for line in diff_lines(agent.prompt_diff))

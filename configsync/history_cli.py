@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from .compare import ADDED, OWN, REMOVED, Cause, FieldChange
+from .compare import CHANGED, OWN, Cause, FieldChange, change_line
 from .errors import ConfigsyncError, UsageError
 from .git import GitRepo
 from .history import RedisNumbers, Version, agent_history, daemon_start, redis_numbers
@@ -79,17 +79,13 @@ def short_value(value: Any, width: int = VALUE_WIDTH) -> str:
 
 def describe_change(change: FieldChange) -> str:
     """``temperature: 0.9 → 0.3``; a prompt is summarised by its lines added and removed."""
-    if change.kind == ADDED:
-        return f"+ {change.path}: {short_value(change.new)}"
-    if change.kind == REMOVED:
-        return f"- {change.path}: {short_value(change.old)}"
-    if isinstance(change.old, str) and isinstance(change.new, str) and (
-            "\n" in change.old or "\n" in change.new):
+    if change.kind == CHANGED and isinstance(change.old, str) and isinstance(change.new, str) \
+            and ("\n" in change.old or "\n" in change.new):
         old, new = change.old.splitlines(), change.new.splitlines()
         kept = set(old) & set(new)
         return (f"~ {change.path}: +{sum(line not in kept for line in new)} "
                 f"-{sum(line not in kept for line in old)} lines")
-    return f"~ {change.path}: {short_value(change.old)} → {short_value(change.new)}"
+    return change_line(change, short_value, "→")
 
 
 def describe_causes(found: list[Cause]) -> str:
