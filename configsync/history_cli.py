@@ -19,19 +19,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
 from .compare import CHANGED, OWN, Cause, FieldChange, change_line
 from .errors import ConfigsyncError, UsageError
 from .git import GitRepo
 from .history import RedisNumbers, Version, agent_history, daemon_start, redis_numbers
 from .logs import one_line
 from .messages import did_you_mean, plural
-from .read_cli import default_namespace, redis_url_given
-from .redis_url import from_url, redis_failure
+from .read_cli import open_store
 from .repo import FolderSource, find_root
 from .snapshot import Record
-from .store import Store
 from .validate import check_tree
 
 __all__ = ["Served", "describe_causes", "describe_change", "open_repo", "parse_since",
@@ -102,20 +98,12 @@ def read_served(args: argparse.Namespace, repo: GitRepo, head: str, agent_id: st
     read."""
     if args.redis is None:
         return None
-    url, origin = redis_url_given(args.redis or None)
-    namespace = args.namespace or default_namespace()
-    client: redis.Redis = from_url(redis.Redis, url, origin, socket_timeout=10,
-                                   socket_connect_timeout=5)
-    try:
-        store = Store(client, namespace)
+    with open_store(args, unreachable=UsageError, suffix=" (--redis)") as store:
+        namespace = store.keys.namespace
         state = store.state()
         current = store.current()
         kept = store.history(agent_id)
         last = store.last_versions() if state.get("commit") else {}
-    except redis.RedisError as exc:
-        raise UsageError(f"{redis_failure(exc, client)} (--redis)") from None
-    finally:
-        client.close()
     start = daemon_start(repo, head, state.get("commit"), int(state.get("revision") or 0),
                          {a: (r.version, r.checksum) for a, r in current.items()}, last)
     record = current.get(agent_id)

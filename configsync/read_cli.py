@@ -31,7 +31,8 @@ from .redis_url import check_redis_url, from_url, redis_failure
 from .repo import SETTINGS_FILE, find_root
 from .store import Store
 
-__all__ = ["default_namespace", "event_line", "redis_url_given", "run_get", "run_watch"]
+__all__ = ["default_namespace", "event_line", "open_store", "redis_url_given", "run_get",
+           "run_watch"]
 
 STREAM_ID = re.compile(r"\$|\d+(-\d+)?")
 BLOCK_MS = 1000
@@ -65,21 +66,27 @@ def default_namespace(start: str = os.curdir) -> str:
 
 
 @contextmanager
-def _store(args: argparse.Namespace, *, socket_timeout: float = 10) -> Iterator[Store]:
-    url, origin = redis_url_given(args.redis)
+def open_store(args: argparse.Namespace, *, socket_timeout: float = 10,
+               unreachable: type[ConfigsyncError] = ConfigsyncError,
+               suffix: str = "") -> Iterator[Store]:
+    """A :class:`Store` for ``args.redis`` (else ``$CONFIGSYNC_REDIS_URL``) and
+    ``args.namespace`` (else ``configsync.yaml``'s), closed after; a Redis failure inside
+    becomes ``unreachable`` with the reason and ``suffix`` (a usage error for a command whose
+    Redis is optional)."""
+    url, origin = redis_url_given(args.redis or None)
     namespace = args.namespace or default_namespace()
     client: redis.Redis = from_url(redis.Redis, url, origin, socket_timeout=socket_timeout,
                                    socket_connect_timeout=5)
     try:
         yield Store(client, namespace)
     except redis.RedisError as exc:
-        raise ConfigsyncError(redis_failure(exc, client)) from None
+        raise unreachable(redis_failure(exc, client) + suffix) from None
     finally:
         client.close()
 
 
 def run_get(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    with open_store(args) as store:
         namespace = store.keys.namespace
         shown = one_line(args.agent)
         record = None
@@ -167,7 +174,7 @@ def run_watch(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _on_term) if main_thread else None
     printed = 0
     try:
-        with _store(args, socket_timeout=BLOCK_MS / 1000 + 10) as store:
+        with open_store(args, socket_timeout=BLOCK_MS / 1000 + 10) as store:
             after = store.last_event_id() if since == "$" else since
             while args.count is None or printed < args.count:
                 for entry_id, event in store.read_events(after, block_ms=BLOCK_MS):
