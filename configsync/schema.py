@@ -132,7 +132,7 @@ def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
 
     narrowed = [p for p in sys.path if not untrusted(p)]
     if module_name not in sys.modules:
-        origin = _trial_import(module_name, narrowed, timeout)
+        origin = _trial_import(ref, narrowed, timeout)
         if origin and untrusted(Path(origin).parent):
             raise SchemaImportError(
                 f"`{module_name}` resolves to {origin}, inside the repository being validated; "
@@ -182,16 +182,19 @@ def _failure(exc: BaseException) -> str:
 
 _TRIAL = """\
 import json, os, sys, threading
-fd, name = int(sys.argv[1]), sys.argv[2]
-sys.path[:] = json.loads(sys.argv[3])
-import configsync.model  # (imported already by the process that asks, from wherever it is)
+fd, name, cls = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 sys.path[:] = json.loads(sys.argv[4])
+import configsync.model  # (imported already by the process that asks, from wherever it is)
+sys.path[:] = json.loads(sys.argv[5])
 before = threading.active_count()
 try:
     __import__(name)
     module = sys.modules[name]
     found = {"file": getattr(module, "__file__", None),
              "threads": threading.active_count() - before}
+    value = getattr(module, cls, None)
+    found["class"] = ("missing" if value is None else "agent" if isinstance(value, type)
+                      and issubclass(value, configsync.model.AgentConfig) else "other")
 except BaseException as exc:
     text = str(exc)
     if not isinstance(exc, Exception) or not text:
@@ -204,25 +207,45 @@ except BaseException:
 os.write(fd, json.dumps(found).encode())
 os._exit(0)
 """
-_trials: dict[tuple[str, tuple[str, ...]], str | None] = {}
-"""Trial imports done in this process: (module, sys.path) → its file. Refusals are not kept:
-they raise before anything is imported, and a module installed later is found."""
+_trials: dict[tuple[str, tuple[str, ...]], tuple[str | None, str | None]] = {}
+"""Trial imports done in this process: (``schema:`` ref, sys.path) → (the module's file,
+why it was refused). Refusals are kept too: a daemon walking many commits that name a module
+whose import hangs must not wait at every commit (a module installed since is found after a
+restart)."""
 
 
-def _trial_import(module_name: str, path: list[str], timeout: float) -> str | None:
-    """Import ``module_name`` in a child process with ``path`` as ``sys.path``; its file (None
-    for a namespace package), or :class:`SchemaImportError` saying what the import did."""
-    key = (module_name, tuple(path))
-    if key in _trials:
-        return _trials[key]
+def _trial_import(ref: str, path: list[str], timeout: float) -> str | None:
+    """Import ``ref``'s module in a child process with ``path`` as ``sys.path``; its file
+    (None for a namespace package), or :class:`SchemaImportError` saying what the import did,
+    or that the module holds no such AgentConfig subclass (then this process never imports a
+    module that is no schema: ``this``, ``antigravity``...). Once per ref and path a process."""
+    key = (ref, tuple(path))
+    if key not in _trials:
+        try:
+            _trials[key] = (_trial(ref, path, timeout), None)
+        except SchemaImportError as exc:
+            _trials[key] = (None, str(exc))
+    origin, refused = _trials[key]
+    if refused is not None:
+        raise SchemaImportError(refused)
+    return origin
+
+
+def _trial(ref: str, path: list[str], timeout: float) -> str | None:
+    module_name, _, class_name = ref.partition(":")
     read, write = os.pipe()
     try:
         os.set_blocking(read, False)
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _TRIAL, str(write), module_name,
-             json.dumps(sys.path), json.dumps(path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            pass_fds=(write,), start_new_session=True)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _TRIAL, str(write), module_name, class_name,
+                 json.dumps(sys.path), json.dumps(path)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                pass_fds=(write,), start_new_session=True)
+        except OSError as exc:
+            raise SchemaImportError(
+                f"cannot try importing `{module_name}` in a child process ({sys.executable!r}: "
+                f"{exc.strerror or exc}); it is never imported untried") from None
         os.close(write)
         write = -1
         try:
@@ -259,9 +282,12 @@ def _trial_import(module_name: str, path: list[str], timeout: float) -> str | No
     if result.get("threads"):
         raise SchemaImportError(f"`{module_name}` starts threads when imported; a schema "
                                 "module must only define classes")
+    if result.get("class") != "agent":
+        raise SchemaImportError(
+            f"`{module_name}` has no `{class_name}`" if result.get("class") == "missing"
+            else f"`{ref}` is not a subclass of configsync.AgentConfig")
     origin = result.get("file")
-    _trials[key] = origin if isinstance(origin, str) else None
-    return _trials[key]
+    return origin if isinstance(origin, str) else None
 
 
 def agent_json_schema(model: type[AgentConfig] = AgentConfig) -> dict[str, Any]:

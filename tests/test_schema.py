@@ -228,6 +228,10 @@ MISBEHAVING = {
     "prints": ("print('hello from the schema')" + AGENT_AFTER,
                "`{m}` writes to standard output when imported; a schema module must only "
                "define classes"),
+    # a module that is no schema (`this`, `antigravity`): never imported here at all
+    "holds no such class": ("import sys\n", "`{m}` has no `Agent`"),
+    "holds something else under the name": (
+        "Agent = dict\n", "`{m}:Agent` is not a subclass of configsync.AgentConfig"),
     "starts a thread": ("import threading, time\n"
                         "threading.Thread(target=time.sleep, args=(60,)).start()" + AGENT_AFTER,
                         "`{m}` starts threads when imported; a schema module must only define "
@@ -385,3 +389,15 @@ def test_a_schema_that_stops_its_importer_is_a_rejected_commit_for_the_daemon(
         wait_until(lambda: store.state().get("commit") == head)
     finally:
         stop(proc)
+
+
+def test_a_standard_module_that_prints_is_refused_without_printing_here(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + "schema: this:Agent\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    if "this" in sys.modules:
+        pytest.skip("`this` was imported by something else in this process")
+    assert lines(root) == ["configsync.yaml:6:9: schema: `this` writes to standard output when "
+                           "imported; a schema module must only define classes"]
+    assert capfd.readouterr().out == "" and "this" not in sys.modules
