@@ -19,7 +19,16 @@ from configsync.schema import agent_json_schema, load_agent_model
 from configsync.store import Store
 from configsync.validate import check_tree
 
-from .conftest import SETTINGS, Remote, git, spawn_daemon, wait_until, write_tree
+from .conftest import (
+    SETTINGS,
+    SUPPORT,
+    GitTree,
+    Remote,
+    git,
+    spawn_daemon,
+    wait_until,
+    write_tree,
+)
 
 MODELS = """\
 from pydantic import Field
@@ -401,3 +410,30 @@ def test_a_standard_module_that_prints_is_refused_without_printing_here(
     assert lines(root) == ["configsync.yaml:6:9: schema: `this` writes to standard output when "
                            "imported; a schema module must only define classes"]
     assert capfd.readouterr().out == "" and "this" not in sys.modules
+
+
+def test_every_command_that_reads_a_tree_survives_a_schema_that_ends_its_importer(
+        git_tree: GitTree, tmp_path: Path, redis_server: RedisServer) -> None:
+    """The kind of item 3: each path that imports `schema:` (validate, diff, history,
+    rollback, status) says so or skips the commit; none ends as the module asks (exit 5)."""
+    import subprocess
+
+    name = f"ends_{uuid.uuid4().hex[:8]}"
+    write_tree(tmp_path / "site", {f"{name}.py": "import os\nos._exit(5)\n"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path / "site"), str(Path(__file__).parents[1])])}
+    first = git(git_tree.root, "rev-parse", "HEAD").strip()
+    git_tree.write({"configsync.yaml": SETTINGS + f"schema: {name}:Agent\n",
+                    "agents/support.yaml": SUPPORT.replace("0.3", "0.4")})
+    git_tree.commit("a schema that ends the process")
+    said = f"cannot import `{name}`: importing it ended the process (exit status 5)"
+    for argv, codes in [(["validate", "."], {1}), (["validate", ".", "--ref", "HEAD"], {1}),
+                        (["diff", first, "HEAD"], {1}), (["history", "support"], {0}),
+                        (["rollback", "support", "--to", "1", "--branch", "back"], {0, 1}),
+                        (["status", "--redis", redis_server.url], {0, 1, 2})]:
+        proc = subprocess.run([sys.executable, "-m", "configsync", *argv], cwd=git_tree.root,
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert proc.returncode in codes, (argv, proc)
+        assert "Traceback" not in proc.stderr, (argv, proc.stderr)
+        if argv[0] in ("validate", "diff"):
+            assert said in proc.stdout, (argv, proc.stdout)
