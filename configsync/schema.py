@@ -184,7 +184,7 @@ _TRIAL = """\
 import json, os, sys, threading
 fd, name, cls = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 sys.path[:] = json.loads(sys.argv[4])
-import configsync.model  # (imported already by the process that asks, from wherever it is)
+import configsync.model  # from the folder the asking process imported it from
 sys.path[:] = json.loads(sys.argv[5])
 before = threading.active_count()
 try:
@@ -237,9 +237,10 @@ def _trial(ref: str, path: list[str], timeout: float) -> str | None:
     try:
         os.set_blocking(read, False)
         try:
+            ours = str(Path(__file__).resolve().parents[1])  # where configsync was found
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-c", _TRIAL, str(write), module_name, class_name,
-                 json.dumps(sys.path), json.dumps(path)],
+                 json.dumps([ours, *path]), json.dumps(path)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 pass_fds=(write,), start_new_session=True)
         except OSError as exc:
