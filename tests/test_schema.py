@@ -412,6 +412,7 @@ def test_a_standard_module_that_prints_is_refused_without_printing_here(
     assert capfd.readouterr().out == "" and "this" not in sys.modules
 
 
+@pytest.mark.slow  # six CLI processes
 def test_every_command_that_reads_a_tree_survives_a_schema_that_ends_its_importer(
         git_tree: GitTree, tmp_path: Path, redis_server: RedisServer) -> None:
     """The kind of item 3: each path that imports `schema:` (validate, diff, history,
