@@ -288,8 +288,9 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--redis", type=_nonempty,
                       help="Redis URL (default: $CONFIGSYNC_REDIS_URL; with neither, an "
                            "embedded redis-server persisted under the workdir)")
-    sync.add_argument("--namespace", type=_namespace,
-                      help="Redis namespace (default: configsync.yaml's)")
+    sync.add_argument("--namespace", type=_sync_namespace,
+                      help="Redis namespace (default: configsync.yaml's); never a dev one "
+                           "(ending in -dev)")
     sync.add_argument("--interval", type=_positive_float, default=10.0,
                       help="seconds between polls (default: 10)")
     sync.add_argument("--once", action="store_true", help="sync to the current head and exit: "
@@ -331,16 +332,16 @@ def _parser() -> argparse.ArgumentParser:
                     "per agent, commit \"worktree\"), and print one line per agent published "
                     "(\"applied support v5\", \"deleted x\"). An agent reading the dev "
                     "namespace (configsync.Client(namespace=\"NS-dev\")) reloads as you edit. "
-                    "A namespace a `configsync sync` daemon writes is refused, and a daemon "
-                    "refuses a dev namespace. Ctrl-C stops.",
+                    "A dev namespace is one whose name ends in -dev: configsync dev writes "
+                    "no other, a sync daemon never writes one. Ctrl-C stops.",
         epilog="examples:\n  configsync dev                       (embedded Redis; its URL is "
                "printed)\n"
                "  configsync dev agents-repo --redis redis://127.0.0.1:6380/0 "
-               "--namespace support-alice\n"
+               "--namespace support-alice-dev\n"
                "  configsync dev --once               (check and publish once, for scripts)"
                "\n\nexit codes: 0 stopped (Ctrl-C), or --once published; 1 --once found "
-               "errors, or Redis failed; 2 usage (no config tree, a namespace a sync daemon "
-               "writes, a bad URL)")
+               "errors, or Redis failed; 2 usage (no config tree, a namespace that is no dev "
+               "one or that a sync daemon writes, a bad URL)")
     dev.add_argument("path", metavar="PATH", nargs="?",
                      help="a folder of the config tree (default: .; configsync.yaml is looked "
                           "for there and above)")
@@ -349,7 +350,8 @@ def _parser() -> argparse.ArgumentParser:
                           ".git/configsync-dev; $CONFIGSYNC_REDIS_URL is not read: a dev "
                           "command writes to a shared Redis only when told)")
     dev.add_argument("--namespace", type=_namespace,
-                     help="the dev namespace (default: configsync.yaml's namespace + \"-dev\")")
+                     help="the dev namespace, ending in -dev (default: configsync.yaml's "
+                          "namespace + \"-dev\")")
     dev.add_argument("--once", action="store_true",
                      help="check and publish once, then exit (0 published, 1 errors)")
     dev.set_defaults(func=cmd_dev)
@@ -592,6 +594,16 @@ def _namespace(text: str) -> str:
     problem = namespace_problem(text)
     if problem is not None:
         raise argparse.ArgumentTypeError(f"{_shown(text)} {problem}")
+    return text
+
+
+def _sync_namespace(text: str) -> str:
+    from .model import is_dev_namespace
+    from .sync import dev_namespace_refused
+
+    text = _namespace(text)
+    if is_dev_namespace(text):
+        raise argparse.ArgumentTypeError(dev_namespace_refused(text))
     return text
 
 

@@ -8,9 +8,12 @@ published through the daemon's own store code: one ``Store.commit_transaction`` 
 one ``applied`` event, each agent's version counted on from what the namespace holds (so a
 restart goes on numbering), ``commit`` ``worktree``.
 
-A dev namespace is marked ``source: dev:<absolute path>`` in its state. ``configsync dev``
-refuses (exit 2) a namespace whose state a ``configsync sync`` daemon wrote, and a daemon
-refuses a dev namespace (``Daemon._follows``): the two never share one.
+Who owns a namespace is decided by its name, which survives the loss of Redis's data (issue
+17): ``configsync dev`` writes only dev namespaces, whose name ends in ``-dev``
+(``model.is_dev_namespace``), and a sync daemon never writes one (``Daemon``). On top of the
+name, a dev namespace's state says ``source: dev:<absolute path>``; ``configsync dev`` refuses
+(exit 2) a namespace whose state a ``configsync sync`` daemon wrote, and a daemon that finds a
+dev state in its own namespace (an older configsync dev, after a flush) rebuilds it from git.
 """
 
 from __future__ import annotations
@@ -33,23 +36,19 @@ from watchdog.observers import Observer
 
 from .errors import ConfigsyncError, UsageError
 from .git import GitRepo, config_value
+from .loader import load_yaml
 from .logs import configure, kv, logger, one_line
 from .messages import plural
-from .model import namespace_problem
+from .model import DEV_NAMESPACE_SUFFIX, is_dev_namespace, namespace_problem
 from .redis_url import check_redis_url, from_url, redis_failure
-from .repo import FolderSource, Root, find_root, is_config_path
+from .repo import SETTINGS_FILE, FolderSource, Root, find_root, is_config_path
 from .snapshot import Record, checksum
 from .store import CONTRACT_VERSION, AgentChange, Event, Store, Write
-from .sync import install_stop_handlers, utcnow
+from .sync import DEV_COMMIT, DEV_SOURCE_PREFIX, install_stop_handlers, utcnow
 from .sync_cli import _embedded
 from .validate import ERROR, Report, check_tree
 
-__all__ = ["DEV_COMMIT", "DEV_SOURCE_PREFIX", "Publisher", "run_dev"]
-
-DEV_COMMIT = "worktree"
-"""``state.commit`` (and each snapshot's ``commit``) of a dev namespace: no commit made it."""
-DEV_SOURCE_PREFIX = "dev:"
-"""``state.source`` of a dev namespace: ``dev:<absolute path of the config tree>``."""
+__all__ = ["DEV_COMMIT", "DEV_SOURCE_PREFIX", "Publisher", "dev_namespace_problem", "run_dev"]
 DEBOUNCE_SECONDS = 0.15
 """A burst of saves (an editor's temp file, write and rename) is checked once, this long after
 the last one."""
@@ -65,16 +64,37 @@ class Published:
     deleted: list[str]
 
 
+def dev_namespace_problem(namespace: str, production: str | None = None) -> str | None:
+    """Why ``configsync dev`` refuses ``namespace`` (a one-line message), or None: it is no
+    dev namespace (its name does not end in ``-dev``); ``production`` is the namespace the
+    repository's configsync.yaml names, which the message points at when they are the same."""
+    if is_dev_namespace(namespace):
+        return None
+    whose = (" (configsync.yaml's: the one its sync daemon writes)"
+             if namespace == production else "")
+    return (f"namespace {namespace!r}{whose} is no dev namespace: configsync dev writes only "
+            f"namespaces whose name ends in {DEV_NAMESPACE_SUFFIX}, which a sync daemon never "
+            f"writes, so an agent in production is never served a working tree (pass "
+            f"--namespace {namespace[:100 - len(DEV_NAMESPACE_SUFFIX)]}{DEV_NAMESPACE_SUFFIX})")
+
+
 class Publisher:
-    """Writes a valid working tree's resolved configs to one dev namespace."""
+    """Writes a valid working tree's resolved configs to one dev namespace (a namespace that
+    is no dev one is a UsageError, here and at every publish)."""
 
     def __init__(self, store: Store, folder: Path, author: str) -> None:
+        problem = dev_namespace_problem(store.keys.namespace)
+        if problem is not None:
+            raise UsageError(problem)
         self.store = store
         self.source = DEV_SOURCE_PREFIX + str(folder)
         self.author = author
 
     def check_owner(self, state: dict[str, str]) -> None:
         """A namespace a ``configsync sync`` daemon writes is refused (UsageError)."""
+        problem = dev_namespace_problem(self.store.keys.namespace)
+        if problem is not None:
+            raise UsageError(problem)
         source = state.get("source", "")
         if "seen" in state and not source.startswith(DEV_SOURCE_PREFIX):
             ns = self.store.keys.namespace
@@ -182,6 +202,17 @@ class _Saves(FileSystemEventHandler):
                 return
 
 
+def _named_namespace(folder: Path) -> str | None:
+    """The namespace the tree's configsync.yaml names (the production one), None when it
+    cannot be read (the check says why)."""
+    try:
+        data = load_yaml((folder / SETTINGS_FILE).read_bytes()).data
+    except (OSError, ConfigsyncError):
+        return None
+    found = data.get("namespace", "default") if isinstance(data, dict) else None
+    return found if isinstance(found, str) else None
+
+
 def run_dev(args: argparse.Namespace) -> int:
     configure()
     if args.redis:
@@ -194,6 +225,10 @@ def run_dev(args: argparse.Namespace) -> int:
         raise UsageError(f"no configsync.yaml in {os.path.abspath(start)} or the folders above "
                          "it: run `configsync init`, or give the config tree's folder")
     folder = root.folder.resolve()
+    if args.namespace is not None:  # said before anything starts, whatever the tree holds
+        problem = dev_namespace_problem(args.namespace, _named_namespace(folder))
+        if problem is not None:
+            raise UsageError(problem)
     # paths shown as the user would write them: from the PATH they gave
     shown = os.path.normpath(os.path.join(start, os.path.relpath(root.folder,
                                                                  os.path.abspath(start))))
@@ -232,10 +267,13 @@ def run_dev(args: argparse.Namespace) -> int:
                 failing = True
                 return False
             if publisher is None:
-                namespace = args.namespace or f"{report.settings.namespace}-dev"
+                namespace = args.namespace or report.settings.namespace + DEV_NAMESPACE_SUFFIX
                 problem = namespace_problem(namespace)
                 if problem is not None:
                     raise UsageError(f"{namespace!r} {problem} (pass --namespace)")
+                problem = dev_namespace_problem(namespace, report.settings.namespace)
+                if problem is not None:
+                    raise UsageError(problem)
                 publisher = Publisher(Store(client, namespace), folder, author)
                 logger.info(kv("dev", tree=folder, namespace=namespace,
                                redis=redis_url, once="true" if args.once else None))

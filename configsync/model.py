@@ -58,6 +58,18 @@ or a glob character."""
 NAMESPACE_MAX = 100
 
 
+DEV_NAMESPACE_SUFFIX = "-dev"
+
+
+def is_dev_namespace(name: str) -> bool:
+    """Whether ``name`` is a ``configsync dev`` namespace: it ends in ``-dev`` (any case).
+
+    Who owns a namespace is decided by its name, so it survives the loss of Redis's data (a
+    flush, a failover to an empty node; issue 17): ``configsync dev`` writes only these, a
+    ``configsync sync`` daemon never writes one (DESIGN.md invariant 5)."""
+    return name.lower().endswith(DEV_NAMESPACE_SUFFIX)
+
+
 def namespace_problem(text: str) -> str | None:
     """Why ``text`` is not a namespace (``"is not a namespace: ..."``: the caller quotes the
     text its own way), or None when it is one."""

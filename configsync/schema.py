@@ -6,6 +6,18 @@ working directory say (issue 8): while importing, every ``sys.path`` entry insid
 being checked is hidden, and so is the working directory (``''``, ``.``, ``PYTHONPATH=.``), where
 a config checkout usually is; the interpreter's own site-packages stay (a virtual environment may
 live inside the repository). A module that still resolves to a file there is refused.
+
+Nothing a config repository names can stop or take over the process that reads it (issue 17):
+a module named ``__main__`` (any part of the dotted name) is refused by name (it runs a
+program: ``configsync.__main__`` re-ran the CLI inside the daemon and its ``SystemExit`` stopped
+it); when the operator sets ``CONFIGSYNC_SCHEMA_MODULES`` (comma-separated packages), only
+modules in those packages are imported; and a module not imported yet is first imported in a
+throwaway child process (``python -I``, stdin closed, its own session, killed after
+``IMPORT_SECONDS``), so that an import that raises anything (``SystemExit``,
+``KeyboardInterrupt``...), ends the process (``os._exit``), never ends, prints to standard
+output or starts threads is refused (:class:`SchemaImportError`, a rejected commit for the
+daemon) before this process runs it. Whatever the import in this process still raises,
+``BaseException`` included, is a :class:`SchemaImportError` as well.
 """
 
 from __future__ import annotations
@@ -13,6 +25,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -24,6 +38,8 @@ from .snapshot import MAX_SAFE_INTEGER
 
 __all__ = [
     "AGENT_SCHEMA_FILE",
+    "IMPORT_SECONDS",
+    "SCHEMA_MODULES_ENV",
     "SETTINGS_SCHEMA_FILE",
     "agent_json_schema",
     "load_agent_model",
@@ -34,6 +50,12 @@ __all__ = [
 AGENT_SCHEMA_FILE = "agent.schema.json"
 SETTINGS_SCHEMA_FILE = "configsync.schema.json"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_MODULES_ENV = "CONFIGSYNC_SCHEMA_MODULES"
+"""The operator's allow-list: comma-separated package (or module) names; when set (and not
+blank), a ``schema:`` module outside every one of them is refused. A config repository cannot
+set it: it comes from the environment of the process that validates or syncs."""
+IMPORT_SECONDS = 30.0
+"""How long the trial import of a ``schema:`` module in a child process may take."""
 
 _MAX_FLOAT = sys.float_info.max
 _PROMPTS = ("system_prompt", "system_prompt_file")
@@ -81,17 +103,23 @@ def _site_folders(root: Path | None) -> list[Path]:
 
 
 def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
-                     hide_cwd: bool = True) -> type[AgentConfig]:
+                     hide_cwd: bool = True, timeout: float = IMPORT_SECONDS) -> type[AgentConfig]:
     """The class ``ref`` (``package.module:Class``) names, or AgentConfig when ``ref`` is None.
 
     ``repo_root`` is the config tree on disk; without one, only the working directory is
     hidden (``hide_cwd=False`` in an agent's own process, the client's: its working directory
-    is the application, not a config tree). Raises :class:`SchemaImportError` when the module
-    cannot be imported from installed packages, or is not a subclass of :class:`AgentConfig`.
+    is the application, not a config tree). ``timeout``: seconds the trial import in a child
+    process may take (see the module's docstring). Raises :class:`SchemaImportError` when the
+    module is refused (``__main__``, outside ``CONFIGSYNC_SCHEMA_MODULES``, an import that
+    raises anything, ends or hangs, prints or starts threads), cannot be imported from
+    installed packages, or is not a subclass of :class:`AgentConfig`.
     """
     if ref is None:
         return AgentConfig
     module_name, _, class_name = ref.partition(":")
+    refused = _refused_name(module_name)
+    if refused is not None:
+        raise SchemaImportError(refused)
     root = _resolved(repo_root) if repo_root is not None else None
     here, sites = _resolved(os.curdir) if hide_cwd else None, _site_folders(root)
 
@@ -102,12 +130,19 @@ def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
         return (here is not None and resolved == here) or (
             root is not None and resolved.is_relative_to(root))
 
+    narrowed = [p for p in sys.path if not untrusted(p)]
+    if module_name not in sys.modules:
+        origin = _trial_import(ref, narrowed, timeout)
+        if origin and untrusted(Path(origin).parent):
+            raise SchemaImportError(
+                f"`{module_name}` resolves to {origin}, inside the repository being validated; "
+                "schemas come from installed packages only")
     saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if not untrusted(p)]
+    sys.path[:] = narrowed
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # an installed module may fail in any way while importing
-        raise SchemaImportError(f"cannot import `{module_name}`: {exc}") from exc
+    except BaseException as exc:  # whatever an import raises is a refusal (issue 17)
+        raise SchemaImportError(f"cannot import `{module_name}`: {_failure(exc)}") from exc
     finally:
         sys.path[:] = saved
     origin = getattr(module, "__file__", None)
@@ -121,6 +156,139 @@ def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
             f"`{ref}` is not a subclass of configsync.AgentConfig" if found is not None
             else f"`{module_name}` has no `{class_name}`")
     return found
+
+
+def _refused_name(module_name: str) -> str | None:
+    """Why ``module_name`` may not be imported at all, or None: a ``__main__`` module (a
+    program, not a library), or one outside the operator's ``CONFIGSYNC_SCHEMA_MODULES``."""
+    if "__main__" in module_name.split("."):
+        return (f"`{module_name}` is a program's `__main__`, which runs when imported; "
+                "name the module that defines the class")
+    allowed = [p.strip() for p in os.environ.get(SCHEMA_MODULES_ENV, "").split(",") if p.strip()]
+    if allowed and not any(module_name == p or module_name.startswith(p + ".") for p in allowed):
+        return (f"`{module_name}` is not in the packages this machine allows for schemas "
+                f"({SCHEMA_MODULES_ENV}={','.join(allowed)})")
+    return None
+
+
+def _failure(exc: BaseException) -> str:
+    """An import's exception in one phrase: its text for an ordinary error, its type too for
+    what is not an Exception (``SystemExit(2)``) or says nothing."""
+    text = str(exc)
+    if isinstance(exc, Exception) and text:
+        return text
+    return f"importing it raised {type(exc).__name__}" + (f"({text})" if text else "")
+
+
+_TRIAL = """\
+import json, os, sys, threading
+fd, name, cls = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+sys.path[:] = json.loads(sys.argv[4])
+import configsync.model  # from the folder the asking process imported it from
+sys.path[:] = json.loads(sys.argv[5])
+before = threading.active_count()
+try:
+    __import__(name)
+    module = sys.modules[name]
+    found = {"file": getattr(module, "__file__", None),
+             "threads": threading.active_count() - before}
+    value = getattr(module, cls, None)
+    found["class"] = ("missing" if value is None else "agent" if isinstance(value, type)
+                      and issubclass(value, configsync.model.AgentConfig) else "other")
+except BaseException as exc:
+    text = str(exc)
+    if not isinstance(exc, Exception) or not text:
+        text = "importing it raised " + type(exc).__name__ + ("(%s)" % text if text else "")
+    found = {"error": text}
+try:
+    sys.stdout.flush()
+except BaseException:
+    pass
+os.write(fd, json.dumps(found).encode())
+os._exit(0)
+"""
+_trials: dict[tuple[str, tuple[str, ...]], tuple[str | None, str | None]] = {}
+"""Trial imports done in this process: (``schema:`` ref, sys.path) → (the module's file,
+why it was refused). Refusals are kept too: a daemon walking many commits that name a module
+whose import hangs must not wait at every commit (a module installed since is found after a
+restart)."""
+
+
+def _trial_import(ref: str, path: list[str], timeout: float) -> str | None:
+    """Import ``ref``'s module in a child process with ``path`` as ``sys.path``; its file
+    (None for a namespace package), or :class:`SchemaImportError` saying what the import did,
+    or that the module holds no such AgentConfig subclass (then this process never imports a
+    module that is no schema: ``this``, ``antigravity``...). Once per ref and path a process."""
+    key = (ref, tuple(path))
+    if key not in _trials:
+        try:
+            _trials[key] = (_trial(ref, path, timeout), None)
+        except SchemaImportError as exc:
+            _trials[key] = (None, str(exc))
+    origin, refused = _trials[key]
+    if refused is not None:
+        raise SchemaImportError(refused)
+    return origin
+
+
+def _trial(ref: str, path: list[str], timeout: float) -> str | None:
+    module_name, _, class_name = ref.partition(":")
+    read, write = os.pipe()
+    try:
+        os.set_blocking(read, False)
+        try:
+            ours = str(Path(__file__).resolve().parents[1])  # where configsync was found
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _TRIAL, str(write), module_name, class_name,
+                 json.dumps([ours, *path]), json.dumps(path)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                pass_fds=(write,), start_new_session=True)
+        except OSError as exc:
+            raise SchemaImportError(
+                f"cannot try importing `{module_name}` in a child process ({sys.executable!r}: "
+                f"{exc.strerror or exc}); it is never imported untried") from None
+        os.close(write)
+        write = -1
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SchemaImportError(f"cannot import `{module_name}`: importing it did not end "
+                                    f"within {timeout:g} s") from None
+        finally:
+            try:  # whatever the import started goes with it
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        try:
+            result = json.loads(os.read(read, 1 << 16) or b"null")
+        except (OSError, ValueError):
+            result = None
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+    if not isinstance(result, dict):
+        code = proc.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        raise SchemaImportError(f"cannot import `{module_name}`: importing it ended the "
+                                f"process ({how})")
+    if "error" in result:
+        raise SchemaImportError(f"cannot import `{module_name}`: {result['error']}")
+    if out:
+        raise SchemaImportError(f"`{module_name}` writes to standard output when imported; "
+                                "a schema module must only define classes")
+    if result.get("threads"):
+        raise SchemaImportError(f"`{module_name}` starts threads when imported; a schema "
+                                "module must only define classes")
+    if result.get("class") != "agent":
+        raise SchemaImportError(
+            f"`{module_name}` has no `{class_name}`" if result.get("class") == "missing"
+            else f"`{ref}` is not a subclass of configsync.AgentConfig")
+    origin = result.get("file")
+    return origin if isinstance(origin, str) else None
 
 
 def agent_json_schema(model: type[AgentConfig] = AgentConfig) -> dict[str, Any]:

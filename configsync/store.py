@@ -265,6 +265,11 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------------
 
+    def agent_count(self) -> int:
+        """How many agents ``current`` holds (HLEN: nothing parsed)."""
+        client: Any = self.redis
+        return int(client.hlen(self.keys.current))
+
     def heartbeat(self, at: str) -> None:
         """Stamp ``heartbeat_at`` when the state exists (never create a partial state)."""
         client: Any = self.redis

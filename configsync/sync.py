@@ -35,6 +35,7 @@ from .errors import ConfigsyncError, GitError, UsageError
 from .git import Change, CommitInfo, GitRepo, Mirror
 from .logs import kv, logger, redact_text, redact_url
 from .messages import error_summary
+from .model import is_dev_namespace
 from .parallel import fork_map
 from .redis_url import redis_failure
 from .repo import CONFIG_PATHS, SETTINGS_FILE, Entry, GitSource, git_kind
@@ -45,8 +46,8 @@ from .validate import Report, check_tree
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-__all__ = ["Applied", "Daemon", "Engine", "Step", "SyncResult", "error_summary",
-           "install_stop_handlers"]
+__all__ = ["DEV_COMMIT", "DEV_SOURCE_PREFIX", "Applied", "Daemon", "Engine", "Step",
+           "SyncResult", "dev_namespace_refused", "error_summary", "install_stop_handlers"]
 
 
 
@@ -209,6 +210,25 @@ class Engine:
         return Step(info, new, upserts, gone)
 
 
+DEV_SOURCE_PREFIX = "dev:"
+"""``state.source`` of a namespace ``configsync dev`` wrote: ``dev:<absolute path>``."""
+DEV_COMMIT = "worktree"
+"""``state.commit`` (and ``seen``) of a namespace ``configsync dev`` wrote: no commit made it."""
+
+
+def dev_namespace_refused(namespace: str) -> str:
+    """Why a sync daemon refuses ``namespace``, a dev one (its name ends in ``-dev``)."""
+    return (f"namespace {namespace!r} is a configsync dev namespace (its name ends in -dev): a "
+            "sync daemon never writes one, --adopt or not; name the daemon's namespace "
+            "otherwise (configsync.yaml's namespace:, or --namespace)")
+
+
+def _dev_written(state: Mapping[str, str]) -> bool:
+    """The state was written by ``configsync dev`` (its source, or its commit, says so)."""
+    return ((state.get("source") or "").startswith(DEV_SOURCE_PREFIX)
+            or DEV_COMMIT in (state.get("seen"), state.get("commit")))
+
+
 def _checksums(configs: Sequence[Any]) -> list[str]:
     """RFC 8785 checksums (pure Python, so a commit that changes thousands of agents hashes
     them on every core, through :func:`fork_map`)."""
@@ -230,10 +250,14 @@ class Daemon:
                  tune_gc: bool = False, stopping: threading.Event | None = None) -> None:
         """A namespace follows one source and branch (``state.source``, ``state.branch``); a
         daemon for another one refuses to write unless ``adopt``, which takes it over once
-        (DESIGN.md invariant 5).
+        (DESIGN.md invariant 5). A dev namespace (``-dev``: ``model.is_dev_namespace``) is
+        refused (UsageError); a state ``configsync dev`` wrote into this daemon's namespace
+        (after a flush, by a configsync before issue 17) is replaced by a rebuild.
         ``repo_root``: the source's working tree, when it is local (see :class:`Engine`).
         ``tune_gc``: this process is the daemon (``configsync sync``), so it may tune the
         process-wide garbage collector (see :meth:`_settle`)."""
+        if is_dev_namespace(store.keys.namespace):
+            raise UsageError(dev_namespace_refused(store.keys.namespace))
         self.mirror = mirror
         self.store = store
         self.branch = branch
@@ -280,6 +304,11 @@ class Daemon:
                     self.synced = True
                     return self._result(head)
                 continue
+            if _dev_written(state):
+                if not self._reclaim(state, head):
+                    continue  # another writer moved the state: read it again
+                self.synced = True
+                return self._result(head)
             taking_over = self._follows(state)
             upgrade = self._contract_upgrade(state)
             if upgrade is None:
@@ -340,10 +369,6 @@ class Daemon:
         """Whether this daemon takes the namespace over from another source or branch (with
         ``adopt``); without it, such a namespace is a UsageError that says what to do."""
         source, branch = state.get("source") or self.source, state.get("branch") or self.branch
-        if source.startswith("dev:"):  # configsync dev's (dev.py): never a production one
-            raise UsageError(f"namespace {self.store.keys.namespace!r} is a configsync dev "
-                             f"namespace ({source}); a sync daemon never writes one, "
-                             "--adopt or not: use another --namespace")
         if (source, branch) == (self.source, self.branch):
             return False
         if self.adopt:
@@ -359,6 +384,21 @@ class Daemon:
             f"{self.source} (branch {self.branch}), which may be a stale clone (or the namespace "
             "was taken over from elsewhere with --adopt): pass --adopt to make the namespace "
             "follow this source from now on, or use another --namespace")
+
+    def _reclaim(self, state: dict[str, str], head: str) -> bool:
+        """Win this daemon's namespace back from a state ``configsync dev`` wrote there: the
+        whole state rebuilt from git (a new epoch, one ``rebuilt`` event), under the
+        compare-and-set on ``state.seen``; what it replaced is logged. False when another
+        writer moved the state first. A dev state never stops a daemon (issue 17)."""
+        logger.warning(kv("reclaimed", namespace=self.store.keys.namespace,
+                          was_source=state.get("source") or "", was_commit=state.get("commit"),
+                          was_revision=state.get("revision"), was_epoch=state.get("epoch"),
+                          was_agents=self.store.agent_count(), head=head[:12]))
+        if not self.rebuild(head, expected_seen=state["seen"]):
+            return False
+        self.unconfirmed = None
+        self.store.heartbeat(utcnow())
+        return True
 
     def _contract_upgrade(self, state: dict[str, str]) -> str | None:
         """The contract ``state`` was written with, when the namespace must be rebuilt under

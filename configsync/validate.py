@@ -35,7 +35,7 @@ from .messages import (
     settings_shape_hint,
     show,
 )
-from .model import AGENT_ID, PROMPT_SOURCE, AgentConfig, RepoSettings
+from .model import AGENT_ID, PROMPT_SOURCE, AgentConfig, RepoSettings, is_dev_namespace
 from .parallel import fork_map
 from .repo import (
     AGENT_SUFFIXES,
@@ -397,6 +397,11 @@ class _Checker:
                                     hint=settings_shape_hint(err["loc"], err.get("input")))
             return
         self.context = {"settings": self.settings}
+        if is_dev_namespace(self.settings.namespace):  # a warning: --namespace may override it
+            self.report(SETTINGS_FILE, *doc.locate(["namespace"]),
+                        f"namespace: `{self.settings.namespace}` ends in -dev, which marks a "
+                        "configsync dev namespace: a sync daemon never writes one (name the "
+                        "production namespace; configsync dev adds -dev itself)", WARNING)
         try:
             self.model = load_agent_model(self.settings.schema_, self.repo_root)
         except SchemaImportError as exc:

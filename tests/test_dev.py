@@ -12,10 +12,13 @@ import redis
 
 from configsync import Client, Snapshot
 from configsync.cli import main
+from configsync.dev import Publisher
 from configsync.embedded import RedisServer
-from configsync.store import Store
+from configsync.errors import UsageError
+from configsync.snapshot import Record, checksum
+from configsync.store import AgentChange, Event, Store, Write
 
-from .conftest import SUPPORT, GitTree, wait_until
+from .conftest import SETTINGS, SUPPORT, GitTree, Remote, git, spawn_daemon, wait_until
 
 BAD = SUPPORT.replace("temperature: 0.3", "temperature: 3.5")
 BAD_LINE = "agents/support.yaml:3:14: temperature: must be at most 2 (got 3.5)"
@@ -63,9 +66,48 @@ def test_once_with_errors_publishes_nothing(tree: Path, redis_server: RedisServe
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     (tree / "agents/support.yaml").write_text(BAD)
     monkeypatch.chdir(tree)
-    code, out, _ = dev(capsys, "--redis", redis_server.url, "--once", "--namespace", "mine")
+    code, out, _ = dev(capsys, "--redis", redis_server.url, "--once", "--namespace", "mine-dev")
     assert (code, out) == (1, f"{BAD_LINE}\nnot published: 1 error\n")
-    assert Store(redis.Redis.from_url(redis_server.url), "mine").state() == {}
+    assert Store(redis.Redis.from_url(redis_server.url), "mine-dev").state() == {}
+
+
+def no_dev_namespace(namespace: str, whose: str = "") -> str:
+    return (f"configsync: error: namespace {namespace!r}{whose} is no dev namespace: "
+            "configsync dev writes only namespaces whose name ends in -dev, which a sync daemon "
+            "never writes, so an agent in production is never served a working tree (pass "
+            f"--namespace {namespace}-dev)")
+
+
+@pytest.mark.parametrize("namespace", ["test", "default", "support", "test-dev2", "devs",
+                                       "test.dev", "dev", "test_dev"])
+def test_dev_writes_only_dev_namespaces_whatever_redis_holds(
+        git_tree: GitTree, redis_server: RedisServer, tmp_path: Path, namespace: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17 item 4: after Redis lost its data (nothing says a daemon owns `default`),
+    `configsync dev --namespace default` published a working tree to production. The mark is
+    the name: it survives any loss of data. The tree's errors do not hide the refusal."""
+    (git_tree.root / "agents/support.yaml").write_text(BAD)
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()  # Redis lost its data: no state says who owns what
+    code, out, err = dev(capsys, str(git_tree.root), "--redis", redis_server.url, "--once",
+                         "--namespace", namespace)
+    whose = " (configsync.yaml's: the one its sync daemon writes)" if namespace == "test" else ""
+    assert (code, out, err) == (2, "", no_dev_namespace(namespace, whose) + "\n")
+    assert client.keys("*") == []
+    publisher_refused = pytest.raises(UsageError, match="is no dev namespace")
+    with publisher_refused:  # the library refuses it too
+        Publisher(Store(client, namespace), git_tree.root, "someone")
+
+
+@pytest.mark.parametrize("namespace", ["test-dev", "support-alice-dev", "X-DEV"])
+def test_any_name_ending_in_dev_is_a_dev_namespace(
+        tree: Path, redis_server: RedisServer, namespace: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = dev(capsys, str(tree), "--redis", redis_server.url, "--once",
+                         "--namespace", namespace)
+    assert (code, out) == (0, "applied support v1\n"), err
+    assert Store(redis.Redis.from_url(redis_server.url), namespace).state()["commit"] == \
+        "worktree"
 
 
 def test_a_namespace_a_sync_daemon_writes_is_refused_both_ways(
@@ -77,16 +119,105 @@ def test_a_namespace_a_sync_daemon_writes_is_refused_both_ways(
     code, out, err = dev(capsys, str(git_tree.root), "--redis", redis_server.url, "--once",
                          "--namespace", "test")
     assert (code, out) == (2, "")
-    assert err.splitlines()[-1].startswith("configsync: error: namespace 'test' is written by "
-                                           "configsync sync (")
-    served = Store(redis.Redis.from_url(redis_server.url), "test").state()["commit"]
+    assert err == no_dev_namespace("test", " (configsync.yaml's: the one its sync daemon "
+                                           "writes)") + "\n"
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    served = store.state()["commit"]
     assert served != "worktree"
-    # and a daemon pointed at a dev namespace refuses it, --adopt or not
+    # a -dev namespace an older daemon wrote: its state still says so
+    older = Store(redis.Redis.from_url(redis_server.url), "old-dev")
+    assert older.commit_transaction(Write({**store.state(), "seen": served}),
+                                    expected_seen=None)
+    code, out, err = dev(capsys, str(git_tree.root), "--redis", redis_server.url, "--once",
+                         "--namespace", "old-dev")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1].startswith(
+        "configsync: error: namespace 'old-dev' is written by configsync sync (")
+    # and a daemon never writes a dev namespace, --adopt or not, named by --namespace or by
+    # configsync.yaml
     assert dev(capsys, str(git_tree.root), "--redis", redis_server.url, "--once")[0] == 0
+    refused = ("namespace 'test-dev' is a configsync dev namespace (its name ends in -dev): a "
+               "sync daemon never writes one, --adopt or not; name the daemon's namespace "
+               "otherwise (configsync.yaml's namespace:, or --namespace)")
+    with pytest.raises(SystemExit) as exited:
+        main(["sync", "--repo", str(git_tree.root), "--redis", redis_server.url, "--once",
+              "--namespace", "test-dev", "--adopt", "--workdir", str(tmp_path / "wd2")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (f"configsync: error: argument --namespace: {refused} (see "
+                                    "`configsync sync --help`)")
+    git_tree.write({"configsync.yaml": SETTINGS.replace("namespace: test", "namespace: test-dev")})
+    git_tree.commit("a dev namespace in configsync.yaml")
     code = main(["sync", "--repo", str(git_tree.root), "--redis", redis_server.url, "--once",
-                 "--namespace", "test-dev", "--adopt", "--workdir", str(tmp_path / "wd2")])
+                 "--workdir", str(tmp_path / "wd3")])
     assert code == 2
-    assert "is a configsync dev namespace" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == f"configsync: error: {refused}"
+    assert not (tmp_path / "wd3").exists()
+    assert Store(redis.Redis.from_url(redis_server.url), "test-dev").state()["commit"] == \
+        "worktree"
+
+
+def write_old_dev_state(store: Store, folder: Path, *, expected_seen: str | None) -> bool:
+    """What `configsync dev --namespace NS` of a configsync before issue 17 wrote into a
+    namespace with no state (after a flush), or over a daemon's (a state replaced whole)."""
+    now = "2026-01-01T00:00:00.000Z"
+    config = {"system_prompt": "From a working tree.", "model": "gpt-4o"}
+    records = [Record(agent, 7, checksum(config), config, "worktree", "Dev <dev@example.com>",
+                      now, "working tree", now) for agent in ("a", "zzz")]
+    fields = {"commit": "worktree", "seen": "worktree", "revision": "9", "epoch": "dev-epoch",
+              "branch": "", "source": f"dev:{folder}", "applied_at": now, "heartbeat_at": now,
+              "last_error": "", "schema": "", "contract": "2"}
+    return store.commit_transaction(Write(
+        fields, upserts=records, history={r.agent_id: [r] for r in records},
+        events=[Event("applied", "worktree", 9, "dev-epoch",
+                      [AgentChange(r.agent_id, 7) for r in records])], replace_all=True),
+        expected_seen=expected_seen)
+
+
+def assert_won_back(store: Store, remote: Remote, head: str, log: str) -> None:
+    state = store.state()
+    assert (state["commit"], state["seen"], state["source"], state["branch"]) == (
+        head, head, remote.url, "main")
+    assert state["epoch"] not in ("", "dev-epoch")
+    assert {a: (s.version, s.commit) for a, s in store.current().items()} == {
+        "a": (1, head), "b": (1, head)}
+    assert store.history("zzz") == {} and sorted(store.history("a")) == [1]
+    assert store.events()[-1]["type"] == "rebuilt"
+    line = next(x for x in log.splitlines() if "event=reclaimed" in x)
+    assert "level=warning" in line and "namespace=test" in line
+    assert "was_source=dev:" in line and "was_commit=worktree" in line
+    assert "was_revision=9" in line and "was_epoch=dev-epoch" in line
+    assert "was_agents=2" in line and f"head={head[:12]}" in line
+
+
+def test_a_daemon_wins_its_namespace_back_from_a_dev_state(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17 item 4: a dev state in a daemon's namespace (written by an older configsync
+    dev after a flush) made the daemon exit 2 at every start. It rebuilds from git instead,
+    running or starting, with a new epoch, and logs what it replaced."""
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    proc = spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd")
+    try:
+        wait_until(lambda: store.state().get("commit") == head)
+        store.redis.flushall()
+        wait_until(lambda: write_old_dev_state(store, tmp_path,
+                                               expected_seen=store.state().get("seen")))
+        wait_until(lambda: store.state().get("source") == remote.url or proc.poll() is not None)
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert_won_back(store, remote, head, (tmp_path / "wd" / "daemon.log").read_text())
+
+    # stopped, flushed, written by dev: the next start wins it back (it exited 2 before)
+    store.redis.flushall()
+    assert write_old_dev_state(store, tmp_path, expected_seen=None)
+    capsys.readouterr()
+    assert main(["sync", "--repo", remote.url, "--redis", redis_server.url, "--once",
+                 "--workdir", str(tmp_path / "wd")]) == 0
+    assert_won_back(store, remote, head, capsys.readouterr().err)
 
 
 def test_dev_follows_saves_and_a_client_reloads(tree: Path, redis_server: RedisServer,

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
+from configsync.embedded import RedisServer
 from configsync.errors import SchemaImportError
 from configsync.repo import FolderSource
 from configsync.schema import agent_json_schema, load_agent_model
+from configsync.store import Store
 from configsync.validate import check_tree
 
-from .conftest import SETTINGS, write_tree
+from .conftest import (
+    SETTINGS,
+    SUPPORT,
+    GitTree,
+    Remote,
+    git,
+    spawn_daemon,
+    wait_until,
+    write_tree,
+)
 
 MODELS = """\
 from pydantic import Field
@@ -197,3 +211,230 @@ def test_a_venv_committed_into_the_repository_is_not_trusted(tmp_path: Path) -> 
                               capture_output=True, text=True, env={**os.environ}, timeout=60)
         assert not marker.exists(), proc.stderr
         assert proc.returncode == 1 and "cannot import `evilmod`" in proc.stdout, proc
+
+
+# Issue 17: whatever a named module does when imported, the process that reads the repository
+# goes on, and the commit (or the validation) is refused with one line.
+AGENT_AFTER = "\nfrom configsync import AgentConfig as Agent\n"
+MISBEHAVING = {
+    "raises SystemExit": ("raise SystemExit(2)" + AGENT_AFTER,
+                          "cannot import `{m}`: importing it raised SystemExit(2)"),
+    "raises KeyboardInterrupt": ("raise KeyboardInterrupt" + AGENT_AFTER,
+                                 "cannot import `{m}`: importing it raised KeyboardInterrupt"),
+    "raises GeneratorExit": ("raise GeneratorExit('bye')" + AGENT_AFTER,
+                             "cannot import `{m}`: importing it raised GeneratorExit(bye)"),
+    "raises a BaseException subclass": (
+        "class Odd(BaseException):\n    pass\nraise Odd()" + AGENT_AFTER,
+        "cannot import `{m}`: importing it raised Odd"),
+    "runs a CLI's main": ("import sys\nsys.exit(main())" + AGENT_AFTER,
+                          "cannot import `{m}`: name 'main' is not defined"),
+    "ends the process": ("import os\nos._exit(7)" + AGENT_AFTER,
+                         "cannot import `{m}`: importing it ended the process (exit status 7)"),
+    "kills itself": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)" + AGENT_AFTER,
+                     "cannot import `{m}`: importing it ended the process (killed by signal 9)"),
+    "reads stdin": ("input('password: ')" + AGENT_AFTER,
+                    "cannot import `{m}`: EOF when reading a line"),
+    "prints": ("print('hello from the schema')" + AGENT_AFTER,
+               "`{m}` writes to standard output when imported; a schema module must only "
+               "define classes"),
+    # a module that is no schema (`this`, `antigravity`): never imported here at all
+    "holds no such class": ("import sys\n", "`{m}` has no `Agent`"),
+    "holds something else under the name": (
+        "Agent = dict\n", "`{m}:Agent` is not a subclass of configsync.AgentConfig"),
+    "starts a thread": ("import threading, time\n"
+                        "threading.Thread(target=time.sleep, args=(60,)).start()" + AGENT_AFTER,
+                        "`{m}` starts threads when imported; a schema module must only define "
+                        "classes"),
+}
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on sys.path outside any config repository, as if pip-installed into."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    before = set(sys.modules)
+    yield folder
+    for module in set(sys.modules) - before:
+        del sys.modules[module]
+
+
+@pytest.mark.parametrize("kind", sorted(MISBEHAVING))
+def test_a_module_that_misbehaves_when_imported_is_refused_and_never_runs_here(
+        tmp_path: Path, site: Path, kind: str) -> None:
+    body, message = MISBEHAVING[kind]
+    name = f"bad_{uuid.uuid4().hex[:8]}"
+    marker = tmp_path / "ran-here"
+    (site / f"{name}.py").write_text(f"import os\nif os.getpid() == {os.getpid()}:\n"
+                                     f"    open({str(marker)!r}, 'w').close()\n" + body)
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + f"schema: {name}:Agent\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    assert lines(root) == [f"configsync.yaml:6:9: schema: {message.format(m=name)}"]
+    assert not marker.exists()  # tried in a child process only
+    assert name not in sys.modules
+
+
+def test_an_import_that_never_ends_is_refused_at_the_deadline(tmp_path: Path,
+                                                               site: Path) -> None:
+    name = f"hangs_{uuid.uuid4().hex[:8]}"
+    started = tmp_path / "started"
+    (site / f"{name}.py").write_text(f"import time\nopen({str(started)!r}, 'w').close()\n"
+                                     "while True:\n    time.sleep(1)\n")
+    with pytest.raises(SchemaImportError) as caught:
+        load_agent_model(f"{name}:Agent", timeout=1)
+    assert str(caught.value) == f"cannot import `{name}`: importing it did not end within 1 s"
+    assert started.exists()  # the child did start it, and was killed
+    assert name not in sys.modules
+
+
+@pytest.mark.parametrize("ref", ["configsync.__main__:AgentConfig", "__main__:AgentConfig",
+                                 "pip.__main__:X", "configsync.__main__.x:Y"])
+def test_a_programs_main_module_is_refused_by_name(tmp_path: Path, ref: str) -> None:
+    module = ref.partition(":")[0]
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + f"schema: {ref}\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    assert lines(root) == [
+        f"configsync.yaml:6:9: schema: `{module}` is a program's `__main__`, which runs when "
+        "imported; name the module that defines the class"]
+    assert "configsync.__main__" not in sys.modules
+
+
+def test_the_operators_allow_list_decides_which_modules_a_repository_may_name(
+        tmp_path: Path, package: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = f"{package}.models:SupportAgent"
+    monkeypatch.setenv("CONFIGSYNC_SCHEMA_MODULES", f"other_pkg, {package}x")
+    with pytest.raises(SchemaImportError) as caught:
+        load_agent_model(ref)
+    assert str(caught.value) == (
+        f"`{package}.models` is not in the packages this machine allows for schemas "
+        f"(CONFIGSYNC_SCHEMA_MODULES=other_pkg,{package}x)")
+    assert f"{package}.models" not in sys.modules
+    for allowed in (package, f"{package}.models", f"other, {package} ,", " "):
+        monkeypatch.setenv("CONFIGSYNC_SCHEMA_MODULES", allowed)
+        assert load_agent_model(ref).__name__ == "SupportAgent"
+
+
+def test_validate_says_a_refused_schema_in_one_line(tmp_path: Path) -> None:
+    """The CLI path: `configsync validate` in a process of its own, exit 1, no traceback."""
+    import subprocess
+
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + "schema: configsync.__main__:AgentConfig\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    proc = subprocess.run([sys.executable, "-m", "configsync", "validate", str(root)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode == 1, proc
+    assert proc.stdout.splitlines()[0] == (
+        f"{root}/configsync.yaml:6:9: error: schema: `configsync.__main__` is a program's "
+        "`__main__`, which runs when imported; name the module that defines the class"), proc
+    assert "Traceback" not in proc.stderr and "usage:" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow  # a real daemon, restarted
+def test_a_schema_that_stops_its_importer_is_a_rejected_commit_for_the_daemon(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 item 3: `schema: configsync.__main__:AgentConfig` re-ran the CLI inside the
+    daemon, whose SystemExit stopped it, and again at every start, `git revert` or not."""
+    import signal
+    import subprocess
+
+    name = f"exits_{uuid.uuid4().hex[:8]}"
+    write_tree(tmp_path / "site", {f"{name}.py": "import os\nos._exit(2)\n",
+                                   f"{name}_sys.py": "raise SystemExit(2)\n"})
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path / "site"), str(Path(__file__).parents[1])]))
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    good = git(remote.work, "rev-parse", "HEAD").strip()
+    bad = []
+    for ref in ("configsync.__main__:AgentConfig", f"{name}:Agent", f"{name}_sys:Agent"):
+        bad.append(remote.commit_push(f"schema {ref}", {
+            "configsync.yaml": SETTINGS + f"schema: {ref}\n",
+            "agents/a.yaml": "system_prompt: You are A, now.\nmodel: gpt-4o\n"}))
+    fixed = remote.commit_push("back to no schema", {"configsync.yaml": SETTINGS})
+
+    def run() -> subprocess.Popen[bytes]:
+        return spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd")
+
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+    proc = run()  # a first start walks every bad commit (the rebuild)
+    try:
+        wait_until(lambda: store.state().get("commit") == fixed or proc.poll() is not None)
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+    assert store.current()["a"].config["system_prompt"] == "You are A, now."
+    assert store.current()["a"].version == 2
+    log = (tmp_path / "wd" / "daemon.log").read_text()
+    rejected = [line for line in log.splitlines() if "event=rejected" in line]
+    assert [line.split("commit=")[1][:12] for line in rejected] == [b[:12] for b in bad]
+    assert "is a program's `__main__`" in rejected[0]
+    assert "ended the process (exit status 2)" in rejected[1]
+    assert "importing it raised SystemExit(2)" in rejected[2]
+    assert "Traceback" not in log
+
+    store.redis.flushall()  # Redis loses its data; the daemon also walks them one by one live
+    git(remote.work, "reset", "-q", "--hard", good)
+    remote.push(force=True)
+    proc = run()
+    try:
+        wait_until(lambda: store.state().get("commit") == good)
+        for i, ref in enumerate(["configsync.__main__:AgentConfig", f"{name}:Agent",
+                                 f"{name}_sys:Agent"]):
+            sha = remote.commit_push(f"again {i}",
+                                     {"configsync.yaml": SETTINGS + f"schema: {ref}\n"})
+            wait_until(lambda sha=sha: store.state().get("seen") == sha or  # type: ignore[misc]
+                       proc.poll() is not None)
+            assert proc.poll() is None and store.state()["commit"] == good
+            assert json.loads(store.state()["last_error"])["file"] == "configsync.yaml"
+        head = remote.commit_push("revert", {"configsync.yaml": SETTINGS})
+        wait_until(lambda: store.state().get("commit") == head)
+    finally:
+        stop(proc)
+
+
+def test_a_standard_module_that_prints_is_refused_without_printing_here(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + "schema: this:Agent\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    if "this" in sys.modules:
+        pytest.skip("`this` was imported by something else in this process")
+    assert lines(root) == ["configsync.yaml:6:9: schema: `this` writes to standard output when "
+                           "imported; a schema module must only define classes"]
+    assert capfd.readouterr().out == "" and "this" not in sys.modules
+
+
+@pytest.mark.slow  # six CLI processes
+def test_every_command_that_reads_a_tree_survives_a_schema_that_ends_its_importer(
+        git_tree: GitTree, tmp_path: Path, redis_server: RedisServer) -> None:
+    """The kind of item 3: each path that imports `schema:` (validate, diff, history,
+    rollback, status) says so or skips the commit; none ends as the module asks (exit 5)."""
+    import subprocess
+
+    name = f"ends_{uuid.uuid4().hex[:8]}"
+    write_tree(tmp_path / "site", {f"{name}.py": "import os\nos._exit(5)\n"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path / "site"), str(Path(__file__).parents[1])])}
+    first = git(git_tree.root, "rev-parse", "HEAD").strip()
+    git_tree.write({"configsync.yaml": SETTINGS + f"schema: {name}:Agent\n",
+                    "agents/support.yaml": SUPPORT.replace("0.3", "0.4")})
+    git_tree.commit("a schema that ends the process")
+    said = f"cannot import `{name}`: importing it ended the process (exit status 5)"
+    for argv, codes in [(["validate", "."], {1}), (["validate", ".", "--ref", "HEAD"], {1}),
+                        (["diff", first, "HEAD"], {1}), (["history", "support"], {0}),
+                        (["rollback", "support", "--to", "1", "--branch", "back"], {0, 1}),
+                        (["status", "--redis", redis_server.url], {0, 1, 2})]:
+        proc = subprocess.run([sys.executable, "-m", "configsync", *argv], cwd=git_tree.root,
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert proc.returncode in codes, (argv, proc)
+        assert "Traceback" not in proc.stderr, (argv, proc.stderr)
+        if argv[0] in ("validate", "diff"):
+            assert said in proc.stdout, (argv, proc.stdout)

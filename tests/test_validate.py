@@ -332,6 +332,11 @@ def test_rules(tmp_path: Path, files: dict[str, str | bytes], expected: list[str
      ["configsync.yaml:1:1: error: nmespace: unknown key, did you mean `namespace`?"]),
     ("- a\n", ["configsync.yaml:1:1: error: top level must be a mapping of keys to values "
                "(got a list)"]),
+    # issue 17: the name marks configsync dev's namespaces
+    ("namespace: support-Dev\ntools: {search: {}}\n",
+     ["configsync.yaml:1:12: warning: namespace: `support-Dev` ends in -dev, which marks a "
+      "configsync dev namespace: a sync daemon never writes one (name the production namespace; "
+      "configsync dev adds -dev itself)"]),
 ])
 def test_settings_rules(tmp_path: Path, settings_text: str, expected: list[str]) -> None:
     assert check(tmp_path, {"configsync.yaml": settings_text}) == expected
