@@ -67,11 +67,12 @@ def _json_escaped(match: re.Match[str]) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
-def json_text(data: Any, *, indent: int | None = 2) -> str:
+def json_text(data: Any, *, indent: int | None = 2,
+              separators: tuple[str, str] | None = None) -> str:
     """``data`` as JSON text and a newline: non-ASCII letters as they are, but every
     :data:`UNSAFE` character as a ``\\uXXXX`` escape (JSON writers leave U+2028, C1 controls
     and bidi controls raw); ``json.loads`` gives back the same values."""
-    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    text = json.dumps(data, indent=indent, separators=separators, ensure_ascii=False)
     # a raw "\n" can only be the indentation's: json.dumps escapes C0 controls in strings
     return UNSAFE.sub(lambda m: m.group() if m.group() == "\n" else _json_escaped(m),
                       text) + "\n"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
-from .logs import one_line
+from .escape import json_text, one_line
 from .validate import Diagnostic
 
 __all__ = ["FORMATS", "render"]
@@ -18,10 +17,11 @@ def _text(diagnostics: Sequence[Diagnostic]) -> str:
 
 
 def _json(diagnostics: Sequence[Diagnostic]) -> str:
-    return json.dumps([d.as_dict() for d in diagnostics], indent=2, ensure_ascii=False) + "\n"
+    return json_text([d.as_dict() for d in diagnostics])
 
 
 def _escape_data(value: str) -> str:
+    value = one_line(value)  # no control or bidi character reaches an annotation raw
     return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
