@@ -21,7 +21,8 @@ def _json(diagnostics: Sequence[Diagnostic]) -> str:
 
 
 def _escape_data(value: str) -> str:
-    value = one_line(value)  # no control or bidi character reaches an annotation raw
+    # no control or bidi character reaches an annotation raw; a line break is GitHub's %0A
+    value = "\n".join(one_line(part) for part in value.split("\n"))
     return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 

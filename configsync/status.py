@@ -197,7 +197,9 @@ def render_text(status: Status) -> str:
                      f"{a.compare.replace('_', ' ')}")
     lines.append(f"clients: {len(status.clients)}")
     for c in status.clients:
-        held = ", ".join(f"{k} v{v}" for k, v in sorted((c.get("versions") or {}).items()))
+        versions = c.get("versions")  # a report is anyone's: it may not even be a mapping
+        held = ", ".join(f"{k} v{v}" for k, v in sorted(versions.items())) \
+            if isinstance(versions, dict) else ""
         lines.append(f"  {c.get('instance_id')} {c.get('host')} pid {c.get('pid')} "
                      f"revision {c.get('revision')}: {held or 'nothing'}"
                      f"{' (stale)' if c.get('stale') else ''}")
@@ -214,7 +216,7 @@ def run_status(args: argparse.Namespace) -> int:
             status = collect(repo, Store(client, namespace), branch=args.branch)
         except redis.RedisError as exc:
             print(f"configsync: error: {one_line(redis_failure(exc, client))} "
-                  f"[{redact_url(url)}]", file=sys.stderr)
+                  f"[{one_line(redact_url(url))}]", file=sys.stderr)
             return 2
         finally:
             client.close()

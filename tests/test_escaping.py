@@ -143,6 +143,7 @@ def test_status_get_watch_with_hostile_redis(
     report = {"instance_id": "i" + EVIL, "host": EVIL, "pid": EVIL, "revision": EVIL,
               "versions": {EVIL: EVIL}, "stale": True}
     client.set("configsync:{test}:client:x", json.dumps(report))
+    client.set("configsync:{test}:client:y", json.dumps(report | {"versions": [EVIL]}))
     client.xadd("configsync:{test}:events", {"event": json.dumps(
         {"type": "rejected" + EVIL, "commit": EVIL, "revision": EVIL, "epoch": EVIL,
          "error": EVIL})})
