@@ -10,7 +10,10 @@ category Cf): the bidi controls that reorder what a reader sees ("Trojan Source"
 CVE-2021-42574: U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C), zero-width spaces and
 joiners, the word joiner, the byte-order mark, soft hyphen, tag characters; and lone
 surrogates (an undecodable file name), which would crash the write instead. Everything else,
-including every printable non-ASCII letter and emoji, is left as it is.
+including every printable non-ASCII letter and emoji, is left as it is. (The zero-width joiner
+is a format character too: an emoji sequence joined by it shows its parts with ``\u200d``
+between them. Seeing what a reviewer would not is the point; a backslash is left as it is, so
+a literal ``\n`` in a name reads like an escaped one, but it cannot start a line.)
 
 :func:`one_line` is the function every text output calls; :func:`json_text` and
 :func:`yaml_text` apply the same rule inside JSON strings and YAML scalars (as those formats'
