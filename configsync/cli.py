@@ -172,8 +172,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
         else:
             _write(settings_path, editor, "(the editor settings of the config repository)")
     for target, why in stale:
-        print(f"configsync: {target} {why}; run `configsync schema --out {out}` and "
-              "commit the result", file=sys.stderr)
+        print(f"configsync: {one_line(str(target))} {why}; run `configsync schema --out "
+              f"{one_line(str(out))}` and commit the result", file=sys.stderr)
     return 1 if stale else 0
 
 
@@ -182,8 +182,9 @@ def _write(target: Path, text: str, hint: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, "utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot write {target}: {exc.strerror or exc} {hint}") from None
-    print(f"wrote {target}", file=sys.stderr)
+        raise UsageError(f"cannot write {one_line(str(target))}: {exc.strerror or exc} "
+                         f"{hint}") from None
+    print(f"wrote {one_line(str(target))}", file=sys.stderr)
 
 
 def cmd_get(args: argparse.Namespace) -> int:

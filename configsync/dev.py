@@ -249,7 +249,7 @@ def run_dev(args: argparse.Namespace) -> int:
         failing = False
 
         def say(line: str) -> None:
-            out.write(line + "\n")
+            out.write(one_line(line) + "\n")  # every line escaped, whatever it holds
             out.flush()
 
         def step() -> bool:

@@ -71,10 +71,10 @@ from .compare import (
     field_changes,
 )
 from .errors import UsageError
+from .escape import json_text, one_line, text_lines
 from .git import GitRepo
 from .history import Version, agent_history
 from .history_cli import Served, read_served
-from .logs import one_line
 from .messages import did_you_mean, plural
 from .repo import (
     FolderSource,
@@ -477,14 +477,13 @@ def render_text(diff: Diff) -> str:
             if len(found) > FIRST_ERRORS:
                 lines.append(f"  ... and {len(found) - FIRST_ERRORS} more "
                              "(configsync validate shows them all)")
-    # one line each, whatever a value, key or file name holds
-    return "".join(one_line(line) + "\n" for line in lines)
+    return text_lines(lines)  # one line each, whatever a value, key or file name holds
 
 
 def render(diff: Diff, fmt: str) -> str:
     """``diff`` in format ``fmt``: text, json or markdown."""
     if fmt == "json":
-        return json.dumps(diff.to_json(), indent=2, ensure_ascii=False) + "\n"
+        return json_text(diff.to_json())
     if fmt == "markdown":
         from .diff_markdown import render_markdown
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from .compare import CHANGED, OWN, Cause, FieldChange, change_line
 from .errors import ConfigsyncError, UsageError
+from .escape import json_text, one_line, text_lines
 from .git import GitRepo
 from .history import RedisNumbers, Version, agent_history, daemon_start, redis_numbers
-from .logs import one_line
 from .messages import did_you_mean, plural
 from .read_cli import open_store
 from .repo import FolderSource, find_root
@@ -136,7 +136,7 @@ def render_text(agent_id: str, ref: str, versions: list[Version], served: Served
     total = plural(sum(not v.deleted for v in every), "version")
     if not versions:
         lines = [f"{one_line(agent_id)}: {total} on {one_line(ref)}; none matches"]
-        return "\n".join([*lines, *serving]) + "\n"
+        return text_lines([*lines, *serving])
     shown = "" if len(versions) == len(every) else \
         f" (showing {len(versions)} of {len(every)} {'entry' if len(every) == 1 else 'entries'})"
     lines = [f"{one_line(agent_id)}: {total} on {one_line(ref)}{shown}, newest first"]
@@ -154,7 +154,7 @@ def render_text(agent_id: str, ref: str, versions: list[Version], served: Served
             lines.append(f"    created with {plural(len(v.fields), 'field')}")
         elif not v.deleted:
             lines.extend(f"    {describe_change(c)}" for c in v.fields)
-    return "\n".join(lines) + "\n"
+    return text_lines(lines)  # every line escaped: a path, a field or a Redis value too
 
 
 def _returns(earlier: int | None, served: Served | None) -> str:
@@ -286,7 +286,7 @@ def run_history(args: argparse.Namespace) -> int:
                     "dropped": [{"version": n, "commit": served.kept[n].commit,
                                  "checksum": served.kept[n].checksum}
                                 for n in served.numbers.dropped]}}
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_text(data))
     else:
         sys.stdout.write(render_text(args.agent, args.ref, shown, served, versions))
     return 0

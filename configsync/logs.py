@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 import sys
 import time
 from typing import Any
+
+from .escape import UNSAFE, json_text, one_line
 
 __all__ = ["LOG_FORMATS", "client_logger", "configure", "kv", "logger", "one_line", "redact_text",
            "redact_url"]
@@ -31,28 +32,19 @@ def redact_text(text: str) -> str:
     return _USERINFO.sub("", text)
 
 
-_NEEDS_QUOTES = re.compile('[\\s"=\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
-_STILL_RAW = re.compile("[\x7f-\x9f\u2028\u2029]")  # line breaks to some readers; JSON keeps them
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def one_line(text: str) -> str:
-    """``text`` with every control or line-breaking character escaped (``\\n``, ``\\u2028``):
-    untrusted text (a file name, a git error, an argument) printed on a line of output can
-    never start a line of its own. Everything else is left as it is."""
-    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group()) or f"\\u{ord(m.group()):04x}", text)
+# a value is quoted when it holds a space, a quote, "=", a backslash or anything UNSAFE
+_NEEDS_QUOTES = re.compile(f'[\\s"=\\\\]|{UNSAFE.pattern}')
 
 
 def _value(value: Any) -> str:
     """A value as it is, or JSON-quoted when it holds a space, a quote, ``=``, a backslash or
-    any control or line-breaking character, so that untrusted text (a commit message, a git
-    error) can never start a line of its own."""
+    any control, line-breaking, bidi or other format character (escaped: ``one_line``'s
+    rule), so that untrusted text (a commit message, a git error) can never start a line of
+    its own."""
     text = str(value)
     if text and not _NEEDS_QUOTES.search(text):
         return text
-    quoted = json.dumps(text, ensure_ascii=False)
-    return _STILL_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
+    return json_text(text, indent=None)[:-1]
 
 
 class _Line(str):
@@ -82,7 +74,8 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
-        line = f"ts={ts}Z level={record.levelname.lower()} {record.getMessage()}"
+        # a kv() line is escaped already; any other message (a library's) is escaped here
+        line = f"ts={ts}Z level={record.levelname.lower()} {one_line(record.getMessage())}"
         if record.exc_info:  # indented, so that no text in it can pass for a line of ours
             trace = self.formatException(record.exc_info)
             line += "".join(f"\n    {one_line(part)}" for part in trace.splitlines())
@@ -92,8 +85,9 @@ class _Formatter(logging.Formatter):
 class _JsonFormatter(logging.Formatter):
     """One JSON object a line: ``ts``, ``level``, ``event`` and the fields ``kv`` was given
     (numbers and booleans as JSON has them, everything else as text, credentials stripped);
-    a traceback is the ``traceback`` field. Line separators JSON leaves raw (U+2028, U+2029,
-    C1 controls) are escaped too, so no text in a value can start a line of its own."""
+    a traceback is the ``traceback`` field. What JSON leaves raw (U+2028, U+2029, C1 and bidi
+    controls) is escaped too (``json_text``), so no text in a value can start a line of its
+    own or reorder it."""
 
     converter = time.gmtime  # type: ignore[assignment]  # (typeshed's overloads)
 
@@ -114,8 +108,7 @@ class _JsonFormatter(logging.Formatter):
             data["message"] = redact_text(message)
         if record.exc_info:
             data["traceback"] = self.formatException(record.exc_info)
-        line = json.dumps(data, ensure_ascii=False)
-        return _STILL_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+        return json_text(data, indent=None)[:-1]
 
 
 LOG_FORMATS = {"kv": _Formatter, "json": _JsonFormatter}

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .escape import UNSAFE
+
 __all__ = [
     "AGENT_ID",
     "NOT_BLANK",
@@ -185,6 +187,10 @@ class AgentConfig(_Strict):
     def _prompt_under_prompts(cls, value: str | None) -> str | None:
         if value is None:
             return value
+        if UNSAFE.search(value):  # a name that would print as two lines or reorder (issue 17)
+            raise PydanticCustomError(
+                "prompt_path_unsafe", "must not hold a control, line-breaking or invisible "
+                "format character (got '{value}')", {"value": value})
         if not re.fullmatch(PROMPT_FILE, value):
             raise PydanticCustomError(
                 "prompt_path", "must be a relative path under prompts/ (got '{value}')",

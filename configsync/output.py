@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
-from .logs import one_line
+from .escape import json_text, one_line
 from .validate import Diagnostic
 
 __all__ = ["FORMATS", "render"]
@@ -18,10 +17,12 @@ def _text(diagnostics: Sequence[Diagnostic]) -> str:
 
 
 def _json(diagnostics: Sequence[Diagnostic]) -> str:
-    return json.dumps([d.as_dict() for d in diagnostics], indent=2, ensure_ascii=False) + "\n"
+    return json_text([d.as_dict() for d in diagnostics])
 
 
 def _escape_data(value: str) -> str:
+    # no control or bidi character reaches an annotation raw; a line break is GitHub's %0A
+    value = "\n".join(one_line(part) for part in value.split("\n"))
     return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 

@@ -8,7 +8,6 @@ URL checked before anything connects) and the namespace from ``--namespace``, el
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -20,11 +19,11 @@ from types import FrameType
 from typing import Any
 
 import redis
-import yaml
 
 from .errors import ConfigsyncError, UsageError
+from .escape import json_text, one_line, yaml_text
 from .loader import YamlError, load_yaml
-from .logs import kv, one_line
+from .logs import kv
 from .messages import did_you_mean
 from .model import RepoSettings
 from .redis_url import check_redis_url, from_url, redis_failure
@@ -119,9 +118,9 @@ def run_get(args: argparse.Namespace) -> int:
                                       f"{why}; {where}")
     data = {name: getattr(record, name) for name in record.__dataclass_fields__}
     if args.format == "yaml":
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        sys.stdout.write(yaml_text(data))
     else:
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_text(data))
     return 0
 
 
@@ -182,8 +181,8 @@ def run_watch(args: argparse.Namespace) -> int:
                     if not _wanted(event, args.agent):
                         continue
                     if args.format == "json":
-                        line = json.dumps({"id": entry_id, "event": event},
-                                          ensure_ascii=False, separators=(",", ":"))
+                        line = json_text({"id": entry_id, "event": event}, indent=None,
+                                         separators=(",", ":"))[:-1]
                     else:
                         line = event_line(entry_id, event, args.agent)
                     print(line, flush=True)

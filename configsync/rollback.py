@@ -19,17 +19,16 @@ mistake (unknown version or commit, bad branch name, detached HEAD without ``--b
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigsyncError, GitError, UsageError
+from .escape import json_text, one_line, text_lines
 from .git import GitRepo, TreeEntry
 from .history import RedisNumbers, Version, agent_history
 from .history_cli import open_repo, read_served
-from .logs import one_line
 from .messages import did_you_mean, plural
 from .repo import SETTINGS_FILE, GitSource, agent_id_for
 from .snapshot import checksum
@@ -99,7 +98,7 @@ class Rollback:
             lines.append(f"Also changes: {', '.join(self.others)}")
         lines += ["", f"Configsync-Rollback: {self.agent_id} {_token(self.label(self.current))} "
                       f"-> {_token(to)}"]
-        return "\n".join(lines) + "\n"
+        return text_lines(lines)  # a path with a newline cannot forge a trailer or a line
 
 
 def _token(label: str) -> str:
@@ -350,11 +349,11 @@ def _report(args: argparse.Namespace, plan: Rollback, commit: str | None,
             "to": {"version": plan.number(t), "commit": t.commit.sha, "checksum": t.checksum},
             "next_version": plan.next_version if commit else None,
             "restored": plan.restored, "removed": plan.removed, "also_changes": plan.others}
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.write(json_text(data))
         return
     if commit is None:
-        sys.stdout.write(f"{plan.agent_id} already has the config of {plan.label(t)}: nothing to "
-                         "commit\n")
+        sys.stdout.write(text_lines([f"{plan.agent_id} already has the config of "
+                                     f"{plan.label(t)}: nothing to commit"]))
         return
     where = f"on new branch {args.branch}" if args.branch else "on the checked-out branch"
     to = plan.label(t)
@@ -371,4 +370,4 @@ def _report(args: argparse.Namespace, plan: Rollback, commit: str | None,
         lines.append(f"next: git push origin {args.branch}, and open a pull request")
     else:
         lines.append("next: git push (the daemon syncs it from the remote)")
-    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.write(text_lines(lines))  # every line escaped: the restored paths too

@@ -258,17 +258,21 @@ def run_init(args: argparse.Namespace) -> int:
                           "next": steps}, indent=2))
         return 0
     for target in files:
-        print(f"wrote {target.as_posix()}")
+        _say(f"wrote {target.as_posix()}")
     for target in kept:
-        print(f"kept {target.as_posix()} (the repository's own: add configsync's hook to it, "
-              "below)")
+        _say(f"kept {target.as_posix()} (the repository's own: add configsync's hook to it, "
+             "below)")
     if not in_git:
-        print(f"created an empty git repository in {root.as_posix()} (nothing committed)")
-    print(f"namespace: {namespace}")
-    print("next steps:")
+        _say(f"created an empty git repository in {root.as_posix()} (nothing committed)")
+    _say(f"namespace: {namespace}")
+    _say("next steps:")
     for step in steps:
-        print(f"  {step}")
+        _say(f"  {step}")
     return 0
+
+
+def _say(line: str) -> None:
+    print(one_line(line))  # a folder or branch name is printed escaped, as every output is
 
 
 def _next_steps(layout: Layout, kept: list[Path], branch: str) -> list[str]:

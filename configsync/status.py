@@ -18,9 +18,10 @@ from typing import Any
 import redis
 
 from .errors import UsageError
+from .escape import json_text, one_line, text_lines
 from .git import GitRepo
 from .history import ShallowHistory, daemon_start, versions_at
-from .logs import one_line, redact_url
+from .logs import redact_url
 from .read_cli import default_namespace, redis_url_given
 from .redis_url import from_url, redis_failure
 from .repo import GitSource
@@ -196,11 +197,13 @@ def render_text(status: Status) -> str:
                      f"{a.compare.replace('_', ' ')}")
     lines.append(f"clients: {len(status.clients)}")
     for c in status.clients:
-        held = ", ".join(f"{k} v{v}" for k, v in sorted((c.get("versions") or {}).items()))
+        versions = c.get("versions")  # a report is anyone's: it may not even be a mapping
+        held = ", ".join(f"{k} v{v}" for k, v in sorted(versions.items())) \
+            if isinstance(versions, dict) else ""
         lines.append(f"  {c.get('instance_id')} {c.get('host')} pid {c.get('pid')} "
                      f"revision {c.get('revision')}: {held or 'nothing'}"
                      f"{' (stale)' if c.get('stale') else ''}")
-    return "\n".join(lines) + "\n"
+    return text_lines(lines)  # every line escaped: clients' reports and errors are anyone's
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -213,12 +216,12 @@ def run_status(args: argparse.Namespace) -> int:
             status = collect(repo, Store(client, namespace), branch=args.branch)
         except redis.RedisError as exc:
             print(f"configsync: error: {one_line(redis_failure(exc, client))} "
-                  f"[{redact_url(url)}]", file=sys.stderr)
+                  f"[{one_line(redact_url(url))}]", file=sys.stderr)
             return 2
         finally:
             client.close()
     if args.format == "json":
-        sys.stdout.write(json.dumps(status.to_json(), indent=2) + "\n")
+        sys.stdout.write(json_text(status.to_json()))
     else:
         sys.stdout.write(render_text(status))
     return status.exit_code

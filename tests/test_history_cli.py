@@ -192,3 +192,27 @@ def test_a_shallow_clone_numbers_nothing(edited: Remote, tmp_path: Path,
                               "so it cannot number versions"), argv
         assert "git fetch --unshallow" in err and err.count("\n") == 1
     assert git(shallow, "status", "--porcelain") == ""
+
+
+def test_text_from_the_repository_is_escaped_on_every_line(
+        remote: Remote, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17: a subject, an author and a field key (a label) cannot forge a version line,
+    colour the terminal or reorder the line (bidi controls)."""
+    remote.commit_push("fix\u202e typo\x1b[2J", {
+        "agents/a.yaml": "system_prompt: You are A.\nmodel: gpt-4o\nmetadata: {labels: "
+                         '{"t\\nv9 deadbeef  Mallory\\e[31m": "x\\u2066y"}}\n'},
+        GIT_AUTHOR_NAME="Eve\u2067\x1b]0;t")
+    monkeypatch.chdir(remote.work)
+    for fmt in ("text", "json"):
+        code, out, _ = run(capsys, "history", "a", "--format", fmt)
+        assert code == 0
+        assert not [c for c in out if c != "\n" and (c < " " or "\x7f" <= c <= "\x9f"
+                                                      or c in "\u202e\u2066\u2067")]
+    code, out, _ = run(capsys, "history", "a")
+    lines = out.splitlines()
+    assert lines[1].startswith("v2  ") and lines[1].endswith(
+        "  Eve\\u2067\\u001b]0;t <ada@example.com>")
+    assert lines[2] == "    fix\\u202e typo\\u001b[2J"
+    assert lines[3] == ('    + metadata.labels.t\\nv9 deadbeef  Mallory\\u001b[31m: '
+                        '"x\\u2066y"')

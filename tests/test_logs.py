@@ -40,3 +40,26 @@ def test_kv_values_never_break_the_line(value: str, shown: str) -> None:
     line = kv("x", v=value)
     assert line == f"event=x v={shown}"
     assert len(line.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("abc\u202edef", '"abc\\u202edef"'),  # Trojan Source: bidi controls reorder the line
+    ("x\u2066y\u2069\u200f\u061c", '"x\\u2066y\\u2069\\u200f\\u061c"'),
+    ("zero\u200bwidth\ufeff", '"zero\\u200bwidth\\ufeff"'),
+    ("esc\x1b[2Jdel\x7f", '"esc\\u001b[2Jdel\\u007f"'),
+])
+def test_kv_values_escape_bidi_and_format_characters(value: str, shown: str) -> None:
+    assert kv("x", v=value) == f"event=x v={shown}"
+
+
+def test_both_formats_escape_any_message() -> None:
+    """A message not written by kv (a library's) and a kv field, in both formats."""
+    import logging
+
+    from configsync.logs import LOG_FORMATS
+
+    for text in ("plain \u202eevil\nts=forged", kv("x", v="a\u202eb")):
+        record = logging.LogRecord("configsync", logging.INFO, "f", 1, text, None, None)
+        for name, formatter in LOG_FORMATS.items():
+            line = formatter().format(record)
+            assert "\u202e" not in line and "\n" not in line, name

@@ -33,3 +33,16 @@ def test_github_escapes_workflow_commands() -> None:
     assert render(DIAGS, "github") == (
         "::error file=agents/a.yaml,line=3,col=14::temperature: must be at most 2 (got 3.5)\n"
         "::warning file=agents/a%2Cb%3Ac.yaml,line=1,col=1::50%25 sure%0Asecond line\n")
+
+
+def test_every_format_escapes_controls_and_bidi_characters() -> None:
+    """Issue 17: a file name or message from the repository cannot reorder or colour an
+    annotation, a line or a JSON reader's terminal (JSON leaves U+202E and C1 raw)."""
+    hostile = Diagnostic("prompts/a\u202e\x1b[31m.md", 1, 1, "error", "got 'x\u2066\x85y'")
+    assert render([hostile], "text") == (
+        "prompts/a\\u202e\\u001b[31m.md:1:1: error: got 'x\\u2066\\u0085y'\n")
+    text = render([hostile], "json")
+    assert "\u202e" not in text and "\u2066" not in text and "\x85" not in text
+    assert json.loads(text)[0]["path"] == hostile.path
+    assert render([hostile], "github") == (
+        "::error file=prompts/a\\u202e\\u001b[31m.md,line=1,col=1::got 'x\\u2066\\u0085y'\n")

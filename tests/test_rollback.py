@@ -261,3 +261,23 @@ def test_redis_numbers_after_a_force_push_the_daemon_followed(
     assert sync_once(force_pushed, redis_server, tmp_path / "wd") == 0
     served = Store(redis.Redis.from_url(redis_server.url), "test").current()["a"]
     assert served.version == 5
+
+
+def test_a_prompt_file_name_with_a_newline_never_reaches_the_output_raw(
+        remote: Remote, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17: a prompt file named ``x<newline>v9 deadbeef … Mallory<ESC>…`` (which
+    validation now refuses) can forge no line of rollback's output nor of its commit."""
+    name = "prompts/x\nv9 deadbeef  Mallory\x1b[2J\u202e.md"
+    hostile = remote.commit_push("prompt in a file", {
+        name: "You are A.", "agents/a.yaml": f"system_prompt_file: {json.dumps(name)}\n"
+                                             "model: gpt-4o\n"})
+    remote.commit_push("inline again", {"agents/a.yaml": A1})
+    monkeypatch.chdir(remote.work)
+    for fmt in ("text", "json"):
+        code, out, err = run(capsys, "rollback", "a", "--to", hostile, "--include-dependencies",
+                             "--format", fmt)
+        for text in (out, err, git(remote.work, "log", "-1", "--format=%B")):
+            assert not any(line.startswith("v9") for line in text.splitlines())
+            assert "\x1b" not in text and "\u202e" not in text
+    assert code == 2 and err.startswith("configsync: error: a fails validation at "), err

@@ -161,3 +161,30 @@ def test_a_force_push_not_applied_yet_gets_the_number_the_daemon_will_give(
     assert sync_once(remote, redis_server, tmp_path, capsys) == 0
     code, out, _ = status(remote, redis_server, capsys)
     assert code == 0 and "  a  head v3  redis v3  same" in out.splitlines()
+
+
+def test_fleet_reports_and_the_last_error_are_escaped(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17: any client writes its report, so a host or agent id there cannot forge a
+    line, colour the terminal or reorder the text; nor can a report that is not a mapping
+    crash the command."""
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    client = redis.Redis.from_url(redis_server.url)
+    client.set("configsync:{test}:client:w", json.dumps({
+        "instance_id": "w\u202e1", "host": "h\nclients: 0\x1b[2J", "pid": 7, "revision": 1,
+        "versions": {"a\u2066": 1}}))
+    client.set("configsync:{test}:client:x", json.dumps({"instance_id": "x", "versions": [1]}))
+    client.hset("configsync:{test}:state", "last_error", json.dumps(
+        {"commit": "c", "file": "agents/a\x85.yaml", "line": 1, "column": 1, "message": "m"}))
+    client.close()
+    code, out, _ = status(remote, redis_server, capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[lines.index("clients: 2") + 1:] == [
+        "  w\\u202e1 h\\nclients: 0\\u001b[2J pid 7 revision 1: a\\u2066 v1",
+        "  x None pid None revision None: nothing"]
+    assert "last error (commit c): agents/a\\u0085.yaml:1:1: m" in lines
+    code, out, _ = status(remote, redis_server, capsys, "--format", "json")
+    assert "\u202e" not in out and "\x85" not in out and "\u2066" not in out
+    assert json.loads(out)["clients"][0]["host"] == "h\nclients: 0\x1b[2J"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -514,3 +515,16 @@ def test_prompt_files_are_served_with_newlines_as_inline_prompts_are(
     assert report.diagnostics == []
     assert report.configs["a"]["system_prompt"] == served
     assert report.configs["b"]["system_prompt"] == "You help.\nBe brief.\n"
+
+
+@pytest.mark.parametrize("char", ["\n", "\x1b", "\r", "\t", "\x7f", "\x85", "\u2028", "\u202e",
+                                  "\u2066", "\u200f", "\u061c", "\u200b", "\ufeff"])
+def test_a_prompt_file_name_with_a_control_or_format_character_is_refused(
+        tmp_path: Path, char: str) -> None:
+    """Issue 17: such a name would print as two lines, colour a terminal or reorder an audit
+    line wherever it is shown; it is refused where it is written (and escaped everywhere)."""
+    name = f"prompts/a{char}b.md"
+    quoted = json.dumps(name)  # (JSON escapes are YAML double-quoted escapes)
+    assert check(tmp_path, {name: "Be kind.", A: f"system_prompt_file: {quoted}\nmodel: gpt-4o\n"}
+                 ) == [f"{A}:1:21: error: system_prompt_file: must not hold a control, "
+                       f"line-breaking or invisible format character (got '{name}')"]
