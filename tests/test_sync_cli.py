@@ -931,6 +931,14 @@ def _spawn(remote: Remote, workdir: Path, log: Path, *extra: str) -> subprocess.
                                 stdout=out, stderr=out, stdin=subprocess.DEVNULL)
 
 
+def _remove(folder: Path) -> None:
+    """Remove ``folder`` at once, as ``rm -rf`` does when it wins the race with a daemon that
+    writes there every 50 ms (renamed away first, then deleted)."""
+    gone = folder.with_name(folder.name + ".gone")
+    folder.rename(gone)
+    shutil.rmtree(gone)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lost", ["mirror", "workdir"])
 def test_a_removed_workdir_is_made_again_and_the_daemon_carries_on(
@@ -944,7 +952,7 @@ def test_a_removed_workdir_is_made_again_and_the_daemon_carries_on(
     store = Store(redis.Redis.from_url(redis_server.url), "test")
     try:
         wait_until(lambda: "seen" in store.state(), timeout=20)
-        shutil.rmtree(workdir / "mirror" if lost == "mirror" else workdir)
+        _remove(workdir / "mirror" if lost == "mirror" else workdir)
         sha = remote.commit_push("after", {"agents/a.yaml": A1_TEMP})
         wait_until(lambda: store.state().get("commit") == sha, timeout=20)
         assert store.current()["a"].config["temperature"] == 0.4
@@ -977,7 +985,7 @@ def test_a_removed_workdir_brings_back_the_embedded_redis(remote: Remote,
         client = redis.Redis.from_url(url, socket_timeout=5)
         store = Store(client, "test")
         wait_until(lambda: "seen" in store.state(), timeout=20)
-        shutil.rmtree(workdir)
+        _remove(workdir)
         sha = remote.commit_push("after", {"agents/a.yaml": A1_TEMP})
 
         def served() -> bool:
