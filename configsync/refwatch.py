@@ -101,6 +101,7 @@ class RefWatch:
         self.paths: list[Path] = []
         self.identity: tuple[tuple[int, int], ...] | None = None
         self.look = threading.Event()
+        self.gone = threading.Event()  # an event said a watched folder itself went away
         self.stopping = threading.Event()
         self.keeper: threading.Thread | None = None
 
@@ -108,13 +109,17 @@ class RefWatch:
     def active(self) -> bool:
         return self.observer is not None and self.observer.is_alive()
 
-    def start(self) -> bool:
-        """Watch the repository's refs now; False (nothing watched) when it cannot."""
+    def start(self, *, whole: bool = False) -> None:
+        """Watch the repository's refs now. Raises OSError or ConfigsyncError when it cannot
+        (with ``whole``, also when it has no ``refs/heads/`` or ``reftable/`` yet: a
+        repository being made again)."""
         common = _common_dir(self.repo).resolve()
         watched = [common] + [common / sub for sub in ("refs/heads", "reftable")
                               if (common / sub).is_dir()]
+        if whole and len(watched) == 1:
+            raise ConfigsyncError(f"{common} has no refs yet")
         identity = _identity(watched)
-        handler = _Handler(str(common), self.on_change, self.look.set)
+        handler = _Handler(str(common), self.on_change, self._root_gone)
         observer = Observer()
         observer.name = "configsync-refwatch"
         try:
@@ -127,8 +132,12 @@ class RefWatch:
                 observer.stop()
             raise
         self.observer, self.identity = observer, identity
+        self.gone.clear()
         self.paths = [common / "packed-refs", *watched[1:]]
-        return True
+
+    def _root_gone(self) -> None:
+        self.gone.set()
+        self.look.set()
 
     def keep(self) -> None:
         """Start the thread that notices a lost watch and restores it."""
@@ -150,13 +159,16 @@ class RefWatch:
     def _check(self) -> None:
         if self.observer is not None:
             watched = [self.paths[0].parent, *self.paths[1:]]
-            if self.observer.is_alive() and _identity(watched) == self.identity:
+            # (an inode number is reused at once by a folder made again: the events tell)
+            alive = self.observer.is_alive() and all(e.is_alive()
+                                                     for e in self.observer.emitters)
+            if alive and not self.gone.is_set() and _identity(watched) == self.identity:
                 return
             self._stop_observer()
             logger.warning(kv("local_trigger_lost", repo=self.repo, reason="the repository "
                               "was removed, replaced or moved", fallback="polling"))
         try:
-            self.start()
+            self.start(whole=True)
         except (OSError, ConfigsyncError):
             return  # not back yet: look again later
         logger.info(kv("local_trigger_restored", watching=",".join(map(str, self.paths))))
