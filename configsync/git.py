@@ -366,20 +366,21 @@ class GitRepo:
         the working tree nor the real index is touched. Returns its sha."""
         with tempfile.TemporaryDirectory(prefix="configsync-index-") as scratch:
             env = {"GIT_INDEX_FILE": os.path.join(scratch, "index")}
-            self._here(["read-tree", base], env=env)
+            _run(["read-tree", base], cwd=self.git_dir, env=env)
             info = "".join(
                 f"0 {'0' * len(base)}\t{self.prefix}{path}\0" if entry is None
                 else f"{entry.mode} {entry.sha}\t{self.prefix}{path}\0"
                 for path, entry in sorted(updates.items()))
-            self._here(["update-index", "-z", "--index-info"], env=env, stdin=info.encode())
-            return self._here(["write-tree"], env=env)[1].strip()
+            _run(["update-index", "-z", "--index-info"], cwd=self.git_dir, env=env,
+                 stdin=info.encode())
+            return _run(["write-tree"], cwd=self.git_dir, env=env)[1].strip()
 
     def commit_tree(self, tree: str, parent: str, message: str) -> str:
         """A new commit of ``tree`` on ``parent`` (author and committer from git's config, as
         ``git commit`` takes them); no ref moves. Returns its sha."""
-        return self._here(["commit-tree", tree, "-p", parent, "-F", "-"],
-                          stdin=message.encode(), what="git commit-tree (is user.name and "
-                          "user.email set? see `git config`)")[1].strip()
+        return _run(["commit-tree", tree, "-p", parent, "-F", "-"], cwd=self.git_dir,
+                    stdin=message.encode(), what="git commit-tree (is user.name and "
+                    "user.email set? see `git config`)")[1].strip()
 
     def fast_forward(self, commit: str) -> None:
         """Move the checked-out branch, the index and the working tree to ``commit``, a
@@ -389,8 +390,8 @@ class GitRepo:
     def create_branch(self, name: str, commit: str) -> None:
         """A new branch ``name`` at ``commit``; UsageError when the name is no valid branch
         name or the branch exists. The checkout stays where it is."""
-        if name.startswith("-") or self._here(["check-ref-format", "--branch", name],
-                                              ok=(0, 1, 128))[0] != 0:
+        if name.startswith("-") or _run(["check-ref-format", "--branch", name],
+                                        cwd=self.git_dir, ok=(0, 1, 128))[0] != 0:
             raise UsageError(f"{name!r} is not a valid branch name")
         if self._status("rev-parse", "--verify", "--quiet", f"refs/heads/{name}"):
             raise UsageError(f"branch {name} exists already: pick another --branch")
@@ -402,9 +403,10 @@ class GitRepo:
     def upstream(self, branch: str) -> tuple[str, str]:
         """Where ``branch`` pushes: its upstream remote and branch, else ``origin`` and the
         same name."""
-        remote = self._here(["config", "--get", f"branch.{branch}.remote"],
-                            ok=(0, 1))[1].strip()
-        merge = self._here(["config", "--get", f"branch.{branch}.merge"], ok=(0, 1))[1].strip()
+        remote = _run(["config", "--get", f"branch.{branch}.remote"], cwd=self.git_dir,
+                      ok=(0, 1))[1].strip()
+        merge = _run(["config", "--get", f"branch.{branch}.merge"], cwd=self.git_dir,
+                     ok=(0, 1))[1].strip()
         if not remote or remote == ".":
             return "origin", branch
         return remote, merge.removeprefix("refs/heads/") or branch
