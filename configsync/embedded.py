@@ -5,9 +5,11 @@ The binary is ``redis-server`` from PATH, else the one bundled by the ``redislit
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -118,6 +120,20 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+    def restart(self) -> None:
+        """Kill this server (SIGKILL, the one it adopted too: what it holds cannot be saved
+        once its folder is gone) and start a new, empty one on the same port, in
+        :attr:`directory` made anew. Raises ConfigsyncError when it does not start."""
+        if self.adopted is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.adopted, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _alive(self.adopted) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.adopted = None
+        self.kill()
+        self.start()
 
     def stop(self) -> None:
         """Shut down cleanly (saving when persistent)."""

@@ -18,6 +18,7 @@ of the URL and handed to git by ``GIT_ASKPASS`` through the environment of git's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git as gitpython
@@ -174,15 +175,16 @@ class TreeEntry:
 class _BlobReader:
     """One long-lived ``git cat-file --batch``: a request, then its answer, in turn."""
 
-    def __init__(self, git_dir: str) -> None:
+    def __init__(self, git_dir: str, env: Mapping[str, str]) -> None:
         self.git_dir = git_dir
+        self.env = {**os.environ, **_ENV, **env}
         self.owner = os.getpid()  # a forked child must not share this process's pipes
         self.proc = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["git", "cat-file", "--batch"], cwd=self.git_dir,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env={**os.environ, **_ENV},
+                                stderr=subprocess.DEVNULL, env=self.env,
                                 start_new_session=True)
 
     def read(self, sha: str) -> bytes:
@@ -271,6 +273,8 @@ class GitRepo:
         # where refs and objects live: the git folder, or a worktree's main one
         self.common_dir = Path(self._repo.common_dir)
         self._reader: _BlobReader | None = None
+        # every command's environment: Mirror names its folder (GIT_DIR), see _here
+        self._pinned: dict[str, str] = {}
         if self.bare:
             self.top = self.git_dir
             self.prefix = ""
@@ -292,20 +296,27 @@ class GitRepo:
             self._reader = None
         self._repo.close()
 
+    def _here(self, args: Sequence[str], *, env: Mapping[str, str] | None = None,
+              **options: Any) -> tuple[int, str]:
+        """:func:`_run` in this repository's git folder. A :class:`Mirror` names it in
+        ``GIT_DIR`` too, so a mirror that lost its ``HEAD`` (a tmp cleaner) is an error, never
+        a repository found above it (the user's own ``.git``, around ``.git/configsync``)."""
+        return _run(args, cwd=self.git_dir, env={**self._pinned, **(env or {})}, **options)
+
     def _git(self, *args: str, ok: Sequence[int] = (0,)) -> str:
-        return _run(args, cwd=self.git_dir, ok=ok)[1]
+        return self._here(args, ok=ok)[1]
 
     def _status(self, *args: str) -> bool:
         """True for exit status 0, False for 1 (git's "no"); anything else is an error."""
-        return _run(args, cwd=self.git_dir, ok=(0, 1))[0] == 0
+        return self._here(args, ok=(0, 1))[0] == 0
 
     def resolve(self, ref: str) -> str:
         """The full sha of the commit ``ref`` names."""
         hint = f"unknown git ref: {ref} (is it fetched, and spelled right?)"
         if ref.startswith("-"):
             raise UsageError(hint)
-        status, out = _run(["rev-parse", "--verify", "--quiet", "--end-of-options",
-                            f"{ref}^{{commit}}"], cwd=self.git_dir, ok=(0, 1))
+        status, out = self._here(["rev-parse", "--verify", "--quiet", "--end-of-options",
+                                  f"{ref}^{{commit}}"], ok=(0, 1))
         if status == 1:
             if not self.has_commits():
                 raise UsageError(f"the repository has no commits yet, so there is no {ref} to "
@@ -316,8 +327,7 @@ class GitRepo:
 
     def has_commits(self) -> bool:
         """Whether any branch, tag or HEAD names a commit (a new repository has none)."""
-        if _run(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], cwd=self.git_dir,
-                ok=(0, 1))[0] == 0:
+        if self._here(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], ok=(0, 1))[0] == 0:
             return True
         return bool(self._git("for-each-ref", "--count=1", "--format=%(objectname)").strip())
 
@@ -333,8 +343,7 @@ class GitRepo:
 
     def current_branch(self) -> str | None:
         """The checked-out branch, or None on a detached HEAD (exit 1 of symbolic-ref)."""
-        status, out = _run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=self.git_dir,
-                           ok=(0, 1))
+        status, out = self._here(["symbolic-ref", "--quiet", "--short", "HEAD"], ok=(0, 1))
         return out.strip() if status == 0 else None
 
     def is_shallow(self) -> bool:
@@ -450,8 +459,8 @@ class GitRepo:
         wanted = sorted(shas)
         if not wanted:
             return {}
-        out = _run(["cat-file", "--batch-check=%(objectname) %(objectsize)"], cwd=self.git_dir,
-                   stdin="".join(sha + "\n" for sha in wanted).encode())[1]
+        out = self._here(["cat-file", "--batch-check=%(objectname) %(objectsize)"],
+                         stdin="".join(sha + "\n" for sha in wanted).encode())[1]
         sizes = {}
         for line in out.splitlines():
             sha, _, size = line.partition(" ")
@@ -466,7 +475,7 @@ class GitRepo:
         if self._reader is not None and self._reader.owner == os.getpid():
             yield
             return
-        self._reader = _BlobReader(str(self.git_dir))
+        self._reader = _BlobReader(str(self.git_dir), self._pinned)
         try:
             yield
         finally:
@@ -482,7 +491,7 @@ class GitRepo:
         if self._reader is not None and self._reader.owner == os.getpid():
             yield from self._reader.read_many(wanted)
             return
-        reader = _BlobReader(str(self.git_dir))  # (a forked child gets one of its own)
+        reader = _BlobReader(str(self.git_dir), self._pinned)  # (a forked child: its own)
         try:
             yield from reader.read_many(wanted)
         finally:
@@ -552,7 +561,7 @@ class GitRepo:
     def symbolic_target(self, ref: str) -> str | None:
         """The ref that symbolic ref ``ref`` points to (``refs/remotes/origin/HEAD`` ->
         ``refs/remotes/origin/main``); None when ``ref`` is missing or not symbolic (exit 1)."""
-        status, out = _run(["symbolic-ref", "--quiet", ref], cwd=self.git_dir, ok=(0, 1))
+        status, out = self._here(["symbolic-ref", "--quiet", ref], ok=(0, 1))
         return out.strip() if status == 0 else None
 
     def upstream_of(self, branch: str) -> str | None:
@@ -565,7 +574,7 @@ class GitRepo:
     def merge_base(self, a: str, b: str) -> str | None:
         """The best common ancestor of commits ``a`` and ``b``; None when they share no history
         (exit 1: unrelated histories, or a shallow clone cut above it)."""
-        status, out = _run(["merge-base", a, b], cwd=self.git_dir, ok=(0, 1))
+        status, out = self._here(["merge-base", a, b], ok=(0, 1))
         return out.strip() if status == 0 else None
 
 
@@ -671,27 +680,59 @@ class Mirror(GitRepo):
         except UsageError:  # missing, or half made by a process killed while making it
             _init_bare(path)
             super().__init__(path, search_parents=False)
+        self._pinned = {"GIT_DIR": str(self.git_dir)}
         self.url = url
         self.timeout = timeout
         self.stop: threading.Event | None = None
         self.tick: Callable[[], None] | None = None  # called every few seconds of a fetch
-        self._fetch_url, credentials = split_credentials(url, token)
-        self._env = self._network_env(credentials)
+        self._fetch_url, self._credentials = split_credentials(url, token)
+        self._env = self._network_env()
 
-    def _network_env(self, credentials: dict[str, str]) -> dict[str, str]:
+    def _network_env(self) -> dict[str, str]:
         """Deadlines every transport honours, and the credentials (if any) for GIT_ASKPASS."""
         seconds = str(max(1, int(self.timeout)))
-        env = {"GIT_HTTP_LOW_SPEED_LIMIT": "1000", "GIT_HTTP_LOW_SPEED_TIME": seconds}
+        env = {"GIT_HTTP_LOW_SPEED_LIMIT": "1000", "GIT_HTTP_LOW_SPEED_TIME": seconds,
+               **self._pinned}
         if not os.environ.get("GIT_SSH_COMMAND") and not os.environ.get("GIT_SSH"):
             env["GIT_SSH_COMMAND"] = (f"ssh -o BatchMode=yes -o ConnectTimeout={seconds} "
                                       "-o ServerAliveInterval=15 -o ServerAliveCountMax=3")
-        if credentials:
-            askpass = self.git_dir / "configsync-askpass"
-            if not askpass.is_file() or askpass.read_text() != _ASKPASS:
-                askpass.write_text(_ASKPASS)
-                askpass.chmod(0o700)
-            env.update(credentials, GIT_ASKPASS=str(askpass))
+        if self._credentials:
+            env.update(self._credentials, GIT_ASKPASS=str(self.git_dir / "configsync-askpass"))
         return env
+
+    def _write_askpass(self) -> None:
+        """The GIT_ASKPASS script, written again whenever it is missing or changed (the
+        workdir is a cache that a tmp cleaner may empty)."""
+        askpass = self.git_dir / "configsync-askpass"
+        try:
+            if askpass.is_file() and askpass.read_text() == _ASKPASS:
+                return
+            askpass.write_text(_ASKPASS)
+            askpass.chmod(0o700)
+        except OSError as exc:
+            raise GitError(f"cannot write {askpass}: {exc.strerror or exc}") from None
+
+    def intact(self) -> bool:
+        """Whether the mirror's folder is still a bare repository (``HEAD``, ``objects/``,
+        ``refs/``): a workdir removed or emptied under a running daemon is not."""
+        return ((self.git_dir / "HEAD").is_file() and (self.git_dir / "objects").is_dir()
+                and (self.git_dir / "refs").is_dir())
+
+    def repair(self, branch: str) -> bool:
+        """Make the mirror anew (empty; the next fetch fills it) when it is no longer
+        :meth:`intact`, following ``branch``; True when it did. A ``cat-file --batch`` over
+        the lost folder is ended. Raises GitError when it cannot (see :func:`_init_bare`)."""
+        if self.intact():
+            return False
+        if self._reader is not None:
+            with contextlib.suppress(OSError):
+                self._reader.close()
+            self._reader = None
+        self._repo.close()
+        _init_bare(self.git_dir)
+        self._repo = gitpython.Repo(self.git_dir, search_parent_directories=False)
+        self.record_branch(branch)
+        return True
 
     def _remote(self, command: str, options: Sequence[str], refs: Sequence[str], *,
                 what: str, hint: str, warnings: list[str] | None = None) -> str:
@@ -703,6 +744,8 @@ class Mirror(GitRepo):
         # With credentials of our own, no credential helper (`store` writes them to disk in
         # plain text, and answers with an old token before our new one is asked for).
         helpers = ["-c", "credential.helper="] if "GIT_ASKPASS" in self._env else []
+        if helpers:
+            self._write_askpass()
         try:
             return _run([*helpers, command, *options, "--", self._fetch_url, *refs],
                         cwd=self.git_dir, env=self._env, timeout=self.timeout, stop=self.stop,
@@ -716,7 +759,13 @@ class Mirror(GitRepo):
             raise GitError(f"{message} ({hint})") from None
 
     def fetch(self, branch: str) -> None:
-        """Fetch ``branch`` (force: a force-push replaces it)."""
+        """Fetch ``branch`` (force: a force-push replaces it), into a mirror made anew first
+        when it was lost (:meth:`repair`; logged as ``event=mirror_rebuilt``)."""
+        if self.repair(branch):
+            from .logs import kv, logger
+
+            logger.warning(kv("mirror_rebuilt", mirror=self.git_dir,
+                              reason="the mirror was removed or emptied", branch=branch))
         said: list[str] = []
         self._remote("fetch", ["--quiet", "--no-tags", "--no-write-fetch-head", "--force"],
                      [f"+refs/heads/{branch}:refs/heads/{branch}"], what=f" {branch}",
@@ -744,7 +793,7 @@ class Mirror(GitRepo):
 
     def recorded_branch(self) -> str | None:
         """The branch this mirror followed last time (its HEAD), if it holds it."""
-        status, ref = _run(["symbolic-ref", "--quiet", "HEAD"], cwd=self.git_dir, ok=(0, 1))
+        status, ref = self._here(["symbolic-ref", "--quiet", "HEAD"], ok=(0, 1))
         branch = ref.strip().removeprefix("refs/heads/")
         if status != 0 or not ref.startswith("refs/heads/"):
             return None
@@ -755,8 +804,8 @@ class Mirror(GitRepo):
         self._git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
 
     def head(self, branch: str) -> str:
-        status, out = _run(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
-                           cwd=self.git_dir, ok=(0, 1))
+        status, out = self._here(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+                                 ok=(0, 1))
         if status == 1:
             raise GitError(f"branch {branch} was not fetched: does the remote have it?")
         return out.strip()

@@ -2,8 +2,10 @@
 
 Forking is only safe when no other thread holds a lock the child needs. The CLI and the sync
 daemon (its loop, signals and retries are all on the main thread; its only other threads are the
-local trigger's watchdog observer, which takes no lock but its own queue's and an Event's, none
-of which a child touches: children only parse and hash, then ``os._exit``) pass ``jobs`` > 1 for
+local trigger's watchdog observer, which takes no lock but its own queue's and an Event's, and
+the trigger's keeper, which waits on an Event and logs only when the watched repository is
+lost or back, none of which a child touches: children only parse and hash, then ``os._exit``)
+pass ``jobs`` > 1 for
 full checks of big trees; the client library never forks, and a Daemon embedded in a threaded
 program should be given ``jobs=1``, as ``configsync sync --listen`` does (its HTTP server is a
 thread). Children inherit their inputs (nothing is sent to them) and

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,9 +43,11 @@ def _relevant(common: str, path: str) -> bool:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, common: str, on_change: Callable[[], None]) -> None:
+    def __init__(self, common: str, on_change: Callable[[], None],
+                 on_root: Callable[[], None]) -> None:
         self.common = common
         self.on_change = on_change
+        self.on_root = on_root  # a watched folder itself was removed or moved
         self.failed = False
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -53,6 +56,10 @@ class _Handler(FileSystemEventHandler):
         paths = [os.fsdecode(event.src_path)]
         if event.dest_path:
             paths.append(os.fsdecode(event.dest_path))
+        if event.event_type in ("deleted", "moved") and any(
+                os.path.relpath(p, self.common) in (".", "refs", "refs/heads", "reftable")
+                for p in paths):
+            self.on_root()
         if not any(_relevant(self.common, path) for path in paths):
             return
         try:
@@ -64,26 +71,126 @@ class _Handler(FileSystemEventHandler):
                                   fallback="polling"))
 
 
-class RefWatch:
-    """A running watch (or none, when it could not start); :meth:`stop` ends it."""
+CHECK_SECONDS = 1.0
+"""How often the watch looks whether the folders it watches are still the ones at their paths
+(a repository removed and made again, or moved away and back); an event about a watched
+folder itself makes it look at once."""
 
-    def __init__(self, observer: BaseObserver | None, paths: list[Path]) -> None:
-        self.observer = observer
-        self.paths = paths
+
+def _identity(paths: list[Path]) -> tuple[tuple[int, int], ...] | None:
+    """Each path's (device, inode); None when one is missing."""
+    try:
+        return tuple((st.st_dev, st.st_ino) for st in (os.stat(p) for p in paths))
+    except OSError:
+        return None
+
+
+class RefWatch:
+    """A running watch (or none, when it could not start); :meth:`stop` ends it.
+
+    A thread of its own keeps it true: when the watched folders are removed, replaced (``rm
+    -rf`` and a new clone or ``git init --bare`` at the same path) or moved away, the watch is
+    lost (``event=local_trigger_lost``, polling carries on); when a repository is back at the
+    path it is watched again (``event=local_trigger_restored``) and a sync is asked for, since
+    its refs may have moved meanwhile."""
+
+    def __init__(self, repo: Path, on_change: Callable[[], None]) -> None:
+        self.repo = repo
+        self.on_change = on_change
+        self.observer: BaseObserver | None = None
+        self.paths: list[Path] = []
+        self.identity: tuple[tuple[int, int], ...] | None = None
+        self.look = threading.Event()
+        self.gone = threading.Event()  # an event said a watched folder itself went away
+        self.stopping = threading.Event()
+        self.keeper: threading.Thread | None = None
 
     @property
     def active(self) -> bool:
         return self.observer is not None and self.observer.is_alive()
 
-    def stop(self) -> None:
-        if self.observer is None:
-            return
+    def start(self, *, whole: bool = False) -> None:
+        """Watch the repository's refs now. Raises OSError or ConfigsyncError when it cannot
+        (with ``whole``, also when it has no ``refs/heads/`` or ``reftable/`` yet: a
+        repository being made again)."""
+        common = _common_dir(self.repo).resolve()
+        watched = [common] + [common / sub for sub in ("refs/heads", "reftable")
+                              if (common / sub).is_dir()]
+        if whole and len(watched) == 1:
+            raise ConfigsyncError(f"{common} has no refs yet")
+        identity = _identity(watched)
+        handler = _Handler(str(common), self.on_change, self._root_gone)
+        observer = Observer()
+        observer.name = "configsync-refwatch"
+        try:
+            observer.schedule(handler, str(common), recursive=False)  # packed-refs
+            for folder in watched[1:]:
+                observer.schedule(handler, str(folder), recursive=True)
+            observer.start()
+        except OSError:
+            with contextlib.suppress(Exception):  # (it never started: nothing runs)
+                observer.stop()
+            raise
+        self.observer, self.identity = observer, identity
+        self.gone.clear()
+        self.paths = [common / "packed-refs", *watched[1:]]
+
+    def _root_gone(self) -> None:
+        self.gone.set()
+        self.look.set()
+
+    def keep(self) -> None:
+        """Start the thread that notices a lost watch and restores it."""
+        self.keeper = threading.Thread(target=self._keep, name="configsync-refwatch-keeper",
+                                       daemon=True)
+        self.keeper.start()
+
+    def _keep(self) -> None:
+        while not self.stopping.is_set():
+            self.look.wait(CHECK_SECONDS)
+            self.look.clear()
+            if self.stopping.is_set():
+                return
+            try:
+                self._check()
+            except Exception as exc:  # never raise in a thread: polling still runs
+                logger.warning(kv("local_trigger_failed", error=str(exc), fallback="polling"))
+
+    def _check(self) -> None:
+        if self.observer is not None:
+            watched = [self.paths[0].parent, *self.paths[1:]]
+            # (an inode number is reused at once by a folder made again: the events tell)
+            alive = self.observer.is_alive() and all(e.is_alive()
+                                                     for e in self.observer.emitters)
+            if alive and not self.gone.is_set() and _identity(watched) == self.identity:
+                return
+            self._stop_observer()
+            logger.warning(kv("local_trigger_lost", repo=self.repo, reason="the repository "
+                              "was removed, replaced or moved", fallback="polling"))
+        try:
+            self.start(whole=True)
+        except (OSError, ConfigsyncError):
+            return  # not back yet: look again later
+        logger.info(kv("local_trigger_restored", watching=",".join(map(str, self.paths))))
+        self.on_change()
+
+    def _stop_observer(self) -> None:
         observer, self.observer = self.observer, None
+        if observer is None:
+            return
         try:
             observer.stop()
             observer.join(timeout=5)
         except Exception as exc:  # stopping must not hide what the daemon returns
             logger.warning(kv("local_trigger_stop_failed", error=str(exc)))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.look.set()
+        if self.keeper is not None:
+            self.keeper.join(timeout=5)
+            self.keeper = None
+        self._stop_observer()
 
 
 def _common_dir(repo: Path) -> Path:
@@ -95,26 +202,15 @@ def _common_dir(repo: Path) -> Path:
 def watch_refs(repo: Path, on_change: Callable[[], None]) -> RefWatch:
     """Watch the branch refs of the local repository ``repo`` (its top, or a bare one) and
     call ``on_change`` on every change. Never raises: a watch that cannot start is logged
-    (``event=local_trigger_unavailable``) and the daemon keeps polling."""
-    observer: BaseObserver | None = None
+    (``event=local_trigger_unavailable``) and the daemon keeps polling; one that is lost
+    later is restored when the repository is back (see :class:`RefWatch`)."""
+    watch = RefWatch(repo, on_change)
     try:
-        common = _common_dir(repo).resolve()
-        handler = _Handler(str(common), on_change)
-        observer = Observer()
-        observer.name = "configsync-refwatch"
-        observer.schedule(handler, str(common), recursive=False)  # packed-refs
-        watched = [common / "packed-refs"]
-        for sub in ("refs/heads", "reftable"):
-            if (common / sub).is_dir():
-                observer.schedule(handler, str(common / sub), recursive=True)
-                watched.append(common / sub)
-        observer.start()
+        watch.start()
     except (OSError, ConfigsyncError) as exc:
-        if observer is not None:
-            with contextlib.suppress(Exception):  # (it never started: nothing runs)
-                observer.stop()
         logger.warning(kv("local_trigger_unavailable", repo=repo, error=str(exc),
                           fallback="polling only"))
-        return RefWatch(None, [])
-    logger.info(kv("local_trigger", watching=",".join(str(p) for p in watched)))
-    return RefWatch(observer, watched)
+        return watch
+    logger.info(kv("local_trigger", watching=",".join(str(p) for p in watch.paths)))
+    watch.keep()
+    return watch

@@ -276,6 +276,9 @@ class Daemon:
         self.synced = False  # a sync has reached the state once (what a start makes is kept)
         self.wake = threading.Event()  # set by request_sync: the poll's wait ends at once
         self.metrics: Metrics | None = None  # set by `sync --listen`: in-memory updates only
+        # set by `configsync sync`: before each poll, makes again what the daemon keeps under
+        # its workdir when it was lost (the mirror makes itself again at each fetch)
+        self.upkeep: Callable[[], None] | None = None
         # Read-only status for other threads (the HTTP server): why the last sync attempt
         # failed ("redis_unavailable: ..."), None when it succeeded.
         self.last_failure: str | None = None
@@ -283,8 +286,13 @@ class Daemon:
     # -- one poll ---------------------------------------------------------------------------
 
     def sync(self) -> SyncResult:
-        """Fetch, then catch up to the branch head. Raises GitError or redis errors."""
+        """Fetch, then catch up to the branch head. Raises GitError, OSError or redis
+        errors."""
+        if self.upkeep is not None:
+            self.upkeep()
         self.mirror.fetch(self.branch)
+        if self.metrics is not None:
+            self.metrics.fetched(time.time())
         return self.catch_up(self.mirror.head(self.branch))
 
     def catch_up(self, head: str) -> SyncResult:
@@ -584,7 +592,7 @@ class Daemon:
                     else redact_text(str(exc)))
                 if self.metrics is not None:
                     self.metrics.sync_duration.observe(time.monotonic() - started)
-                    self.metrics.failed(exc)
+                    self.metrics.failed(exc)  # (seconds behind: unknown until one succeeds)
                 if once:
                     raise ConfigsyncError(redis_failure(exc, self.store.redis)
                                           if what == "redis_unavailable"
@@ -602,7 +610,7 @@ class Daemon:
             self.last_failure = None
             if self.metrics is not None:
                 self.metrics.sync_duration.observe(time.monotonic() - started)
-                self.metrics.behind_since = self._behind_since(result)
+                self.metrics.synced(self._behind_since(result))
             if failing is not None:
                 logger.info(kv("recovered", was=failing, head=result.head[:12]))
                 failing = None

@@ -13,6 +13,7 @@ import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import redis
 
@@ -84,27 +85,80 @@ def default_workdir(source: Source) -> Path:
     return base / "configsync" / f"{name}-{digest}"
 
 
-def _lock(workdir: Path, stack: ExitStack) -> None:
-    """Hold ``WORKDIR/lock`` for the daemon's lifetime: two daemons on one workdir would share
-    a mirror and an embedded Redis's files."""
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        handle = (workdir / "lock").open("a+")
-    except OSError as exc:
-        raise UsageError(f"cannot use {workdir} as the workdir: {exc.strerror or exc} "
-                         "(pass --workdir)") from None
-    stack.callback(handle.close)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+class _Workdir:
+    """What the daemon keeps under its workdir besides the mirror (which makes itself anew at
+    each fetch, see ``Mirror.repair``): the lock file, held for the daemon's lifetime, and
+    the embedded Redis's folder with ``redis.url``. :meth:`upkeep` runs before each poll: a
+    workdir removed or emptied under a running daemon (a tmp cleaner, an operator) gets them
+    back, each logged (``event=workdir_restored``; DESIGN.md invariants)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: IO[str] | None = None
+        self.server: RedisServer | None = None  # the embedded one, when it is ours
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def lock(self) -> None:
+        """Hold ``WORKDIR/lock``: two daemons on one workdir would share a mirror and an
+        embedded Redis's files. UsageError when another daemon holds it."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = (self.path / "lock").open("a+")
+        except OSError as exc:
+            raise UsageError(f"cannot use {self.path} as the workdir: {exc.strerror or exc} "
+                             "(pass --workdir)") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise UsageError(f"another configsync sync (pid {holder}) is using {self.path}; "
+                             "stop it or pass a different --workdir") from None
         handle.seek(0)
-        holder = handle.read().strip() or "?"
-        raise UsageError(f"another configsync sync (pid {holder}) is using {workdir}; stop it "
-                         "or pass a different --workdir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self.close()
+        self.handle = handle
+
+    def _lock_lost(self) -> bool:
+        if self.handle is None:
+            return False
+        try:
+            return not os.path.samestat(os.fstat(self.handle.fileno()),
+                                        os.stat(self.path / "lock"))
+        except FileNotFoundError:
+            return True
+
+    def upkeep(self) -> None:
+        """Make again what was lost: the lock file (locked anew: a second daemon started
+        now is refused again) and the embedded Redis (restarted empty on its port when its
+        folder is gone: it could no longer save, and refuses writes once a save fails; the
+        daemon rebuilds the state from git, agents reconnect). Raises OSError."""
+        if self._lock_lost():
+            try:
+                self.lock()
+            except UsageError as exc:  # another daemon took the new file: Redis's
+                logger.error(kv("workdir_lock_lost", error=str(exc)))  # compare-and-set
+                self.close()  # keeps every write whole; we stop asking
+            else:
+                logger.warning(kv("workdir_restored", restored="lock", workdir=self.path))
+        server = self.server
+        if server is not None and not server.directory.is_dir():
+            logger.warning(kv("workdir_restored", restored="embedded_redis",
+                              dir=server.directory, note="its folder was removed: restarted "
+                              "empty on its port; the state is rebuilt from git"))
+            try:
+                server.restart()
+            except ConfigsyncError as exc:
+                raise OSError(str(exc)) from None
+        if server is not None and not (self.path / "redis.url").exists():
+            (self.path / "redis.url").write_text(server.url + "\n")
 
 
 def _branch(mirror: Mirror, requested: str | None, *, once: bool,
@@ -169,7 +223,7 @@ def _namespace(mirror: Mirror, branch: str) -> str:
                           "--namespace")
 
 
-def _embedded(workdir: Path, stack: ExitStack, once: bool) -> str:
+def _embedded(workdir: Path, stack: ExitStack, once: bool) -> RedisServer:
     """The embedded redis-server under ``workdir``: on the port it had last time, and the very
     server that still runs there when an earlier daemon was killed (the workdir lock says no
     other daemon uses it now); else a new one, on that port when it is free."""
@@ -194,7 +248,7 @@ def _embedded(workdir: Path, stack: ExitStack, once: bool) -> str:
     logger.info(kv("embedded_redis", url=server.url, dir=(workdir / "redis").resolve(),
                    adopted="true" if adopted else None,
                    agents=None if once else f"CONFIGSYNC_REDIS_URL={server.url}"))
-    return server.url
+    return server
 
 
 def run_sync(args: argparse.Namespace) -> int:
@@ -295,7 +349,9 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
         if stopping.is_set():
             raise ConfigsyncError("stopped while starting")
 
-    _lock(workdir, stack)
+    kept = _Workdir(workdir)
+    kept.lock()
+    stack.callback(kept.close)
     token = _token(args.token_env)
     if source.url.startswith("http://") and (token or "@" in source.url.split("/")[2]):
         logger.warning(kv("insecure_credentials", source=redact_url(source.url),
@@ -307,7 +363,8 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
                                 namespace_given=args.namespace is not None)
     unless_stopping()
     if not redis_url:
-        redis_url, origin = _embedded(workdir, stack, args.once), "the embedded Redis"
+        kept.server = _embedded(workdir, stack, args.once)
+        redis_url, origin = kept.server.url, "the embedded Redis"
         unless_stopping()
     client: redis.Redis = from_url(redis.Redis, redis_url, origin, socket_timeout=10,
                                    socket_connect_timeout=5, health_check_interval=30)
@@ -327,6 +384,7 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
                     # forking is safe only without threads; --listen runs the server's (issue 12)
                     jobs=1 if args.listen is not None else os.cpu_count() or 1,
                     repo_root=source.tree, tune_gc=True, stopping=stopping)
+    daemon.upkeep = kept.upkeep
     timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
     logger.info(kv("started", source=redact_url(source.url), branch=branch,
                    redis=redact_url(redis_url), namespace=namespace, workdir=workdir,

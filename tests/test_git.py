@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from configsync.errors import GitError, UsageError
 from configsync.git import GitRepo
 
-from .conftest import GitTree, git
+from .conftest import GitHttp, GitTree, Remote, git
 
 
 def test_resolve_ls_tree_and_read_blobs(tmp_path: Path) -> None:
@@ -145,8 +146,6 @@ def test_credentials_never_reach_argv_or_disk(tmp_path: Path) -> None:
 
     from configsync.git import Mirror
 
-    from .conftest import GitHttp, Remote
-
     remote = Remote(tmp_path / "git")
     head = remote.commit_push("one", {"agents/a.yaml": "a: 1\n"})
     server = GitHttp(remote.url, user="ada", password="s3cr3t-pw")
@@ -226,3 +225,59 @@ def test_pipelined_blob_reads_stay_in_step_when_a_caller_stops_early(tmp_path: P
         next(reading)
         reading.close()  # 299 answers still queued
         assert dict(gr.read_blobs([shas["f7.txt"]])) == {shas["f7.txt"]: b"content 7\n" * 8}
+
+
+@pytest.mark.parametrize("lost", ["mirror", "workdir", "HEAD", "objects", "refs"])
+def test_a_mirror_lost_under_a_running_process_is_made_again_at_the_next_fetch(
+        lost: str, remote: Remote, tmp_path: Path) -> None:
+    """A tmp cleaner or an operator removes the mirror, its whole workdir, or files in it
+    (emptied folders stay): the next fetch makes it anew (issue 17, item 10). Inside
+    .git/configsync/ no git command may take the user's own .git for it meanwhile."""
+    from configsync.git import Mirror
+
+    outer = GitTree(tmp_path / "outer")
+    outer.commit("outer")
+    workdir = outer.root / ".git" / "configsync"
+    path = workdir / "mirror"
+    refs = git(outer.root, "for-each-ref")
+    mirror = Mirror(path, "file://" + remote.url)
+    try:
+        mirror.fetch("main")
+        first = mirror.head("main")
+        with mirror.batch():  # a cat-file --batch over the folder that goes away
+            list(mirror.read_blobs([mirror.ls_tree(first, ["agents"])[0].sha]))
+            {"mirror": lambda: shutil.rmtree(path), "workdir": lambda: shutil.rmtree(workdir),
+             "HEAD": lambda: (path / "HEAD").unlink(),
+             "objects": lambda: shutil.rmtree(path / "objects"),
+             "refs": lambda: shutil.rmtree(path / "refs")}[lost]()
+            if lost in ("HEAD", "refs"):  # what git would find instead: the user's .git
+                with pytest.raises(GitError):
+                    mirror.head("main")
+            sha = remote.commit_push("after", {"agents/a.yaml": "system_prompt: A2.\n"
+                                                                "model: gpt-4o\n"})
+            mirror.fetch("main")
+            assert mirror.head("main") == sha
+            assert mirror.recorded_branch() == "main"
+            assert mirror.has_commit(first)
+            blob = mirror.ls_tree(sha, ["agents/a.yaml"])[0].sha
+            assert next(mirror.read_blobs([blob]))[1].startswith(b"system_prompt: A2.")
+    finally:
+        mirror.close()
+    assert git(outer.root, "for-each-ref") == refs  # the user's .git is never touched
+
+
+def test_the_askpass_script_is_written_again_when_it_was_lost(remote: Remote,
+                                                              tmp_path: Path) -> None:
+    from configsync.git import Mirror
+
+    server = GitHttp(remote.url, user="ada", password="s3cr3t-pw")
+    mirror = Mirror(tmp_path / "mirror", server.url.replace("://", "://ada:s3cr3t-pw@", 1))
+    try:
+        mirror.fetch("main")
+        shutil.rmtree(tmp_path / "mirror")
+        mirror.fetch("main")  # (refused without the script: git cannot ask for the password)
+        assert (tmp_path / "mirror" / "configsync-askpass").is_file()
+        assert mirror.head("main") == git(Path(remote.url), "rev-parse", "main").strip()
+    finally:
+        mirror.close()
+        server.close()

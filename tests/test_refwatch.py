@@ -3,10 +3,12 @@ not at its next poll."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import redis
 
 from configsync.embedded import RedisServer
@@ -77,3 +79,42 @@ def test_without_a_watch_the_daemon_still_polls(remote: Remote, redis_server: Re
     finally:
         log = _stop(proc, workdir / "daemon.log")
     assert "local_trigger" not in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["reinit", "moved_back", "reclone"])
+def test_a_replaced_repository_is_watched_again(how: str, remote: Remote,
+                                                 redis_server: RedisServer,
+                                                 tmp_path: Path) -> None:
+    """Issue 17, item 10: the watched repository's folder is replaced (removed and made again
+    at the same path, or moved away and back). The watch says it lost it, watches the new one,
+    and a push there applies at once, not at the next poll (an hour)."""
+    workdir = tmp_path / "wd"
+    proc = spawn_daemon(remote, redis_server.url, "test", workdir, interval=HOUR)
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    bare = Path(remote.url)
+    log = workdir / "daemon.log"
+    try:
+        wait_until(lambda: "seen" in store.state(), timeout=20)
+        wait_until(lambda: "event=local_trigger " in log.read_text())
+        if how == "moved_back":
+            bare.rename(tmp_path / "away.git")
+            wait_until(lambda: "event=local_trigger_lost" in log.read_text(), timeout=10)
+            (tmp_path / "away.git").rename(bare)
+        else:
+            shutil.rmtree(bare)
+            if how == "reinit":
+                git(bare.parent, "init", "-q", "--bare", "-b", "main", str(bare))
+            else:
+                git(bare.parent, "clone", "-q", "--bare", "--", str(remote.work), str(bare))
+            remote.push(force=True)
+        wait_until(lambda: "event=local_trigger_restored" in log.read_text(), timeout=10)
+        sha = remote.commit_push("a: warmer", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                                               "model: gpt-4o\ntemperature: 1\n"})
+        wait_until(lambda: store.state().get("commit") == sha, timeout=10)  # not in an hour
+    finally:
+        text = _stop(proc, log)
+        store.redis.close()
+    if how != "moved_back":
+        assert "event=local_trigger_lost" in text
+    assert "Traceback" not in text

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -262,6 +264,36 @@ def test_metrics_follow_the_daemon(running: Running, tmp_path: Path) -> None:
         'configsync_fetch_errors_total{kind="failed"}', 0) >= 1, timeout=10)
     status, _, body = running.get("/readyz")
     assert status == 503 and json.loads(body)["reason"].startswith("remote_unreachable: ")
+
+
+def test_a_removed_mirror_is_made_again_and_the_metrics_tell_the_truth(
+        running: Running, tmp_path: Path) -> None:
+    """Issue 17, item 10: the daemon's mirror is removed under it. The next poll makes it
+    again and applies the push; while the source cannot be fetched, seconds behind is NaN
+    (unknown), never 0, and the last successful fetch's time stays where it was."""
+    fetched = running.samples()["configsync_last_successful_fetch_timestamp_seconds"]
+    assert fetched > 0
+    shutil.rmtree(tmp_path / "mirror")
+    sha = running.remote.commit_push("a: 0.5", {"agents/a.yaml": A2})
+    running.daemon.request_sync()
+    wait_until(lambda: running.served() == sha, timeout=10)
+    assert running.get("/readyz")[0] == 200
+    assert running.samples()["configsync_seconds_behind_remote"] == 0
+
+    os.rename(running.remote.url, str(tmp_path / "moved.git"))  # the source goes away
+    shutil.rmtree(tmp_path / "mirror")
+    running.daemon.request_sync()
+    wait_until(lambda: running.get("/readyz")[0] == 503, timeout=10)
+    samples = running.samples()
+    assert math.isnan(samples["configsync_seconds_behind_remote"])
+    last = samples["configsync_last_successful_fetch_timestamp_seconds"]
+    assert last >= fetched
+    os.rename(str(tmp_path / "moved.git"), running.remote.url)
+    running.daemon.request_sync()
+    wait_until(lambda: running.get("/readyz")[0] == 200, timeout=10)
+    samples = running.samples()
+    assert samples["configsync_seconds_behind_remote"] == 0
+    assert samples["configsync_last_successful_fetch_timestamp_seconds"] != last  # a new one
 
 
 def test_health_and_readiness(running: Running, redis_server: RedisServer) -> None:

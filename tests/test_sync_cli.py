@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -919,3 +920,90 @@ def test_the_documented_daemon_acl_is_enough(remote: Remote, redis_server: Redis
     store = Store(admin, "test")
     assert store.current()["a"].version == 2 and sorted(store.history("a")) == [2]
     admin.close()
+
+
+def _spawn(remote: Remote, workdir: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """``configsync sync`` polling every 50 ms, logging outside its workdir."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "configsync", "sync", "--repo",
+                                 "file://" + remote.url, "--namespace", "test", "--interval",
+                                 "0.05", "--workdir", str(workdir), *extra],
+                                stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+
+
+def _remove(folder: Path) -> None:
+    """Remove ``folder`` at once, as ``rm -rf`` does when it wins the race with a daemon that
+    writes there every 50 ms (renamed away first, then deleted)."""
+    gone = folder.with_name(folder.name + ".gone")
+    folder.rename(gone)
+    shutil.rmtree(gone)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lost", ["mirror", "workdir"])
+def test_a_removed_workdir_is_made_again_and_the_daemon_carries_on(
+        lost: str, remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17, item 10: a tmp cleaner or an operator removes the mirror or the whole
+    workdir under a running daemon. It makes them again (the lock file too: a second daemon
+    is still refused) and applies the next push."""
+    workdir, log = tmp_path / "wd", tmp_path / "daemon.log"
+    proc = _spawn(remote, workdir, log, "--redis", redis_server.url)
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    try:
+        wait_until(lambda: "seen" in store.state(), timeout=20)
+        _remove(workdir / "mirror" if lost == "mirror" else workdir)
+        sha = remote.commit_push("after", {"agents/a.yaml": A1_TEMP})
+        wait_until(lambda: store.state().get("commit") == sha, timeout=20)
+        assert store.current()["a"].config["temperature"] == 0.4
+        wait_until(lambda: (workdir / "lock").is_file()
+                   and (workdir / "lock").read_text().strip() == str(proc.pid))
+        code, err = sync(capsys, "--repo", remote.url, "--redis", redis_server.url, "--once",
+                         "--workdir", str(workdir))
+        assert code == 2 and f"another configsync sync (pid {proc.pid})" in err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        store.redis.close()
+    text = log.read_text()
+    assert "event=mirror_rebuilt" in text
+    assert ("event=workdir_restored restored=lock" in text) == (lost == "workdir")
+    assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_a_removed_workdir_brings_back_the_embedded_redis(remote: Remote,
+                                                          tmp_path: Path) -> None:
+    """The embedded Redis's folder went with the workdir: it could no longer save, and
+    refuses writes once a save fails (MISCONF). It is restarted on its port, empty, and the
+    daemon rebuilds the state from git."""
+    workdir, log = tmp_path / "wd", tmp_path / "daemon.log"
+    proc = _spawn(remote, workdir, log)
+    try:
+        wait_until(lambda: (workdir / "redis.url").is_file(), timeout=20)
+        url = (workdir / "redis.url").read_text().strip()
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        store = Store(client, "test")
+        wait_until(lambda: "seen" in store.state(), timeout=20)
+        _remove(workdir)
+        sha = remote.commit_push("after", {"agents/a.yaml": A1_TEMP})
+
+        def served() -> bool:
+            try:
+                return store.state().get("commit") == sha
+            except redis.RedisError:
+                return False
+
+        wait_until(served, timeout=30)
+        assert (workdir / "redis.url").read_text().strip() == url  # the agents' URL holds
+        assert (workdir / "redis").is_dir() and (workdir / "lock").is_file()
+        client.bgsave()  # it can save again
+        wait_until(lambda: client.info("persistence")["rdb_bgsave_in_progress"] == 0)
+        assert client.info("persistence")["rdb_last_bgsave_status"] == "ok"
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    text = log.read_text()
+    assert "event=workdir_restored restored=embedded_redis" in text
+    assert "Traceback" not in text
