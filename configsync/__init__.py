@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .client import Client, ClientStatus
     from .holdings import ClientClosedError, Snapshot, UnknownAgentError, VersionNotFoundError
 
-__version__ = "0.1.0"
+__version__ = "0.1.0.dev0"
 
 __all__ = [
     "AgentConfig",

@@ -31,16 +31,35 @@ from .model import NAMESPACE_MAX, namespace_problem
 from .repo import SETTINGS_FILE
 from .schema import render_schemas
 
-__all__ = ["ACTION", "DEFAULT_BRANCH", "HOOK_REPO", "PRE_COMMIT_PATH", "REUSABLE_WORKFLOW",
-           "WORKFLOW_PATH", "Layout", "branch_pattern", "find_layout", "sanitize_namespace",
-           "scaffold_files"]
+__all__ = ["ACTION", "DEFAULT_BRANCH", "DEVELOPMENT_REF", "HOOK_REPO", "PRE_COMMIT_PATH",
+           "REUSABLE_WORKFLOW", "WORKFLOW_PATH", "Layout", "branch_pattern", "find_layout",
+           "release_ref", "sanitize_namespace", "scaffold_files"]
 
 ACTION = "configsync/configsync"
 REUSABLE_WORKFLOW = f"{ACTION}/.github/workflows/configsync-validate.yml"
 HOOK_REPO = "https://github.com/configsync/configsync"
 WORKFLOW_PATH = ".github/workflows/configsync.yml"
 PRE_COMMIT_PATH = ".pre-commit-config.yaml"
-RELEASE = f"v{__version__}"  # the tag both `uses:` and `rev:` name
+DEVELOPMENT_REF = "main"
+"""What `init` pins while configsync is between releases: the branch every commit lands on."""
+
+
+def release_ref(version: str) -> str:
+    """The git ref of this repository that a new config repository's workflow (``uses:
+    ...@REF``) and pre-commit config (``rev: REF``) name, for configsync ``version``: a final
+    release ``X.Y.Z`` (or ``X.Y.Z.postN``) is the tag ``vX.Y.Z`` made on its commit (README
+    "Releases"); anything else (``0.2.0.dev0``, ``1.0rc1``, a local ``+build``) was never
+    tagged, so ``main``, which exists, rather than a tag that does not (issue 17.19)."""
+    if re.fullmatch(r"\d+(\.\d+)*(\.post\d+)?", version):
+        return f"v{version}"
+    return DEVELOPMENT_REF
+
+
+RELEASE = release_ref(__version__)  # the ref both `uses:` and `rev:` name
+_UNRELEASED = f"  # configsync {__version__} is not a release yet: "
+_WORKFLOW_NOTE = "" if RELEASE != DEVELOPMENT_REF else _UNRELEASED + "a commit sha pins it"
+_PIN_NOTE = ("" if RELEASE != DEVELOPMENT_REF else
+             _UNRELEASED + "`pre-commit autoupdate` pins the newest commit")
 
 _PLAIN_SCALAR = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
@@ -79,7 +98,7 @@ def _pre_commit(folder: str) -> str:
 # Validates what is being committed (`configsync validate --cached`): `pre-commit install`
 repos:
   - repo: {HOOK_REPO}
-    rev: {RELEASE}
+    rev: {RELEASE}{_PIN_NOTE}
     hooks: [{{id: configsync-validate{_hook_args(folder)}}}]
 """
 
@@ -91,7 +110,7 @@ def _hook_args(folder: str) -> str:
 
 def _workflow(folder: str, name: str, branch: str = DEFAULT_BRANCH) -> str:
     """The config repository's workflow: one job that calls configsync's reusable workflow
-    (which checks out with history and runs the action at the same tag), on every pull request
+    (which checks out with history and runs the action at the same ref), on every pull request
     and every push to ``branch``. In a folder of a bigger repository it runs only when that
     folder (or the workflow) changes."""
     paths = "" if folder == "." else (
@@ -108,7 +127,7 @@ permissions:
   contents: read
 jobs:
   validate:
-    uses: {REUSABLE_WORKFLOW}@{RELEASE}
+    uses: {REUSABLE_WORKFLOW}@{RELEASE}{_WORKFLOW_NOTE}
     with:
       path: {_yaml_string(folder)}
       python-version: "3.12"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from configsync import __version__
 from configsync.cli import main
-from configsync.scaffold import sanitize_namespace
+from configsync.scaffold import DEVELOPMENT_REF, release_ref, sanitize_namespace
 
 from .conftest import git
 from .test_action import CALL, _lint_calling_this_checkout, readme_workflows
@@ -131,7 +133,7 @@ def test_workflow_and_pre_commit_config(tmp_path: Path,
     assert workflow == yaml.safe_load(readme_workflows()[0])  # what the README shows
     hooks = yaml.safe_load((tmp_path / ".pre-commit-config.yaml").read_text())
     assert hooks == {"repos": [{"repo": "https://github.com/configsync/configsync",
-                                "rev": "v0.1.0", "hooks": [{"id": "configsync-validate"}]}]}
+                                "rev": "main", "hooks": [{"id": "configsync-validate"}]}]}
     assert "configsync-validate" in [h["id"] for h in HOOKS]
 
 
@@ -192,7 +194,7 @@ def test_a_bigger_repositorys_pre_commit_config_is_kept(
         assert (tmp_path / ".pre-commit-config.yaml").read_text() == theirs
         (add,) = [step for step in report["next"] if step.startswith("add to ")]
         entry = yaml.safe_load(add.split("'s repos: ", 1)[1])
-        assert entry == [{"repo": "https://github.com/configsync/configsync", "rev": "v0.1.0",
+        assert entry == [{"repo": "https://github.com/configsync/configsync", "rev": "main",
                           "hooks": [{"id": "configsync-validate", "args": ["cfg"]}]}]
     code, out, _ = run(capsys, "init", "--force", str(tmp_path / "cfg"))
     assert code == 0
@@ -249,3 +251,44 @@ def test_the_workflow_runs_on_the_branch_checked_out(
     text = (tmp_path / ".github/workflows/configsync.yml").read_text()
     assert yaml.safe_load(text)[True]["push"] == {"branches": [pattern]}
     _lint_calling_this_checkout(tmp_path, {"configsync.yml": text})  # actionlint takes it
+
+
+@pytest.mark.parametrize(("version", "ref"), [
+    ("0.1.0", "v0.1.0"), ("1.2.3", "v1.2.3"), ("1.2.3.post1", "v1.2.3.post1"),
+    ("0.1.0.dev0", "main"), ("1.0.0rc1", "main"), ("1.0.0a2", "main"), ("1.0.0+local", "main"),
+    ("1.0.0.dev3+g1234abc", "main")])
+def test_a_release_is_pinned_by_its_tag_and_anything_else_by_main(version: str,
+                                                                 ref: str) -> None:
+    assert release_ref(version) == ref
+
+
+def _resolves(ref: str) -> bool:
+    root = Path(__file__).parents[1]
+    return any(subprocess.run(["git", "rev-parse", "-q", "--verify", f"{name}^{{commit}}"],
+                              cwd=root, capture_output=True).returncode == 0
+               for name in (f"refs/tags/{ref}", f"refs/heads/{ref}",
+                            f"refs/remotes/origin/{ref}"))
+
+
+def test_init_pins_a_ref_that_exists_in_this_repository(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """Issue 17.19: init pinned `v0.1.0`, a tag this repository never had. The workflow's
+    `uses: ...@REF` and the pre-commit `rev:` name the release's tag for a release, else
+    `main`, with a comment that says it is not a release and how to pin a commit."""
+    assert run(capsys, "init", str(tmp_path))[0] == 0
+    workflow = (tmp_path / ".github/workflows/configsync.yml").read_text()
+    pre_commit = (tmp_path / ".pre-commit-config.yaml").read_text()
+    uses = yaml.safe_load(workflow)["jobs"]["validate"]["uses"]
+    (repo,) = yaml.safe_load(pre_commit)["repos"]
+    ref = uses.rsplit("@", 1)[1]
+    assert ref == repo["rev"] == release_ref(__version__)
+    if ref == DEVELOPMENT_REF:
+        assert f"# configsync {__version__} is not a release yet: " in workflow
+        assert "`pre-commit autoupdate` pins the newest commit" in pre_commit
+    root = Path(__file__).parents[1]
+    if not _resolves(ref) and (
+            git(root, "rev-parse", "--is-shallow-repository").strip() == "true"
+            or not _resolves(DEVELOPMENT_REF)):
+        pytest.skip("this checkout holds neither the tags nor main (a CI checkout)")
+    assert _resolves(ref), f"{ref} names no tag or branch of this repository"

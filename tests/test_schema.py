@@ -188,7 +188,7 @@ def test_a_venv_committed_into_the_repository_is_not_trusted(tmp_path: Path) -> 
     import subprocess
     import sysconfig
 
-    from .conftest import GitTree
+    from .conftest import GitTree, git
 
     repo = GitTree(tmp_path / "victim")
     marker = tmp_path / "pwned"
@@ -205,7 +205,12 @@ def test_a_venv_committed_into_the_repository_is_not_trusted(tmp_path: Path) -> 
         "class Model(AgentConfig):\n    pass\n")
     repo.write({"configsync.yaml": SETTINGS + "schema: evilmod:Model\n",
                 "agents/a.yaml": "system_prompt: A\nmodel: gpt-4o\n"})
+    # Python 3.13's venv writes a `.gitignore` of `*` into it, which `git add -A` obeys; a pull
+    # request commits the files whatever made its venv (an older Python, `git add -f`).
+    git(repo.root, "add", "-f", ".venv")
     repo.commit("a pull request that commits into the venv")
+    tracked = git(repo.root, "ls-files", ".venv").splitlines()
+    assert str((site / "evilmod.py").relative_to(repo.root)) in tracked
     for argv in (["validate", "."], ["validate", ".", "--ref", "HEAD"]):
         proc = subprocess.run([str(python), "-m", "configsync", *argv], cwd=repo.root,
                               capture_output=True, text=True, env={**os.environ}, timeout=60)
