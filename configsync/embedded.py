@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -20,7 +21,8 @@ from redis.retry import Retry
 
 from .errors import ConfigsyncError
 
-__all__ = ["RedisServer", "free_port", "redis_server_binary"]
+__all__ = ["Embedded", "RedisServer", "embedded_url", "find_embedded", "free_port",
+           "redis_server_binary"]
 
 
 def redis_server_binary() -> str:
@@ -164,3 +166,49 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """The embedded Redis a ``configsync sync`` started (``url``, as it wrote it in
+    ``file``), and whether that very server answers now (``running``: a server on that port
+    whose data folder is the workdir's, so never another program's Redis)."""
+
+    url: str
+    file: Path
+    running: bool
+
+
+def find_embedded(repo: str | os.PathLike[str] | None = None, *,
+                  workdir: str | os.PathLike[str] | None = None) -> Embedded | None:
+    """The embedded Redis of ``workdir`` (a ``configsync sync --workdir``), else of the
+    default workdir ``configsync sync`` uses for ``repo`` (a folder of a local repository,
+    default: the current one; see :func:`configsync.sync_cli.default_workdir`: its git
+    folder's ``configsync/``). None when no daemon wrote a ``redis.url`` there (or ``repo``
+    is no git repository). Asks the server (1 s at most) whether it is the one."""
+    if workdir is None:
+        from .sync_cli import _source, default_workdir  # (the daemon's own rule, and modules)
+        try:
+            workdir = default_workdir(_source(os.fspath(repo) if repo is not None else None))
+        except ConfigsyncError:
+            return None
+    file = Path(workdir).absolute() / "redis.url"
+    try:
+        url = file.read_text().strip()
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+    except (OSError, UnicodeDecodeError, ValueError, IndexError):
+        return None
+    if not url.startswith("redis://127.0.0.1:"):
+        return None  # not what a daemon writes: never followed
+    return Embedded(url, file, RedisServer(file.parent / "redis", port=port).adopt())
+
+
+def embedded_url(repo: str | os.PathLike[str] | None = None, *,
+                 workdir: str | os.PathLike[str] | None = None) -> str | None:
+    """The URL of the embedded Redis that ``configsync sync`` runs for ``repo`` (a folder of a
+    local git repository, default: the current folder's; or the one of ``--workdir``
+    ``workdir``), when it is running; else None. For ``Client(redis=embedded_url() or
+    os.environ["CONFIGSYNC_REDIS_URL"])`` on a developer's machine: the commands that read
+    Redis find it this way when neither ``--redis`` nor ``$CONFIGSYNC_REDIS_URL`` names one."""
+    found = find_embedded(repo, workdir=workdir)
+    return found.url if found is not None and found.running else None
