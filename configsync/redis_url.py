@@ -166,13 +166,27 @@ def from_url(factory: Any, url: str, origin: str, *, waits: float | None = None,
 
 
 def redis_failure(exc: BaseException, client: Any) -> str:
-    """A Redis failure in one line, with the likeliest cause: a TLS mismatch looks like a
-    timeout from one side and a dropped connection from the other."""
+    """A Redis failure in one line, with the likeliest cause. Over TLS: a certificate the
+    client does not trust (the CA to name with ``ssl_ca_certs=``, or ``ssl_cert_reqs=none`` for
+    a test), a certificate for another host name, a server that ends the session (it wants a
+    client certificate), or a server that is plain Redis (the TLS handshake meets no TLS: it
+    looks like a timeout from one side and a dropped connection from the other)."""
     text = str(exc)
     pool = getattr(client, "connection_pool", None)
-    tls = isinstance(pool, redis.ConnectionPool) and issubclass(pool.connection_class,
-                                                                 redis.SSLConnection)
-    if tls and any(word in text for word in ("Timeout", "SSL", "EOF", "handshake")):
+    connection = getattr(pool, "connection_class", None)
+    tls = isinstance(connection, type) and connection.__name__ == "SSLConnection"
+    lowered = text.lower()
+    if tls and "certificate verify failed" in lowered and "hostname mismatch" in lowered:
+        hint = ("a TLS certificate problem: the server's certificate is not for this host "
+                "name; connect by a name it holds (or ?ssl_check_hostname=false, for a test)")
+    elif tls and "certificate verify failed" in lowered:
+        hint = ("a TLS certificate problem: the server's certificate is not signed by a CA "
+                "this machine trusts; name that CA with ?ssl_ca_certs=/path/to/ca.pem (or "
+                "?ssl_cert_reqs=none to skip the check, for a test only)")
+    elif tls and ("certificate required" in lowered or "violation of protocol" in lowered):
+        hint = ("the TLS server ended the session: does it want a client certificate? "
+                "(?ssl_certfile=/path/cert.pem&ssl_keyfile=/path/key.pem)")
+    elif tls and any(word in text for word in ("Timeout", "SSL", "EOF", "handshake")):
         hint = "rediss:// speaks TLS: if this server is plain Redis, use redis://"
     elif not tls and any(word in text for word in ("Connection closed", "reset", "reading")):
         hint = "is Redis running, and does it want TLS? (then use rediss://)"
