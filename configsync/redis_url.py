@@ -70,8 +70,9 @@ def _unknown(scheme: str, names: list[str]) -> str:
     if all(name.startswith("ssl_") for name in names) and scheme != "rediss" \
             and not set(names) - set(accepted_options("rediss")):
         return f"sets {', '.join(names)}, TLS options: use rediss:// (TLS) for them"
-    family = [a for a in accepted if a.startswith("ssl_") == names[0].startswith("ssl_")]
-    close = did_you_mean(names[0], accepted).removeprefix(", ").replace("`", "")
+    family = [a for a in accepted
+              if a.startswith("ssl_") == names[0].lower().startswith("ssl_")]
+    close = did_you_mean(names[0].lower(), accepted).removeprefix(", ").replace("`", "")
     hint = f" ({close})" if close else ""
     return (f"has {'an option' if len(names) == 1 else 'options'} redis-py does not accept: "
             f"{', '.join(names)}{hint}; {scheme}:// accepts: {', '.join(family or accepted)}")

@@ -86,6 +86,7 @@ BAD = [  # (a URL's query, what the one-line error says of it)
      "has an option redis-py does not accept: ssl_ca_cert (did you mean ssl_ca_certs?); "
      "rediss:// accepts: ssl_ca_certs, ssl_ca_data, ssl_ca_path, ssl_cert_reqs, "),
     ("rediss", "ssl_certs_reqs=none", "(did you mean ssl_cert_reqs?)"),
+    ("rediss", "SSL_CA_CERTS=/ca.pem", "SSL_CA_CERTS (did you mean ssl_ca_certs?)"),
     ("rediss", "ssl_keyfle=/k.pem&ssl_certfile=/c.pem", "ssl_keyfle (did you mean ssl_keyfile?)"),
     ("redis", "socket_timout=2", "socket_timout (did you mean socket_timeout?); redis:// "
      "accepts: client_name, db, "),
