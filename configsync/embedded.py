@@ -184,15 +184,36 @@ def find_embedded(repo: str | os.PathLike[str] | None = None, *,
     """The embedded Redis of ``workdir`` (a ``configsync sync --workdir``), else of the
     default workdir ``configsync sync`` uses for ``repo`` (a folder of a local repository,
     default: the current one; see :func:`configsync.sync_cli.default_workdir`: its git
-    folder's ``configsync/``). None when no daemon wrote a ``redis.url`` there (or ``repo``
-    is no git repository). Asks the server (1 s at most) whether it is the one."""
-    if workdir is None:
-        from .sync_cli import _source, default_workdir  # (the daemon's own rule, and modules)
+    folder's ``configsync/``) or for one of its remotes' URLs (a daemon started with ``--repo``
+    the URL it was cloned from); a running one first. None when no daemon wrote a
+    ``redis.url`` there (or ``repo`` is no git repository). Asks each server found (1 s at
+    most) whether it is that daemon's."""
+    if workdir is not None:
+        return _embedded_of(Path(workdir))
+    from .sync_cli import _source, default_workdir  # (the daemon's own rule, and modules)
+    folder = os.fspath(repo) if repo is not None else None
+    try:
+        workdirs = [default_workdir(_source(folder))]
+    except ConfigsyncError:
+        return None
+    for url in _remote_urls(folder or os.curdir):
         try:
-            workdir = default_workdir(_source(os.fspath(repo) if repo is not None else None))
+            workdirs.append(default_workdir(_source(url)))
         except ConfigsyncError:
-            return None
-    file = Path(workdir).absolute() / "redis.url"
+            continue
+    found = [e for e in map(_embedded_of, workdirs) if e is not None]
+    return next((e for e in found if e.running), found[0] if found else None)
+
+
+def _remote_urls(folder: str) -> list[str]:
+    """The URLs of the remotes of the repository at ``folder``, as configured."""
+    done = subprocess.run(["git", "config", "--get-regexp", r"^remote\..*\.url$"], cwd=folder,
+                          capture_output=True, text=True, check=False)
+    return [line.split(" ", 1)[1] for line in done.stdout.splitlines() if " " in line]
+
+
+def _embedded_of(workdir: Path) -> Embedded | None:
+    file = workdir.absolute() / "redis.url"
     try:
         url = file.read_text().strip()
         port = int(url.rsplit(":", 1)[1].split("/")[0])

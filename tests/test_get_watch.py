@@ -202,12 +202,13 @@ def test_watch_exits_0_on_sigterm_and_rejects_bad_ids(
 
 
 @contextmanager
-def newcomer_daemon(remote: Remote) -> Iterator[tuple[str, Path]]:
+def newcomer_daemon(remote: Remote, written: Path | None = None,
+                    *extra: str) -> Iterator[tuple[str, Path]]:
     """`configsync sync` run as a newcomer runs it: in the clone, no --redis, no
     $CONFIGSYNC_REDIS_URL; its embedded Redis's URL and the file it wrote it in."""
-    written = remote.work / ".git" / "configsync" / "redis.url"
-    daemon = subprocess.Popen([sys.executable, "-m", "configsync", "sync", "--interval", "0.2"],
-                              cwd=remote.work, stdin=subprocess.DEVNULL,
+    written = written or remote.work / ".git" / "configsync" / "redis.url"
+    daemon = subprocess.Popen([sys.executable, "-m", "configsync", "sync", "--interval", "0.2",
+                               *extra], cwd=remote.work, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def served() -> bool:
@@ -297,3 +298,20 @@ def test_the_python_helper_finds_it_too_and_nothing_once_it_stopped(
     with RedisServer(tmp_path / "other", port=port, persist=False):  # another program's Redis
         assert embedded_url() is None  # on that port is never taken for it
         assert run(capsys, "status")[0] == 1
+
+
+def test_a_daemon_of_the_remote_the_clone_came_from_is_found_from_the_clone(
+        remote: Remote, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`configsync sync --repo URL` (its workdir under ~/.local/state) and the reader in a
+    clone of URL: found through the clone's remote."""
+    from configsync.sync_cli import Source, default_workdir
+
+    written = default_workdir(Source(str(Path(remote.url).resolve()))) / "redis.url"
+    with newcomer_daemon(remote, written, "--repo", remote.url) as (url, found):
+        monkeypatch.chdir(remote.work)
+        code, out, err = run(capsys, "get", "a")
+        assert (code, err) == (0, f"configsync: reading the embedded Redis {url} (from "
+                                  f"{found})\n")
+        assert str(found).startswith(str(Path.home() / ".local" / "state" / "configsync"))
+        assert json.loads(out)["agent_id"] == "a"
