@@ -5,8 +5,12 @@ user keeps in the one URL shared by their agents never break the commands that w
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from configsync.cli import main
 from configsync.embedded import RedisServer, free_port, redis_server_binary
 from configsync.redis_url import accepted_options
 
-from .conftest import Remote, sync_once, wait_until
+from .conftest import Remote, spawn_daemon, sync_once, wait_until
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -253,3 +257,41 @@ def test_the_commands_that_wait_keep_waiting_whatever_the_shared_url_sets(
             assert aclient.get("a").version == 3 and aclient.status().connected
 
     asyncio.run(follow())
+
+
+@pytest.mark.slow
+def test_sync_listen_long_polls_on_the_shared_url(remote: Remote, redis_server: RedisServer,
+                                                 tmp_path: Path) -> None:
+    """`sync --listen` on the shared URL: the daemon writes, and its read API's client (a
+    pub/sub listener beside a URL's max_connections=1) answers a long poll on a change."""
+    port = free_port()
+    daemon = spawn_daemon(remote, f"{redis_server.url}?{SHARED}", "test", tmp_path / "wd",
+                          interval=0.2, extra=["--listen", f"127.0.0.1:{port}"])
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def get(path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+        try:
+            with opener.open(urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                                    headers=headers), timeout=40) as answer:
+                return answer.status, dict(answer.headers), answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+        except OSError:
+            return 0, {}, b""
+
+    try:
+        wait_until(lambda: get("/agents/a")[0] == 200 or daemon.poll() is not None)
+        assert daemon.poll() is None, (tmp_path / "wd" / "daemon.log").read_text()
+        etag = get("/agents/a")[1]["ETag"]
+        answers: list[tuple[int, dict[str, str], bytes]] = []
+        poll = threading.Thread(target=lambda: answers.append(
+            get("/agents/a?wait=30", **{"If-None-Match": etag})))
+        poll.start()
+        remote.commit_push("a warmer", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                                         "model: gpt-4o\ntemperature: 0.9\n"})
+        poll.join(40)
+        assert answers and answers[0][0] == 200, (tmp_path / "wd" / "daemon.log").read_text()
+        assert json.loads(answers[0][2])["version"] == 2
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
