@@ -297,7 +297,7 @@ def test_the_python_helper_finds_it_too_and_nothing_once_it_stopped(
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     with RedisServer(tmp_path / "other", port=port, persist=False):  # another program's Redis
         assert embedded_url() is None  # on that port is never taken for it
-        assert run(capsys, "status")[0] == 1
+        assert run(capsys, "status")[0] == 2  # unreachable
 
 
 def test_a_daemon_of_the_remote_the_clone_came_from_is_found_from_the_clone(
