@@ -15,6 +15,7 @@ from .validate import Diagnostic, Report, check_tree
 if TYPE_CHECKING:
     from .aio import AsyncClient
     from .client import Client, ClientStatus
+    from .embedded import embedded_url
     from .holdings import ClientClosedError, Snapshot, UnknownAgentError, VersionNotFoundError
 
 __version__ = "0.1.0.dev0"
@@ -42,13 +43,15 @@ __all__ = [
     "YamlError",
     "__version__",
     "check_tree",
+    "embedded_url",
     "load_yaml",
 ]
 
 # The client side imports redis; the CLI's validate path should not pay for it (PEP 562).
 _LAZY = {"AsyncClient": ".aio", "Client": ".client", "ClientStatus": ".client",
          "ClientClosedError": ".holdings", "Snapshot": ".holdings",
-         "UnknownAgentError": ".holdings", "VersionNotFoundError": ".holdings"}
+         "UnknownAgentError": ".holdings", "VersionNotFoundError": ".holdings",
+         "embedded_url": ".embedded"}
 
 
 def __getattr__(name: str) -> Any:

@@ -49,7 +49,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
     def _connect(self, url: str, socket_timeout: float) -> aioredis.Redis:
         client: aioredis.Redis = from_url(aioredis.Redis, url, "redis",
                                           socket_timeout=socket_timeout,
-                                          socket_connect_timeout=socket_timeout)
+                                          socket_connect_timeout=socket_timeout, holds=1)
         return client
 
     def _init_runtime(self) -> None:

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
 from .editor import SETTINGS_PATH, editor_settings
@@ -578,14 +578,32 @@ def _optional_redis(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--redis", nargs="?", const="", metavar="URL",
                         help=f"{what} (the numbers clients report: they differ from the "
                              "branch's after a force-push the daemon followed); URL default: "
-                             "$CONFIGSYNC_REDIS_URL")
+                             "$CONFIGSYNC_REDIS_URL, else the embedded Redis `configsync sync` "
+                             "runs for this repository")
+    parser.add_argument("--workdir", action=_EmbeddedOf,
+                        help="read the embedded Redis of `configsync sync --workdir WORKDIR` "
+                             "(implies --redis)")
     parser.add_argument("--namespace", type=_namespace,
                         help="Redis namespace for --redis (default: configsync.yaml's)")
 
 
+class _EmbeddedOf(argparse.Action):
+    """``--workdir`` of a command whose Redis is optional: asks for Redis (``--redis``), the
+    embedded one of that workdir."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        if getattr(namespace, "redis", None) is None:
+            namespace.redis = ""
+
+
 def _redis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis", type=_nonempty, metavar="URL",
-                        help="Redis URL (default: $CONFIGSYNC_REDIS_URL)")
+                        help="Redis URL (default: $CONFIGSYNC_REDIS_URL, else the embedded Redis "
+                             "`configsync sync` runs for this repository)")
+    parser.add_argument("--workdir", help="read the embedded Redis of `configsync sync "
+                                          "--workdir WORKDIR` (instead of --redis)")
     parser.add_argument("--namespace", type=_namespace,
                         help="Redis namespace (default: namespace: of the configsync.yaml in "
                              "this folder or above)")

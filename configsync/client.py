@@ -482,7 +482,7 @@ class Client(ClientCore[redis.Redis]):
 
     def _connect(self, url: str, socket_timeout: float) -> redis.Redis:
         client: redis.Redis = from_url(redis.Redis, url, "redis", socket_timeout=socket_timeout,
-                                       socket_connect_timeout=socket_timeout)
+                                       socket_connect_timeout=socket_timeout, holds=1)
         return client
 
     def _init_runtime(self) -> None:

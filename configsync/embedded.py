@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -22,7 +23,8 @@ from redis.retry import Retry
 
 from .errors import ConfigsyncError
 
-__all__ = ["RedisServer", "free_port", "redis_server_binary"]
+__all__ = ["Embedded", "RedisServer", "embedded_url", "find_embedded", "free_port",
+           "redis_server_binary"]
 
 
 def redis_server_binary() -> str:
@@ -180,3 +182,70 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """The embedded Redis a ``configsync sync`` started (``url``, as it wrote it in
+    ``file``), and whether that very server answers now (``running``: a server on that port
+    whose data folder is the workdir's, so never another program's Redis)."""
+
+    url: str
+    file: Path
+    running: bool
+
+
+def find_embedded(repo: str | os.PathLike[str] | None = None, *,
+                  workdir: str | os.PathLike[str] | None = None) -> Embedded | None:
+    """The embedded Redis of ``workdir`` (a ``configsync sync --workdir``), else of the
+    default workdir ``configsync sync`` uses for ``repo`` (a folder of a local repository,
+    default: the current one; see :func:`configsync.sync_cli.default_workdir`: its git
+    folder's ``configsync/``) or for one of its remotes' URLs (a daemon started with ``--repo``
+    the URL it was cloned from); a running one first. None when no daemon wrote a
+    ``redis.url`` there (or ``repo`` is no git repository). Asks each server found (1 s at
+    most) whether it is that daemon's."""
+    if workdir is not None:
+        return _embedded_of(Path(workdir))
+    from .sync_cli import _source, default_workdir  # (the daemon's own rule, and modules)
+    folder = os.fspath(repo) if repo is not None else None
+    try:
+        workdirs = [default_workdir(_source(folder))]
+    except ConfigsyncError:
+        return None
+    for url in _remote_urls(folder or os.curdir):
+        try:
+            workdirs.append(default_workdir(_source(url)))
+        except ConfigsyncError:
+            continue
+    found = [e for e in map(_embedded_of, workdirs) if e is not None]
+    return next((e for e in found if e.running), found[0] if found else None)
+
+
+def _remote_urls(folder: str) -> list[str]:
+    """The URLs of the remotes of the repository at ``folder``, as configured."""
+    done = subprocess.run(["git", "config", "--get-regexp", r"^remote\..*\.url$"], cwd=folder,
+                          capture_output=True, text=True, check=False)
+    return [line.split(" ", 1)[1] for line in done.stdout.splitlines() if " " in line]
+
+
+def _embedded_of(workdir: Path) -> Embedded | None:
+    file = workdir.absolute() / "redis.url"
+    try:
+        url = file.read_text().strip()
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+    except (OSError, UnicodeDecodeError, ValueError, IndexError):
+        return None
+    if not url.startswith("redis://127.0.0.1:"):
+        return None  # not what a daemon writes: never followed
+    return Embedded(url, file, RedisServer(file.parent / "redis", port=port).adopt())
+
+
+def embedded_url(repo: str | os.PathLike[str] | None = None, *,
+                 workdir: str | os.PathLike[str] | None = None) -> str | None:
+    """The URL of the embedded Redis that ``configsync sync`` runs for ``repo`` (a folder of a
+    local git repository, default: the current folder's; or the one of ``--workdir``
+    ``workdir``), when it is running; else None. For ``Client(redis=embedded_url() or
+    os.environ["CONFIGSYNC_REDIS_URL"])`` on a developer's machine: the commands that read
+    Redis find it this way when neither ``--redis`` nor ``$CONFIGSYNC_REDIS_URL`` names one."""
+    found = find_embedded(repo, workdir=workdir)
+    return found.url if found is not None and found.running else None

@@ -1,7 +1,8 @@
 """``configsync get`` and ``configsync watch``: read what the daemon wrote, through store.py.
 
 Both find Redis as ``configsync sync`` does (``--redis``, else ``$CONFIGSYNC_REDIS_URL``; the
-URL checked before anything connects) and the namespace from ``--namespace``, else from the
+URL checked before anything connects), else the embedded Redis that ``configsync sync`` runs for
+this repository (or for ``--workdir``) and the namespace from ``--namespace``, else from the
 ``configsync.yaml`` in the current folder or above it.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import redis
 
+from .embedded import find_embedded
 from .errors import ConfigsyncError, UsageError
 from .escape import json_text, one_line, yaml_text
 from .loader import YamlError, load_yaml
@@ -38,15 +40,36 @@ BLOCK_MS = 1000
 """How long one XREAD waits; the loop then reads again (a stop is never waited on longer)."""
 
 
-def redis_url_given(given: str | None) -> tuple[str, str]:
-    """``--redis``, else ``$CONFIGSYNC_REDIS_URL``, checked, with where it came from (for
-    messages); a usage error when neither names one."""
+def redis_url_given(given: str | None, *, workdir: str | None = None,
+                    repo: str | None = None,
+                    unreachable: type[ConfigsyncError] = ConfigsyncError) -> tuple[str, str]:
+    """The Redis a reading command reads, checked, with where it came from (for messages):
+    ``--redis``, else ``$CONFIGSYNC_REDIS_URL``, else the embedded Redis that ``configsync
+    sync`` runs for ``repo`` (default: the current folder's repository; ``workdir``: the one of
+    ``sync --workdir``), found as :func:`configsync.embedded_url` finds it, and said on stderr.
+    A usage error when nothing names one (or ``--redis`` and ``--workdir`` both do);
+    ``unreachable`` when the embedded one is not running."""
+    if workdir and given:
+        raise UsageError("--redis and --workdir each name a Redis: pass one")
     url, origin = given, "--redis"
-    if not url:
+    if not url and not workdir:
         url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
     if not url or not url.strip():
-        raise UsageError("no Redis to read: pass --redis URL or set CONFIGSYNC_REDIS_URL "
-                         "(`configsync sync` prints the embedded server's URL)")
+        found = find_embedded(repo, workdir=workdir)
+        if found is None:
+            if workdir:
+                raise UsageError(f"no Redis to read: --workdir {one_line(workdir)} holds no "
+                                 "redis.url (is it the --workdir of a `configsync sync`?)")
+            raise UsageError("no Redis to read: pass --redis URL or set CONFIGSYNC_REDIS_URL, "
+                             "or start `configsync sync` in this repository: its embedded "
+                             "Redis is found then (a daemon's own --workdir: pass it)")
+        origin = f"the embedded Redis (from {found.file})"
+        if not found.running:
+            raise unreachable(f"{origin} is not running ({found.url} does not answer as it): "
+                              "start `configsync sync`, or pass --redis URL")
+        print(f"configsync: reading the embedded Redis {found.url} (from {found.file})",
+              file=sys.stderr, flush=True)
+        return found.url, origin
     check_redis_url(url, origin)
     return url, origin
 
@@ -66,16 +89,19 @@ def default_namespace(start: str = os.curdir) -> str:
 
 @contextmanager
 def open_store(args: argparse.Namespace, *, socket_timeout: float = 10,
+               waits: float | None = None,
                unreachable: type[ConfigsyncError] = ConfigsyncError,
                suffix: str = "") -> Iterator[Store]:
-    """A :class:`Store` for ``args.redis`` (else ``$CONFIGSYNC_REDIS_URL``) and
-    ``args.namespace`` (else ``configsync.yaml``'s), closed after; a Redis failure inside
-    becomes ``unreachable`` with the reason and ``suffix`` (a usage error for a command whose
-    Redis is optional)."""
-    url, origin = redis_url_given(args.redis or None)
+    """A :class:`Store` for the Redis :func:`redis_url_given` finds (``args.redis``,
+    ``args.workdir``) and ``args.namespace`` (else ``configsync.yaml``'s), closed after; a
+    Redis failure inside becomes ``unreachable`` with the reason and ``suffix`` (a usage error
+    for a command whose Redis is optional). ``waits``: the seconds one command blocks on
+    purpose (see :func:`configsync.redis_url.from_url`)."""
+    url, origin = redis_url_given(args.redis or None, workdir=getattr(args, "workdir", None),
+                                  unreachable=unreachable)
     namespace = args.namespace or default_namespace()
     client: redis.Redis = from_url(redis.Redis, url, origin, socket_timeout=socket_timeout,
-                                   socket_connect_timeout=5)
+                                   socket_connect_timeout=5, waits=waits)
     try:
         yield Store(client, namespace)
     except redis.RedisError as exc:
@@ -173,7 +199,7 @@ def run_watch(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _on_term) if main_thread else None
     printed = 0
     try:
-        with open_store(args, socket_timeout=BLOCK_MS / 1000 + 10) as store:
+        with open_store(args, waits=BLOCK_MS / 1000) as store:
             after = store.last_event_id() if since == "$" else since
             while args.count is None or printed < args.count:
                 for entry_id, event in store.read_events(after, block_ms=BLOCK_MS):

@@ -1,28 +1,81 @@
-"""Redis URLs, checked before anything connects.
+"""Redis URLs, checked before anything connects, and the options configsync sets over them.
 
 redis-py quietly fills what a URL leaves out (``redis://`` becomes localhost:6379, database 0),
 so a typo could point the daemon or a client at somebody else's Redis. A URL is accepted only
 when it names everything: ``redis://[:password@]HOST[:PORT][/DB]``, the same with ``rediss://``
-(TLS), or ``unix://[:password@]/path/to/redis.sock[?db=N]``. Anything else is a
-:class:`~configsync.errors.UsageError` (exit 2 at the CLI) that names where the URL came from.
+(TLS), or ``unix://[:password@]/path/to/redis.sock[?db=N]``. Its ``?options`` must be ones
+redis-py accepts for that scheme (the names its connection class takes and its URL parser can
+give as text: ``ssl_*`` only with ``rediss://``), with values it accepts, and the files
+``ssl_ca_certs=``, ``ssl_certfile=``, ``ssl_keyfile=`` and ``ssl_ca_path=`` name must exist.
+Anything else is a :class:`~configsync.errors.UsageError` (exit 2 at the CLI; a ``ValueError``
+is never what a user sees) that names where the URL came from, and for an unknown option the
+options accepted ("did you mean ssl_ca_certs?").
+
+One URL is often shared by every agent on a host (``CONFIGSYNC_REDIS_URL``), with options
+chosen for short requests (``?socket_timeout=2``). redis-py lets a URL's options win over the
+caller's, so :func:`from_url` sets these after it, for every connection configsync makes:
+
+- ``protocol`` is dropped: configsync parses RESP2 replies (``XREAD``'s differ in RESP3);
+- ``waits=S`` (a command that blocks on purpose, such as ``watch``'s ``XREAD BLOCK``):
+  ``socket_timeout`` at least S + 10 seconds, so the wait is not taken for a dead server;
+- ``holds=N`` (connections held for a client's life: its pub/sub): ``max_connections`` is
+  the URL's plus N, so a limit meant for requests never starves the listener.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
 from .errors import UsageError
 from .logs import one_line, redact_url
+from .messages import did_you_mean
 
-__all__ = ["check_redis_url", "from_url", "redis_failure"]
+__all__ = ["accepted_options", "check_redis_url", "from_url", "redis_failure"]
 
 _FORM = "write redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"
-_OPTIONS = frozenset(["db", "username", "password", "client_name", "decode_responses",
-                      "encoding", *getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {})])
-# (encoding is known, and refused below with a reason of its own)
+_PARSED = frozenset(getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {}))
+# options redis-py passes on as text, as the URL gave them (the rest need objects)
+_TEXT = frozenset(["username", "password", "client_name", "decode_responses", "encoding",
+                   "lib_name", "lib_version", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs",
+                   "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data", "ssl_password", "ssl_ciphers"])
+_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
+_CLASSES = {"redis": redis.Connection, "rediss": redis.SSLConnection,
+            "unix": redis.UnixDomainSocketConnection}
+SLACK_SECONDS = 10.0
+"""What ``waits=`` adds to the longest wait for ``socket_timeout`` (a reply on its way)."""
+
+
+def _parameters(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in klass.__dict__:
+            names |= set(inspect.signature(klass.__dict__["__init__"]).parameters)
+    return names
+
+
+def accepted_options(scheme: str) -> list[str]:
+    """The ``?options`` a ``scheme://`` URL may carry (``redis``, ``rediss`` or ``unix``):
+    what redis-py's connection class for it takes and its URL parser can give, sorted."""
+    takes = _parameters(_CLASSES[scheme]) | {"max_connections", "db"}
+    return sorted((_PARSED | _TEXT | {"db"}) & takes)
+
+
+def _unknown(scheme: str, names: list[str]) -> str:
+    accepted = accepted_options(scheme)
+    if all(name.startswith("ssl_") for name in names) and scheme != "rediss" \
+            and not set(names) - set(accepted_options("rediss")):
+        return f"sets {', '.join(names)}, TLS options: use rediss:// (TLS) for them"
+    family = [a for a in accepted
+              if a.startswith("ssl_") == names[0].lower().startswith("ssl_")]
+    close = did_you_mean(names[0].lower(), accepted).removeprefix(", ").replace("`", "")
+    hint = f" ({close})" if close else ""
+    return (f"has {'an option' if len(names) == 1 else 'options'} redis-py does not accept: "
+            f"{', '.join(names)}{hint}; {scheme}:// accepts: {', '.join(family or accepted)}")
 
 
 def _problem(url: str) -> str | None:
@@ -34,10 +87,9 @@ def _problem(url: str) -> str | None:
     if parts.scheme not in ("redis", "rediss", "unix"):
         return f"is not a Redis URL; {_FORM}"
     query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(name for name in query
-                     if name not in _OPTIONS and not name.startswith("ssl_"))
+    unknown = sorted(name for name in query if name not in accepted_options(parts.scheme))
     if unknown:
-        return f"has options Redis does not know: {', '.join(unknown)}"
+        return _unknown(parts.scheme, unknown)
     if "encoding" in query:
         return "sets ?encoding=: configsync reads and writes UTF-8 only"
     path_db, query_db = parts.path.strip("/"), query.get("db", [""])[0]
@@ -56,34 +108,86 @@ def _problem(url: str) -> str | None:
     return None
 
 
+def _values(url: str) -> str | None:
+    """What redis-py would say of the options' values only when it connects (or never)."""
+    try:
+        pool = redis.ConnectionPool.from_url(url)
+        pool.connection_class(**pool.connection_kwargs)
+    except (ValueError, TypeError, redis.RedisError) as exc:
+        return f"is not a valid Redis URL ({one_line(str(exc))})"
+    options = pool.connection_kwargs
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        if options.get(name) is not None and not options[name] > 0:
+            return f"sets {name}={options[name]:g}: give a number of seconds above 0"
+    for name in _FILES:
+        if options.get(name) and not os.path.exists(options[name]):
+            return f"sets {name}={one_line(options[name])}: no such file or folder"
+    return None
+
+
 def check_redis_url(url: str, origin: str) -> None:
     """Raise :class:`UsageError` unless ``url`` is a complete Redis URL. ``origin`` says where
     it came from (``--redis``, ``CONFIGSYNC_REDIS_URL``) for the message; the URL is shown
     without its password."""
     problem = _problem(url)
+    if problem is None and urlsplit(url).query:
+        problem = _values(url)
     if problem is not None:
         raise UsageError(f"{origin}: '{one_line(redact_url(url))}' {problem}")
 
 
-def from_url(factory: Any, url: str, origin: str, **options: Any) -> Any:
+def from_url(factory: Any, url: str, origin: str, *, waits: float | None = None,
+             holds: int = 0, **options: Any) -> Any:
     """``factory.from_url(url, **options)`` (``redis.Redis`` or ``redis.asyncio.Redis``) after
-    :func:`check_redis_url`; redis-py's own objections become usage errors too."""
+    :func:`check_redis_url`; redis-py's own objections become usage errors too. Then the
+    options configsync sets over the URL's (see the module docstring): no ``protocol``;
+    ``waits`` (seconds one command blocks on purpose) raises ``socket_timeout`` to at least
+    ``waits`` + :data:`SLACK_SECONDS`; ``holds`` adds to ``max_connections`` the connections
+    the caller holds for its life (a pub/sub listener)."""
     check_redis_url(url, origin)
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "protocol" for name, _ in query):  # before redis-py picks its reply parsers
+        url = urlunsplit(parts._replace(query=urlencode([(n, v) for n, v in query
+                                                         if n != "protocol"])))
     try:
-        return factory.from_url(url, **options)
-    except (ValueError, TypeError) as exc:
+        client = factory.from_url(url, **options)
+        pool = client.connection_pool
+        kwargs = pool.connection_kwargs
+        if waits is not None and kwargs.get("socket_timeout") is not None:
+            for name in ("socket_timeout", "orig_socket_timeout"):  # (redis-py restores the
+                if kwargs.get(name) is not None:  # orig_ one after a maintenance notice)
+                    kwargs[name] = max(kwargs[name], waits + SLACK_SECONDS)
+        pool.max_connections += holds
+        pool.connection_class(**kwargs)  # the values, as they will connect
+    except (ValueError, TypeError, redis.RedisError) as exc:
         raise UsageError(f"{origin}: '{one_line(redact_url(url))}' is not a valid Redis URL "
-                         f"({exc})") from None
+                         f"({one_line(str(exc))})") from None
+    return client
 
 
 def redis_failure(exc: BaseException, client: Any) -> str:
-    """A Redis failure in one line, with the likeliest cause: a TLS mismatch looks like a
-    timeout from one side and a dropped connection from the other."""
+    """A Redis failure in one line, with the likeliest cause. Over TLS: a certificate the
+    client does not trust (the CA to name with ``ssl_ca_certs=``, or ``ssl_cert_reqs=none`` for
+    a test), a certificate for another host name, a server that ends the session (it wants a
+    client certificate), or a server that is plain Redis (the TLS handshake meets no TLS: it
+    looks like a timeout from one side and a dropped connection from the other)."""
     text = str(exc)
     pool = getattr(client, "connection_pool", None)
-    tls = isinstance(pool, redis.ConnectionPool) and issubclass(pool.connection_class,
-                                                                 redis.SSLConnection)
-    if tls and any(word in text for word in ("Timeout", "SSL", "EOF", "handshake")):
+    connection = getattr(pool, "connection_class", None)
+    tls = isinstance(connection, type) and connection.__name__ == "SSLConnection"
+    lowered = text.lower()
+    if tls and "certificate verify failed" in lowered and "hostname mismatch" in lowered:
+        hint = ("a TLS certificate problem: the server's certificate is not for this host "
+                "name; connect by a name it holds (or ?ssl_check_hostname=false, for a test)")
+    elif tls and "certificate verify failed" in lowered:
+        hint = ("a TLS certificate problem: the server's certificate is not signed by a CA "
+                "this machine trusts; name that CA with ?ssl_ca_certs=/path/to/ca.pem (or "
+                "?ssl_cert_reqs=none to skip the check, for a test only)")
+    elif tls and ("certificate required" in lowered or "violation of protocol" in lowered):
+        hint = ("the TLS server ended the session: does it want a client certificate? "
+                "(?ssl_certfile=/path/cert.pem&ssl_keyfile=/path/key.pem)")
+    elif tls and any(word in text for word in ("Timeout", "SSL", "EOF", "handshake")):
         hint = "rediss:// speaks TLS: if this server is plain Redis, use redis://"
     elif not tls and any(word in text for word in ("Connection closed", "reset", "reading")):
         hint = "is Redis running, and does it want TLS? (then use rediss://)"

@@ -5,9 +5,11 @@ config equal that version's again, whatever happened to its file since.
 undoes other agents' changes made in the same commit. A rollback restores *content*: the
 agent's own file as it was at the target (a whole file, so no conflict), then checks that the
 resulting tree resolves the agent to the target's checksum. When the difference came from a
-base in its ``extends`` chain, its prompt file or ``configsync.yaml`` (files other agents may
-share), it says which and refuses unless ``--include-dependencies`` (which restores those files
-too, and names the other agents that changes). The tree is validated whole, as the daemon will
+base in its ``extends`` chain, its prompt file or ``configsync.yaml``, those files are restored
+too when they belong to the agent alone (no agent outside its own ``extends`` chain uses them,
+at the head or in the rolled-back tree); a file shared with another agent is restored only with
+``--include-dependencies``, and the refusal names the agents that share it. What else changes
+(a base's own config, say) is named in the report. The tree is validated whole, as the daemon will
 (a rollback the daemon would reject is never written), and the commit is built with git's
 plumbing in a temporary index: until it moves a ref, nothing on disk has changed.
 
@@ -220,17 +222,21 @@ def plan_rollback(repo: GitRepo, agent_id: str, to: str, *,
         differ = [p for p in wanted if (old.get(p) and old[p].sha) != (new.get(p) and new[p].sha)]
         if not differ:
             raise ConfigsyncError(_why_not(report, agent_id, own, target))
-        if not include_dependencies:
-            users = _users(now, differ, agent_id)
-            raise ConfigsyncError(
-                f"restoring {own} is not enough: {agent_id}'s v{target.version} also came from "
-                f"{', '.join(differ)}, which changed since"
-                + (f" (they also shape {', '.join(users)})" if users else "")
-                + "; pass --include-dependencies to restore them too, or edit them by hand")
         for path in differ:
             updates[path] = old.get(path)
         tree = repo.write_tree(head, updates)
         report = check(tree)
+        lineage = {agent_id, *then.chains.get(agent_id, ()), *report.chains.get(agent_id, ())}
+        users = sorted((_users(now, differ) | _users(report, differ)) - lineage)
+        if users and not include_dependencies:
+            listed = ", ".join(users[:10]) + (f" and {len(users) - 10} more"
+                                              if len(users) > 10 else "")
+            one = len(differ) == 1
+            raise ConfigsyncError(
+                f"restoring {own} is not enough: {agent_id}'s v{target.version} also came from "
+                f"{', '.join(differ)}, which changed since and {'is' if one else 'are'} shared "
+                f"with {listed}; pass --include-dependencies to restore {'it' if one else 'them'}"
+                " too, or edit by hand")
         if report.configs.get(agent_id) is None or checksum(report.configs[agent_id]) \
                 != target.checksum:
             raise ConfigsyncError(_why_not(report, agent_id, own, target))
@@ -265,17 +271,20 @@ def _why_not(report: Report, agent_id: str, own: str, target: Version) -> str:
             "hand")
 
 
-def _users(report: Report, paths: list[str], agent_id: str) -> list[str]:
-    """The other agents that the files ``paths`` shape (by their current tree)."""
+def _users(report: Report, paths: list[str]) -> set[str]:
+    """The agents that the files ``paths`` shape in ``report``'s tree: a base file, every
+    agent whose ``extends`` chain holds it (the base itself too); a prompt file, every agent
+    that reads it (through a base too); ``configsync.yaml``, every agent."""
     by_path = {a.path: a.agent_id for a in report.agents.values()}
     users: set[str] = set()
     for path in paths:
         if path == SETTINGS_FILE:
-            continue
-        users |= report.prompt_users.get(path, frozenset())
-        if path in by_path:
+            users |= set(report.configs)
+        elif path in by_path:
             users |= report.dependents.get(by_path[path], frozenset())
-    return sorted(users - {agent_id})
+        else:
+            users |= report.prompt_users.get(path, frozenset())
+    return users
 
 
 def _same(a: Report, b: Report, agent_id: str) -> bool:

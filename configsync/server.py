@@ -318,7 +318,8 @@ class Server(_LoopThread):
         self._stop = asyncio.Event()
         self._closing = asyncio.Event()
         self._redis: aioredis.Redis = from_url(aioredis.Redis, self.redis_url, self.origin,
-                                               socket_timeout=5, socket_connect_timeout=5)
+                                               socket_timeout=5, socket_connect_timeout=5,
+                                               holds=1)  # the AsyncClient's pub/sub
         self.client = AsyncClient(redis=self._redis, namespace=self.namespace,
                                   instance_id=f"configsync-sync-{socket.gethostname()}-"
                                               f"{os.getpid()}")

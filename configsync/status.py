@@ -208,7 +208,9 @@ def render_text(status: Status) -> str:
 
 def run_status(args: argparse.Namespace) -> int:
     """``configsync status``: print the status; exit 0 in sync, 1 not, 2 unreachable."""
-    url, origin = redis_url_given(args.redis)  # (the same rules as get and watch)
+    url, origin = redis_url_given(args.redis, workdir=args.workdir, repo=args.repo,
+                                  unreachable=UsageError)  # exit 2: unreachable
+    # (the same rules as get and watch; the embedded Redis is --repo's)
     client = from_url(redis.Redis, url, origin, socket_timeout=5, socket_connect_timeout=5)
     with GitRepo(args.repo or ".") as repo:
         namespace = args.namespace or default_namespace(args.repo or os.curdir)

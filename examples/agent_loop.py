@@ -21,14 +21,13 @@ import argparse
 import hashlib
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import redis
 
 from configsync import Client, Snapshot, UnknownAgentError
+from configsync.embedded import find_embedded
 from configsync.errors import ConfigsyncError
 from configsync.logs import one_line, redact_url
 from configsync.redis_url import check_redis_url
@@ -50,15 +49,12 @@ def _empty(url: str, namespace: str, flag: bool) -> str:
 
 def _default_redis() -> str | None:
     """$CONFIGSYNC_REDIS_URL, else the URL the daemon's embedded Redis wrote for the git
-    repository this runs in (GIT_DIR/configsync/redis.url), else None."""
+    repository this runs in (found as ``configsync get`` finds it: ``embedded.find_embedded``;
+    ``configsync.embedded_url()`` is the same, when that server runs), else None."""
     if os.environ.get("CONFIGSYNC_REDIS_URL"):
         return os.environ["CONFIGSYNC_REDIS_URL"]
-    found = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], capture_output=True,
-                           text=True, check=False)
-    written = Path(found.stdout.strip(), "configsync", "redis.url")
-    if found.returncode == 0 and written.is_file():
-        return written.read_text().strip() or None
-    return None
+    found = find_embedded()
+    return found.url if found is not None else None  # a stopped one: serve the cache
 
 
 def _not_negative(text: str) -> float:

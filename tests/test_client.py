@@ -28,6 +28,7 @@ from configsync import (
 from configsync.embedded import RedisServer
 from configsync.errors import UsageError
 from configsync.git import Mirror
+from configsync.redis_url import accepted_options
 from configsync.snapshot import Record
 from configsync.store import EVENT_CHANGES_MAX, Store, Write
 from configsync.sync import Daemon
@@ -496,8 +497,9 @@ def test_example_says_which_namespace_has_configs(world: World) -> None:
     ("redis://", "--redis: 'redis://' names no host (redis-py would quietly use "
                  "its default server on localhost); write redis://HOST:PORT/DB (rediss:// for "
                  "TLS, unix:///path/to/redis.sock)"),
-    ("redis://127.0.0.1:1/0?foo=bar", "--redis: 'redis://127.0.0.1:1/0?foo=bar' has options "
-                                      "Redis does not know: foo"),
+    ("redis://127.0.0.1:1/0?foo=bar", "--redis: 'redis://127.0.0.1:1/0?foo=bar' has an option "
+                                      "redis-py does not accept: foo; redis:// accepts: "
+                                      + ", ".join(accepted_options("redis"))),
 ])
 def test_example_explains_a_bad_url(url: str, message: str) -> None:
     proc = _example("a", "--redis", url)

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,9 @@ from configsync.store import Store
 
 from .conftest import SETTINGS, Remote, git, wait_until
 
+NO_REDIS = ("configsync: error: no Redis to read: pass --redis URL or set CONFIGSYNC_REDIS_URL, "
+            "or start `configsync sync` in this repository: its embedded Redis is found then (a "
+            "daemon's own --workdir: pass it)\n")
 A2 = "system_prompt: You are A.\nmodel: gpt-4o\ntemperature: 0.4\n"
 
 
@@ -101,8 +106,7 @@ def test_get_with_redis_down_and_usage_mistakes(
     assert err.startswith("configsync: error: redis: ") and err.count("\n") == 1
     assert err.endswith("(is Redis running, and the URL right?)\n") and "hunter2" not in err
     assert run(capsys, "get", "a", "--namespace", "test") == (
-        2, "", "configsync: error: no Redis to read: pass --redis URL or set "
-               "CONFIGSYNC_REDIS_URL (`configsync sync` prints the embedded server's URL)\n")
+        2, "", NO_REDIS)
     code, _, err = run(capsys, "get", "a", "--redis", "redis://", "--namespace", "test")
     assert code == 2 and "names no host" in err
     monkeypatch.chdir(tmp_path)
@@ -195,3 +199,119 @@ def test_watch_exits_0_on_sigterm_and_rejects_bad_ids(
     assert (code, out) == (2, "")
     assert err == ("configsync: error: --since 'later' is not a stream id: give $ (only new "
                    "events), 0 (all kept events) or an id such as 1767323045000-0\n")
+
+
+@contextmanager
+def newcomer_daemon(remote: Remote, written: Path | None = None,
+                    *extra: str) -> Iterator[tuple[str, Path]]:
+    """`configsync sync` run as a newcomer runs it: in the clone, no --redis, no
+    $CONFIGSYNC_REDIS_URL; its embedded Redis's URL and the file it wrote it in."""
+    written = written or remote.work / ".git" / "configsync" / "redis.url"
+    daemon = subprocess.Popen([sys.executable, "-m", "configsync", "sync", "--interval", "0.2",
+                               *extra], cwd=remote.work, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def served() -> bool:
+            if not written.is_file() or not written.read_text().strip():
+                return False
+            try:
+                with redis.Redis.from_url(written.read_text().strip()) as client:
+                    return "a" in Store(client, "test").current()
+            except redis.RedisError:
+                return False
+        wait_until(served)
+        yield written.read_text().strip(), written
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+
+
+@pytest.fixture
+def embedded_daemon(remote: Remote) -> Iterator[tuple[str, Path]]:
+    with newcomer_daemon(remote) as found:
+        yield found
+
+
+@pytest.mark.slow
+def test_every_reading_command_finds_the_embedded_redis_of_this_repository(
+        embedded_daemon: tuple[str, Path], remote: Remote, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, written = embedded_daemon
+    said = f"configsync: reading the embedded Redis {url} (from {written})\n"
+    monkeypatch.chdir(remote.work / "agents")  # a folder of the repository, not its top
+    code, out, err = run(capsys, "get", "a")
+    assert (code, err) == (0, said)
+    assert json.loads(out)["agent_id"] == "a"
+    code, out, err = run(capsys, "watch", "--since", "0", "--count", "1")
+    assert (code, err) == (0, said) and " event=rebuilt revision=1 " in out
+    assert run(capsys, "status")[::2] == (0, said)
+    code, out, err = run(capsys, "history", "a", "--redis")
+    assert (code, err) == (0, said) and "v1" in out
+    code, out, err = run(capsys, "diff", "--redis", "a@v1", "a@v1")
+    assert (code, err[:len(said)]) == (0, said)
+    code, out, err = run(capsys, "rollback", "a", "--to", "1", "--redis")
+    assert (code, err) == (0, said) and "nothing to commit" in out
+    # --workdir names a daemon's workdir (another repository's, a remote's); alone it is --redis
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "get", "a", "--namespace", "test", "--workdir",
+                       str(written.parent))
+    assert (code, err) == (0, said)
+    code, _, err = run(capsys, "get", "a", "--namespace", "test", "--workdir", str(tmp_path))
+    assert (code, err) == (2, f"configsync: error: no Redis to read: --workdir {tmp_path} holds "
+                              "no redis.url (is it the --workdir of a `configsync sync`?)\n")
+    code, _, err = run(capsys, "get", "a", "--namespace", "test", "--redis", url,
+                       "--workdir", str(written.parent))
+    assert (code, err) == (2, "configsync: error: --redis and --workdir each name a Redis: "
+                              "pass one\n")
+    monkeypatch.chdir(remote.work)
+    code, out, err = run(capsys, "history", "a", "--workdir", str(written.parent))
+    assert (code, err) == (0, said) and "v1" in out
+    # --redis and $CONFIGSYNC_REDIS_URL still win, and say nothing
+    monkeypatch.setenv("CONFIGSYNC_REDIS_URL", url)
+    assert run(capsys, "get", "a")[::2] == (0, "")
+
+
+def test_the_python_helper_finds_it_too_and_nothing_once_it_stopped(
+        remote: Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from configsync import Client, embedded_url
+
+    monkeypatch.chdir(tmp_path)
+    assert embedded_url() is None  # no repository here
+    assert embedded_url(remote.work) is None  # no daemon ran there
+    code, _, err = run(capsys, "get", "a", "--namespace", "test")
+    assert (code, err) == (2, NO_REDIS)
+    with newcomer_daemon(remote) as (url, written):
+        assert embedded_url(remote.work) == url
+        assert embedded_url(workdir=written.parent) == url
+        monkeypatch.chdir(remote.work)
+        assert embedded_url() == url
+        with Client(redis=embedded_url() or "", namespace="test") as client:
+            assert client.get("a").config.system_prompt == "You are A."
+    # the daemon stopped (and its redis-server with it)
+    assert embedded_url() is None
+    code, _, err = run(capsys, "get", "a")
+    assert (code, err) == (1, f"configsync: error: the embedded Redis (from {written}) is not "
+                              f"running ({url} does not answer as it): start `configsync sync`, "
+                              "or pass --redis URL\n")
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with RedisServer(tmp_path / "other", port=port, persist=False):  # another program's Redis
+        assert embedded_url() is None  # on that port is never taken for it
+        assert run(capsys, "status")[0] == 2  # unreachable
+
+
+def test_a_daemon_of_the_remote_the_clone_came_from_is_found_from_the_clone(
+        remote: Remote, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`configsync sync --repo URL` (its workdir under ~/.local/state) and the reader in a
+    clone of URL: found through the clone's remote."""
+    from configsync.sync_cli import Source, default_workdir
+
+    written = default_workdir(Source(str(Path(remote.url).resolve()))) / "redis.url"
+    with newcomer_daemon(remote, written, "--repo", remote.url) as (url, found):
+        monkeypatch.chdir(remote.work)
+        code, out, err = run(capsys, "get", "a")
+        assert (code, err) == (0, f"configsync: reading the embedded Redis {url} (from "
+                                  f"{found})\n")
+        assert str(found).startswith(str(Path.home() / ".local" / "state" / "configsync"))
+        assert json.loads(out)["agent_id"] == "a"

@@ -117,14 +117,101 @@ def test_a_dependency_is_named_and_restored_only_when_asked(
     code, out, err = run(capsys, "rollback", "a", "--to", "2")
     assert (code, out) == (1, "")
     assert err == ("configsync: error: restoring agents/a.yaml is not enough: a's v2 also came "
-                   "from prompts/p.md, which changed since (they also shape c); pass "
-                   "--include-dependencies to restore them too, or edit them by hand\n")
+                   "from prompts/p.md, which changed since and is shared with c; pass "
+                   "--include-dependencies to restore it too, or edit by hand\n")
     assert git(remote.work, "rev-parse", "HEAD").strip() == head
     code, out, err = run(capsys, "rollback", "a", "--to", "2", "--include-dependencies")
     assert code == 0, err
     assert out.splitlines()[1:3] == ["restored: prompts/p.md", "also changes: c"]
     assert git(remote.work, "show", "HEAD:prompts/p.md") == "Be kind.\n"
     assert "Also changes: c\n" in git(remote.work, "log", "-1", "--format=%B")
+
+
+PROMPTED = "system_prompt_file: prompts/{p}.md\nmodel: gpt-4o\n"
+
+
+@pytest.mark.parametrize("files, changed, restored, also", [
+    # a's own prompt file, read by no other agent
+    ({"prompts/a.md": "Be kind.\n", "agents/a.yaml": PROMPTED.format(p="a")},
+     {"prompts/a.md": "Be curt.\n"}, ["prompts/a.md"], []),
+    # a base that only a extends (the base is an agent too: its own config comes back with it)
+    ({"agents/base.yaml": "system_prompt: Base.\nmodel: gpt-4o\n",
+      "agents/a.yaml": "extends: base\ntemperature: 0.2\n"},
+     {"agents/base.yaml": "system_prompt: Base, curt.\nmodel: gpt-4o\n"},
+     ["agents/base.yaml"], ["base"]),
+    # a prompt a reads through a base that only a extends
+    ({"prompts/b.md": "Be kind.\n", "agents/base.yaml": PROMPTED.format(p="b"),
+      "agents/a.yaml": "extends: base\n"},
+     {"prompts/b.md": "Be curt.\n"}, ["prompts/b.md"], ["base"]),
+    # shared at the target, but no longer at the head: c reads a prompt of its own now
+    ({"prompts/a.md": "Be kind.\n", "agents/a.yaml": PROMPTED.format(p="a"),
+      "agents/c.yaml": PROMPTED.format(p="a")},
+     {"prompts/a.md": "Be curt.\n", "prompts/c.md": "C.\n", "agents/c.yaml": PROMPTED.format(
+         p="c")}, ["prompts/a.md"], []),
+    # a's prompt file moved, the old one deleted: both come back (the new one stays)
+    ({"prompts/a.md": "Be kind.\n", "agents/a.yaml": PROMPTED.format(p="a")},
+     {"prompts/a2.md": "Be curt.\n", "agents/a.yaml": PROMPTED.format(p="a2")},
+     ["agents/a.yaml", "prompts/a.md"], []),
+])
+def test_what_belongs_to_the_agent_alone_is_restored_without_a_flag(
+        remote: Remote, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        files: dict[str, str], changed: dict[str, str], restored: list[str],
+        also: list[str]) -> None:
+    remote.commit_push("a's setup", files)
+    remote.commit_push("a changes", changed)
+    monkeypatch.chdir(remote.work)
+    if "agents/a.yaml" in changed:  # the moved prompt file: the old one is deleted since
+        remote.delete("prompts/a.md")
+        remote.commit_push("drop the old prompt")
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    code, out, err = run(capsys, "rollback", "a", "--to", "2", "--format", "json")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert (data["restored"], data["also_changes"]) == (restored, also)
+    assert git(remote.work, "rev-parse", "HEAD~1").strip() == head
+    for path in data["restored"]:
+        assert git(remote.work, "show", f"HEAD:{path}") == files[path]
+    code, out, _ = run(capsys, "rollback", "a", "--to", "2")
+    assert (code, out) == (0, "a already has the config of v2: nothing to commit\n")
+
+
+@pytest.mark.parametrize("files, changed, shared", [
+    # a base that c extends too
+    ({"agents/base.yaml": "system_prompt: Base.\nmodel: gpt-4o\n",
+      "agents/a.yaml": "extends: base\n", "agents/c.yaml": "extends: base\n"},
+     {"agents/base.yaml": "system_prompt: Base, curt.\nmodel: gpt-4o\n"}, "agents/base.yaml"),
+    # a base that c extends through another base (c's chain holds it: c, mid, base)
+    ({"agents/base.yaml": "system_prompt: Base.\nmodel: gpt-4o\n",
+      "agents/a.yaml": "extends: base\n", "agents/mid.yaml": "extends: base\n",
+      "agents/c.yaml": "extends: mid\n"},
+     {"agents/base.yaml": "system_prompt: Base, curt.\nmodel: gpt-4o\n"}, "agents/base.yaml"),
+    # a prompt read by a base that c extends too
+    ({"prompts/b.md": "Be kind.\n", "agents/base.yaml": PROMPTED.format(p="b"),
+      "agents/a.yaml": "extends: base\n", "agents/c.yaml": "extends: base\n"},
+     {"prompts/b.md": "Be curt.\n"}, "prompts/b.md"),
+    # not shared at the target, but shared at the head: c began to read a's prompt since
+    ({"prompts/a.md": "Be kind.\n", "agents/a.yaml": PROMPTED.format(p="a")},
+     {"prompts/a.md": "Be curt.\n", "agents/c.yaml": PROMPTED.format(p="a")}, "prompts/a.md"),
+])
+def test_a_shared_file_is_restored_only_when_asked_and_the_sharers_are_named(
+        remote: Remote, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        files: dict[str, str], changed: dict[str, str], shared: str) -> None:
+    remote.commit_push("a's setup", files)
+    remote.commit_push("the shared file changes", changed)
+    monkeypatch.chdir(remote.work)
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    code, out, err = run(capsys, "rollback", "a", "--to", "2")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"configsync: error: restoring agents/a.yaml is not enough: a's v2 "
+                          f"also came from {shared}, which changed since and is shared with ")
+    sharers = err.split("shared with ", 1)[1].split(";", 1)[0].split(", ")
+    assert "c" in sharers and "a" not in sharers and "base" not in sharers
+    assert git(remote.work, "rev-parse", "HEAD").strip() == head
+    code, out, err = run(capsys, "rollback", "a", "--to", "2", "--include-dependencies",
+                         "--format", "json")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["restored"] == [shared]
+    assert git(remote.work, "show", f"HEAD:{shared}") == files[shared]
 
 
 def test_refusals(conflicting: Remote, capsys: pytest.CaptureFixture[str]) -> None:

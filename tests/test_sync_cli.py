@@ -16,6 +16,7 @@ import redis
 
 from configsync.cli import main
 from configsync.embedded import RedisServer, free_port
+from configsync.redis_url import accepted_options
 from configsync.store import Store
 
 from .conftest import SETTINGS, Remote, git, spawn_daemon, wait_until
@@ -410,7 +411,8 @@ def test_a_killed_daemons_embedded_redis_is_taken_over_not_doubled(
      "--redis: 'rediss:///3' names no host (redis-py would quietly use its default server on "
      "localhost); write redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock)"),
     (["--redis", "redis://127.0.0.1:1/0?foo=bar"], {},
-     "--redis: 'redis://127.0.0.1:1/0?foo=bar' has options Redis does not know: foo"),
+     "--redis: 'redis://127.0.0.1:1/0?foo=bar' has an option redis-py does not accept: foo; "
+     "redis:// accepts: " + ", ".join(accepted_options("redis"))),
     (["--redis", "redis://[::1"], {},
      "--redis: 'redis://[::1' is not a valid Redis URL (Invalid IPv6 URL)"),
     (["--redis", "redis://h:1/abc"], {},
