@@ -22,7 +22,7 @@ from typing import Any
 import redis
 import yaml
 
-from .errors import ConfigsyncError, UsageError
+from .errors import ConfigsyncError, CorruptDataError, UsageError
 from .loader import YamlError, load_yaml
 from .logs import kv, one_line
 from .messages import did_you_mean

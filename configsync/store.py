@@ -385,6 +385,7 @@ class Store:
             except ValueError:
                 continue
             if _report_ok(report):
+                assert isinstance(report, dict)
                 reports.append(report)
         return sorted(reports, key=lambda r: str(r.get("instance_id", "")))
 
