@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from configsync import AsyncClient, ClientClosedError, Snapshot, VersionNotFoundError
-from configsync.snapshot import Record
+from configsync.snapshot import Record, checksum
 from configsync.store import Write
 
 from .conftest import Remote
@@ -151,7 +151,8 @@ def test_lost_pubsub_messages_and_late_events(world: World) -> None:
                                check_interval=0.2) as client:
             state = store.state()
             old = store.current()["a"]
-            record = Record("a", 2, "f" * 64, {**old.config, "temperature": 1.9}, "c2",
+            config = {**old.config, "temperature": 1.9}
+            record = Record("a", 2, checksum(config), config, "c2",
                             "X <x@y>", old.committed_at, "silent", old.synced_at)
             store.commit_transaction(Write({"seen": "c2", "commit": "c2",
                                             "revision": str(int(state["revision"]) + 1)},

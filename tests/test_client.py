@@ -28,7 +28,7 @@ from configsync import (
 from configsync.embedded import RedisServer
 from configsync.errors import UsageError
 from configsync.git import Mirror
-from configsync.snapshot import Record
+from configsync.snapshot import Record, checksum
 from configsync.store import EVENT_CHANGES_MAX, Store, Write
 from configsync.sync import Daemon
 
@@ -221,7 +221,8 @@ def test_lost_pubsub_messages_are_caught_by_the_periodic_check(world: World) -> 
     with Client(redis=world.url, namespace="test", check_interval=0.2) as client:
         state = store.state()
         old = store.current()["a"]
-        record = Record("a", 2, "f" * 64, {**old.config, "temperature": 1.9}, "c2", "X <x@y>",
+        config = {**old.config, "temperature": 1.9}
+        record = Record("a", 2, checksum(config), config, "c2", "X <x@y>",
                         old.committed_at, "silent", old.synced_at)
         fields = {"seen": "c2", "commit": "c2", "revision": str(int(state["revision"]) + 1)}
         assert store.commit_transaction(Write(fields, upserts=[record]),  # no events published
@@ -407,7 +408,8 @@ def test_schema_not_importable_falls_back_to_lenient(world: World) -> None:
     store = world.daemon.store
     state = store.state()
     old = store.current()["a"]
-    record = Record("a", 2, "e" * 64, {**old.config, "max_turns": 7}, "c2", "X <x@y>",
+    config = {**old.config, "max_turns": 7}
+    record = Record("a", 2, checksum(config), config, "c2", "X <x@y>",
                     old.committed_at, "custom", old.synced_at)
     store.commit_transaction(Write({"seen": "c2", "commit": "c2", "revision": "9",
                                     "schema": "no_such_pkg.models:Agent"}, upserts=[record]),

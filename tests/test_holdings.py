@@ -7,19 +7,24 @@ import threading
 from typing import Any
 
 from configsync.holdings import CHECK, NOTHING, Holdings, Plan
-from configsync.snapshot import Record
+from configsync.snapshot import Record, checksum
 
 
 def record(agent_id: str, version: int, temperature: float = 0.5) -> Record:
-    return Record(agent_id, version, f"{version:064x}",
-                  {"system_prompt": "x", "model": "m", "temperature": temperature}, "c",
+    config = {"system_prompt": "x", "model": "m", "temperature": temperature}
+    return Record(agent_id, version, checksum(config), config, "c",
                   "A <a@b>", "2026-01-01T00:00:00+00:00", "msg", "2026-01-01T00:00:01Z")
+
+
+def js(records: dict[str, Record]) -> dict[str, str]:
+    """``current`` as Redis holds it: agent id -> snapshot JSON."""
+    return {agent_id: r.to_json() for agent_id, r in records.items()}
 
 
 def held(revision: int = 5, epoch: str = "e") -> Holdings:
     holdings = Holdings("t")
     holdings.replace_all({"epoch": epoch, "revision": str(revision), "commit": "c5"},
-                         {"a": record("a", 2), "b": record("b", 1)})
+                         js({"a": record("a", 2), "b": record("b", 1)}))
     return holdings
 
 
@@ -50,7 +55,7 @@ def test_a_check_repairs_a_revision_and_commit_that_events_got_wrong() -> None:
     assert holdings.apply_event(applied(6), {}) == []  # a forged, empty R + 1
     assert (holdings.revision, holdings.commit) == (6, "c6")
     holdings.replace_all({"epoch": "e", "revision": "5", "commit": "c5"},
-                         {"a": record("a", 2), "b": record("b", 1)})
+                         js({"a": record("a", 2), "b": record("b", 1)}))
     assert (holdings.revision, holdings.commit) == (5, "c5")
 
 
@@ -64,14 +69,14 @@ def test_a_config_the_model_refuses_keeps_the_held_version_and_holds_up_nobody()
 
     holdings = Holdings("t", Cool)
     holdings.replace_all({"epoch": "e", "revision": "5", "commit": "c5"},
-                         {"a": record("a", 2), "b": record("b", 1)})
+                         js({"a": record("a", 2), "b": record("b", 1)}))
     changes = holdings.apply_event(applied(6, ("a", 3, False), ("b", 2, False)), {
         "a": record("a", 3, 1.5).to_json(), "b": record("b", 2, 0.2).to_json()})
     assert changes is not None and [c.agent_id for c in changes] == ["b"]
     assert holdings.get("a").version == 2 and holdings.get("b").version == 2
     assert holdings.revision == 6 and "temperature" in holdings.model_errors["a"]
     holdings.replace_all({"epoch": "e", "revision": "7", "commit": "c7"},
-                         {"a": record("a", 4, 0.1), "b": record("b", 2, 0.2)})
+                         js({"a": record("a", 4, 0.1), "b": record("b", 2, 0.2)}))
     assert holdings.get("a").version == 4 and holdings.model_errors == {}
 
 
@@ -150,7 +155,7 @@ def test_pinned_reads_racing_new_epochs() -> None:
         thread.start()
     for epoch in range(300):
         holdings.replace_all({"epoch": f"e{epoch}", "revision": "1", "commit": "c"},
-                             {"a": record("a", epoch + 1)})
+                             js({"a": record("a", epoch + 1)}))
     stop.set()
     for thread in threads:
         thread.join()
