@@ -176,7 +176,7 @@ class Holdings:
         self.unconfirmed: set[str] = set()
         self.older_reads = 0
         self.checks = 0
-        self.bad_event = ""
+        self.refused: dict[str, str] = {}  # kind of value (bad_event...) -> last logged
 
     def get(self, agent_id: str) -> Snapshot:
         """Lock-free in-memory read of the current snapshot."""
@@ -281,8 +281,8 @@ class Holdings:
     def event_refused(self, problem: str, what: str = "bad_event") -> None:
         """Log a value from Redis that is skipped (an event, a state field), once while it
         stays the same."""
-        if problem != self.bad_event:
-            self.bad_event = problem
+        if self.refused.get(what) != problem:
+            self.refused[what] = problem
             logger.error(kv(what, namespace=self.namespace, error=problem,
                             doing="skipped it; checking what Redis holds"))
 

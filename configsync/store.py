@@ -32,6 +32,7 @@ import redis
 
 from .errors import CorruptDataError
 from .snapshot import Record, canonical_json
+from .snapshot import _kind as json_kind
 
 __all__ = ["CONTRACT_VERSION", "EVENTS_MAXLEN", "EVENT_CHANGES_MAX", "AgentChange", "Event",
            "Keys", "Store", "event_problem", "namespaces", "parse_event", "state_int"]
@@ -226,7 +227,7 @@ def event_problem(event: Any) -> str | None:
     ``type`` is a string; an ``applied`` one has an int ``revision`` and ``changes`` null or
     a list of ``{agent_id: str, version: int, deleted: bool}``."""
     if type(event) is not dict:
-        return f"a JSON {type(event).__name__.replace('dict', 'object')}, not an object"
+        return f"a JSON {json_kind(event)}, not an object"
     if type(event.get("type")) is not str:
         return "no string 'type'"
     if event["type"] != "applied":
