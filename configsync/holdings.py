@@ -315,10 +315,15 @@ class Holdings:
             changes = []
             for agent_id, text in raw.items():
                 held = old.get(agent_id)
+                if held is not None and held.raw == text:  # (no parse: most of a big read)
+                    fresh[agent_id] = held
+                    self.model_errors.pop(agent_id, None)
+                    continue
                 record = self._record(agent_id, text)
                 if held is not None and record is not None and (
                         held.version == record.version and held.checksum == record.checksum):
                     fresh[agent_id] = held
+                    self.model_errors.pop(agent_id, None)
                     continue
                 snapshot = None if record is None else self._typed(record, text)
                 if snapshot is None:

@@ -250,6 +250,9 @@ def test_an_entry_that_is_no_snapshot_keeps_what_is_held(text: str) -> None:
     assert holdings.get("a").version == 2 and "a" in holdings.model_errors
     assert holdings.apply_event(applied(7, ("a", 3, False)), {"a": text}) == []
     assert holdings.get("a").version == 2
+    assert holdings.replace_all({**STATE5, "revision": "7"}, js({
+        "a": record("a", 2), "b": record("b", 2)})) == []  # repaired: no longer named
+    assert holdings.model_errors == {}
     fresh = Holdings("t")
     assert fresh.replace_all(STATE5, {"a": text, "b": record("b", 1).to_json()}) is not None
     assert sorted(fresh.current) == ["b"]
