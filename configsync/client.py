@@ -57,7 +57,7 @@ from .messages import error_summary
 from .model import AgentConfig, namespace_problem
 from .redis_url import from_url
 from .snapshot import Record
-from .store import Keys
+from .store import Keys, last_error
 from .store import parse_event as parse_event_json
 
 __all__ = ["Client", "ClientStatus"]
@@ -304,10 +304,10 @@ class ClientCore(Generic[R]):
         """Note the state's ``last_error``; the rejection it names, if callbacks were not told
         of it yet (none at the first read: that one is history)."""
         try:
-            error = json.loads(state.get("last_error") or "null")
-        except ValueError:
-            error = None
-        self.last_error = error if isinstance(error, dict) else None
+            self.last_error = last_error(state)
+        except CorruptDataError as exc:  # (issue 17.2): logged once, read as none
+            self.holdings.event_refused(str(exc), "bad_state", "last_error")
+            self.last_error = None
         commit = str(self.last_error.get("commit", "")) if self.last_error else ""
         first, told = self.last_sync_at is None, self.rejected_commit
         if commit:

@@ -24,7 +24,7 @@ from .logs import client_logger as logger
 from .logs import kv
 from .model import AgentConfig
 from .snapshot import Record
-from .store import state_int
+from .store import Keys, state_int
 
 __all__ = [
     "ClientClosedError",
@@ -273,16 +273,16 @@ class Holdings:
     def revision_of(self, state: Mapping[str, str]) -> int | None:
         """The state's ``revision``; None (logged once) when it is not a number."""
         try:
-            return state_int(state, "revision")
+            return state_int(state, "revision", Keys(self.namespace).state)
         except CorruptDataError as exc:
-            self.event_refused(str(exc), "bad_state")
+            self.event_refused(str(exc), "bad_state", "revision")
             return None
 
-    def event_refused(self, problem: str, what: str = "bad_event") -> None:
-        """Log a value from Redis that is skipped (an event, a state field), once while it
-        stays the same."""
-        if self.refused.get(what) != problem:
-            self.refused[what] = problem
+    def event_refused(self, problem: str, what: str = "bad_event", field: str = "") -> None:
+        """Log a value from Redis that is skipped (an event, a state ``field``), once while
+        it stays the same."""
+        if self.refused.get(f"{what}:{field}") != problem:
+            self.refused[f"{what}:{field}"] = problem
             logger.error(kv(what, namespace=self.namespace, error=problem,
                             doing="skipped it; checking what Redis holds"))
 

@@ -25,7 +25,7 @@ from .read_cli import default_namespace, redis_url_given
 from .redis_url import from_url, redis_failure
 from .repo import GitSource
 from .snapshot import Record, checksum
-from .store import Store
+from .store import Store, last_error
 from .sync import Applied
 from .validate import check_tree
 
@@ -129,8 +129,7 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
     status.revision = int(state.get("revision") or 0)
     status.heartbeat_at = state.get("heartbeat_at", "")
     status.heartbeat_age = _age(status.heartbeat_at, now or datetime.now(UTC))
-    if state.get("last_error"):
-        status.error = json.loads(state["last_error"])
+    status.error = last_error(state, store.keys.state)
     if served == head:
         status.state = IN_SYNC
     elif status.error is not None and seen == head:

@@ -35,7 +35,8 @@ from .snapshot import Record, canonical_json
 from .snapshot import _kind as json_kind
 
 __all__ = ["CONTRACT_VERSION", "EVENTS_MAXLEN", "EVENT_CHANGES_MAX", "AgentChange", "Event",
-           "Keys", "Store", "event_problem", "namespaces", "parse_event", "state_int"]
+           "Keys", "Store", "event_problem", "last_error", "namespaces", "parse_event",
+           "state_int"]
 
 EVENTS_MAXLEN = 10_000
 EVENT_CHANGES_MAX = 1_000
@@ -181,6 +182,31 @@ def state_int(state: Mapping[str, str], name: str, key: str = "state") -> int | 
                                f"written by configsync (deleting {key} makes the daemon "
                                "rebuild it from git)")
     return int(value)
+
+
+_LAST_ERROR = {"commit": str, "file": str, "line": int, "column": int, "message": str,
+               "errors": int}
+
+
+def last_error(state: Mapping[str, str], key: str = "state") -> dict[str, Any] | None:
+    """The state's ``last_error`` (the daemon's last rejected commit: ``commit``, ``file``,
+    ``line``, ``column``, ``message``, ``errors``), None when there is none. Raises
+    :class:`CorruptDataError` naming the field when it is not that object."""
+    text = state.get("last_error")
+    if not text:
+        return None
+    try:
+        error = json.loads(text)
+    except ValueError:
+        error = _ABSENT
+    if type(error) is not dict or any(
+            name in error and type(error[name]) is not kind
+            for name, kind in _LAST_ERROR.items()):
+        raise CorruptDataError(f"{key} field 'last_error' is not a rejection's JSON object")
+    return error
+
+
+_ABSENT = object()
 
 
 def _record(key: str, agent_id: str, raw: bytes | str, version: int | None = None, *,

@@ -1106,6 +1106,11 @@ def test_a_poisoned_state_revision_or_event_stops_nothing(world: World,
             redis=world.url, namespace="test", check_interval=0.05) as client:
         for junk in ("not json", "[1]", '{"type": "applied", "changes": "a"}', "7"):
             world.redis.publish(keys.changes, junk)
+        world.redis.hset(keys.state, "last_error", json.dumps({"commit": "x", "errors": "9"}))
+        world.redis.publish(keys.changes, json.dumps({"type": "rejected"}))
+        checks = client.holdings.checks
+        wait_until(lambda: client.holdings.checks >= checks + 3)
+        assert client.status().last_error is None
         revision = world.redis.hget(keys.state, "revision")
         world.redis.hset(keys.state, "revision", "lots")
         checks = client.holdings.checks
@@ -1115,7 +1120,7 @@ def test_a_poisoned_state_revision_or_event_stops_nothing(world: World,
         world.push("a", 0.6)
         wait_until(lambda: client.get("a").version == 2)
     messages = [r.getMessage() for r in caplog.records]
-    assert sum("event=bad_state" in m for m in messages) == 1
+    assert sum("event=bad_state" in m for m in messages) == 2  # last_error, then revision
     assert any("event=bad_event" in m for m in messages)
 
 
