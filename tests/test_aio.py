@@ -376,6 +376,11 @@ def test_sync_listen_starts_with_a_poisoned_current_and_repairs_it(
 
         wait_until(lambda: served("/readyz") and served("/agents/b"), timeout=20)
         assert served("/agents/a") and proc.poll() is None
+        world.redis.hset(world.daemon.store.keys.history("a"), "7", "[1]")
+        status, _, body = request(url + "/agents/a/versions/7")
+        assert (status, json.loads(body)) == (502, {"error": "configsync:{test}:history:a "
+                                                    "field 7: not a snapshot: a JSON array, "
+                                                    "not an object"})
         assert json.loads(world.redis.hget(world.daemon.store.keys.current, "b") or "")[
             "agent_id"] == "b"
     finally:
