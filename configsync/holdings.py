@@ -3,7 +3,9 @@
 Readers call :meth:`Holdings.get` from any thread without a lock: the current mapping is
 replaced, never mutated (copy-on-write), and rebinding a reference is atomic. Writers (the one
 background task) serialise on a lock, compute what changed, and the caller runs callbacks after
-the lock is released (DESIGN.md invariants 6 and 7).
+the lock is released (DESIGN.md invariants 6 and 7). What a check reads overrules what events,
+earlier reads or the cache file gave, and a value that is no snapshot is skipped, named and
+logged once (invariants 6 to 8, issue 17 items 1 and 2).
 """
 
 from __future__ import annotations
