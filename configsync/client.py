@@ -56,9 +56,10 @@ from .logs import kv, one_line
 from .messages import error_summary
 from .model import AgentConfig, namespace_problem
 from .redis_url import from_url
+from .redis_values import last_error
+from .redis_values import parse_event as parse_event_json
 from .snapshot import Record
-from .store import Keys, last_error
-from .store import parse_event as parse_event_json
+from .store import Keys
 
 __all__ = ["Client", "ClientStatus"]
 

@@ -5,7 +5,7 @@ replaced, never mutated (copy-on-write), and rebinding a reference is atomic. Wr
 background task) serialise on a lock, compute what changed, and the caller runs callbacks after
 the lock is released (DESIGN.md invariants 6 and 7). What a check reads overrules what events,
 earlier reads or the cache file gave, and a value that is no snapshot is skipped, named and
-logged once (invariants 6 to 8, issue 17 items 1 and 2).
+logged once (invariants 6, 7 and 10, issue 17 items 1 and 2).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from .errors import ConfigsyncError, CorruptDataError
 from .logs import client_logger as logger
 from .logs import kv
 from .model import AgentConfig
+from .redis_values import state_int
 from .snapshot import Record
-from .store import Keys, state_int
+from .store import Keys
 
 __all__ = [
     "ClientClosedError",

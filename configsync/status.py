@@ -23,9 +23,10 @@ from .history import ShallowHistory, daemon_start, versions_at
 from .logs import one_line, redact_url
 from .read_cli import default_namespace, redis_url_given
 from .redis_url import from_url, redis_failure
+from .redis_values import last_error
 from .repo import GitSource
 from .snapshot import Record, checksum
-from .store import Store, last_error
+from .store import Store
 from .sync import Applied
 from .validate import check_tree
 

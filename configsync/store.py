@@ -31,12 +31,18 @@ from typing import Any
 import redis
 
 from .errors import CorruptDataError
+from .redis_values import (
+    is_version,
+    record_at,
+    report_ok,
+    state_int,
+    stream_event,
+    version_field,
+)
 from .snapshot import Record, canonical_json
-from .snapshot import _kind as json_kind
 
 __all__ = ["CONTRACT_VERSION", "EVENTS_MAXLEN", "EVENT_CHANGES_MAX", "AgentChange", "Event",
-           "Keys", "Store", "event_problem", "last_error", "namespaces", "parse_event",
-           "state_int"]
+           "Keys", "Store", "namespaces"]
 
 EVENTS_MAXLEN = 10_000
 EVENT_CHANGES_MAX = 1_000
@@ -167,133 +173,6 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-_VERSION = re.compile(r"[1-9][0-9]{0,17}")
-_INTEGER = re.compile(r"0|[1-9][0-9]{0,17}")
-
-
-def state_int(state: Mapping[str, str], name: str, key: str = "state") -> int | None:
-    """A state field that holds a count (``revision``) as an int; None when absent. Raises
-    :class:`CorruptDataError` naming ``key`` and the field when it is anything else."""
-    value = state.get(name)
-    if value is None:
-        return None
-    if not _INTEGER.fullmatch(value):
-        raise CorruptDataError(f"{key} field {name!r} is {value[:40]!r}, not a number: not "
-                               f"written by configsync (deleting {key} makes the daemon "
-                               "rebuild it from git)")
-    return int(value)
-
-
-_LAST_ERROR = {"commit": str, "file": str, "line": int, "column": int, "message": str,
-               "errors": int}
-
-
-def last_error(state: Mapping[str, str], key: str = "state") -> dict[str, Any] | None:
-    """The state's ``last_error`` (the daemon's last rejected commit: ``commit``, ``file``,
-    ``line``, ``column``, ``message``, ``errors``), None when there is none. Raises
-    :class:`CorruptDataError` naming the field when it is not that object."""
-    text = state.get("last_error")
-    if not text:
-        return None
-    try:
-        error = json.loads(text)
-    except ValueError:
-        error = _ABSENT
-    if type(error) is not dict or any(
-            name in error and type(error[name]) is not kind
-            for name, kind in _LAST_ERROR.items()):
-        raise CorruptDataError(f"{key} field 'last_error' is not a rejection's JSON object")
-    return error
-
-
-_ABSENT = object()
-
-
-def _record(key: str, agent_id: str, raw: bytes | str, version: int | None = None, *,
-            verify: bool = False) -> Record:
-    """The snapshot an entry of ``current`` or of a history hash holds, or a
-    :class:`CorruptDataError` naming the key and field: the entry's own agent id and version
-    must be where it is filed; with ``verify``, its checksum its config's."""
-    try:
-        record = Record.from_json(raw)
-        if verify:
-            record.verify()
-    except CorruptDataError as exc:
-        raise CorruptDataError(f"{key} field {agent_id if version is None else version!r}: "
-                               f"{exc}") from None
-    if record.agent_id != agent_id:
-        raise CorruptDataError(f"{key} field {agent_id!r}: the snapshot is agent "
-                               f"{record.agent_id[:60]!r}'s")
-    if version is not None and record.version != version:
-        raise CorruptDataError(f"{key} field {version}: the snapshot is version "
-                               f"{record.version}")
-    return record
-
-
-def _version_field(key: str, field_name: bytes | str) -> int:
-    name = _str(field_name)
-    if not _VERSION.fullmatch(name):
-        raise CorruptDataError(f"{key} field {name[:40]!r} is not a version number")
-    return int(name)
-
-
-def _report_ok(report: Any) -> bool:
-    """Whether a client report has the shape the client library writes (``report()``)."""
-    if type(report) is not dict:
-        return False
-    versions = report.get("versions", {})
-    return (type(report.get("revision", 0)) is int and type(versions) is dict
-            and all(type(v) is int for v in versions.values())
-            and all(type(report.get(name, "")) in (str, int, type(None))
-                    for name in ("instance_id", "host", "pid", "epoch", "commit")))
-
-
-def event_problem(event: Any) -> str | None:
-    """What makes ``event`` (parsed JSON) no event of the contract, or None: an object whose
-    ``type`` is a string; an ``applied`` one has an int ``revision`` and ``changes`` null or
-    a list of ``{agent_id: str, version: int, deleted: bool}``."""
-    if type(event) is not dict:
-        return f"a JSON {json_kind(event)}, not an object"
-    if type(event.get("type")) is not str:
-        return "no string 'type'"
-    if event["type"] != "applied":
-        return None
-    if type(event.get("revision")) is not int:
-        return "'revision' is not an integer"
-    changes = event.get("changes")
-    if changes is not None and not (isinstance(changes, list) and all(
-            type(c) is dict and type(c.get("agent_id")) is str
-            and type(c.get("version")) is int and type(c.get("deleted")) is bool
-            for c in changes)):
-        return "'changes' is not a list of {agent_id, version, deleted}"
-    return None
-
-
-def parse_event(data: bytes | str) -> dict[str, Any]:
-    """An event's JSON as a dict; raises :class:`CorruptDataError` saying why it is none
-    (:func:`event_problem`)."""
-    try:
-        event = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptDataError(f"not JSON ({exc})") from None
-    problem = event_problem(event)
-    if problem is not None:
-        raise CorruptDataError(f"not an event: {problem}")
-    assert isinstance(event, dict)
-    return event
-
-
-def _stream_event(entry_id: bytes | str, fields: Mapping[Any, Any]
-                  ) -> tuple[str, dict[str, Any] | CorruptDataError]:
-    data = fields.get(b"event", fields.get("event"))
-    try:
-        if data is None:
-            raise CorruptDataError("not an event: no 'event' field")
-        return _str(entry_id), parse_event(data)
-    except CorruptDataError as exc:
-        return _str(entry_id), exc
-
-
 class Store:
     """Reads and writes one namespace. Takes a connected ``redis.Redis``; never makes one."""
 
@@ -315,13 +194,13 @@ class Store:
         """Agent id -> its current snapshot. Raises :class:`CorruptDataError` naming the
         first entry that is not one (:meth:`record` for one agent only)."""
         raw: Mapping[Any, Any] = self.redis.hgetall(self.keys.current)
-        return {_str(k): _record(self.keys.current, _str(k), v) for k, v in raw.items()}
+        return {_str(k): record_at(self.keys.current, _str(k), v) for k, v in raw.items()}
 
     def record(self, agent_id: str) -> Record | None:
         """One agent's current snapshot (None when it has none); raises
         :class:`CorruptDataError` when its entry is not one (its checksum compared too)."""
         raw = self.redis.hget(self.keys.current, agent_id)
-        return None if raw is None else _record(self.keys.current, agent_id, raw, verify=True)
+        return None if raw is None else record_at(self.keys.current, agent_id, raw, verify=True)
 
     def agent_ids(self) -> list[str]:
         """The agents ``current`` holds, sorted (their snapshots unread)."""
@@ -331,7 +210,7 @@ class Store:
     def history(self, agent_id: str) -> dict[int, Record]:
         key = self.keys.history(agent_id)
         raw: Mapping[Any, Any] = self.redis.hgetall(key)
-        return {_version_field(key, k): _record(key, agent_id, v, _version_field(key, k))
+        return {version_field(key, k): record_at(key, agent_id, v, version_field(key, k))
                 for k, v in raw.items()}
 
     def history_keys(self) -> list[str]:
@@ -343,7 +222,7 @@ class Store:
         index; built once from the history hashes for a namespace written without one)."""
         raw: Mapping[Any, Any] = self.redis.hgetall(self.keys.agents)
         if raw:
-            return {_str(k): _version_field(self.keys.agents, v) for k, v in raw.items()}
+            return {_str(k): version_field(self.keys.agents, v) for k, v in raw.items()}
         found: dict[str, int] = {}
         prefix = len(self.keys.history(""))
         keys = [_str(k) for k in self.redis.scan_iter(self.keys.history_pattern, count=1000)]
@@ -352,27 +231,27 @@ class Store:
             pipe.hkeys(key)
         for key, versions in zip(keys, pipe.execute(), strict=True):
             if versions:
-                found[key[prefix:]] = max(_version_field(key, v) for v in versions)
+                found[key[prefix:]] = max(version_field(key, v) for v in versions)
         return found
 
     def events(self, count: int = EVENTS_MAXLEN) -> list[dict[str, Any]]:
         """The stream's events, oldest first (an entry that is not one is left out)."""
         client: Any = self.redis
         entries = client.xrange(self.keys.events, count=count)
-        return [e for _, e in (_stream_event(i, f) for i, f in entries) if isinstance(e, dict)]
+        return [e for _, e in (stream_event(i, f) for i, f in entries) if isinstance(e, dict)]
 
     def version(self, agent_id: str, version: int) -> Record | None:
         """One version of one agent from its history hash, or None when it is not kept;
         raises :class:`CorruptDataError` when the entry is not that version's snapshot."""
         key = self.keys.history(agent_id)
         raw = self.redis.hget(key, str(version))
-        return None if raw is None else _record(key, agent_id, raw, version, verify=True)
+        return None if raw is None else record_at(key, agent_id, raw, version, verify=True)
 
     def kept_versions(self, agent_id: str) -> list[int]:
         """The versions the agent's history hash holds, oldest first (a field that is no
         version number is none)."""
         raw: Sequence[Any] = self.redis.hkeys(self.keys.history(agent_id))
-        return sorted(int(v) for v in map(_str, raw) if _VERSION.fullmatch(v))
+        return sorted(int(v) for v in map(_str, raw) if is_version(v))
 
     def last_event_id(self) -> str:
         """The id of the stream's newest entry (``0-0`` when it is empty): where "only new
@@ -392,7 +271,7 @@ class Store:
         if not found:
             return []
         entries = found[0][1]
-        return [_stream_event(entry_id, fields) for entry_id, fields in entries]
+        return [stream_event(entry_id, fields) for entry_id, fields in entries]
 
     def client_reports(self) -> list[dict[str, Any]]:
         """The running clients' fleet reports (written by the client library, expiring),
@@ -411,7 +290,7 @@ class Store:
                 report = json.loads(value) if value is not None else None
             except ValueError:
                 continue
-            if _report_ok(report):
+            if report_ok(report):
                 assert isinstance(report, dict)
                 reports.append(report)
         return sorted(reports, key=lambda r: str(r.get("instance_id", "")))

@@ -10,17 +10,7 @@ import redis
 
 from configsync.errors import CorruptDataError
 from configsync.snapshot import Record, checksum
-from configsync.store import (
-    EVENT_CHANGES_MAX,
-    AgentChange,
-    Event,
-    Keys,
-    Store,
-    Write,
-    last_error,
-    parse_event,
-    state_int,
-)
+from configsync.store import EVENT_CHANGES_MAX, AgentChange, Event, Keys, Store, Write
 
 
 def snap(agent_id: str, version: int) -> Record:
@@ -218,17 +208,6 @@ def test_history_state_events_and_reports_of_the_wrong_shape(redis_client: redis
     with pytest.raises(CorruptDataError) as info:
         store.state()
     assert str(info.value).startswith("configsync:{t}:state field 'revision' is '7x', not a ")
-    assert state_int({"revision": "12"}, "revision") == 12 and state_int({}, "revision") is None
-    assert last_error({"last_error": ""}) is None
-    for bad_error in ("nope", "[]", '{"errors": "2"}', '{"line": 1.5}'):
-        with pytest.raises(CorruptDataError, match="'last_error' is not a rejection"):
-            last_error({"last_error": bad_error})
-    for data in ("{", "[]", "null", '{"type": 1}', '{"type": "applied", "revision": "1"}',
-                 '{"type": "applied", "revision": 1, "changes": "a"}',
-                 '{"type": "applied", "revision": 1, "changes": [{"agent_id": "a"}]}'):
-        with pytest.raises(CorruptDataError):
-            parse_event(data)
-    assert parse_event('{"type": "future"}') == {"type": "future"}
     for name, report in (("a", "[1]"), ("b", '{"instance_id": "b", "versions": [1]}'),
                          ("c", '{"instance_id": "c", "revision": "3"}'), ("d", "{x"),
                          ("e", '{"instance_id": "e", "revision": 3, "versions": {"a": 1}}')):
