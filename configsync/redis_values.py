@@ -91,10 +91,14 @@ def record_at(key: str, agent_id: str, raw: bytes | str, version: int | None = N
     return record
 
 
-def version_field(key: str, field_name: bytes | str) -> int:
-    name = as_text(field_name)
+def version_field(key: str, value: bytes | str, field: str | None = None) -> int:
+    """A version number: a history hash's field name (``field`` None), or the value of
+    ``field`` (the ``agents`` index); else :class:`CorruptDataError` naming it."""
+    name = as_text(value)
     if not _VERSION.fullmatch(name):
-        raise CorruptDataError(f"{key} field {name[:40]!r} is not a version number")
+        raise CorruptDataError(f"{key} field {name[:40]!r} is not a version number"
+                               if field is None else f"{key} field {field[:60]!r} is "
+                               f"{name[:40]!r}, not a version number")
     return int(name)
 
 

@@ -222,7 +222,7 @@ class Store:
         index; built once from the history hashes for a namespace written without one)."""
         raw: Mapping[Any, Any] = self.redis.hgetall(self.keys.agents)
         if raw:
-            return {_str(k): version_field(self.keys.agents, v) for k, v in raw.items()}
+            return {_str(k): version_field(self.keys.agents, v, _str(k)) for k, v in raw.items()}
         found: dict[str, int] = {}
         prefix = len(self.keys.history(""))
         keys = [_str(k) for k in self.redis.scan_iter(self.keys.history_pattern, count=1000)]
@@ -372,7 +372,8 @@ class Store:
         no single command blocks the server for long (invariant 1 holds: versions are
         immutable, and no reader is told of them before the transaction names them)."""
         keys = self.keys
-        gone = [a for a in self.last_versions() if a not in history]
+        indexed = [_str(a) for a in self.redis.hkeys(keys.agents)] or self.last_versions()
+        gone = [a for a in indexed if a not in history]  # (the index's values unread)
         pipe: Any = self.redis.pipeline(transaction=False)
         size = 0
         for agent_id in gone:

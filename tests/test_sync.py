@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from configsync.embedded import RedisServer
+from configsync.errors import CorruptDataError
 from configsync.git import Mirror
 from configsync.snapshot import checksum
 from configsync.store import Store
@@ -945,3 +946,18 @@ def test_a_state_revision_that_is_no_number_is_a_one_line_error(
         f"configsync: error: configsync:{{test}}:state field 'revision' is {revision!r}, not "
         "a number: not written by configsync (deleting configsync:{test}:state makes the "
         "daemon rebuild it from git)")
+
+
+def test_an_agents_index_entry_that_is_no_version_is_rebuilt_from_git(
+        remote: Remote, make_daemon: Any, redis_client: redis.Redis) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    before = content(daemon.store)
+    redis_client.hset(daemon.store.keys.agents, "a", "many")
+    with pytest.raises(CorruptDataError) as info:
+        daemon.store.last_versions()
+    assert str(info.value) == ("configsync:{test}:agents field 'a' is 'many', not a version "
+                               "number")
+    assert make_daemon(remote).sync().applied
+    assert content(daemon.store)["current"] == before["current"]
+    assert daemon.store.last_versions() == {"a": 1, "b": 1}
