@@ -256,6 +256,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                     except redis.ResponseError as exc:  # NOPERM: a read-only user
                         self.report_failed(exc)
         finally:
+            # untyped in older redis-py (as low as pyproject allows), typed in newer ones
             await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     def _on_pubsub_connect(self, connection: Any) -> None:
