@@ -169,8 +169,11 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             client: Any = self._redis
             raw: Mapping[bytes, bytes] = await client.hgetall(self.keys.state)
             known = self.after_state(texts(raw))
+            if known == "verify":
+                agents = sorted(self.holdings.unconfirmed)
+                known = self.after_verify(agents, await client.hmget(self.keys.current, agents))
             if known is not None:
-                return known
+                return bool(known)
         for _ in range(FULL_READ_TRIES):
             async with self._redis.pipeline(transaction=False) as pipe:
                 full_read_pipeline(pipe, self.keys)
@@ -237,7 +240,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                 message = await pubsub.get_message(timeout=wait)
                 if message is not None and message.get("type") == "message":
                     self.last_event_at = _now()
-                    await self._on_event(parse_event(message["data"]))
+                    await self._on_event(parse_event(message["data"], self.holdings))
                 now = loop.time()
                 if self._resync or now >= next_check:
                     self._resync = False

@@ -40,7 +40,7 @@ from typing import Any, Generic, TypeVar
 import redis
 
 from .backoff import Backoff
-from .errors import UsageError
+from .errors import CorruptDataError, UsageError
 from .holdings import (
     Change,
     ClientClosedError,
@@ -56,6 +56,8 @@ from .logs import kv, one_line
 from .messages import error_summary
 from .model import AgentConfig, namespace_problem
 from .redis_url import from_url
+from .redis_values import last_error
+from .redis_values import parse_event as parse_event_json
 from .snapshot import Record
 from .store import Keys
 
@@ -231,10 +233,23 @@ class ClientCore(Generic[R]):
     # -- applying -----------------------------------------------------------------------------
 
     def take_version(self, agent_id: str, version: int, raw: Any, kept: Any) -> Snapshot:
-        """The reply to ``HGET history version`` + ``HKEYS history``, as a kept Snapshot."""
+        """The reply to ``HGET history version`` + ``HKEYS history``, as a kept Snapshot.
+        Raises VersionNotFoundError when it is not kept, :class:`CorruptDataError` when the
+        entry is not that version's snapshot (not JSON, the wrong shape, agent or version,
+        a checksum that is not its config's), pydantic's ValidationError when the model
+        refuses it."""
         if raw is None:
-            raise VersionNotFoundError(agent_id, version, sorted(int(v) for v in kept))
-        snapshot = typed(Record.from_json(raw), self.holdings.model, text(raw))
+            raise VersionNotFoundError(agent_id, version, sorted(
+                int(v) for v in map(text, kept) if v.isascii() and v.isdigit()))
+        try:
+            record = Record.from_json(raw).verify()
+            if (record.agent_id, record.version) != (agent_id, version):
+                raise CorruptDataError(f"the snapshot is agent {record.agent_id[:60]!r} "
+                                       f"version {record.version}")
+        except CorruptDataError as exc:
+            raise CorruptDataError(f"{self.keys.history(agent_id)} field {version}: "
+                                   f"{exc}") from None
+        snapshot = typed(record, self.holdings.model, text(raw))
         self.holdings.remember(snapshot)
         return snapshot
 
@@ -282,19 +297,18 @@ class ClientCore(Generic[R]):
         if "seen" not in state:
             return []
         jsons = {text(k): text(v) for k, v in raw.items()}  # (str: json.loads skips sniffing)
-        records = {a: Record.from_json(v) for a, v in jsons.items()}
-        changes = self.holdings.replace_all(state, records, jsons)
+        changes = self.holdings.replace_all(state, jsons)
         self.last_sync_at = _now()
-        return changes
+        return changes or []
 
     def take_state(self, state: Mapping[str, str]) -> list[tuple[str, str]]:
         """Note the state's ``last_error``; the rejection it names, if callbacks were not told
         of it yet (none at the first read: that one is history)."""
         try:
-            error = json.loads(state.get("last_error") or "null")
-        except ValueError:
-            error = None
-        self.last_error = error if isinstance(error, dict) else None
+            self.last_error = last_error(state)
+        except CorruptDataError as exc:  # (issue 17.2): logged once, read as none
+            self.holdings.event_refused(str(exc), "bad_state", "last_error")
+            self.last_error = None
         commit = str(self.last_error.get("commit", "")) if self.last_error else ""
         first, told = self.last_sync_at is None, self.rejected_commit
         if commit:
@@ -310,14 +324,24 @@ class ClientCore(Generic[R]):
             registered = list(self.reject_callbacks)
         return [(callback, rejection) for rejection in rejections for callback in registered]
 
-    def after_state(self, state: Mapping[str, str]) -> bool | None:
+    def after_state(self, state: Mapping[str, str]) -> bool | str | None:
         """After a check's ``HGETALL state``: False (no data yet: keep the last known good),
-        True (nothing this client lacks), or None (read ``current`` too)."""
+        True (nothing this client lacks), None (read ``current`` too), or ``"verify"``:
+        ``HMGET`` the agents :attr:`Holdings.unconfirmed` names and pass the reply to
+        :meth:`after_verify` (events gave them since the last full read)."""
         if "seen" not in state:
             return False
         self.state_read_at = time.monotonic()
         self._reject(self.take_state(state))
-        return True if self.unchanged(state) else None
+        confirmed = self.holdings.confirm(state)
+        if confirmed is not False:
+            self.last_sync_at = _now()
+        return True if confirmed else "verify" if confirmed is None else None
+
+    def after_verify(self, agents: list[str], values: list[Any]) -> bool | None:
+        """After ``HMGET current`` of the unconfirmed ``agents``: True when Redis still holds
+        what events gave, else None (read ``current`` in full: Redis decides)."""
+        return True if self.holdings.verify(dict(zip(agents, values, strict=True))) else None
 
     def after_full_read(self, reply: list[Any]) -> bool:
         """After :func:`full_read_pipeline`'s reply: take it; True when there is a state."""
@@ -347,15 +371,6 @@ class ClientCore(Generic[R]):
         """Connected and a non-empty state read: no longer stale."""
         if state_read and self.connected:
             self.stale_since = None
-
-    def unchanged(self, state: Mapping[str, str]) -> bool:
-        """Whether ``state`` says nothing was applied since what is held."""
-        held = self.holdings
-        if (state.get("epoch"), int(state.get("revision") or 0), state.get("commit", "")) != (
-                held.epoch, held.revision, held.commit):
-            return False  # behind, or told something Redis does not say: read it all
-        self.last_sync_at = _now()
-        return True
 
     def plan(self, event: dict[str, Any] | None) -> Plan:
         """What an event asks for (see :meth:`Holdings.plan`); a ``rejected`` one asks for a
@@ -421,12 +436,15 @@ def texts(raw: Mapping[Any, Any]) -> dict[str, str]:
     return {text(k): text(v) for k, v in raw.items()}
 
 
-def parse_event(data: bytes | str) -> dict[str, Any] | None:
+def parse_event(data: bytes | str, holdings: Holdings | None = None) -> dict[str, Any] | None:
+    """A pub/sub message as an event; None (a check: Redis decides) when it is none, logged
+    once through ``holdings`` (:func:`configsync.store.parse_event` says what is wrong)."""
     try:
-        event = json.loads(data)
-    except (ValueError, TypeError):
+        return parse_event_json(data)
+    except CorruptDataError as exc:
+        if holdings is not None:
+            holdings.event_refused(f"event on the changes channel: {exc}")
         return None
-    return event if isinstance(event, dict) and "type" in event else None
 
 
 FULL_READ_TRIES = 5
@@ -566,8 +584,11 @@ class Client(ClientCore[redis.Redis]):
         non-empty state."""
         if self.last_sync_at is not None:
             known = self.after_state(texts(self._redis.hgetall(self.keys.state)))
+            if known == "verify":
+                agents = sorted(self.holdings.unconfirmed)
+                known = self.after_verify(agents, self._redis.hmget(self.keys.current, agents))
             if known is not None:
-                return known
+                return bool(known)
         for _ in range(FULL_READ_TRIES):
             pipe = self._redis.pipeline(transaction=False)
             full_read_pipeline(pipe, self.keys)
@@ -612,7 +633,7 @@ class Client(ClientCore[redis.Redis]):
                 message = pubsub.get_message(timeout=wait)
                 if message is not None and message.get("type") == "message":
                     self.last_event_at = _now()
-                    self._on_event(parse_event(message["data"]))
+                    self._on_event(parse_event(message["data"], self.holdings))
                 now = time.monotonic()
                 if self._resync.is_set() or now >= next_check:
                     self._resync.clear()

@@ -3,7 +3,9 @@
 Readers call :meth:`Holdings.get` from any thread without a lock: the current mapping is
 replaced, never mutated (copy-on-write), and rebinding a reference is atomic. Writers (the one
 background task) serialise on a lock, compute what changed, and the caller runs callbacks after
-the lock is released (DESIGN.md invariants 6 and 7).
+the lock is released (DESIGN.md invariants 6 and 7). What a check reads overrules what events,
+earlier reads or the cache file gave, and a value that is no snapshot is skipped, named and
+logged once (invariants 6, 7 and 11, issue 17 items 1 and 2).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Any
 
 from pydantic import ConfigDict, ValidationError
 
-from .errors import ConfigsyncError
+from .errors import ConfigsyncError, CorruptDataError
 from .logs import client_logger as logger
 from .logs import kv
 from .model import AgentConfig
+from .redis_values import state_int
 from .snapshot import Record
+from .store import Keys
 
 __all__ = [
     "ClientClosedError",
@@ -37,6 +41,14 @@ __all__ = [
 
 CACHE_FORMAT = 1
 KEEP_VERSIONS = 16
+FULL_CHECK_EVERY = 10
+"""Every this many checks read ``current`` in full even when ``state`` says nothing changed:
+a snapshot forged in ``current`` and then restored, taken by a full read meanwhile (a start),
+is served for at most this many ``check_interval`` s (DESIGN.md invariant 6)."""
+OLDER_READS_BELIEVED = 2
+"""A full read whose ``state.revision`` is lower than the last check's, in the same epoch, is
+taken as a lagging replica's and ignored, until this many reads in a row say so: then Redis
+went back (a restored forgery, a failover that lost writes) and its word is taken."""
 
 
 class UnknownAgentError(KeyError, ConfigsyncError):
@@ -102,6 +114,8 @@ def model_name(model: type[AgentConfig]) -> str:
 
 
 def typed(record: Record, model: type[AgentConfig], raw: str = "") -> Snapshot:
+    """``record`` as a Snapshot whose config is ``model``; raises pydantic's
+    ``ValidationError`` when the model refuses it."""
     config = model.model_validate(record.config)
     return Snapshot(record.agent_id, record.version, record.checksum, record.commit,
                     record.author, record.committed_at, record.message, record.synced_at,
@@ -156,8 +170,16 @@ class Holdings:
         self.schema = ""
         self.user_model = model
         self.model: type[AgentConfig] = model or AgentConfig
-        self.model_errors: dict[str, str] = {}  # agent id -> why the model refused its config
+        self.model_errors: dict[str, str] = {}  # agent id -> why its config is not served
         self.lock = threading.RLock()
+        # what the last check confirmed (invariant 6): the revision a full read or a state
+        # read saw in this epoch (-1: none yet, or only a cache file), and the agents taken
+        # from events since, which the next check compares with Redis
+        self.checked = -1
+        self.unconfirmed: set[str] = set()
+        self.older_reads = 0
+        self.checks = 0
+        self.refused: dict[str, str] = {}  # kind of value (bad_event...) -> last logged
 
     def get(self, agent_id: str) -> Snapshot:
         """Lock-free in-memory read of the current snapshot."""
@@ -214,7 +236,10 @@ class Holdings:
         :attr:`model_errors`) when the model refuses it: the agent keeps what it held, and no
         other agent waits for it."""
         try:
-            snapshot = typed(record, self.model, raw)
+            snapshot = typed(record.verify(), self.model, raw)
+        except CorruptDataError as exc:
+            self._refuse(record.agent_id, f"version {record.version} in Redis: {exc}")
+            return None
         except ValidationError as exc:
             message = f"{model_name(self.model)} refuses version {record.version}: " + "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in exc.errors())
@@ -227,47 +252,145 @@ class Holdings:
         self.model_errors.pop(record.agent_id, None)
         return snapshot
 
-    def replace_all(self, state: Mapping[str, str], records: Mapping[str, Record],
-                    raw: Mapping[str, str] | None = None) -> list[Change]:
-        """Take a full read of ``state`` and then ``current`` (a check): Redis is the truth, so
-        the revision and commit become the state's, whatever events said before (a lost,
-        forged or foreign event is repaired here). Within one epoch an agent never moves to a
-        lower version; a new epoch replaces everything."""
+    def _refuse(self, agent_id: str, message: str) -> None:
+        """Note why ``agent_id``'s entry in Redis is not served (logged once a message)."""
+        if self.model_errors.get(agent_id) != message:
+            logger.error(kv("bad_snapshot", agent=agent_id, error=message,
+                            serving="the version held, if any"))
+        self.model_errors[agent_id] = message
+
+    def _record(self, agent_id: str, text: str) -> Record | None:
+        """The snapshot an entry of ``current`` holds, or None (logged once, and kept in
+        :attr:`model_errors`) when it is none: not JSON, the wrong shape, another agent's."""
+        try:
+            record = Record.from_json(text)
+        except CorruptDataError as exc:
+            self._refuse(agent_id, f"current entry in Redis: {exc}")
+            return None
+        if record.agent_id != agent_id:
+            self._refuse(agent_id, f"current entry in Redis is agent "
+                                   f"{record.agent_id[:60]!r}'s snapshot")
+            return None
+        return record
+
+    def revision_of(self, state: Mapping[str, str]) -> int | None:
+        """The state's ``revision``; None (logged once) when it is not a number."""
+        try:
+            return state_int(state, "revision", Keys(self.namespace).state)
+        except CorruptDataError as exc:
+            self.event_refused(str(exc), "bad_state", "revision")
+            return None
+
+    def event_refused(self, problem: str, what: str = "bad_event", field: str = "") -> None:
+        """Log a value from Redis that is skipped (an event, a state ``field``), once while
+        it stays the same."""
+        if self.refused.get(f"{what}:{field}") != problem:
+            self.refused[f"{what}:{field}"] = problem
+            logger.error(kv(what, namespace=self.namespace, error=problem,
+                            doing="skipped it; checking what Redis holds"))
+
+    def replace_all(self, state: Mapping[str, str], raw: Mapping[str, str]
+                    ) -> list[Change] | None:
+        """Take a full read of ``state`` and then ``current`` (agent id -> snapshot JSON):
+        Redis is the truth (DESIGN.md invariant 6). The revision and commit become the
+        state's, and every agent the version ``current`` has, a lower one too: whatever
+        events, a cache file or an earlier forged read said. Two exceptions: a read older
+        than the last check (same epoch, lower ``state.revision``: a lagging replica) is not
+        taken (None) until :data:`OLDER_READS_BELIEVED` in a row say so; and an entry that
+        is no valid snapshot, or that the model refuses, keeps what is held for that agent
+        (logged once, in :attr:`model_errors`)."""
         with self.lock:
             epoch = state.get("epoch", "")
-            revision = int(state.get("revision", "0") or 0)
+            revision = self.revision_of(state)
             new_epoch = epoch != self.epoch
+            if not new_epoch and revision is not None and revision < self.checked:
+                self.older_reads += 1
+                if self.older_reads < OLDER_READS_BELIEVED:
+                    logger.warning(kv("state_behind", revision=revision, checked=self.checked,
+                                      serving="what is held until the next check agrees"))
+                    return None
+                logger.warning(kv("state_went_back", revision=revision, checked=self.checked,
+                                  serving="what Redis serves"))
+            self.older_reads = 0
             self._set_schema(state.get("schema", ""))
             old = self.current
             fresh: dict[str, Snapshot] = {}
             changes = []
-            for agent_id, record in records.items():
+            for agent_id, text in raw.items():
                 held = old.get(agent_id)
-                if held is not None and (
-                        (held.version == record.version and held.checksum == record.checksum)
-                        or (not new_epoch and held.version > record.version)):
-                    fresh[agent_id] = held  # the same, or newer in this epoch: never go back
+                if held is not None and held.raw == text:  # (no parse: most of a big read)
+                    fresh[agent_id] = held
+                    self.model_errors.pop(agent_id, None)
                     continue
-                snapshot = self._typed(record, (raw or {}).get(agent_id, ""))
+                record = self._record(agent_id, text)
+                if held is not None and record is not None and (
+                        held.version == record.version and held.checksum == record.checksum):
+                    fresh[agent_id] = held
+                    self.model_errors.pop(agent_id, None)
+                    continue
+                snapshot = None if record is None else self._typed(record, text)
                 if snapshot is None:
-                    if held is not None and not new_epoch:
+                    if held is not None and (record is None or not new_epoch):
                         fresh[agent_id] = held
                     continue
+                if held is not None and not new_epoch and held.version > snapshot.version:
+                    logger.warning(kv("overruled", agent=agent_id, held=held.version,
+                                      redis=snapshot.version, why="Redis serves this version"))
+                    self._forget_above(agent_id, snapshot.version)
                 fresh[agent_id] = snapshot
                 self._remember(snapshot)
                 changes.append(Change(agent_id, snapshot))
             for agent_id in old:
                 if agent_id not in fresh:
                     changes.append(Change(agent_id, None))
-            for agent_id in [a for a in self.model_errors if a not in records]:
+            for agent_id in [a for a in self.model_errors if a not in raw]:
                 del self.model_errors[agent_id]
             if new_epoch:
                 self.versions = {k: v for k, v in self.versions.items()
                                  if fresh.get(k[0]) is v}
                 self._kept = {a: [v] for a, v in self.versions}
             self.current = fresh
-            self.epoch, self.revision, self.commit = epoch, revision, state.get("commit", "")
+            self.epoch, self.commit = epoch, state.get("commit", "")
+            self.revision = self.checked = -1 if revision is None else revision
+            self.unconfirmed = set()
         return changes
+
+    def _forget_above(self, agent_id: str, version: int) -> None:
+        """Drop the kept versions of ``agent_id`` above ``version``: Redis overruled them
+        (a forgery taken earlier), so a pinned read must not find them either."""
+        held = self._kept.get(agent_id, [])
+        for gone in [v for v in held if v > version]:
+            held.remove(gone)
+            self.versions.pop((agent_id, gone), None)
+
+    def confirm(self, state: Mapping[str, str]) -> bool | None:
+        """After a check's state read: True when it says nothing was applied since what is
+        held (its revision is then the checked one), False when it does (read ``current``),
+        None when it does not but agents taken from events since the last full read must be
+        compared with ``current`` first (:meth:`verify`). Every :data:`FULL_CHECK_EVERY`
+        checks say False anyway."""
+        with self.lock:
+            self.checks += 1
+            revision = self.revision_of(state)
+            if revision is None or (state.get("epoch"), revision, state.get("commit", "")) != (
+                    self.epoch, self.revision, self.commit) or revision < self.checked:
+                return False  # behind, or told something Redis does not say: read it all
+            if self.checks % FULL_CHECK_EVERY == 0:
+                return False
+            self.checked = revision
+            return None if self.unconfirmed else True
+
+    def verify(self, fetched: Mapping[str, str | bytes | None]) -> bool:
+        """Whether the agents taken from events since the last full read are still what
+        ``current`` holds (``fetched``: their entries now). True clears them."""
+        with self.lock:
+            for agent_id, raw in fetched.items():
+                held = self.current.get(agent_id)
+                text = raw.decode() if isinstance(raw, bytes) else raw
+                if (held is None) != (text is None) or (held is not None and held.raw != text):
+                    return False
+            self.unconfirmed -= set(fetched)
+            return not self.unconfirmed
 
     def plan(self, event: Mapping[str, Any] | None) -> Plan:
         """What an ``applied`` event asks for (DESIGN.md invariant 6). Revision R + 1 in the
@@ -307,14 +430,15 @@ class Holdings:
                         changes.append(Change(agent_id, None))
                     continue
                 text = raw.decode() if isinstance(raw, bytes) else raw
-                record = Record.from_json(text)
-                if held is not None and held.version >= record.version:
-                    continue  # held already, or newer: never move back
+                record = self._record(agent_id, text)
+                if record is None or (held is not None and held.version >= record.version):
+                    continue  # no snapshot; held already, or newer: never move back
                 snapshot = self._typed(record, text)
                 if snapshot is None:
                     continue
                 self._remember(snapshot)
                 current[agent_id] = snapshot
+                self.unconfirmed.add(agent_id)  # the next check compares it with Redis
                 changes.append(Change(agent_id, snapshot))
             self.current = current
             self.revision, self.commit = event["revision"], str(event.get("commit") or "")
@@ -357,7 +481,9 @@ class Holdings:
 
     def load(self, path: str | os.PathLike[str]) -> bool:
         """Start from the file at ``path``; a missing or corrupt file is a warning, not an
-        error. True when something was loaded."""
+        error (an entry that is no snapshot is skipped, logged). True when something was
+        loaded. What it holds serves only until Redis is read: it never outranks a
+        reachable Redis (the first full read replaces it, lower versions too)."""
         target = Path(path)
         if not target.exists():
             return False
@@ -365,11 +491,13 @@ class Holdings:
             data = json.loads(target.read_text("utf-8"))
             if data.get("format") != CACHE_FORMAT or data.get("namespace") != self.namespace:
                 raise ValueError("written for another format or namespace")
-            records = {r["agent_id"]: Record.from_json(json.dumps(r)) for r in data["snapshots"]}
-            raw = {a: r.to_json() for a, r in records.items()}
+            raw = {str(r.get("agent_id")): json.dumps(r, separators=(",", ":"),
+                                                      ensure_ascii=False)
+                   for r in data["snapshots"] if isinstance(r, dict)}
             state = {"epoch": str(data["epoch"] or ""), "revision": str(data["revision"]),
                      "commit": str(data["commit"]), "schema": str(data.get("schema", ""))}
-            self.replace_all(state, records, raw)
+            self.replace_all(state, raw)
+            self.checked = -1  # (a cache file confirms nothing: the first read decides)
         except Exception as exc:  # unreadable, truncated, or configs that no longer validate
             logger.warning(kv("cache_unreadable", path=target, error=str(exc),
                               using="nothing: starting without it"))

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from .embedded import find_embedded
-from .errors import ConfigsyncError, UsageError
+from .errors import ConfigsyncError, CorruptDataError, UsageError
 from .escape import json_text, one_line, yaml_text
 from .loader import YamlError, load_yaml
 from .logs import kv
@@ -116,11 +116,11 @@ def run_get(args: argparse.Namespace) -> int:
         shown = one_line(args.agent)
         record = None
         if args.version is None:
-            record = store.current().get(args.agent)
+            record = store.record(args.agent)  # (only its entry: another one may be bad)
         if record is None:
             last = store.last_versions()
             if args.agent not in last:
-                known = sorted(store.current())
+                known = store.agent_ids()
                 hint = did_you_mean(args.agent, known)
                 listed = ", ".join(known[:20]) + (
                     f" and {len(known) - 20} more" if len(known) > 20 else "")
@@ -204,6 +204,10 @@ def run_watch(args: argparse.Namespace) -> int:
             while args.count is None or printed < args.count:
                 for entry_id, event in store.read_events(after, block_ms=BLOCK_MS):
                     after = entry_id
+                    if isinstance(event, CorruptDataError):  # skipped, said on stderr
+                        print(f"configsync: warning: skipped stream entry {one_line(entry_id)}"
+                              f": {one_line(str(event))}", file=sys.stderr, flush=True)
+                        continue
                     if not _wanted(event, args.agent):
                         continue
                     if args.format == "json":

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from .aio import AsyncClient
-from .errors import ConfigsyncError, UsageError
+from .errors import ConfigsyncError, CorruptDataError, UsageError
 from .holdings import Snapshot, VersionNotFoundError
 from .logs import kv, logger, redact_text
 from .metrics import CONTENT_TYPE, Metrics
@@ -476,6 +476,8 @@ class Server(_LoopThread):
             snapshot = await self.client.get_version(agent_id, number)
         except VersionNotFoundError as exc:
             raise _not_found(str(exc)) from None
+        except CorruptDataError as exc:  # what Redis holds there is no snapshot (issue 17.2)
+            raise _error(web.HTTPBadGateway, str(exc)) from None
         except (redis.RedisError, OSError) as exc:
             raise _unavailable(f"redis: {redact_text(str(exc))}") from None
         if snapshot.checksum in _etags(request.headers.get("If-None-Match")):

@@ -11,6 +11,8 @@ from typing import Any
 
 import rfc8785
 
+from .errors import CorruptDataError
+
 __all__ = ["MAX_SAFE_INTEGER", "Record", "canonical_json", "checksum", "jcs", "non_portable"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -89,8 +91,48 @@ class Record:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Record:
-        data = json.loads(text)
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        """Parse the contract's snapshot JSON. Raises :class:`CorruptDataError` (one line:
+        what is wrong) for anything else: not JSON, not an object, a field missing or of
+        the wrong type (``version`` a positive int, ``config`` an object, the rest
+        strings). The checksum is not compared here (:meth:`verify`)."""
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:  # (JSONDecodeError is a ValueError)
+            raise CorruptDataError(f"not JSON ({exc})") from None
+        if type(data) is not dict:
+            raise CorruptDataError(f"not a snapshot: a JSON {_kind(data)}, not an object")
+        for name, kind in _TYPES.items():
+            value = data.get(name, _ABSENT)
+            if value is _ABSENT:
+                raise CorruptDataError(f"not a snapshot: no {name!r} field")
+            if type(value) is not kind or (type(value) is int and value < 1):
+                shown = f" ({value})" if type(value) is int else ""
+                raise CorruptDataError(f"not a snapshot: {name!r} is a JSON {_kind(value)}"
+                                       f"{shown}, not {_WANTED[kind]}")
+        return cls(**{name: data[name] for name in _FIELDS})
+
+    def verify(self) -> Record:
+        """``self`` when its checksum is its config's (:func:`checksum`); else raises
+        :class:`CorruptDataError`. Costs one RFC 8785 encoding: readers call it once for a
+        version they had not held."""
+        try:
+            actual = checksum(self.config)
+        except ValueError as exc:
+            raise CorruptDataError(f"config has no checksum ({exc})") from None
+        if actual != self.checksum:
+            raise CorruptDataError(f"checksum {self.checksum[:16]!r} is not its config's "
+                                   f"({actual[:16]}...)")
+        return self
 
 
 _FIELDS = tuple(f.name for f in fields(Record))
+_TYPES: dict[str, type] = {f.name: {"version": int, "config": dict}.get(f.name, str)
+                           for f in fields(Record)}
+_WANTED = {int: "a positive integer", dict: "an object", str: "a string"}
+_ABSENT = object()
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)

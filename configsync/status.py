@@ -24,6 +24,7 @@ from .history import ShallowHistory, daemon_start, versions_at
 from .logs import redact_url
 from .read_cli import default_namespace, redis_url_given
 from .redis_url import from_url, redis_failure
+from .redis_values import last_error
 from .repo import GitSource
 from .snapshot import Record, checksum
 from .store import Store
@@ -130,8 +131,7 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
     status.revision = int(state.get("revision") or 0)
     status.heartbeat_at = state.get("heartbeat_at", "")
     status.heartbeat_age = _age(status.heartbeat_at, now or datetime.now(UTC))
-    if state.get("last_error"):
-        status.error = json.loads(state["last_error"])
+    status.error = last_error(state, store.keys.state)
     if served == head:
         status.state = IN_SYNC
     elif status.error is not None and seen == head:

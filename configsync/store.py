@@ -30,6 +30,15 @@ from typing import Any
 
 import redis
 
+from .errors import CorruptDataError
+from .redis_values import (
+    is_version,
+    record_at,
+    report_ok,
+    state_int,
+    stream_event,
+    version_field,
+)
 from .snapshot import Record, canonical_json
 
 __all__ = ["CONTRACT_VERSION", "EVENTS_MAXLEN", "EVENT_CHANGES_MAX", "AgentChange", "Event",
@@ -174,18 +183,35 @@ class Store:
     # -- reads ------------------------------------------------------------------------------
 
     def state(self) -> dict[str, str]:
-        """The state hash (empty when missing)."""
+        """The state hash (empty when missing). Raises :class:`CorruptDataError` when
+        ``revision`` is not a number: nothing configsync writes."""
         raw: Mapping[Any, Any] = self.redis.hgetall(self.keys.state)
-        return {_str(k): _str(v) for k, v in raw.items()}
+        state = {_str(k): _str(v) for k, v in raw.items()}
+        state_int(state, "revision", self.keys.state)
+        return state
 
     def current(self) -> dict[str, Record]:
+        """Agent id -> its current snapshot. Raises :class:`CorruptDataError` naming the
+        first entry that is not one (:meth:`record` for one agent only)."""
         raw: Mapping[Any, Any] = self.redis.hgetall(self.keys.current)
-        return {_str(k): Record.from_json(v) for k, v in raw.items()}
+        return {_str(k): record_at(self.keys.current, _str(k), v) for k, v in raw.items()}
+
+    def record(self, agent_id: str) -> Record | None:
+        """One agent's current snapshot (None when it has none); raises
+        :class:`CorruptDataError` when its entry is not one (its checksum compared too)."""
+        raw = self.redis.hget(self.keys.current, agent_id)
+        return None if raw is None else record_at(self.keys.current, agent_id, raw, verify=True)
+
+    def agent_ids(self) -> list[str]:
+        """The agents ``current`` holds, sorted (their snapshots unread)."""
+        raw: Sequence[Any] = self.redis.hkeys(self.keys.current)
+        return sorted(_str(k) for k in raw)
 
     def history(self, agent_id: str) -> dict[int, Record]:
-        raw: Mapping[Any, Any] = self.redis.hgetall(
-            self.keys.history(agent_id))
-        return {int(k): Record.from_json(v) for k, v in raw.items()}
+        key = self.keys.history(agent_id)
+        raw: Mapping[Any, Any] = self.redis.hgetall(key)
+        return {version_field(key, k): record_at(key, agent_id, v, version_field(key, k))
+                for k, v in raw.items()}
 
     def history_keys(self) -> list[str]:
         """The namespace's history hashes, from the ``agents`` index."""
@@ -196,7 +222,7 @@ class Store:
         index; built once from the history hashes for a namespace written without one)."""
         raw: Mapping[Any, Any] = self.redis.hgetall(self.keys.agents)
         if raw:
-            return {_str(k): int(v) for k, v in raw.items()}
+            return {_str(k): version_field(self.keys.agents, v, _str(k)) for k, v in raw.items()}
         found: dict[str, int] = {}
         prefix = len(self.keys.history(""))
         keys = [_str(k) for k in self.redis.scan_iter(self.keys.history_pattern, count=1000)]
@@ -205,24 +231,27 @@ class Store:
             pipe.hkeys(key)
         for key, versions in zip(keys, pipe.execute(), strict=True):
             if versions:
-                found[key[prefix:]] = max(int(v) for v in versions)
+                found[key[prefix:]] = max(version_field(key, v) for v in versions)
         return found
 
     def events(self, count: int = EVENTS_MAXLEN) -> list[dict[str, Any]]:
-        """The stream's events, oldest first."""
+        """The stream's events, oldest first (an entry that is not one is left out)."""
         client: Any = self.redis
         entries = client.xrange(self.keys.events, count=count)
-        return [json.loads(fields.get(b"event") or fields["event"]) for _, fields in entries]
+        return [e for _, e in (stream_event(i, f) for i, f in entries) if isinstance(e, dict)]
 
     def version(self, agent_id: str, version: int) -> Record | None:
-        """One version of one agent from its history hash, or None when it is not kept."""
-        raw = self.redis.hget(self.keys.history(agent_id), str(version))
-        return None if raw is None else Record.from_json(raw)
+        """One version of one agent from its history hash, or None when it is not kept;
+        raises :class:`CorruptDataError` when the entry is not that version's snapshot."""
+        key = self.keys.history(agent_id)
+        raw = self.redis.hget(key, str(version))
+        return None if raw is None else record_at(key, agent_id, raw, version, verify=True)
 
     def kept_versions(self, agent_id: str) -> list[int]:
-        """The versions the agent's history hash holds, oldest first."""
+        """The versions the agent's history hash holds, oldest first (a field that is no
+        version number is none)."""
         raw: Sequence[Any] = self.redis.hkeys(self.keys.history(agent_id))
-        return sorted(int(_str(v)) for v in raw)
+        return sorted(int(v) for v in map(_str, raw) if is_version(v))
 
     def last_event_id(self) -> str:
         """The id of the stream's newest entry (``0-0`` when it is empty): where "only new
@@ -231,35 +260,38 @@ class Store:
         newest = client.xrevrange(self.keys.events, count=1)
         return _str(newest[0][0]) if newest else "0-0"
 
-    def read_events(self, after: str, *, block_ms: int | None = None,
-                    count: int = 100) -> list[tuple[str, dict[str, Any]]]:
+    def read_events(self, after: str, *, block_ms: int | None = None, count: int = 100
+                    ) -> list[tuple[str, dict[str, Any] | CorruptDataError]]:
         """Up to ``count`` events after stream id ``after``, oldest first, as (id, event);
-        with ``block_ms`` wait that long for one when there are none (XREAD BLOCK)."""
+        with ``block_ms`` wait that long for one when there are none (XREAD BLOCK). An entry
+        that is not an event (:func:`parse_event`) comes as (id, the error saying why): the
+        caller skips it and reads on."""
         client: Any = self.redis
         found = client.xread({self.keys.events: after}, count=count, block=block_ms)
         if not found:
             return []
         entries = found[0][1]
-        return [(_str(entry_id), json.loads(fields.get(b"event") or fields["event"]))
-                for entry_id, fields in entries]
+        return [stream_event(entry_id, fields) for entry_id, fields in entries]
 
     def client_reports(self) -> list[dict[str, Any]]:
         """The running clients' fleet reports (written by the client library, expiring),
         sorted by instance id. One SCAN with the namespace's prefix escaped, as
         :func:`namespaces` does: a diagnostic, never for correctness. A report that vanished
-        meanwhile or does not parse is left out."""
+        meanwhile, does not parse, or is not of the client's shape (``versions`` a mapping
+        of agent id to int, ``revision`` an int) is left out."""
         found = self.redis.scan_iter(self.keys.client_pattern, count=1000)
         keys = sorted(_str(k) for k in found)
         if not keys:
             return []
         client: Any = self.redis
-        reports = []
+        reports: list[dict[str, Any]] = []
         for value in client.mget(keys):
             try:
                 report = json.loads(value) if value is not None else None
             except ValueError:
                 continue
-            if isinstance(report, dict):
+            if report_ok(report):
+                assert isinstance(report, dict)
                 reports.append(report)
         return sorted(reports, key=lambda r: str(r.get("instance_id", "")))
 
@@ -345,7 +377,8 @@ class Store:
         no single command blocks the server for long (invariant 1 holds: versions are
         immutable, and no reader is told of them before the transaction names them)."""
         keys = self.keys
-        gone = [a for a in self.last_versions() if a not in history]
+        indexed = [_str(a) for a in self.redis.hkeys(keys.agents)] or self.last_versions()
+        gone = [a for a in indexed if a not in history]  # (the index's values unread)
         pipe: Any = self.redis.pipeline(transaction=False)
         size = 0
         for agent_id in gone:

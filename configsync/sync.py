@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from .backoff import Backoff
-from .errors import ConfigsyncError, GitError, UsageError
+from .errors import ConfigsyncError, CorruptDataError, GitError, UsageError
 from .git import Change, CommitInfo, GitRepo, Mirror
 from .logs import kv, logger, redact_text, redact_url
 from .messages import error_summary
@@ -320,7 +320,11 @@ class Daemon:
             taking_over = self._follows(state)
             upgrade = self._contract_upgrade(state)
             if upgrade is None:
-                self._load(state)  # (a rebuild below makes it anew)
+                try:
+                    self._load(state)  # (a rebuild below makes it anew)
+                except CorruptDataError as exc:  # not what a daemon wrote: git repairs it
+                    logger.error(kv("corrupt_redis", error=str(exc), repair="rebuilding"))
+                    upgrade = "corrupt"
             seen = state["seen"]
             if seen != head and not refetched and not self.mirror.has_commit(seen):
                 # Another daemon applied a commit this mirror has not fetched: fetch before
@@ -347,8 +351,10 @@ class Daemon:
                                   was_source=state.get("source"), was_branch=state.get("branch"),
                                   seen=seen[:12], head=head[:12]))
             if upgrade is not None:
-                logger.warning(kv("contract_upgrade", **{"from": upgrade, "to": CONTRACT_VERSION},
-                                  commit=(state.get("commit") or "")[:12], head=head[:12]))
+                if upgrade != "corrupt":
+                    logger.warning(kv("contract_upgrade",
+                                      **{"from": upgrade, "to": CONTRACT_VERSION},
+                                      commit=(state.get("commit") or "")[:12], head=head[:12]))
                 if not self.rebuild(head, expected_seen=seen):
                     continue  # another daemon moved the state: read it again
                 if taking_over:

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from configsync import AsyncClient, ClientClosedError, Snapshot, VersionNotFoundError
-from configsync.snapshot import Record
+from configsync.embedded import free_port
+from configsync.errors import CorruptDataError
+from configsync.snapshot import Record, checksum
 from configsync.store import Write
 
 from .conftest import Remote
@@ -151,7 +153,8 @@ def test_lost_pubsub_messages_and_late_events(world: World) -> None:
                                check_interval=0.2) as client:
             state = store.state()
             old = store.current()["a"]
-            record = Record("a", 2, "f" * 64, {**old.config, "temperature": 1.9}, "c2",
+            config = {**old.config, "temperature": 1.9}
+            record = Record("a", 2, checksum(config), config, "c2",
                             "X <x@y>", old.committed_at, "silent", old.synced_at)
             store.commit_transaction(Write({"seen": "c2", "commit": "c2",
                                             "revision": str(int(state["revision"]) + 1)},
@@ -316,3 +319,72 @@ def test_wait_for_change(world: World) -> None:
             assert client.callbacks == []  # each wait removed its callback
 
     run(scenario)
+
+
+# -- issue 17 items 1 and 2, on asyncio (the same ClientCore/Holdings rules) ------------------
+
+@pytest.mark.slow  # two clients, a commit and a restart
+def test_a_forged_version_is_overruled_and_a_poisoned_entry_skipped(
+        world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from .test_client import bad_snapshot, forged, forged_event
+    keys, cache = world.daemon.store.keys, tmp_path / "cache.json"
+    genuine = world.redis.hget(keys.current, "a")
+
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test", check_interval=0.05,
+                               cache_path=cache) as client:
+            world.redis.hset(keys.current, "a", forged(world))
+            world.redis.publish(keys.changes, forged_event(world, ("a", 999999)))
+            await until(lambda: client.get("a").version == 999999)
+            world.redis.hset(keys.current, "a", genuine)
+            await until(lambda: client.get("a").version == 1)
+            assert not client.stale and client.get("a").config.temperature == 0.7
+            with pytest.raises(VersionNotFoundError):
+                await client.get_version("a", 999999)
+        world.redis.hset(keys.current, "b", bad_snapshot(world, "not_json"))
+        world.redis.hset(keys.history("b"), "9", bad_snapshot(world, "checksum_wrong"))
+        async with AsyncClient(redis=world.url, namespace="test", check_interval=0.05,
+                               cache_path=cache) as client:
+            assert client.get("a").version == 1 and client.get("b").version == 1  # cache's b
+            assert "b" in client.status().model_errors and not client.stale
+            with pytest.raises(CorruptDataError):
+                await client.get_version("b", 9)
+            await off_loop(lambda: world.push("a", 0.6))
+            await until(lambda: client.get("a").version == 2)
+
+    with caplog.at_level(logging.ERROR, logger="configsync"):
+        run(scenario)
+    assert sum("event=bad_snapshot agent=b" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_sync_listen_starts_with_a_poisoned_current_and_repairs_it(
+        world: World, tmp_path: Path, remote: Remote) -> None:
+    """Issue 17.2: one non-JSON value in `current` and `sync --listen` could not start."""
+    from .conftest import spawn_daemon, wait_until
+    from .test_server import request
+    world.redis.hset(world.daemon.store.keys.current, "b", "{not json")
+    port = free_port()
+    proc = spawn_daemon(remote, world.url, "test", tmp_path / "wd", interval=3600,
+                        extra=["--listen", f"127.0.0.1:{port}"])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def served(path: str) -> bool:
+            try:
+                return request(url + path, timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(lambda: served("/readyz") and served("/agents/b"), timeout=20)
+        assert served("/agents/a") and proc.poll() is None
+        world.redis.hset(world.daemon.store.keys.history("a"), "7", "[1]")
+        status, _, body = request(url + "/agents/a/versions/7")
+        assert (status, json.loads(body)) == (502, {"error": "configsync:{test}:history:a "
+                                                    "field 7: not a snapshot: a JSON array, "
+                                                    "not an object"})
+        assert json.loads(world.redis.hget(world.daemon.store.keys.current, "b") or "")[
+            "agent_id"] == "b"
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    log = (tmp_path / "wd" / "daemon.log").read_text()
+    assert "event=corrupt_redis error=\"configsync:{test}:current field 'b': not JSON" in log

@@ -26,10 +26,10 @@ from configsync import (
     VersionNotFoundError,
 )
 from configsync.embedded import RedisServer
-from configsync.errors import UsageError
+from configsync.errors import CorruptDataError, UsageError
 from configsync.git import Mirror
 from configsync.redis_url import accepted_options
-from configsync.snapshot import Record
+from configsync.snapshot import Record, checksum
 from configsync.store import EVENT_CHANGES_MAX, Store, Write
 from configsync.sync import Daemon
 
@@ -222,7 +222,8 @@ def test_lost_pubsub_messages_are_caught_by_the_periodic_check(world: World) -> 
     with Client(redis=world.url, namespace="test", check_interval=0.2) as client:
         state = store.state()
         old = store.current()["a"]
-        record = Record("a", 2, "f" * 64, {**old.config, "temperature": 1.9}, "c2", "X <x@y>",
+        config = {**old.config, "temperature": 1.9}
+        record = Record("a", 2, checksum(config), config, "c2", "X <x@y>",
                         old.committed_at, "silent", old.synced_at)
         fields = {"seen": "c2", "commit": "c2", "revision": str(int(state["revision"]) + 1)}
         assert store.commit_transaction(Write(fields, upserts=[record]),  # no events published
@@ -408,7 +409,8 @@ def test_schema_not_importable_falls_back_to_lenient(world: World) -> None:
     store = world.daemon.store
     state = store.state()
     old = store.current()["a"]
-    record = Record("a", 2, "e" * 64, {**old.config, "max_turns": 7}, "c2", "X <x@y>",
+    config = {**old.config, "max_turns": 7}
+    record = Record("a", 2, checksum(config), config, "c2", "X <x@y>",
                     old.committed_at, "custom", old.synced_at)
     store.commit_transaction(Write({"seen": "c2", "commit": "c2", "revision": "9",
                                     "schema": "no_such_pkg.models:Agent"}, upserts=[record]),
@@ -937,3 +939,202 @@ def test_one_collector_for_clients_of_several_namespaces(world: World) -> None:
         assert stale == {"test": 0.0, "test-dev": 1.0}  # nothing synced in test-dev
     text = generate_latest(registry).decode()
     assert 'configsync_client_stale{namespace="test"} 1.0' in text  # stopped
+
+
+# -- issue 17 items 1 and 2: Redis overrules what it does not say; a bad entry stops nothing --
+
+def forged(world: World, agent: str = "a", version: int = 999999,
+           temperature: float = 1.99) -> str:
+    """A well-formed snapshot with a valid checksum that git never made (a moment's write
+    access to Redis is all it takes)."""
+    config = {"system_prompt": "Forged.", "model": "gpt-4o", "temperature": temperature}
+    return Record(agent, version, checksum(config), config, "f" * 40, "Mallory <m@x>",
+                  "2026-01-01T00:00:00Z", "forged", "2026-01-01T00:00:00Z").to_json()
+
+
+def forged_event(world: World, *agents: tuple[str, int], revision: int | None = None) -> str:
+    state = world.daemon.store.state()
+    return json.dumps({"type": "applied", "commit": "f" * 40,
+                       "revision": int(state["revision"]) + 1 if revision is None else revision,
+                       "epoch": state["epoch"], "count": len(agents),
+                       "changes": [{"agent_id": a, "version": v, "deleted": False}
+                                   for a, v in agents]})
+
+
+def test_a_forged_version_is_overruled_by_redis_at_the_next_check_and_after_a_restart(
+        world: World, tmp_path: Path) -> None:
+    """Issue 17.1: one forged snapshot and one `applied` event, then Redis restored exactly.
+    main kept v999999 through later checks, a genuine commit and a restart."""
+    keys, cache = world.daemon.store.keys, tmp_path / "cache.json"
+    genuine = world.redis.hget(keys.current, "a")
+    with Client(redis=world.url, namespace="test", check_interval=0.1,
+                cache_path=cache) as client:
+        revision = client.status().revision
+        world.redis.hset(keys.current, "a", forged(world))
+        world.redis.publish(keys.changes, forged_event(world, ("a", 999999)))
+        wait_until(lambda: client.get("a").version == 999999)  # events are hints: taken...
+        world.redis.hset(keys.current, "a", genuine)  # ...and Redis restored exactly
+        wait_until(lambda: client.get("a").version == 1)  # the next check overrules it
+        status = client.status()
+        assert (status.revision, status.stale, client.get("a").config.temperature) == (
+            revision, False, 0.7)
+        with pytest.raises(VersionNotFoundError):  # no pinned read finds the forgery either
+            client.get("a", version=999999)
+        world.push("a", 0.3)  # a genuine commit: v2, served
+        wait_until(lambda: client.get("a").version == 2)
+        wait_until(lambda: {s["agent_id"]: s["version"] for s in json.loads(
+            cache.read_text())["snapshots"]}.get("a") == 2)
+    # a restart whose cache file holds the forgery: a reachable Redis outranks it
+    data = json.loads(cache.read_text())
+    data["snapshots"] = [json.loads(forged(world)) if s["agent_id"] == "a" else s
+                         for s in data["snapshots"]]
+    cache.write_text(json.dumps(data))
+    with Client(redis=world.url, namespace="test", cache_path=cache) as client:
+        assert client.get("a").version == 2 and client.get("a").config.temperature == 0.3
+        assert not client.stale
+
+
+@pytest.mark.parametrize("change", ["higher_version", "higher_revision", "other_epoch",
+                                    "agent_redis_lacks", "lower_version"])
+def test_a_cache_file_never_outranks_a_reachable_redis(world: World, tmp_path: Path,
+                                                       change: str) -> None:
+    cache = tmp_path / "cache.json"
+    with Client(redis=world.url, namespace="test", cache_path=cache) as client:
+        served = client.status().versions
+    data = json.loads(cache.read_text())
+    if change == "higher_version":
+        data["snapshots"][0] = json.loads(forged(world, data["snapshots"][0]["agent_id"]))
+    elif change == "higher_revision":
+        data["revision"] += 1000
+        data["snapshots"][0] = json.loads(forged(world, data["snapshots"][0]["agent_id"], 50))
+    elif change == "other_epoch":
+        data["epoch"] = "another-epoch"
+        data["snapshots"][0] = json.loads(forged(world, data["snapshots"][0]["agent_id"], 7))
+    elif change == "agent_redis_lacks":
+        data["snapshots"].append(json.loads(forged(world, "ghost", 3)))
+    cache.write_text(json.dumps(data))
+    with Client(redis=world.url, namespace="test", cache_path=cache) as client:
+        assert client.status().versions == served and not client.stale
+        assert all(client.get(a).config.temperature != 1.99 for a in served)
+
+
+def test_a_forged_snapshot_read_whole_is_repaired_once_redis_is_restored(world: World) -> None:
+    """No event at all: a client that started (a full read) while `current` was forged
+    still comes back to what Redis serves, although `state` never changed."""
+    keys = world.daemon.store.keys
+    genuine = world.redis.hget(keys.current, "a")
+    world.redis.hset(keys.current, "a", forged(world))
+    with Client(redis=world.url, namespace="test", check_interval=0.05) as client:
+        assert client.get("a").version == 999999
+        world.redis.hset(keys.current, "a", genuine)
+        wait_until(lambda: client.get("a").version == 1)
+        assert client.get("a").config.temperature == 0.7
+
+
+def test_a_forged_agent_and_a_forged_higher_revision_leave_nothing_behind(world: World) -> None:
+    keys = world.daemon.store.keys
+    with Client(redis=world.url, namespace="test", check_interval=0.1) as client:
+        revision = client.status().revision
+        world.redis.hset(keys.current, "evil", forged(world, "evil", 1))
+        world.redis.publish(keys.changes, forged_event(world, ("evil", 1)))
+        wait_until(lambda: client.get("evil", default=None) is not None)
+        world.redis.hdel(keys.current, "evil")
+        wait_until(lambda: client.get("evil", default=None) is None)
+        # a revision far ahead, with a forged version, asks for a check: nothing is taken
+        world.redis.publish(keys.changes, forged_event(world, ("a", 999999), revision=10**6))
+        world.push("a", 0.2)
+        wait_until(lambda: client.get("a").version == 2)
+        assert client.status().revision == revision + 1
+
+
+BAD_SNAPSHOTS = {
+    "not_json": "{not json",
+    "array": "[1, 2]",
+    "string": '"b"',
+    "missing_fields": '{"agent_id": "b"}',
+    "version_a_string": None,
+    "version_a_bool": None,
+    "config_a_list": None,
+    "checksum_wrong": None,
+    "another_agents": None,
+}
+
+
+def bad_snapshot(world: World, kind: str) -> str:
+    if BAD_SNAPSHOTS[kind] is not None:
+        return str(BAD_SNAPSHOTS[kind])
+    data = json.loads(forged(world, "b", 5))
+    if kind == "version_a_string":
+        data["version"] = "5"
+    elif kind == "version_a_bool":
+        data["version"] = True
+    elif kind == "config_a_list":
+        data["config"] = ["x"]
+    elif kind == "checksum_wrong":
+        data["checksum"] = "0" * 64
+    elif kind == "another_agents":
+        data["agent_id"] = "a"
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_SNAPSHOTS))
+def test_a_poisoned_current_entry_is_named_logged_once_and_skipped(
+        world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str) -> None:
+    """Issue 17.2: one non-JSON value in `current` made start() raise, the cache file unserved."""
+    keys, cache = world.daemon.store.keys, tmp_path / "cache.json"
+    with Client(redis=world.url, namespace="test", cache_path=cache):
+        pass  # a cache file holding b v1
+    world.redis.hset(keys.current, "b", bad_snapshot(world, kind))
+    with caplog.at_level(logging.ERROR, logger="configsync"):
+        with Client(redis=world.url, namespace="test", check_interval=0.05) as client:
+            assert client.get("a").version == 1 and not client.stale  # the others work
+            assert client.get("b", default=None) is None
+            assert "b" in client.status().model_errors
+            checks = client.holdings.checks
+            wait_until(lambda: client.holdings.checks >= checks + 3)
+            world.push("a", 0.6)  # and keep following
+            wait_until(lambda: client.get("a").version == 2)
+        with Client(redis=world.url, namespace="test", cache_path=cache) as client:
+            assert client.get("b").version == 1  # the last known good serves for b
+    logged = [r.getMessage() for r in caplog.records if "event=bad_snapshot" in r.getMessage()]
+    assert len(logged) == 2 and all("agent=b" in line for line in logged), logged
+
+
+def test_a_poisoned_state_revision_or_event_stops_nothing(world: World,
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    keys = world.daemon.store.keys
+    with caplog.at_level(logging.ERROR, logger="configsync"), Client(
+            redis=world.url, namespace="test", check_interval=0.05) as client:
+        for junk in ("not json", "[1]", '{"type": "applied", "changes": "a"}', "7"):
+            world.redis.publish(keys.changes, junk)
+        world.redis.hset(keys.state, "last_error", json.dumps({"commit": "x", "errors": "9"}))
+        world.redis.publish(keys.changes, json.dumps({"type": "rejected"}))
+        checks = client.holdings.checks
+        wait_until(lambda: client.holdings.checks >= checks + 3)
+        assert client.status().last_error is None
+        revision = world.redis.hget(keys.state, "revision")
+        world.redis.hset(keys.state, "revision", "lots")
+        checks = client.holdings.checks
+        wait_until(lambda: client.holdings.checks >= checks + 3)
+        assert client.get("a").version == 1
+        world.redis.hset(keys.state, "revision", revision or b"0")
+        world.push("a", 0.6)
+        wait_until(lambda: client.get("a").version == 2)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("event=bad_state" in m for m in messages) == 2  # last_error, then revision
+    assert any("event=bad_event" in m for m in messages)
+
+
+@pytest.mark.parametrize("kind", ["not_json", "version_a_string", "checksum_wrong",
+                                  "another_agents"])
+def test_a_poisoned_history_entry_is_a_clear_error_for_a_pinned_read(world: World,
+                                                                     kind: str) -> None:
+    keys = world.daemon.store.keys
+    world.redis.hset(keys.history("b"), "5", bad_snapshot(world, kind))
+    with Client(redis=world.url, namespace="test") as client:
+        with pytest.raises(CorruptDataError) as info:
+            client.get("b", version=5)
+        assert str(info.value).startswith("configsync:{test}:history:b field 5: ")
+        assert "\n" not in str(info.value)
+        assert client.get("b").version == 1

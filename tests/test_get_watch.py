@@ -315,3 +315,54 @@ def test_a_daemon_of_the_remote_the_clone_came_from_is_found_from_the_clone(
                                   f"{found})\n")
         assert str(found).startswith(str(Path.home() / ".local" / "state" / "configsync"))
         assert json.loads(out)["agent_id"] == "a"
+
+
+# -- issue 17 item 2: what Redis holds may be anything -------------------------------------
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_watch_skips_entries_that_are_no_events_with_a_warning(
+        synced: tuple[str, str, str], capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    """A stream entry that is not JSON, a JSON array, or `changes` a string made watch exit 3
+    ("internal error"); each is skipped with one warning line naming it."""
+    url, _, _ = synced
+    client = redis.Redis.from_url(url)
+    key, before = Store(client, "test").keys.events, Store(client, "test").last_event_id()
+    bad = [client.xadd(key, {"event": data}).decode() for data in (
+        "{not json", "[1, 2]", json.dumps({"type": "applied", "revision": 3, "changes": "a"}),
+        json.dumps({"type": "applied", "revision": "3", "changes": None}), '"applied"')]
+    bad.append(client.xadd(key, {"other": "x"}).decode())
+    good = client.xadd(key, {"event": json.dumps({"type": "rebuilt", "commit": "c",
+                                                  "revision": 9, "epoch": "e"})}).decode()
+    code, out, err = run(capsys, "watch", "--since", before,
+                         "--count", "1", "--format", fmt, "--redis", url, "--namespace", "test")
+    assert code == 0 and out.count("\n") == 1 and good in out
+    lines = err.splitlines()
+    assert [line.split(" ")[5].rstrip(":") for line in lines] == bad
+    assert all(line.startswith("configsync: warning: skipped stream entry ") for line in lines)
+    assert "not JSON" in lines[0] and "a JSON array" in lines[1] and "'changes'" in lines[2]
+    assert "'revision'" in lines[3] and "no 'event' field" in lines[5]
+
+
+def test_get_names_a_poisoned_entry_and_serves_the_others(
+        synced: tuple[str, str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    url, _, _ = synced
+    client = redis.Redis.from_url(url)
+    keys = Store(client, "test").keys
+    good = client.hget(keys.current, "a")
+    ns = ["--redis", url, "--namespace", "test"]
+    client.hset(keys.current, "zz", "{not json")
+    code, out, err = run(capsys, "get", "a", *ns)
+    assert (code, err) == (0, "") and json.loads(out)["version"] == 2
+    assert run(capsys, "get", "zz", *ns) == (
+        1, "", "configsync: error: configsync:{test}:current field 'zz': not JSON (Expecting "
+               "property name enclosed in double quotes: line 1 column 2 (char 1))\n")
+    assert run(capsys, "get", "nope", *ns)[2] == (
+        "configsync: error: no agent nope in namespace test (agents: a, zz)\n")
+    forged = json.loads(good or b"")
+    forged["config"]["temperature"] = 1.99  # the checksum no longer matches
+    client.hset(keys.current, "a", json.dumps(forged))
+    assert run(capsys, "get", "a", *ns)[:2] == (1, "")
+    client.hset(keys.history("a"), "2", json.dumps({**json.loads(good or b""), "version": 7}))
+    assert run(capsys, "get", "a", "--version", "2", *ns) == (
+        1, "", "configsync: error: configsync:{test}:history:a field 2: the snapshot is "
+               "version 7\n")

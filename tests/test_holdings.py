@@ -6,20 +6,27 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from configsync.holdings import CHECK, NOTHING, Holdings, Plan
-from configsync.snapshot import Record
+import pytest
+
+from configsync.holdings import CHECK, NOTHING, Change, Holdings, Plan
+from configsync.snapshot import Record, checksum
 
 
 def record(agent_id: str, version: int, temperature: float = 0.5) -> Record:
-    return Record(agent_id, version, f"{version:064x}",
-                  {"system_prompt": "x", "model": "m", "temperature": temperature}, "c",
+    config = {"system_prompt": "x", "model": "m", "temperature": temperature}
+    return Record(agent_id, version, checksum(config), config, "c",
                   "A <a@b>", "2026-01-01T00:00:00+00:00", "msg", "2026-01-01T00:00:01Z")
+
+
+def js(records: dict[str, Record]) -> dict[str, str]:
+    """``current`` as Redis holds it: agent id -> snapshot JSON."""
+    return {agent_id: r.to_json() for agent_id, r in records.items()}
 
 
 def held(revision: int = 5, epoch: str = "e") -> Holdings:
     holdings = Holdings("t")
     holdings.replace_all({"epoch": epoch, "revision": str(revision), "commit": "c5"},
-                         {"a": record("a", 2), "b": record("b", 1)})
+                         js({"a": record("a", 2), "b": record("b", 1)}))
     return holdings
 
 
@@ -50,7 +57,7 @@ def test_a_check_repairs_a_revision_and_commit_that_events_got_wrong() -> None:
     assert holdings.apply_event(applied(6), {}) == []  # a forged, empty R + 1
     assert (holdings.revision, holdings.commit) == (6, "c6")
     holdings.replace_all({"epoch": "e", "revision": "5", "commit": "c5"},
-                         {"a": record("a", 2), "b": record("b", 1)})
+                         js({"a": record("a", 2), "b": record("b", 1)}))
     assert (holdings.revision, holdings.commit) == (5, "c5")
 
 
@@ -64,14 +71,14 @@ def test_a_config_the_model_refuses_keeps_the_held_version_and_holds_up_nobody()
 
     holdings = Holdings("t", Cool)
     holdings.replace_all({"epoch": "e", "revision": "5", "commit": "c5"},
-                         {"a": record("a", 2), "b": record("b", 1)})
+                         js({"a": record("a", 2), "b": record("b", 1)}))
     changes = holdings.apply_event(applied(6, ("a", 3, False), ("b", 2, False)), {
         "a": record("a", 3, 1.5).to_json(), "b": record("b", 2, 0.2).to_json()})
     assert changes is not None and [c.agent_id for c in changes] == ["b"]
     assert holdings.get("a").version == 2 and holdings.get("b").version == 2
     assert holdings.revision == 6 and "temperature" in holdings.model_errors["a"]
     holdings.replace_all({"epoch": "e", "revision": "7", "commit": "c7"},
-                         {"a": record("a", 4, 0.1), "b": record("b", 2, 0.2)})
+                         js({"a": record("a", 4, 0.1), "b": record("b", 2, 0.2)}))
     assert holdings.get("a").version == 4 and holdings.model_errors == {}
 
 
@@ -150,8 +157,102 @@ def test_pinned_reads_racing_new_epochs() -> None:
         thread.start()
     for epoch in range(300):
         holdings.replace_all({"epoch": f"e{epoch}", "revision": "1", "commit": "c"},
-                             {"a": record("a", epoch + 1)})
+                             js({"a": record("a", epoch + 1)}))
     stop.set()
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+STATE5 = {"epoch": "e", "revision": "5", "commit": "c5"}
+
+
+def test_a_full_read_overrules_a_forged_higher_version_in_the_same_epoch() -> None:
+    """Issue 17.1: Redis's `current` at a check wins for every agent, a lower version too;
+    the forged version is gone from pinned reads as well."""
+    holdings = held()
+    assert holdings.apply_event(applied(6, ("a", 999999, False)),
+                                {"a": record("a", 999999, 1.99).to_json()})
+    assert holdings.get("a").version == 999999 and holdings.unconfirmed == {"a"}
+    changes = holdings.replace_all(STATE5, js({"a": record("a", 2), "b": record("b", 1)}))
+    assert changes is not None and [(c.agent_id, c.snapshot and c.snapshot.version)
+                                    for c in changes] == [("a", 2)]
+    assert (holdings.get("a").version, holdings.revision, holdings.commit) == (2, 5, "c5")
+    assert holdings.pinned("a", 999999) is None and holdings.unconfirmed == set()
+
+
+def test_a_read_older_than_the_last_check_is_believed_only_when_it_persists() -> None:
+    """Replica lag: a state behind the last check's is not taken once; a forged
+    `state.revision` (then restored) does not pin the client: the second read in a row wins."""
+    holdings = held(revision=9)
+    assert holdings.replace_all(STATE5, js({"a": record("a", 1), "b": record("b", 1)})) is None
+    assert holdings.get("a").version == 2 and holdings.revision == 9
+    changes = holdings.replace_all(STATE5, js({"a": record("a", 1), "b": record("b", 1)}))
+    assert changes is not None and holdings.get("a").version == 1 and holdings.revision == 5
+    # an in-between read that is not older resets the count
+    holdings = held(revision=9)
+    assert holdings.replace_all(STATE5, js({"a": record("a", 2)})) is None
+    assert holdings.replace_all({**STATE5, "revision": "9"}, js({"a": record("a", 2)})) == [
+        Change("b", None)]
+    assert holdings.replace_all(STATE5, js({"a": record("a", 2)})) is None
+
+
+def test_events_are_confirmed_against_current_before_a_check_says_nothing_changed() -> None:
+    holdings = held()
+    event = applied(6, ("a", 3, False))
+    text = record("a", 3).to_json()
+    assert holdings.apply_event(event, {"a": text})
+    state6 = {"epoch": "e", "revision": "6", "commit": "c6"}
+    assert holdings.confirm(state6) is None  # the state agrees: compare agent a first
+    assert holdings.verify({"a": text}) is True and holdings.confirm(state6) is True
+    assert holdings.apply_event(applied(7, ("b", 2, False)), {"b": record("b", 2).to_json()})
+    state7 = {"epoch": "e", "revision": "7", "commit": "c7"}
+    assert holdings.confirm(state7) is None
+    assert holdings.verify({"b": record("b", 1).to_json()}) is False  # restored: read it all
+    assert holdings.confirm({**state7, "revision": "x"}) is False
+
+
+def test_every_so_many_checks_read_current_whole() -> None:
+    from configsync.holdings import FULL_CHECK_EVERY
+    holdings = held()
+    answers = [holdings.confirm(STATE5) for _ in range(FULL_CHECK_EVERY * 2)]
+    assert answers.count(False) == 2 and answers[FULL_CHECK_EVERY - 1] is False
+
+
+def test_a_cache_file_is_outranked_by_the_first_read(tmp_path: Any) -> None:
+    holdings = held(revision=50)
+    holdings.apply_event(applied(51, ("a", 999999, False)),
+                         {"a": record("a", 999999).to_json()})
+    holdings.save(tmp_path / "c.json")
+    loaded = Holdings("t")
+    assert loaded.load(tmp_path / "c.json") and loaded.get("a").version == 999999
+    loaded.replace_all(STATE5, js({"a": record("a", 2)}))
+    assert loaded.get("a").version == 2 and sorted(loaded.current) == ["a"]
+    assert loaded.revision == 5
+
+
+@pytest.mark.parametrize("text", [
+    "nope", "[]", "null", '{"agent_id": "a"}',
+    record("a", 3).to_json().replace('"version":3', '"version":"3"'),
+    record("a", 3).to_json().replace('"version":3', '"version":0'),
+    record("a", 3).to_json().replace('"version":3', '"version":3.0'),
+    record("a", 3).to_json().replace('"config":{', '"config":[{').replace('}', '}]', 1),
+    record("a", 3).to_json().replace('"author":"A <a@b>"', '"author":7'),
+    record("a", 3, 0.5).to_json().replace('"temperature":0.5', '"temperature":0.6'),
+    record("b", 3).to_json(),
+])
+def test_an_entry_that_is_no_snapshot_keeps_what_is_held(text: str) -> None:
+    """Issue 17.2: for a full read and for an event; named, and logged once."""
+    holdings = held()
+    changes = holdings.replace_all({**STATE5, "revision": "6"},
+                                   {"a": text, "b": record("b", 2).to_json()})
+    assert changes is not None and [c.agent_id for c in changes] == ["b"]
+    assert holdings.get("a").version == 2 and "a" in holdings.model_errors
+    assert holdings.apply_event(applied(7, ("a", 3, False)), {"a": text}) == []
+    assert holdings.get("a").version == 2
+    assert holdings.replace_all({**STATE5, "revision": "7"}, js({
+        "a": record("a", 2), "b": record("b", 2)})) == []  # repaired: no longer named
+    assert holdings.model_errors == {}
+    fresh = Holdings("t")
+    assert fresh.replace_all(STATE5, {"a": text, "b": record("b", 1).to_json()}) is not None
+    assert sorted(fresh.current) == ["b"]

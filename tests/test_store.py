@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import redis
 
-from configsync.snapshot import Record
+from configsync.errors import CorruptDataError
+from configsync.snapshot import Record, checksum
 from configsync.store import EVENT_CHANGES_MAX, AgentChange, Event, Keys, Store, Write
 
 
@@ -149,3 +151,65 @@ def test_an_applied_event_lists_changes_up_to_a_bound() -> None:
     rejected = json.loads(Event("rejected", "c", 5, "e", error="x").to_json())
     assert rejected == {"type": "rejected", "commit": "c", "revision": 5, "epoch": "e",
                         "error": "x"}
+
+
+# -- issue 17 item 2: every read of a value configsync did not write names it -------------
+
+def good(agent_id: str, version: int) -> Record:
+    config = {"model": "m"}
+    return Record(agent_id, version, checksum(config), config, "abc", "A <a@b>",
+                  "2026-01-01T00:00:00+00:00", "msg", "2026-01-01T00:00:01Z")
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("{x", "not JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
+           "(char 1))"),
+    ("[1]", "not a snapshot: a JSON array, not an object"),
+    ('{"agent_id": "a"}', "not a snapshot: no 'version' field"),
+    (good("a", 1).to_json().replace('"version":1', '"version":"1"'),
+     "not a snapshot: 'version' is a JSON string, not a positive integer"),
+    (good("a", 1).to_json().replace('"version":1', '"version":-4'),
+     "not a snapshot: 'version' is a JSON integer (-4), not a positive integer"),
+    (good("a", 1).to_json().replace('"config":{"model":"m"}', '"config":"m"'),
+     "not a snapshot: 'config' is a JSON string, not an object"),
+    (good("b", 1).to_json(), "the snapshot is agent 'b''s"),
+])
+def test_an_entry_that_is_no_snapshot_is_named(redis_client: redis.Redis, value: str,
+                                               why: str) -> None:
+    store = Store(redis_client, "t")
+    redis_client.hset(store.keys.current, "a", value)
+    redis_client.hset(store.keys.current, "ok", good("ok", 1).to_json())
+    for read in (store.current, lambda: store.record("a")):
+        with pytest.raises(CorruptDataError) as info:
+            read()
+        assert str(info.value) == (f"configsync:{{t}}:current field 'a': {why}"
+                                   if "agent 'b'" not in why else
+                                   "configsync:{t}:current field 'a': the snapshot is "
+                                   "agent 'b''s")
+    assert store.record("ok") == good("ok", 1) and store.agent_ids() == ["a", "ok"]
+
+
+def test_history_state_events_and_reports_of_the_wrong_shape(redis_client: redis.Redis) -> None:
+    store = Store(redis_client, "t")
+    key = store.keys.history("a")
+    redis_client.hset(key, mapping={"1": good("a", 1).to_json(), "2": good("a", 3).to_json(),
+                                    "x": "{}"})
+    assert store.version("a", 1) == good("a", 1) and store.kept_versions("a") == [1, 2]
+    with pytest.raises(CorruptDataError, match=r"history:a field 2: the snapshot is version 3"):
+        store.version("a", 2)
+    redis_client.hdel(key, "2")
+    with pytest.raises(CorruptDataError, match=r"history:a field 'x' is not a version number"):
+        store.history("a")
+    forged = good("a", 1).to_json().replace('"model":"m"', '"model":"n"')
+    redis_client.hset(key, "1", forged)
+    with pytest.raises(CorruptDataError, match=r"checksum .* is not its config's"):
+        store.version("a", 1)
+    redis_client.hset(store.keys.state, mapping={"seen": "c", "revision": "7x"})
+    with pytest.raises(CorruptDataError) as info:
+        store.state()
+    assert str(info.value).startswith("configsync:{t}:state field 'revision' is '7x', not a ")
+    for name, report in (("a", "[1]"), ("b", '{"instance_id": "b", "versions": [1]}'),
+                         ("c", '{"instance_id": "c", "revision": "3"}'), ("d", "{x"),
+                         ("e", '{"instance_id": "e", "revision": 3, "versions": {"a": 1}}')):
+        redis_client.set(store.keys.client(name), report)
+    assert [r["instance_id"] for r in store.client_reports()] == ["e"]

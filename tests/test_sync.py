@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from configsync.embedded import RedisServer
+from configsync.errors import CorruptDataError
 from configsync.git import Mirror
 from configsync.snapshot import checksum
 from configsync.store import Store
@@ -911,3 +912,52 @@ def test_a_requested_sync_ends_the_wait_and_a_burst_coalesces(
         daemon.stopping.set()
         runner.join(10)
     assert not runner.is_alive()
+
+
+# -- issue 17 item 2: the daemon reading a state it did not write ---------------------------
+
+@pytest.mark.parametrize("entry", ["{not json", "[1]", '{"agent_id": "a", "version": "1"}'])
+def test_a_current_entry_that_is_no_snapshot_is_rebuilt_from_git(
+        remote: Remote, make_daemon: Any, redis_client: redis.Redis,
+        caplog: pytest.LogCaptureFixture, entry: str) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    before = content(daemon.store)
+    redis_client.hset(daemon.store.keys.current, "a", entry)
+    restarted = make_daemon(remote)
+    with caplog.at_level(logging.ERROR, logger="configsync"):
+        assert restarted.sync().applied
+    assert content(restarted.store)["current"] == before["current"]
+    assert any("event=corrupt_redis error=\"configsync:{test}:current field 'a': "
+               in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("revision", ["many", "-1", "1.5", ""])
+def test_a_state_revision_that_is_no_number_is_a_one_line_error(
+        remote: Remote, make_daemon: Any, redis_server: RedisServer,
+        redis_client: redis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        revision: str) -> None:
+    from configsync.cli import main
+    make_daemon(remote).sync()
+    redis_client.hset("configsync:{test}:state", "revision", revision)
+    assert main(["sync", "--repo", remote.url, "--redis", redis_server.url, "--namespace",
+                 "test", "--once", "--workdir", str(tmp_path / "wd")]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"configsync: error: configsync:{{test}}:state field 'revision' is {revision!r}, not "
+        "a number: not written by configsync (deleting configsync:{test}:state makes the "
+        "daemon rebuild it from git)")
+
+
+def test_an_agents_index_entry_that_is_no_version_is_rebuilt_from_git(
+        remote: Remote, make_daemon: Any, redis_client: redis.Redis) -> None:
+    daemon = make_daemon(remote)
+    daemon.sync()
+    before = content(daemon.store)
+    redis_client.hset(daemon.store.keys.agents, "a", "many")
+    with pytest.raises(CorruptDataError) as info:
+        daemon.store.last_versions()
+    assert str(info.value) == ("configsync:{test}:agents field 'a' is 'many', not a version "
+                               "number")
+    assert make_daemon(remote).sync().applied
+    assert content(daemon.store)["current"] == before["current"]
+    assert daemon.store.last_versions() == {"a": 1, "b": 1}
