@@ -8,7 +8,6 @@ head's resolved config (the daemon's own validation code) against the snapshot R
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field
