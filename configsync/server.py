@@ -597,7 +597,8 @@ class Server(_LoopThread):
 
 @web.middleware
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error answer is JSON (``{"error": ...}``), the router's 404 and 405 too."""
+    """Every error answer is JSON (``{"error": ...}``), the router's 404 and 405 too, and a
+    bug's 500 (one log line, no traceback to the peer)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -606,6 +607,10 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return web.json_response({"error": exc.reason.lower()}, status=exc.status,
                                  headers=headers)
+    except Exception as exc:  # a bug: said once, answered in JSON like everything else
+        logger.error(kv("http_bug", path=request.path[:200], error=type(exc).__name__,
+                        detail=str(exc)[:200]))
+        return web.json_response({"error": "internal error (please report)"}, status=500)
 
 
 def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
