@@ -162,7 +162,10 @@ class _Refused(asyncio.Protocol):
 class _JsonErrors(RequestHandler):
     """aiohttp's connection handler, whose own answers to what it cannot parse (a bad request
     line, a header too long, a bad Content-Length) are JSON like every other (issue 17, item
-    8), and are logged through :class:`_OneLine`."""
+    8), and are logged through :class:`_OneLine`. Made by ``web.Server()`` and given this class
+    (no fields of its own: the layout is aiohttp's)."""
+
+    __slots__ = ()
 
     def handle_error(self, request: web.BaseRequest, status: int = 500,
                      exc: BaseException | None = None, message: str | None = None
@@ -195,8 +198,8 @@ class _Guard:
         count = len(server.connections)
         if count >= self.limit + RESERVED:
             return _Refused()
-        # (aiohttp's Server() makes a RequestHandler from these same arguments)
-        protocol = _JsonErrors(server, loop=server._loop, **server._kwargs)
+        protocol = server()
+        protocol.__class__ = _JsonErrors
         if count >= self.limit:
             self.reserved.add(protocol)
         return protocol

@@ -18,6 +18,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 __all__ = ["MAX_BODY", "Delivery", "Replays", "Verdict", "judge", "open_delivery"]
 
@@ -112,16 +113,16 @@ class Delivery:
         if self.size > MAX_BODY:  # authentic, but too long to keep: a sync finds out the rest
             return self._verdict(202, "accepted", f"a signed delivery over {MAX_BODY} bytes "
                                                   "(its ref unread): sync requested")
+        form = self.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded")
         try:
             payload = json.loads(bytes(self._kept))
         except (ValueError, RecursionError):  # (UnicodeDecodeError too; nesting deeper than
             # Python's stack, which a valid signature does not make any safer)
-            if self.headers.get("content-type", "").startswith(
-                    "application/x-www-form-urlencoded"):
-                return self._verdict(400, "bad_request", "a form-encoded payload: set the "
-                                                         "webhook's content type to "
-                                                         "application/json")
-            return self._verdict(400, "bad_request", "the body is not JSON")
+            payload = _form_payload(bytes(self._kept)) if form else None
+            if payload is None:
+                return self._verdict(400, "bad_request", "a form-encoded body without a JSON "
+                                     "payload field" if form else "the body is not JSON")
         if not isinstance(payload, dict):
             return self._verdict(400, "bad_request", "a push event without a \"ref\" string")
         if self.event == "System Hook" and payload.get("event_name") != "push":
@@ -133,6 +134,16 @@ class Delivery:
             return self._verdict(204, "ignored", "not the tracked branch", ref)
         return self._verdict(202, "accepted", "a push to the tracked branch: sync requested",
                              ref)
+
+
+def _form_payload(body: bytes) -> object | None:
+    """The JSON in a form-encoded body's ``payload`` field (GitHub's and Gogs's other content
+    type), or None."""
+    try:
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=100, strict_parsing=True)
+        return json.loads(fields["payload"][0]) if len(fields.get("payload", ())) == 1 else None
+    except (ValueError, RecursionError):
+        return None
 
 
 _SIGNATURE = {"github": "x-hub-signature-256", "gitea": "x-gitea-signature",
