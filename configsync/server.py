@@ -180,7 +180,8 @@ class _JsonErrors(RequestHandler):
 
 class _Guard:
     """Keeps connections from outliving their use: at most ``limit`` at once (more are closed
-    as they come; RESERVED more for HEALTH_PATHS only), and none idle (no request in progress)
+    as they come, or the one idle longest makes room; RESERVED more for HEALTH_PATHS only),
+    and none idle (no request in progress)
     for more than IDLE_SECONDS. A connection counts while it is open or its handler runs, and
     a handler is cancelled when its peer goes (``handler_cancellation``), so a long poll whose
     client left frees its slot at once (issue 17, item 5)."""
@@ -191,18 +192,35 @@ class _Guard:
         self.active: dict[object, int] = {}  # handler -> requests in progress
         self.idle_since: dict[object, float] = {}
         self.reserved: set[object] = set()  # connections beyond the limit: probes only
+        self.evicted: set[object] = set()  # closed to make room, not gone yet
 
     def factory(self) -> asyncio.BaseProtocol:
         server = self.server
         assert server is not None
-        count = len(server.connections)
-        if count >= self.limit + RESERVED:
+        live = server.connections
+        count = len(live) - len(self.evicted.intersection(live))
+        reserved = count >= self.limit and not self._evict_idle(server)
+        if reserved and count >= self.limit + RESERVED:
             return _Refused()
         protocol = server()
         protocol.__class__ = _JsonErrors
-        if count >= self.limit:
+        self.idle_since[protocol] = asyncio.get_running_loop().time()
+        if reserved:
             self.reserved.add(protocol)
         return protocol
+
+    def _evict_idle(self, server: web.Server) -> bool:
+        """Close the connection idle longest (no request in progress: connected and silent,
+        a header on its way, a keep-alive) to make room: a flood of idle connections can
+        never keep anyone out. False when every connection has a request in progress."""
+        idle = [h for h in server.connections
+                if not self.active.get(h) and h not in self.evicted and h not in self.reserved]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda h: self.idle_since.get(h, 0.0))
+        oldest.force_close()
+        self.evicted.add(oldest)  # (counted until aiohttp lets it go, a loop turn later)
+        return True
 
     @web.middleware
     async def track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -236,6 +254,7 @@ class _Guard:
             for gone in [h for h in self.idle_since if h not in open_now]:
                 del self.idle_since[gone]
             self.reserved &= open_now
+            self.evicted &= open_now
             for handler in open_now:
                 since = self.idle_since.setdefault(handler, now)
                 if not self.active.get(handler) and now - since > IDLE_SECONDS:

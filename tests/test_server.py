@@ -733,6 +733,28 @@ def test_probes_are_answered_when_every_slot_is_taken(
         running.close()
 
 
+@pytest.mark.slow
+def test_a_flood_of_idle_connections_cannot_keep_a_probe_out(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import configsync.server as server
+
+    monkeypatch.setattr(server, "connection_limit", lambda: 20)
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        silent = [raw(running, b"") for _ in range(3 * (20 + server.RESERVED))]
+        slow = [raw(running, b"GET /agents HTTP/1.1\r\n") for _ in range(20)]  # (slowloris)
+        assert running.get("/healthz")[0] == 200  # long before they would idle out (10 s)
+        assert running.get("/agents")[0] == 200
+        held = _polls(running, 20, keep=True)  # requests in progress are never evicted
+        wait_until(lambda: len(running.server._guard.active) == 20, timeout=10)
+        assert running.get("/healthz")[0] == 200
+        for sock in silent + slow + held:
+            sock.close()
+    finally:
+        running.close()
+
+
 def test_many_readiness_probes_at_once_share_one_check(running: Running) -> None:
     # issue 17, item 8: 200 concurrent /readyz were 503 "Too many connections" (redis-py's
     # pool of 100) while Redis was fine
