@@ -515,10 +515,10 @@ class Server(_LoopThread):
         except TimeoutError:
             return self._webhook_answer(request, Verdict(
                 408, "slow_body", f"the body did not arrive within {BODY_SECONDS:g} s"))
-        except (ConnectionError, asyncio.CancelledError):
-            # the sender went away mid-body: nobody to answer (counted, then as it was)
-            self._webhook_answer(request, Verdict(
-                400, "disconnected", "the connection closed before the body ended"))
+        except ConnectionError:  # the sender went away mid-body: nobody to answer
+            return self._disconnected(request)
+        except asyncio.CancelledError:  # (the same, seen by aiohttp first: counted, and on)
+            self._disconnected(request)
             raise
         finally:
             left = self._peer_bodies.pop(peer) - 1
@@ -533,6 +533,10 @@ class Server(_LoopThread):
             else:  # (requests while a sync is pending or running make one more, not one each)
                 self.daemon.request_sync()
         return self._webhook_answer(request, verdict)
+
+    def _disconnected(self, request: web.Request) -> web.Response:
+        return self._webhook_answer(request, Verdict(
+            400, "disconnected", "the connection closed before the body ended"))
 
     def _too_large(self, request: web.Request) -> web.Response:
         return self._webhook_answer(request, Verdict(
