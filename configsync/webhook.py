@@ -125,7 +125,8 @@ class Delivery:
                                      "payload field" if form else "the body is not JSON")
         if not isinstance(payload, dict):
             return self._verdict(400, "bad_request", "a push event without a \"ref\" string")
-        if self.event == "System Hook" and payload.get("event_name") != "push":
+        if self.event == "System Hook" and "push" not in (payload.get("event_name"),
+                                                           payload.get("object_kind")):
             return self._verdict(204, "ignored", "not a push event")
         ref = payload.get("ref")
         if not isinstance(ref, str):

@@ -61,6 +61,10 @@ SYSTEM = {"X-Gitlab-Event": "System Hook", "X-Gitlab-Token": "k"}
      "a push to the tracked branch: sync requested"),
     (b'{"event_name": "push", "ref": "refs/heads/other"}', 204, "not the tracked branch"),
     (b'{"event_name": "tag_push", "ref": "refs/tags/v1"}', 204, "not a push event"),
+    (b'{"object_kind": "push", "ref": "refs/heads/main"}', 202,
+     "a push to the tracked branch: sync requested"),
+    (b'{"object_kind": "tag_push", "event_name": "tag_push", "ref": "refs/heads/main"}', 204,
+     "not a push event"),
     (b'{"event_name": "project_create"}', 204, "not a push event"),
     (b'["push"]', 400, 'a push event without a "ref" string'),
 ])
