@@ -721,7 +721,7 @@ def test_probes_are_answered_when_every_slot_is_taken(
     running = Running(tmp_path, remote, redis_server)
     try:
         held = _polls(running, 20, keep=True)  # live long polls: every slot in use
-        wait_until(lambda: len(running.server._guard.server.connections) == 20, timeout=10)
+        wait_until(lambda: len(running.server._guard.active) == 20, timeout=10)
         status, _, body = running.get("/agents")
         assert (status, json.loads(body)["error"]) == (503, "too many connections: try again "
                                                             "later")
