@@ -637,7 +637,7 @@ def test_one_peer_cannot_flood_the_log(running: Running,
         assert b" 400 " in answer(raw(running, line)).split(b"\r\n")[0]
     conn.close()
     written = sum(len(r.getMessage()) for r in caplog.records)
-    assert written < 64 * 1024, written  # (unbounded: 300 x 16 KB + 100 x 6 KB)
+    assert written < 256 * 1024, written  # (unbounded: 300 x 16 KB + 100 x 6 KB = 5.4 MB)
     assert max(len(r.getMessage()) for r in caplog.records) < 2000
 
 
