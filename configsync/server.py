@@ -19,27 +19,29 @@ import os
 import re
 import socket
 import threading
-import time
 from collections.abc import Awaitable, Callable
 
 import redis
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from .aio import AsyncClient
 from .errors import ConfigsyncError, CorruptDataError, UsageError
 from .holdings import Snapshot, VersionNotFoundError
 from .logs import kv, logger, redact_text
 from .metrics import CONTENT_TYPE, Metrics
+from .peerlog import PeerLog
 from .redis_url import from_url
 from .sync import Daemon
-from .webhook import judge
+from .webhook import Replays, Verdict, open_delivery
 
 __all__ = ["MAX_BODY", "MAX_WAIT", "Server", "StartingServer", "bind"]
 
-MAX_BODY = 1024 * 1024
-"""A webhook body larger than this is refused (413): GitHub caps its payloads at 25 MB, but a
-push event that names a branch is small, and the body is held in memory to be verified."""
+MAX_BODY = 25 * 1024 * 1024
+"""A webhook body larger than this is refused (413): GitHub's own cap on its payloads. A body
+is streamed through the signature check and only its first ``webhook.MAX_BODY`` bytes (1 MiB)
+are held, so a signed push of many commits still asks for a sync (issue 17, item 7)."""
 
 MAX_WAIT = 60.0
 """The longest long poll (``?wait=``), in seconds."""
@@ -56,9 +58,24 @@ rest, so the client sees the answer rather than a reset (aiohttp's default: 10 s
 BODY_SECONDS = 10.0
 """A webhook body must arrive within this long (408 otherwise)."""
 
-BODIES_AT_ONCE = 8
-"""Webhook bodies read at once (each up to MAX_BODY in memory); one more is answered 503 at
-once rather than queued (a queue would hold its bytes in buffers meanwhile)."""
+BODIES_AT_ONCE = 16
+"""Webhook bodies read at once (each up to ``webhook.MAX_BODY`` in memory); one more is
+answered 503 at once rather than queued (a queue would hold its bytes in buffers meanwhile)."""
+
+BODIES_PER_PEER = 2
+"""Webhook bodies read at once from one address: a sender without the secret (its signature
+is known wrong only once its body is in) cannot take the slots signed pushes need (issue 17,
+item 6). A request without a signature header, or with a wrong GitLab token, is refused before
+its body is read and takes no slot at all."""
+
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+RESERVED = 16
+"""Connections accepted beyond the limit for ``/healthz`` and ``/readyz`` only (any other path
+there is answered 503 and closed), so probes are answered under any flood (issue 17, item 5)."""
+
+REDIS_CONNECTIONS = 16
+"""The server's Redis pool: requests beyond it wait for a connection (at most 5 s) rather
+than fail with redis-py's "Too many connections" (issue 17, item 8)."""
 
 READ_BUFFER = 64 * 1024
 """What aiohttp buffers of a connection before it stops reading from it (its default:
@@ -113,26 +130,20 @@ class _OneLine(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        self._last: tuple[str, float] = ("", 0.0)
-        self._repeats = 0
+        self._log = PeerLog()
 
     def emit(self, record: logging.LogRecord) -> None:
         exc = record.exc_info[1] if record.exc_info else None
-        message = record.getMessage()
-        now = time.monotonic()
-        if message == self._last[0] and now - self._last[1] < 1.0:
-            self._repeats += 1  # (asyncio says an accept failed once per attempt)
-            return
-        logger.warning(kv("http_error", message=message,
-                          error=type(exc).__name__ if exc is not None else None,
-                          detail=str(exc) if exc is not None else None,
-                          repeats=self._repeats or None))
-        self._last, self._repeats = (message, now), 0
+        error = type(exc).__name__ if exc is not None else None
+        # (rate-limited by kind, texts clipped: a peer chooses what a bad request says)
+        self._log.write(logger.warning, f"http_error:{error}", "http_error",
+                        message=record.getMessage(), error=error,
+                        detail=str(exc) if exc is not None else None)
 
 
 def _quiet_aiohttp() -> None:
     """aiohttp's loggers and asyncio's (a failed accept, once per attempt) through one
-    rate-limited :class:`_OneLine` (at most one line a second for a message that repeats)."""
+    rate-limited :class:`_OneLine` (see :class:`PeerLog`)."""
     handler = _OneLine()
     for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal",
                  "asyncio"):
@@ -148,28 +159,84 @@ class _Refused(asyncio.Protocol):
         transport.close()
 
 
+class _JsonErrors(RequestHandler):
+    """aiohttp's connection handler, whose own answers to what it cannot parse (a bad request
+    line, a header too long, a bad Content-Length) are JSON like every other (issue 17, item
+    8), and are logged through :class:`_OneLine`. Made by ``web.Server()`` and given this class
+    (no fields of its own: the layout is aiohttp's)."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None, message: str | None = None
+                     ) -> web.StreamResponse:
+        plain = super().handle_error(request, status, exc, message)  # (logs, checks state)
+        reason = "internal error" if status >= 500 else (
+            getattr(exc, "message", None) or plain.reason).lower()
+        answer = web.json_response({"error": str(reason)[:200]}, status=status)
+        answer.force_close()
+        return answer
+
+
 class _Guard:
     """Keeps connections from outliving their use: at most ``limit`` at once (more are closed
-    as they come), and none idle (no request in progress) for more than IDLE_SECONDS."""
+    as they come, or the one idle longest makes room; RESERVED more for HEALTH_PATHS only),
+    and none idle (no request in progress)
+    for more than IDLE_SECONDS. A connection counts while it is open or its handler runs, and
+    a handler is cancelled when its peer goes (``handler_cancellation``), so a long poll whose
+    client left frees its slot at once (issue 17, item 5)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.server: web.Server | None = None
         self.active: dict[object, int] = {}  # handler -> requests in progress
         self.idle_since: dict[object, float] = {}
+        self.reserved: set[object] = set()  # connections beyond the limit: probes only
+        self.evicted: set[object] = set()  # closed to make room, not gone yet
 
     def factory(self) -> asyncio.BaseProtocol:
-        assert self.server is not None
-        if len(self.server.connections) >= self.limit:
+        server = self.server
+        assert server is not None
+        live = server.connections
+        count = len(live) - len(self.evicted.intersection(live))
+        reserved = count >= self.limit and not self._evict_idle(server)
+        if reserved and count >= self.limit + RESERVED:
             return _Refused()
-        return self.server()
+        protocol = server()
+        protocol.__class__ = _JsonErrors
+        self.idle_since[protocol] = asyncio.get_running_loop().time()
+        if reserved:
+            self.reserved.add(protocol)
+        return protocol
+
+    def _evict_idle(self, server: web.Server) -> bool:
+        """Close the connection idle longest (no request in progress: connected and silent,
+        a header on its way, a keep-alive) to make room: a flood of idle connections can
+        never keep anyone out. False when every connection has a request in progress."""
+        idle = [h for h in server.connections
+                if not self.active.get(h) and h not in self.evicted and h not in self.reserved]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda h: self.idle_since.get(h, 0.0))
+        oldest.force_close()
+        self.evicted.add(oldest)  # (counted until aiohttp lets it go, a loop turn later)
+        return True
 
     @web.middleware
     async def track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         protocol = request.protocol
+        if protocol in self.reserved:
+            if request.path not in HEALTH_PATHS:
+                answer = web.json_response({"error": "too many connections: try again later"},
+                                           status=503, headers={"Retry-After": "1"})
+                answer.force_close()
+                return answer
         self.active[protocol] = self.active.get(protocol, 0) + 1
         try:
-            return await handler(request)
+            response = await handler(request)
+            if protocol in self.reserved:
+                response.force_close()  # a reserved slot serves one probe
+            return response
         finally:
             left = self.active.pop(protocol, 1) - 1
             if left:
@@ -186,6 +253,8 @@ class _Guard:
             open_now = set(self.server.connections)
             for gone in [h for h in self.idle_since if h not in open_now]:
                 del self.idle_since[gone]
+            self.reserved &= open_now
+            self.evicted &= open_now
             for handler in open_now:
                 since = self.idle_since.setdefault(handler, now)
                 if not self.active.get(handler) and now - since > IDLE_SECONDS:
@@ -278,7 +347,8 @@ class StartingServer(_LoopThread):
         app.router.add_get("/healthz", _alive)
         app.router.add_route("*", "/{path:.*}", _starting)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               keepalive_timeout=IDLE_SECONDS, lingering_time=LINGER_SECONDS)
+                               keepalive_timeout=IDLE_SECONDS, lingering_time=LINGER_SECONDS,
+                               handler_cancellation=True)
         await runner.setup()
         try:
             await _GuardedSite(runner, self.sock, guard).start()
@@ -308,7 +378,13 @@ class Server(_LoopThread):
         self.daemon = daemon
         self.redis_url, self.origin = redis_url, origin
         self.metrics = metrics
-        self._secret = webhook_secret
+        self._secret = webhook_secret.strip() if webhook_secret is not None else None
+        if self._secret != webhook_secret:  # (a secret from `echo` or a file ends in "\n":
+            # every delivery would be 401 with no hint; issue 17, item 7)
+            logger.warning(kv("webhook_secret_stripped", hint="the webhook secret had white "
+                              "space at its start or end (a newline?); it is used without it"))
+        if self._secret == "":
+            raise UsageError("the webhook secret is empty (only white space)")
         self.namespace = daemon.store.keys.namespace
         self._closing: asyncio.Event | None = None
         host, port = sock.getsockname()[:2]
@@ -317,18 +393,32 @@ class Server(_LoopThread):
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         self._closing = asyncio.Event()
-        self._redis: aioredis.Redis = from_url(aioredis.Redis, self.redis_url, self.origin,
-                                               socket_timeout=5, socket_connect_timeout=5,
-                                               holds=1)  # the AsyncClient's pub/sub
+        # One URL grammar (redis_url.from_url: checked options, what waits need), then its
+        # connections in a blocking pool of the server's own size: a burst of requests waits
+        # for a connection rather than failing "Too many connections" (issue 17 item 8); one
+        # more for the AsyncClient's pub/sub, held for the server's life.
+        parsed = from_url(aioredis.Redis, self.redis_url, self.origin, socket_timeout=5,
+                          socket_connect_timeout=5).connection_pool
+        pool = aioredis.BlockingConnectionPool(
+            connection_class=parsed.connection_class, max_connections=REDIS_CONNECTIONS + 1,
+            timeout=5, **parsed.connection_kwargs)
+        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.client = AsyncClient(redis=self._redis, namespace=self.namespace,
                                   instance_id=f"configsync-sync-{socket.gethostname()}-"
                                               f"{os.getpid()}")
+        # The first start serves before the daemon's first sync has written the state: an
+        # empty namespace here is the daemon's own, not a typo (issue 17, item 19).
+        self.client.said_empty = True
+        self._readiness: asyncio.Future[str | None] | None = None
+        self._replays = Replays()
+        self._peer_bodies: dict[str, int] = {}
+        self._peer_log = PeerLog()
         _quiet_aiohttp()
         self._guard = _Guard(connection_limit())
         self._bodies = asyncio.Semaphore(BODIES_AT_ONCE)
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
                                keepalive_timeout=IDLE_SECONDS, lingering_time=LINGER_SECONDS,
-                               read_bufsize=READ_BUFFER)
+                               read_bufsize=READ_BUFFER, handler_cancellation=True)
         reaper: asyncio.Task[None] | None = None
         try:
             await self.client.start()
@@ -346,12 +436,12 @@ class Server(_LoopThread):
             await runner.cleanup()
             await self.client.stop()
             await self._redis.aclose()
+            await pool.disconnect()
 
     # -- the application --------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY,
-                              middlewares=[self._guard.track, _json_errors])
+        app = web.Application(middlewares=[self._guard.track, _json_errors])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_text)
@@ -367,7 +457,17 @@ class Server(_LoopThread):
         return await _alive(request)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """200 when Redis answers PING and the daemon's last sync attempt succeeded."""
+        """200 when Redis answers PING and the daemon's last sync attempt succeeded. Requests
+        that come while a check runs share its answer (one PING however many probes)."""
+        if self._readiness is None or self._readiness.done():
+            self._readiness = asyncio.ensure_future(self._readiness_check())
+        # (shielded: a probe that leaves does not cancel the check the others wait on)
+        reason = await asyncio.shield(self._readiness)
+        if reason is not None:
+            return web.json_response({"ready": False, "reason": reason}, status=503)
+        return web.json_response({"ready": True})
+
+    async def _readiness_check(self) -> str | None:
         reason = None
         try:
             async with asyncio.timeout(2):
@@ -382,9 +482,7 @@ class Server(_LoopThread):
             reason = self.daemon.last_failure
         if reason is None and not self.daemon.synced:
             reason = "starting: no sync has completed yet"
-        if reason is not None:
-            return web.json_response({"ready": False, "reason": reason}, status=503)
-        return web.json_response({"ready": True})
+        return reason
 
     async def _has_state(self) -> bool:
         """Whether the namespace's state is in Redis (the daemon writes it with every sync;
@@ -399,38 +497,66 @@ class Server(_LoopThread):
         return web.Response(body=self.metrics.text(), headers={"Content-Type": CONTENT_TYPE})
 
     async def webhook(self, request: web.Request) -> web.Response:
+        """A push webhook (see :mod:`configsync.webhook`): refused on its headers alone where
+        they tell (before a byte of the body is read), else its body streamed through the
+        signature check within BODY_SECONDS, in one of BODIES_AT_ONCE slots (BODIES_PER_PEER
+        for one address); a replay of an accepted delivery asks for no sync."""
         assert self._secret is not None
-        too_large = f"the body is over {MAX_BODY} bytes"
         if (request.content_length or 0) > MAX_BODY:  # said before a byte of it is read
-            return self._webhook_answer(request, 413, "too_large", too_large)
+            return self._too_large(request)
+        delivery = open_delivery(request.headers, secret=self._secret)
+        if isinstance(delivery, Verdict):
+            return self._webhook_answer(request, delivery)
+        peer = request.remote or "?"
+        if self._bodies.locked() or self._peer_bodies.get(peer, 0) >= BODIES_PER_PEER:
+            return self._webhook_answer(request, Verdict(
+                503, "busy", "too many webhook bodies at once; the sender retries"))
+        self._peer_bodies[peer] = self._peer_bodies.get(peer, 0) + 1
         try:
-            async with asyncio.timeout(BODY_SECONDS):
-                if self._bodies.locked():  # eight bodies in memory already: no queue
-                    return self._webhook_answer(request, 503, "busy", "too many webhook "
-                                                "bodies at once; the sender retries")
-                async with self._bodies:
-                    body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._webhook_answer(request, 413, "too_large", too_large)
+            async with self._bodies, asyncio.timeout(BODY_SECONDS):
+                async for chunk in request.content.iter_any():
+                    delivery.feed(chunk)
+                    if delivery.size > MAX_BODY:
+                        return self._too_large(request)
         except TimeoutError:
-            return self._webhook_answer(request, 408, "slow_body",
-                                        f"the body did not arrive within {BODY_SECONDS:g} s")
+            return self._webhook_answer(request, Verdict(
+                408, "slow_body", f"the body did not arrive within {BODY_SECONDS:g} s"))
         except ConnectionError:  # the sender went away mid-body: nobody to answer
-            return self._webhook_answer(request, 400, "disconnected",
-                                        "the connection closed before the body ended")
-        verdict = judge(request.headers, body, secret=self._secret, branch=self.daemon.branch)
+            return self._disconnected(request)
+        except asyncio.CancelledError:  # (the same, seen by aiohttp first: counted, and on)
+            self._disconnected(request)
+            raise
+        finally:
+            left = self._peer_bodies.pop(peer) - 1
+            if left:
+                self._peer_bodies[peer] = left
+        verdict = delivery.verdict(branch=self.daemon.branch)
         if verdict.status == 202:
-            self.daemon.request_sync()
-        return self._webhook_answer(request, verdict.status, verdict.outcome, verdict.reason,
-                                    provider=verdict.provider, hook_event=verdict.event,
-                                    ref=verdict.ref, delivery=verdict.delivery)
+            if self._replays.seen(delivery.replay_keys):
+                verdict = Verdict(200, "duplicate", "this delivery was received before: no "
+                                  "new sync", verdict.provider, verdict.event, verdict.ref,
+                                  verdict.delivery)
+            else:  # (requests while a sync is pending or running make one more, not one each)
+                self.daemon.request_sync()
+        return self._webhook_answer(request, verdict)
 
-    def _webhook_answer(self, request: web.Request, status: int, outcome: str, reason: str,
-                        **fields: str | None) -> web.Response:
+    def _disconnected(self, request: web.Request) -> web.Response:
+        return self._webhook_answer(request, Verdict(
+            400, "disconnected", "the connection closed before the body ended"))
+
+    def _too_large(self, request: web.Request) -> web.Response:
+        return self._webhook_answer(request, Verdict(
+            413, "too_large", f"the body is over {MAX_BODY} bytes (GitHub's own limit)"))
+
+    def _webhook_answer(self, request: web.Request, verdict: Verdict) -> web.Response:
+        status, outcome, reason = verdict.status, verdict.outcome, verdict.reason
         self.metrics.webhooks.labels(outcome).inc()
         log = logger.info if status < 400 else logger.warning
-        log(kv("webhook", status=status, outcome=outcome, reason=reason, **fields,
-               remote=request.remote))
+        # (rate-limited per outcome, each text clipped: anyone can send these; issue 17 item 6)
+        self._peer_log.write(log, f"webhook:{outcome}", "webhook", status=status,
+                             outcome=outcome, reason=reason, provider=verdict.provider,
+                             hook_event=verdict.event, ref=verdict.ref,
+                             delivery=verdict.delivery, remote=request.remote)
         if status == 204:
             return web.Response(status=204)
         return web.json_response({"outcome": outcome, "reason": reason}, status=status)
@@ -505,7 +631,8 @@ class Server(_LoopThread):
 
 @web.middleware
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error answer is JSON (``{"error": ...}``), the router's 404 and 405 too."""
+    """Every error answer is JSON (``{"error": ...}``), the router's 404 and 405 too, and a
+    bug's 500 (one log line, no traceback to the peer)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -514,6 +641,10 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return web.json_response({"error": exc.reason.lower()}, status=exc.status,
                                  headers=headers)
+    except Exception as exc:  # a bug: said once, answered in JSON like everything else
+        logger.error(kv("http_bug", path=request.path[:200], error=type(exc).__name__,
+                        detail=str(exc)[:200]))
+        return web.json_response({"error": "internal error (please report)"}, status=500)
 
 
 def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:

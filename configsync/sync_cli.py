@@ -309,7 +309,7 @@ def _webhook_secret(args: argparse.Namespace) -> str | None:
     if args.listen is None:
         raise UsageError("--webhook-secret-env needs --listen (the address webhooks reach)")
     secret = os.environ.get(name)
-    if not secret:
+    if not secret or not secret.strip():  # (white space around it is stripped by the Server)
         raise UsageError(f"--webhook-secret-env {name}: the environment variable {name} is "
                          "not set (or empty)")
     return secret

@@ -16,6 +16,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -55,11 +56,11 @@ def request(url: str, *, method: str = "GET", body: bytes | None = None,
 def github(body: bytes, event: str = "push", secret: str = SECRET) -> dict[str, str]:
     digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return {"X-GitHub-Event": event, "X-Hub-Signature-256": f"sha256={digest}",
-            "X-GitHub-Delivery": "d-1", "Content-Type": "application/json"}
+            "X-GitHub-Delivery": str(uuid.uuid4()), "Content-Type": "application/json"}
 
 
-def push(ref: str = "refs/heads/main") -> bytes:
-    return json.dumps({"ref": ref, "after": "0" * 40}).encode()
+def push(ref: str = "refs/heads/main", after: str = "0" * 40) -> bytes:
+    return json.dumps({"ref": ref, "after": after}).encode()
 
 
 class Running:
@@ -183,15 +184,18 @@ def test_gitlab_gitea_and_forgejo_webhooks(running: Running) -> None:
                 SECRET.encode(), push("refs/heads/other"), hashlib.sha256).hexdigest()}) == 204
 
 
-def test_an_oversized_body_is_refused(running: Running) -> None:
-    body = b'{"ref": "refs/heads/main", "pad": "' + b"x" * (1024 * 1024) + b'"}'
-    try:
-        status = running.hook(body, github(body))
-    except (ConnectionError, urllib.error.URLError):  # the server may close while we send
-        status = 413
-    assert status == 413
-    wait_until(lambda: running.samples()[
-        'configsync_webhook_requests_total{outcome="too_large"}'] == 1, timeout=5)
+def test_a_signed_push_over_a_mebibyte_still_syncs(running: Running) -> None:
+    # issue 17, item 7: a push of many commits (1.24 MB) was 413 and waited for the poll
+    sha = running.remote.commit_push("a: 0.5", {"agents/a.yaml": A2})
+    body = json.dumps({"ref": "refs/heads/main", "after": sha,
+                       "commits": [{"message": "x" * 1000}] * 1240}).encode()
+    assert len(body) > 1_240_000
+    assert running.hook(body, github(body, secret="not-the-secret")) == 401
+    assert running.served() != sha
+    assert running.hook(body, github(body)) == 202
+    wait_until(lambda: running.served() == sha, timeout=10)
+    gitlab = {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRET}
+    assert running.hook(body + b" ", gitlab) == 202
 
 
 def test_no_secret_no_webhook(tmp_path: Path, remote: Remote,
@@ -215,16 +219,17 @@ def test_a_push_webhook_syncs_without_waiting_for_the_poll(running: Running) -> 
 
 def test_a_burst_of_webhooks_coalesces_and_loses_nothing(running: Running) -> None:
     before = running.syncs()
-    body = push()
     shas: list[str] = []
 
+    bodies = [push(after=f"{i:040x}") for i in range(50)]  # (distinct pushes: distinct bodies)
     with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(running.hook, body, github(body)) for _ in range(50)]
+        futures = [pool.submit(running.hook, b, github(b)) for b in bodies]
         for i in range(5):  # commits land during the burst
             shas.append(running.remote.commit_push(
                 f"a {i}", {"agents/a.yaml": f"system_prompt: You are A{i}.\nmodel: gpt-4o\n"}))
         statuses = [f.result() for f in futures]
-    assert running.hook(body, github(body)) == 202  # (one after the last push, as git does)
+    last = push(after=shas[-1])
+    assert running.hook(last, github(last)) == 202  # (one after the last push, as git does)
     assert statuses == [202] * 50
     wait_until(lambda: running.served() == shas[-1], timeout=15)
     syncs = running.syncs() - before
@@ -386,7 +391,7 @@ def test_cli_serves_webhooks_and_stops_on_sigterm(tmp_path: Path, remote: Remote
                                                   redis_server: RedisServer,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
-    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    monkeypatch.setenv("HOOK_SECRET", SECRET + "\n")  # (as `echo` or a file gives it)
     proc = spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd", interval=3600,
                         extra=["--listen", f"127.0.0.1:{port}",
                                "--webhook-secret-env", "HOOK_SECRET"])
@@ -415,6 +420,11 @@ def test_cli_serves_webhooks_and_stops_on_sigterm(tmp_path: Path, remote: Remote
     assert f"event=listening url=http://127.0.0.1:{port} webhook=on" in log
     assert "event=webhook status=202 outcome=accepted" in log
     assert "event=stopped" in log and SECRET not in log
+    assert "event=webhook_secret_stripped" in log
+    # issue 17, item 19: the first start (an empty Redis) is no warning: the daemon's own
+    # namespace has no state until its first sync
+    assert [line for line in log.splitlines() if "level=warning" in line
+            and "webhook_secret_stripped" not in line] == []
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
@@ -426,6 +436,8 @@ def test_cli_serves_webhooks_and_stops_on_sigterm(tmp_path: Path, remote: Remote
     (["--listen", "127.0.0.1:70000"], {}, "port 70000 is out of range"),
     (["--webhook-secret-env", "S"], {"S": "x"}, "--webhook-secret-env needs --listen"),
     (["--listen", "127.0.0.1:0", "--webhook-secret-env", "S"], {},
+     "--webhook-secret-env S: the environment variable S is not set (or empty)"),
+    (["--listen", "127.0.0.1:0", "--webhook-secret-env", "S"], {"S": " \n"},
      "--webhook-secret-env S: the environment variable S is not set (or empty)"),
     (["--listen", "127.0.0.1:0", "--once"], {}, "--listen serves while the daemon runs"),
 ])
@@ -457,10 +469,12 @@ def test_cli_port_in_use_is_a_usage_error(tmp_path: Path, remote: Remote) -> Non
 
 # -- what anyone who reaches the port can do ---------------------------------------------------
 
-def raw(running: Running, data: bytes) -> socket.socket:
-    """A connection to the server that has sent ``data`` and nothing more."""
+def raw(running: Running, data: bytes, source: str | None = None) -> socket.socket:
+    """A connection to the server (from loopback address ``source``) that has sent ``data``
+    and nothing more."""
     host, port = running.url.removeprefix("http://").rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock = socket.create_connection((host, int(port)), timeout=10,
+                                    source_address=(source, 0) if source else None)
     sock.sendall(data)
     return sock
 
@@ -521,7 +535,7 @@ def test_webhook_bodies_are_bounded_in_size_and_time(
     running = Running(tmp_path, remote, redis_server)
     try:
         head = (b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
-                b"Content-Type: application/json\r\n")
+                b"X-Hub-Signature-256: sha256=0\r\nContent-Type: application/json\r\n")
         declared = raw(running, head + b"Content-Length: 10000000000\r\n\r\n")
         assert answer(declared).startswith(b"HTTP/1.1 413 ")  # before any of the body
         slow = raw(running, head + b"Content-Length: 100\r\n\r\n{\"ref\":")
@@ -533,6 +547,7 @@ def test_webhook_bodies_are_bounded_in_size_and_time(
         wait_until(lambda: running.samples().get(
             'configsync_webhook_requests_total{outcome="disconnected"}', 0) == 1, timeout=10)
         assert not [r for r in caplog.records if r.exc_info]  # one line each, no traceback
+        assert "event=http_bug" not in caplog.text  # a sender gone is no bug
         assert running.get("/healthz")[0] == 200
     finally:
         running.close()
@@ -587,18 +602,242 @@ def _answers(url: str) -> int:
         return 0
 
 
-def test_a_ninth_webhook_body_at_once_is_busy_not_queued(
+SIGNED_HEAD = (b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
+               b"X-Hub-Signature-256: sha256=0\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 100\r\n\r\n{")
+
+
+def test_webhook_bodies_at_once_are_bounded_per_peer_and_in_all(
         tmp_path: Path, remote: Remote, redis_server: RedisServer) -> None:
+    import configsync.server as server
+
     running = Running(tmp_path, remote, redis_server)
     try:
-        head = (b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
-        stalled = [raw(running, head) for _ in range(8)]  # eight bodies being read
+        stalled = [raw(running, SIGNED_HEAD, f"127.0.0.{2 + i // 2}")
+                   for i in range(server.BODIES_AT_ONCE)]  # two from each of eight addresses
         wait_until(lambda: running.server._bodies.locked(), timeout=10)
-        ninth = raw(running, head)
-        assert answer(ninth).startswith(b"HTTP/1.1 503 ")
-        assert running.samples()['configsync_webhook_requests_total{outcome="busy"}'] == 1
-        for sock in stalled:
+        assert answer(raw(running, SIGNED_HEAD, "127.0.0.99")).startswith(b"HTTP/1.1 503 ")
+        for sock in stalled[:2]:  # 127.0.0.2's two: a slot is free, not for 127.0.0.3
+            sock.close()
+        wait_until(lambda: not running.server._bodies.locked(), timeout=10)
+        assert answer(raw(running, SIGNED_HEAD, "127.0.0.3")).startswith(b"HTTP/1.1 503 ")
+        assert running.samples()['configsync_webhook_requests_total{outcome="busy"}'] == 2
+        for sock in stalled[2:]:
             sock.close()
     finally:
         running.close()
+
+
+def test_unsigned_senders_do_not_starve_signed_ones(running: Running) -> None:
+    # issue 17, item 6: eight unsigned slow bodies made every signed push 503 for 10 s
+    unsigned = SIGNED_HEAD.replace(b"X-Hub-Signature-256: sha256=0\r\n", b"")
+    for sock in [raw(running, unsigned, "127.0.0.2") for _ in range(20)]:
+        assert answer(sock).startswith(b"HTTP/1.1 401 ")  # before its body: no slot taken
+    gitlab = (b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-Gitlab-Event: Push Hook\r\n"
+              b"X-Gitlab-Token: guess\r\nContent-Length: 100\r\n\r\n{")
+    for sock in [raw(running, gitlab, "127.0.0.2") for _ in range(20)]:
+        assert answer(sock).startswith(b"HTTP/1.1 401 ")
+    wrongly_signed = [raw(running, SIGNED_HEAD, "127.0.0.2") for _ in range(20)]
+    sha = running.remote.commit_push("a: 0.5", {"agents/a.yaml": A2})
+    body = push(after=sha)
+    assert running.hook(body, github(body)) == 202  # from 127.0.0.1, while they stall
+    wait_until(lambda: running.served() == sha, timeout=10)
+    wait_until(lambda: running.samples()[  # (two hold this address's slots: the rest, busy)
+        'configsync_webhook_requests_total{outcome="busy"}'] == 18, timeout=10)
+    for sock in wrongly_signed:
+        sock.close()
+
+
+def test_one_peer_cannot_flood_the_log(running: Running,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    # issue 17, item 6: one unauthenticated connection wrote 58-78 MiB of log in 2 s
+    import http.client
+
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    big = "x" * 8000
+    for i in range(300):
+        conn.request("POST", "/webhook", body=push(), headers={
+            "X-GitHub-Event": big + str(i), "X-GitHub-Delivery": big,
+            "X-Hub-Signature-256": "sha256=" + big})
+        reply = conn.getresponse()
+        reply.read()
+        assert reply.status == 401
+    raw_lines = [b"GET /" + b"%" * 6000 + str(i).encode() + b" HTTP/1.1\r\n\r\n"
+                 for i in range(100)]
+    for line in raw_lines:
+        assert b" 400 " in answer(raw(running, line)).split(b"\r\n")[0]
+    conn.close()
+    written = sum(len(r.getMessage()) for r in caplog.records)
+    assert written < 256 * 1024, written  # (unbounded: 300 x 16 KB + 100 x 6 KB = 5.4 MB)
+    assert max(len(r.getMessage()) for r in caplog.records) < 2000
+
+
+def test_a_replayed_delivery_syncs_once(running: Running) -> None:
+    # issue 17, item 7: one captured signed delivery replayed 10,000 times gave 90-208 fetches
+    sha = running.remote.commit_push("a: 0.5", {"agents/a.yaml": A2})
+    body = push(after=sha)
+    before = running.syncs()
+    assert running.hook(body, github(body)) == 202
+    wait_until(lambda: running.served() == sha and running.syncs() == before + 1, timeout=10)
+
+    def replay(i: int) -> int:  # the same delivery id, or a new one (it is not signed)
+        return running.hook(body, {**github(body), "X-GitHub-Delivery": f"d-{i % 2 * i}"})
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(replay, range(400)))
+    assert set(statuses) == {200}
+    assert running.syncs() - before <= 2  # (the first; at most one more already asked)
+    other = push(after="1" * 40)  # a new signed delivery still asks for a sync
+    assert running.hook(other, github(other)) == 202
+    wait_until(lambda: running.syncs() == before + 2, timeout=10)
+
+
+def test_a_gitlab_system_hook_push_syncs(running: Running) -> None:
+    sha = running.remote.commit_push("a: 0.5", {"agents/a.yaml": A2})
+    system = {"X-Gitlab-Event": "System Hook", "X-Gitlab-Token": SECRET}
+    tag = json.dumps({"event_name": "tag_push", "ref": "refs/tags/v1"}).encode()
+    assert running.hook(tag, system) == 204
+    body = json.dumps({"event_name": "push", "ref": "refs/heads/main", "after": sha}).encode()
+    assert running.hook(body, system) == 202
+    wait_until(lambda: running.served() == sha, timeout=10)
+
+
+def test_a_secret_with_a_trailing_newline_is_stripped(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    r = Running(tmp_path, remote, redis_server, secret=SECRET + "\n")
+    try:
+        assert r.hook(push(), github(push())) == 202
+        assert "event=webhook_secret_stripped" in caplog.text and SECRET not in caplog.text
+    finally:
+        r.close()
+
+
+# -- floods and hostile requests (issue 17, items 5 and 8) ----------------------------------
+
+def _polls(running: Running, count: int, *, keep: bool) -> list[socket.socket]:
+    sent = []
+    for _ in range(count):
+        sock = raw(running, b"GET /agents/a?wait=60 HTTP/1.1\r\nHost: x\r\n\r\n")
+        if keep:
+            sent.append(sock)
+        else:
+            sock.close()
+    return sent
+
+
+@pytest.mark.slow
+def test_long_polls_whose_client_left_free_their_slot(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import configsync.server as server
+
+    monkeypatch.setattr(server, "connection_limit", lambda: 20)
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        _polls(running, 80, keep=False)  # four times the limit, each closed at once
+        assert running.get("/healthz")[0] == 200
+        wait_until(lambda: not running.server._guard.server.connections, timeout=10)
+        assert running.get("/agents")[0] == 200  # long before the polls' 60 s are up
+    finally:
+        running.close()
+
+
+def test_probes_are_answered_when_every_slot_is_taken(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import configsync.server as server
+
+    monkeypatch.setattr(server, "connection_limit", lambda: 20)
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        held = _polls(running, 20, keep=True)  # live long polls: every slot in use
+        wait_until(lambda: len(running.server._guard.active) == 20, timeout=10)
+        status, _, body = running.get("/agents")
+        assert (status, json.loads(body)["error"]) == (503, "too many connections: try again "
+                                                            "later")
+        for _ in range(3 * server.RESERVED):  # (one probe a reserved connection)
+            assert running.get("/healthz")[0] == 200
+            assert running.get("/readyz")[0] == 200
+        for sock in held:
+            sock.close()
+    finally:
+        running.close()
+
+
+@pytest.mark.slow
+def test_a_flood_of_idle_connections_cannot_keep_a_probe_out(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import configsync.server as server
+
+    monkeypatch.setattr(server, "connection_limit", lambda: 20)
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        silent = [raw(running, b"") for _ in range(3 * (20 + server.RESERVED))]
+        slow = [raw(running, b"GET /agents HTTP/1.1\r\n") for _ in range(20)]  # (slowloris)
+        assert running.get("/healthz")[0] == 200  # long before they would idle out (10 s)
+        assert running.get("/agents")[0] == 200
+        held = _polls(running, 20, keep=True)  # requests in progress are never evicted
+        wait_until(lambda: len(running.server._guard.active) == 20, timeout=10)
+        assert running.get("/healthz")[0] == 200
+        for sock in silent + slow + held:
+            sock.close()
+    finally:
+        running.close()
+
+
+def test_many_readiness_probes_at_once_share_one_check(running: Running) -> None:
+    # issue 17, item 8: 200 concurrent /readyz were 503 "Too many connections" (redis-py's
+    # pool of 100) while Redis was fine
+    import asyncio
+
+    import aiohttp
+
+    async def probes() -> list[int]:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async def one() -> int:
+                async with session.get(running.url + "/readyz") as reply:
+                    return reply.status
+            return list(await asyncio.gather(*(one() for _ in range(300))))
+
+    assert set(asyncio.run(probes())) == {200}
+    with ThreadPoolExecutor(50) as pool:  # and the read API's Redis reads wait their turn
+        statuses = list(pool.map(lambda _: running.get("/agents/a/versions/1")[0], range(200)))
+    assert set(statuses) == {200}
+
+
+HOSTILE = [
+    b"GARBAGE\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # a TLS hello
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n",
+    b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"POST /webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    b"X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=0\r\n\r\nzz\r\n",
+    b"GET /agents HTTP/9.9\r\nHost: x\r\n\r\n",
+    b"G\x00T /agents HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /agents/%ff%fe HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /agents/a/versions/99999999999999999999999 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /agents/a?wait=%ff HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /agents/a?wait=1&wait=2 HTTP/1.1\r\nHost: x\r\nIf-None-Match: \xff\r\n\r\n",
+    b"DELETE /agents/a HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /metrics?x=%00 HTTP/1.1\r\nHost: \xff\r\n\r\n",
+    b"GET http://evil/readyz HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("data", HOSTILE)
+def test_every_bad_request_gets_a_json_answer(running: Running, data: bytes) -> None:
+    reply = answer(raw(running, data))
+    head = reply.partition(b"\r\n\r\n")[0]
+    status = int(head.split(b" ")[1])
+    assert status < 500 or status == 503, reply[:300]
+    if status >= 400:
+        assert b"application/json" in head.lower(), reply[:300]
+    assert running.get("/healthz")[0] == 200
