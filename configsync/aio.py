@@ -145,7 +145,8 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         through :meth:`on_change`, registered before the first look, so none is missed."""
         self.check_open()
         changed = asyncio.Event()
-        remove = self.on_change(lambda _agent, _snap: changed.set(), agent_id=agent_id)
+        remove = self.on_change(lambda _agent, _snap: changed.set(), agent_id=agent_id,
+                                replay=False)
 
         def differs() -> bool:
             held = self.holdings.current.get(agent_id)

@@ -142,8 +142,9 @@ class ClientCore(Generic[R]):
         self.on_reconnect_hook = on_reconnect
         self.holdings = Holdings(namespace, model)
         self.callbacks: list[tuple[str | None, Callback]] = []
+        self.replayed: dict[int, dict[str, Snapshot]] = {}  # id(entry) -> what on_change replayed
         self.reject_callbacks: list[RejectCallback] = []
-        self.callbacks_lock = threading.Lock()
+        self.callbacks_lock = threading.RLock()
         self.connected = False
         self.ever_connected = False
         self.stale_since: str | None = _now()
@@ -190,12 +191,34 @@ class ClientCore(Generic[R]):
         """True until a non-empty state has been read from Redis, and while disconnected."""
         return self.stale_since is not None
 
-    def on_change(self, callback: Callback, agent_id: str | None = None) -> Callable[[], None]:
+    def on_change(self, callback: Callback, agent_id: str | None = None, *,
+                  replay: bool = True) -> Callable[[], None]:
         """Call ``callback(agent_id, snapshot)`` once per new version (``None`` on delete);
         for one agent, or all. Callbacks run in order on the client's callback thread (the
         event loop, for AsyncClient), never on the thread that follows Redis, so a slow one
-        delays only the callbacks after it. Returns a function that removes it."""
-        return self._register(self.callbacks, (agent_id, callback))
+        delays only the callbacks after it. Returns a function that removes it.
+
+        Registered on a started client (``with Client(...) as client: client.on_change(cb)``),
+        the callback first hears of every agent the client holds now, once each (in agent id
+        order, the current snapshot), then of each change: what a callback registered before
+        :meth:`start` hears when the start reads them (issue 17). ``replay=False``: changes
+        from now on only."""
+        entry = (agent_id, callback)
+        with self.callbacks_lock:
+            remove = self._register(self.callbacks, entry)
+            if replay and self.started and not self.closed:
+                held = self.holdings.current  # (replaced whole, never changed in place)
+                told = self.replayed[id(entry)] = {
+                    a: held[a] for a in sorted(held) if agent_id in (None, a)}
+                for agent, snapshot in told.items():
+                    self._queue_call(callback, (agent, snapshot), agent)
+
+        def remove_replayed() -> None:
+            remove()
+            with self.callbacks_lock:
+                self.replayed.pop(id(entry), None)
+
+        return remove_replayed
 
     def on_reject(self, callback: RejectCallback) -> Callable[[], None]:
         """Call ``callback(commit, error)`` when the daemon rejects a commit (``error`` is the
@@ -204,7 +227,7 @@ class ClientCore(Generic[R]):
         return self._register(self.reject_callbacks, callback)
 
     def _register(self, registry: list[Any], entry: Any) -> Callable[[], None]:
-        with self.callbacks_lock:
+        with self.callbacks_lock:  # (an RLock: on_change holds it already)
             registry.append(entry)
 
         def remove() -> None:
@@ -239,10 +262,22 @@ class ClientCore(Generic[R]):
         return snapshot
 
     def due_callbacks(self, changes: list[Change]) -> list[tuple[Callback, Change]]:
+        """Who hears of what; a change a callback was already told of when it was registered
+        (:meth:`on_change`'s replay raced the change in) is not told twice."""
+        due = []
         with self.callbacks_lock:
-            registered = list(self.callbacks)
-        return [(callback, change) for change in changes for agent_id, callback in registered
-                if agent_id is None or agent_id == change.agent_id]
+            for change in changes:
+                for entry in self.callbacks:
+                    agent_id, callback = entry
+                    if agent_id is not None and agent_id != change.agent_id:
+                        continue
+                    told = self.replayed.get(id(entry))
+                    if told is not None and change.snapshot is not None and \
+                            told.get(change.agent_id) is change.snapshot:
+                        del told[change.agent_id]
+                        continue
+                    due.append((callback, change))
+        return due
 
     def after_changes(self, changes: list[Change]) -> None:
         """Log the changes and mark the cache file behind (it is written per burst)."""
@@ -504,8 +539,8 @@ class Client(ClientCore[redis.Redis]):
         self.check_open()
         if self.started:
             return self
-        self.started = True
         self._callbacks = _Callbacks()
+        self.started = True  # (after: on_change's replay may queue from now on)
         try:
             state_read = self._check()
             self.set_connected()

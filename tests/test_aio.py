@@ -55,8 +55,8 @@ def test_get_and_callbacks(world: World) -> None:
         async with AsyncClient(redis=world.url, namespace="test") as client:
             assert (client.get("a").version, client.stale) == (1, False)
             client.on_change(lambda agent_id, snap: plain.append(snap.version if snap else -1),
-                             agent_id="a")
-            client.on_change(async_callback, agent_id="a")
+                             agent_id="a", replay=False)
+            client.on_change(async_callback, agent_id="a", replay=False)
             await off_loop(lambda: world.push("a", 1.5))
             await until(lambda: client.get("a").version == 2 and awaited == [2])
             assert plain == [2] and client.get("a").config.temperature == 1.5
@@ -75,7 +75,7 @@ def test_a_callback_raising_cancelled_error_does_not_end_the_client(
 
         with caplog.at_level(logging.ERROR, logger="configsync"):
             async with AsyncClient(redis=world.url, namespace="test") as client:
-                client.on_change(cancels)
+                client.on_change(cancels, replay=False)
                 await off_loop(lambda: world.push("a", 0.1))
                 await until(lambda: calls == [1])
                 await off_loop(lambda: world.push("a", 0.2))
@@ -243,7 +243,7 @@ def test_callbacks_run_in_their_own_task(world: World) -> None:
             await release.wait()
 
         async with AsyncClient(redis=world.url, namespace="test") as client:
-            client.on_change(slow, agent_id="a")
+            client.on_change(slow, agent_id="a", replay=False)
             await off_loop(lambda: world.push("a", 0.1))
             await until(lambda: names == ["configsync-callbacks"])
             await off_loop(lambda: world.push("a", 0.2))
@@ -314,5 +314,26 @@ def test_wait_for_change(world: World) -> None:
             assert await waiting is True
             assert client.get("a").checksum != held
             assert client.callbacks == []  # each wait removed its callback
+
+    run(scenario)
+
+
+def test_a_callback_registered_after_start_hears_the_agents_held(world: World) -> None:
+    # issue 17, on asyncio: registering inside `async with` hears the agents already held
+    async def scenario() -> None:
+        every: list[tuple[str, int | None]] = []
+        later: list[str] = []
+
+        async def one(agent_id: str, snap: Snapshot | None) -> None:
+            every.append((agent_id, snap and snap.version))
+
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            client.on_change(one)
+            client.on_change(lambda agent_id, snap: later.append(agent_id), replay=False)
+            await until(lambda: len(every) == 2)
+            assert every == [("a", 1), ("b", 1)] and later == []
+            await off_loop(lambda: world.push("a", 1.5))
+            await until(lambda: len(every) == 3 and later == ["a"])
+            assert every[2] == ("a", 2)
 
     run(scenario)

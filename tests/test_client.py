@@ -80,7 +80,7 @@ def test_get_and_change_callbacks(world: World) -> None:
             # called after the cache is updated
             seen.append((agent_id, snap and snap.version, client.get(agent_id).version))
 
-        client.on_change(on_change, agent_id="a")
+        client.on_change(on_change, agent_id="a", replay=False)
         sha = world.push("a", 1.5)
         wait_until(lambda: client.get("a").version == 2)
         wait_until(lambda: len(seen) == 1)
@@ -95,7 +95,7 @@ def test_get_and_change_callbacks(world: World) -> None:
 def test_delete_fires_callback_with_none(world: World) -> None:
     events: list[tuple[str, Snapshot | None]] = []
     with Client(redis=world.url, namespace="test") as client:
-        client.on_change(lambda agent_id, snap: events.append((agent_id, snap)))
+        client.on_change(lambda agent_id, snap: events.append((agent_id, snap)), replay=False)
         world.remote.delete("agents/b.yaml")
         world.remote.commit_push("drop b")
         world.daemon.sync()
@@ -116,7 +116,7 @@ def test_failing_callback_never_stops_the_client(world: World,
 
     with caplog.at_level(logging.ERROR, logger="configsync"), Client(
             redis=world.url, namespace="test") as client:
-        client.on_change(broken)
+        client.on_change(broken, replay=False)
         world.push("a", 0.1)
         wait_until(lambda: calls == [1])
         world.push("a", 0.2)
@@ -135,7 +135,7 @@ def test_a_callback_cannot_end_the_client(world: World, error: BaseException,
 
     with caplog.at_level(logging.ERROR, logger="configsync"), Client(
             redis=world.url, namespace="test") as client:
-        client.on_change(exits)
+        client.on_change(exits, replay=False)
         world.push("a", 0.1)
         wait_until(lambda: calls == [1])
         world.push("a", 0.2)  # still following
@@ -233,7 +233,8 @@ def test_lost_pubsub_messages_are_caught_by_the_periodic_check(world: World) -> 
 def test_duplicate_and_late_events_never_move_back(world: World) -> None:
     versions: list[int] = []
     with Client(redis=world.url, namespace="test") as client:
-        client.on_change(lambda agent_id, snap: versions.append(snap.version if snap else -1))
+        client.on_change(lambda agent_id, snap: versions.append(snap.version if snap else -1),
+                         replay=False)
         world.push("a", 0.4)
         wait_until(lambda: versions == [2])
         epoch, revision = world.daemon.store.state()["epoch"], client.status().revision
@@ -604,7 +605,7 @@ def test_a_slow_callback_stalls_nothing_but_later_callbacks(world: World) -> Non
         release.wait(30)
 
     with Client(redis=world.url, namespace="test") as client:
-        client.on_change(slow, agent_id="a")
+        client.on_change(slow, agent_id="a", replay=False)
         world.push("a", 0.1)
         wait_until(lambda: threads == ["configsync-callbacks"])
         for t in (0.2, 0.3):
@@ -935,3 +936,51 @@ def test_one_collector_for_clients_of_several_namespaces(world: World) -> None:
         assert stale == {"test": 0.0, "test-dev": 1.0}  # nothing synced in test-dev
     text = generate_latest(registry).decode()
     assert 'configsync_client_stale{namespace="test"} 1.0' in text  # stopped
+
+
+def test_a_callback_registered_after_start_hears_the_agents_held(world: World) -> None:
+    # issue 17: the README's pattern (register inside `with`) heard nothing of the agents held
+    every: list[tuple[str, int | None]] = []
+    one: list[tuple[str, int | None]] = []
+    later: list[tuple[str, int | None]] = []
+    with Client(redis=world.url, namespace="test") as client:
+        client.on_change(lambda agent_id, snap: every.append((agent_id, snap and snap.version)))
+        client.on_change(lambda agent_id, snap: one.append((agent_id, snap and snap.version)),
+                         agent_id="b")
+        client.on_change(lambda agent_id, snap: later.append((agent_id, snap and snap.version)),
+                         replay=False)
+        wait_until(lambda: len(every) == 2 and len(one) == 1)
+        assert every == [("a", 1), ("b", 1)] and one == [("b", 1)] and later == []
+        world.push("a", 1.5)
+        wait_until(lambda: len(every) == 3 and len(later) == 1)
+        assert every[2] == ("a", 2) and later == [("a", 2)] and one == [("b", 1)]
+
+
+def test_a_callback_registered_before_start_is_not_told_twice(world: World) -> None:
+    seen: list[tuple[str, int | None]] = []
+    client = Client(redis=world.url, namespace="test")
+    client.on_change(lambda agent_id, snap: seen.append((agent_id, snap and snap.version)))
+    with client:
+        wait_until(lambda: len(seen) == 2)
+        world.push("b", 0.3, text="system_prompt: B\nmodel: gpt-4o\n")
+        wait_until(lambda: len(seen) == 3)
+    assert sorted(seen[:2]) == [("a", 1), ("b", 1)] and seen[2:] == [("b", 2)]
+
+
+def test_registering_while_changes_stream_in_never_tells_a_version_twice(world: World) -> None:
+    """on_change's replay races the thread that applies changes: every callback hears each
+    version of ``a`` once, in order, whenever it was registered."""
+    heard: list[list[int]] = []
+    with Client(redis=world.url, namespace="test") as client:
+        pusher = threading.Thread(target=lambda: [world.push("a", t / 10) for t in range(1, 9)])
+        pusher.start()
+        while pusher.is_alive():
+            versions: list[int] = []
+            heard.append(versions)
+            client.on_change(lambda _a, snap, v=versions: v.append(snap.version) if snap
+                             else None, agent_id="a")
+            time.sleep(0.01)  # (spreading registrations over the pushes: nothing to wait on)
+        pusher.join()
+        wait_until(lambda: all(v and v[-1] == 9 for v in heard))
+    for versions in heard:
+        assert versions == list(range(versions[0], 10)), versions
