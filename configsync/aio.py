@@ -231,7 +231,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             self.set_connected()
             self.fresh(state_read)
             loop = asyncio.get_running_loop()
-            next_check = loop.time() + self.check_interval
+            next_check = self.next_check(time.monotonic())
             next_report = loop.time()
             while not self._stopping.is_set():
                 wait = 0.25 if self.dirty_since is None else 0.02
@@ -240,10 +240,10 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                     self.last_event_at = _now()
                     await self._on_event(parse_event(message["data"]))
                 now = loop.time()
-                if self._resync or now >= next_check:
+                if self._resync or time.monotonic() >= next_check:
                     self._resync = False
                     self.fresh(await self._check())
-                    next_check = now + self.check_interval
+                    next_check = self.next_check(time.monotonic())
                 if self.save_due(message is None, time.monotonic()):
                     await asyncio.to_thread(self.save_cache)
                 if self.reporting and now >= next_report:

@@ -40,6 +40,7 @@ from typing import Any, Generic, TypeVar
 import redis
 
 from .backoff import Backoff
+from . import heartbeat
 from .errors import UsageError
 from .holdings import (
     Change,
@@ -99,6 +100,16 @@ class ClientStatus:
     """Seconds since this client last read a (non-empty) ``state`` from Redis: at least every
     ``check_interval`` while connected, so an age well beyond it means the configs held may
     be old. None before the first read."""
+    heartbeat_at: str | None = None
+    """The daemon's last ``state.heartbeat_at``, as this client last read it."""
+    heartbeat_age: float | None = None
+    """Seconds since that heartbeat (the daemon's clock against this one's), growing between
+    reads; None before the first read."""
+    daemon_alive: bool | None = None
+    """False when the heartbeat is older than :func:`configsync.heartbeat.silence_limit`
+    (``3 × state.heartbeat_every + 10`` s: 40 s with the daemon's default interval): no
+    daemon is writing the namespace, so the configs held may be behind git (issue 17 item
+    12). None while it cannot tell: nothing read yet, disconnected, or stopped."""
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -152,6 +163,9 @@ class ClientCore(Generic[R]):
         self.last_sync_at: str | None = None
         self.last_error: dict[str, Any] | None = None
         self.state_read_at: float | None = None  # time.monotonic() of the last state read
+        self.heartbeat_at: str | None = None  # the state's heartbeat_at, when last read
+        self.heartbeat_read: tuple[float, float] | None = None  # (its age then, monotonic)
+        self.silence_limit = heartbeat.DEFAULT_EVERY  # (set from each state read)
         self.connection_error: str | None = None
         self.rejected_commit: str | None = None  # the last rejection callbacks were told of
         self.dirty_since: float | None = None  # changes the cache file does not have yet
@@ -243,13 +257,48 @@ class ClientCore(Generic[R]):
                             self.last_event_at, self.last_sync_at, summary["epoch"],
                             summary["revision"], summary["commit"], summary["versions"],
                             self.last_error, self.connection_error, summary["model_errors"],
-                            self.state_age)
+                            self.state_age, self.heartbeat_at, self.heartbeat_age,
+                            self.daemon_alive)
 
     @property
     def state_age(self) -> float | None:
         """Seconds since the last read of a non-empty ``state`` (None before any)."""
         read_at = self.state_read_at
         return None if read_at is None else max(0.0, time.monotonic() - read_at)
+
+    @property
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the daemon's last heartbeat, as last read (None before any)."""
+        if self.heartbeat_read is None:
+            return None
+        age, read_at = self.heartbeat_read
+        return round(age + time.monotonic() - read_at, 3)
+
+    @property
+    def daemon_alive(self) -> bool | None:
+        """The heartbeat verdict (see :class:`ClientStatus`); None when it cannot tell."""
+        if not self.connected or self.closed:
+            return None
+        return heartbeat.alive(self.heartbeat_age, self.silence_limit)
+
+    def note_heartbeat(self, state: Mapping[str, str]) -> None:
+        """After reading a non-empty state: its heartbeat and how long it may go silent."""
+        self.heartbeat_at = state.get("heartbeat_at") or None
+        self.silence_limit = heartbeat.silence_limit(state)
+        age = heartbeat.age(self.heartbeat_at, datetime.now(UTC))
+        self.heartbeat_read = None if age is None else (max(0.0, age), time.monotonic())
+
+    def next_check(self, now: float) -> float:
+        """When (``time.monotonic()``) to re-read the state: after ``check_interval``, or
+        sooner, when the heartbeat held would pass the silence limit before that (so that
+        ``daemon_alive`` turns False on a fresh read, not on an old one)."""
+        due = now + self.check_interval
+        if self.heartbeat_read is not None:
+            age, read_at = self.heartbeat_read
+            crossing = read_at + self.silence_limit - age + 0.05
+            if now < crossing < due:
+                return crossing
+        return due
 
     # -- applying -----------------------------------------------------------------------------
 
@@ -351,6 +400,7 @@ class ClientCore(Generic[R]):
         if "seen" not in state:
             return False
         self.state_read_at = time.monotonic()
+        self.note_heartbeat(state)
         self._reject(self.take_state(state))
         return True if self.unchanged(state) else None
 
@@ -365,6 +415,7 @@ class ClientCore(Generic[R]):
         rejections = self.take_state(state) if "seen" in state else []
         if "seen" in state:
             self.state_read_at = time.monotonic()
+            self.note_heartbeat(state)
         self._deliver(self.take_full(state, reply[1]))
         self._reject(rejections)
         return "seen" in state
@@ -640,7 +691,7 @@ class Client(ClientCore[redis.Redis]):
             self._resync.clear()
             self.set_connected()
             self.fresh(state_read)
-            next_check = time.monotonic() + self.check_interval
+            next_check = self.next_check(time.monotonic())
             next_report = time.monotonic()
             while not self._stopping.is_set():
                 wait = 0.25 if self.dirty_since is None else 0.02
@@ -652,7 +703,7 @@ class Client(ClientCore[redis.Redis]):
                 if self._resync.is_set() or now >= next_check:
                     self._resync.clear()
                     self.fresh(self._check())
-                    next_check = now + self.check_interval
+                    next_check = self.next_check(now)
                 if self.save_due(message is None, now):
                     self.save_cache()
                 if self.reporting and now >= next_report:

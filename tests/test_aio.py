@@ -15,7 +15,7 @@ from configsync import AsyncClient, ClientClosedError, Snapshot, VersionNotFound
 from configsync.snapshot import Record
 from configsync.store import Write
 
-from .conftest import Remote
+from .conftest import Remote, spawn_daemon
 from .test_client import World
 
 
@@ -337,3 +337,26 @@ def test_a_callback_registered_after_start_hears_the_agents_held(world: World) -
             assert every[2] == ("a", 2)
 
     run(scenario)
+
+
+@pytest.mark.slow  # waits out a real silence limit (3 × 0.05 s + 10 s)
+def test_a_dead_daemon_is_said_by_status(world: World, tmp_path: Path) -> None:
+    # issue 17 item 12, on asyncio
+    daemon = spawn_daemon(world.remote, world.url, "test", tmp_path / "daemon", interval=0.05)
+
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test", check_interval=0.2) as client:
+            await until(lambda: client.status().daemon_alive is True
+                        and client.silence_limit < 11)
+            await off_loop(daemon.kill)
+            await off_loop(daemon.wait)
+            await until(lambda: client.status().daemon_alive is False)
+            status = client.status()
+            assert (status.connected, status.stale) == (True, False)
+            assert (status.heartbeat_age or 0) > 10.15 and status.heartbeat_at
+
+    try:
+        run(scenario)
+    finally:
+        daemon.kill()
+        daemon.wait()

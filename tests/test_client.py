@@ -32,7 +32,7 @@ from configsync.snapshot import Record
 from configsync.store import EVENT_CHANGES_MAX, Store, Write
 from configsync.sync import Daemon
 
-from .conftest import DroppingProxy, Remote, git, wait_until
+from .conftest import DroppingProxy, Remote, git, spawn_daemon, wait_until
 
 A = "system_prompt: You are A.\nmodel: gpt-4o\n"
 
@@ -984,3 +984,56 @@ def test_registering_while_changes_stream_in_never_tells_a_version_twice(world: 
         wait_until(lambda: all(v and v[-1] == 9 for v in heard))
     for versions in heard:
         assert versions == list(range(versions[0], 10)), versions
+
+
+@pytest.mark.slow  # waits out a real silence limit (3 × 0.05 s + 10 s)
+def test_a_dead_daemon_is_said_by_status_metrics_and_configsync_status(
+        world: World, tmp_path: Path) -> None:
+    """Issue 17 item 12: after the daemon is killed, clients said stale=False and nothing else
+    for ever. The heartbeat's age and the verdict now say it, in status(), in the collector
+    and in `configsync status`; a daemon that comes back is seen again."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from configsync.client_metrics import ClientCollector
+
+    def gauges() -> dict[str, float]:
+        text = generate_latest(registry).decode()
+        return {s.name: s.value for f in text_string_to_metric_families(text)
+                for s in f.samples}
+
+    daemon = spawn_daemon(world.remote, world.url, "test", tmp_path / "daemon", interval=0.05)
+    try:
+        wait_until(lambda: world.redis.hget("configsync:{test}:state", "heartbeat_every")
+                   == b"0.05")
+        registry = CollectorRegistry()
+        with Client(redis=world.url, namespace="test") as client, \
+                Client(redis=world.url, namespace="test", check_interval=0.2) as checking:
+            registry.register(ClientCollector(client))
+            first = client.status()
+            assert (first.daemon_alive, first.connected, first.stale) == (True, True, False)
+            assert first.heartbeat_at and 0 <= (first.heartbeat_age or 0) < 10.15
+            assert gauges()["configsync_client_daemon_alive"] == 1.0
+            daemon.kill()
+            daemon.wait()
+            wait_until(lambda: client.status().daemon_alive is False)
+            dead = client.status()
+            assert (dead.connected, dead.stale) == (True, False)  # Redis is fine: no daemon
+            assert (dead.heartbeat_age or 0) > 10.15
+            metrics = gauges()
+            assert metrics["configsync_client_daemon_alive"] == 0.0
+            assert metrics["configsync_client_daemon_heartbeat_age_seconds"] > 10.15
+            assert dead.as_dict()["daemon_alive"] is False
+            out = subprocess.run(
+                [sys.executable, "-m", "configsync", "status", "--repo", str(world.remote.work),
+                 "--redis", world.url, "--namespace", "test"],
+                capture_output=True, text=True, timeout=60)
+            assert "no daemon is writing this namespace (silent beyond 10.15s; is `configsync " \
+                   "sync` running?)" in out.stdout, out.stdout + out.stderr
+            wait_until(lambda: checking.status().daemon_alive is False)
+            daemon = spawn_daemon(world.remote, world.url, "test", tmp_path / "daemon",
+                                  interval=0.05)
+            wait_until(lambda: checking.status().daemon_alive is True)
+    finally:
+        daemon.kill()
+        daemon.wait()
