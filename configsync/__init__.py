@@ -14,7 +14,7 @@ from .validate import Diagnostic, Report, check_tree
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
-    from .client import Client, ClientStatus
+    from .client import Client, ClientForkedError, ClientStatus
     from .holdings import ClientClosedError, Snapshot, UnknownAgentError, VersionNotFoundError
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ClientClosedError",
+    "ClientForkedError",
     "ClientStatus",
     "ConfigsyncError",
     "Diagnostic",
@@ -47,6 +48,7 @@ __all__ = [
 
 # The client side imports redis; the CLI's validate path should not pay for it (PEP 562).
 _LAZY = {"AsyncClient": ".aio", "Client": ".client", "ClientStatus": ".client",
+         "ClientForkedError": ".client",
          "ClientClosedError": ".holdings", "Snapshot": ".holdings",
          "UnknownAgentError": ".holdings", "VersionNotFoundError": ".holdings"}
 

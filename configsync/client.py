@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,8 +40,8 @@ from typing import Any, Generic, TypeVar
 
 import redis
 
-from .backoff import Backoff
 from . import heartbeat
+from .backoff import Backoff
 from .errors import UsageError
 from .holdings import (
     Change,
@@ -60,7 +61,7 @@ from .redis_url import from_url
 from .snapshot import Record
 from .store import Keys
 
-__all__ = ["Client", "ClientStatus"]
+__all__ = ["Client", "ClientForkedError", "ClientStatus"]
 
 
 Callback = Callable[[str, Snapshot | None], Any]
@@ -72,6 +73,12 @@ channel goes quiet, or after this long, whichever comes first."""
 MISSING: Any = object()
 LOGGED_CHANGES = 20
 """More changes than this at once are logged as one line (counts), not one line each."""
+
+
+class ClientForkedError(ClientClosedError):
+    """An :class:`~configsync.AsyncClient` used in a process forked from the one that started
+    it: an event loop, its tasks and its connections do not survive ``fork()``. Create and
+    start the client in the child (a ``cache_path`` gives it the configs at once)."""
 
 
 def _now() -> str:
@@ -140,6 +147,10 @@ class ClientCore(Generic[R]):
         if problem is not None:  # what the daemon would refuse to write, said at once
             raise UsageError(f"namespace={one_line(repr(namespace[:120]))} {problem}")
         self._owns_redis = isinstance(redis, str)
+        self._url = redis if isinstance(redis, str) else None  # (a child connects anew)
+        self._socket_timeout = socket_timeout
+        self.pid = os.getpid()  # the process this client follows Redis in (see after_fork)
+        self.forked_from: int | None = None
         self._redis: R = self._connect(redis, socket_timeout) if isinstance(redis, str) \
             else redis
         self.keys = Keys(namespace)
@@ -147,8 +158,8 @@ class ClientCore(Generic[R]):
         self.cache_path = cache_path
         self.check_interval = check_interval
         self.report_interval = report_interval
-        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-" \
-                                          f"{uuid.uuid4().hex[:6]}"
+        self._given_id = instance_id
+        self.instance_id = instance_id or _instance_id()
         self.on_disconnect_hook = on_disconnect
         self.on_reconnect_hook = on_reconnect
         self.holdings = Holdings(namespace, model)
@@ -182,6 +193,40 @@ class ClientCore(Generic[R]):
 
     def _init_runtime(self) -> None:
         """The subclass's own background machinery (thread or task)."""
+
+    # -- fork ---------------------------------------------------------------------------------
+
+    def check_process(self) -> None:
+        """Take a ``fork()`` into account when this process is not the one that started the
+        client: the at-fork hook does it at once; this pid check (reads, status) is for forks
+        that run no Python hook."""
+        if self.started and not self.closed and self.pid != os.getpid():
+            with _fork_lock:
+                if self.pid != os.getpid():
+                    self.after_fork()
+
+    def after_fork(self) -> None:
+        """In a process forked from the one that started this client (gunicorn ``--preload``,
+        uWSGI, Celery prefork, ``multiprocessing``): the parent's threads or tasks do not run
+        here and its sockets are the parent's, so the configs held would never change again.
+        Keep them (last known good), count as disconnected and stale until this process has
+        read Redis itself, take an instance id of its own, and let the subclass follow again
+        (:class:`Client`) or refuse (:class:`~configsync.AsyncClient`)."""
+        parent, self.pid = self.pid, os.getpid()
+        self.forked_from = parent
+        self.callbacks_lock = threading.RLock()  # (a parent's thread may have held them)
+        self.holdings.lock = threading.RLock()
+        self.instance_id = _instance_id() if self._given_id is None \
+            else f"{self._given_id}-{self.pid}"
+        self.connected = self.ever_connected = False
+        if self.stale_since is None:
+            self.stale_since = _now()
+        self.connection_error = f"forked from process {parent}: not read from Redis in " \
+                                "this process yet"
+        self._restart_after_fork(parent)
+
+    def _restart_after_fork(self, parent: int) -> None:
+        raise NotImplementedError
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -252,6 +297,7 @@ class ClientCore(Generic[R]):
         return remove
 
     def status(self) -> ClientStatus:
+        self.check_process()
         summary = self.holdings.summary()
         return ClientStatus(self.instance_id, self.connected, self.stale, self.stale_since,
                             self.last_event_at, self.last_sync_at, summary["epoch"],
@@ -592,6 +638,8 @@ class Client(ClientCore[redis.Redis]):
             return self
         self._callbacks = _Callbacks()
         self.started = True  # (after: on_change's replay may queue from now on)
+        self.pid = os.getpid()
+        _STARTED.add(self)
         try:
             state_read = self._check()
             self.set_connected()
@@ -609,6 +657,7 @@ class Client(ClientCore[redis.Redis]):
         if self.closed:
             return
         self.closed = True
+        _STARTED.discard(self)
         self._stopping.set()
         here = threading.current_thread()
         if self._thread is not None and self._thread.is_alive() and self._thread is not here:
@@ -633,6 +682,8 @@ class Client(ClientCore[redis.Redis]):
         :class:`VersionNotFoundError` when it was trimmed or never existed)."""
         if self.closed:
             self.check_open()
+        if self.pid != os.getpid():
+            self.check_process()
         if version is None:
             return self.current(agent_id, default)
         held = self.holdings.pinned(agent_id, version)
@@ -661,6 +712,21 @@ class Client(ClientCore[redis.Redis]):
             if consistent(reply):
                 break
         return self.after_full_read(reply)
+
+    def _restart_after_fork(self, parent: int) -> None:
+        """Follow again in this process: new connections (never the parent's sockets: a URL
+        gives a new connection pool; a redis-py client passed in resets its own pool in a new
+        process), a new callback thread and a new following thread (invariant 9)."""
+        if self._owns_redis and self._url is not None:
+            self._redis = self._connect(self._url, self._socket_timeout)
+        self._stopping = threading.Event()
+        self._resync = threading.Event()
+        self._callbacks = _Callbacks()
+        self._thread = threading.Thread(target=self._run, name="configsync-client",
+                                        daemon=True)
+        self._thread.start()
+        logger.warning(kv("forked", namespace=self.namespace, parent=parent, pid=self.pid,
+                          following="again in this process"))
 
     def _queue_call(self, callback: Callable[..., Any], args: tuple[Any, ...],
                     agent: str) -> None:
@@ -732,3 +798,29 @@ class Client(ClientCore[redis.Redis]):
             else:
                 self.last_error = None  # an applied commit clears the last rejection
                 self._deliver(changes)
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+_STARTED: weakref.WeakSet[ClientCore[Any]] = weakref.WeakSet()
+"""The clients started (and not stopped) in this process, for the at-fork hook."""
+_fork_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: every started client takes the fork into
+    account at once (:meth:`ClientCore.after_fork`). Runs after the threading module's own
+    hook, so a new thread may start here (as OpenTelemetry's span processor does)."""
+    global _fork_lock
+    _fork_lock = threading.Lock()  # (a parent's thread may have held it)
+    for client in list(_STARTED):
+        try:
+            client.check_process()
+        except Exception:  # a hook that raises is only printed by Python: log it as ours
+            logger.exception(kv("fork_restart_failed", namespace=client.namespace))
+
+
+if hasattr(os, "register_at_fork"):  # (POSIX; Windows has no fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

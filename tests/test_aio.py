@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from configsync import AsyncClient, ClientClosedError, Snapshot, VersionNotFoundError
+from configsync import (
+    AsyncClient,
+    ClientClosedError,
+    ClientForkedError,
+    Snapshot,
+    VersionNotFoundError,
+)
 from configsync.snapshot import Record
 from configsync.store import Write
 
@@ -360,3 +367,42 @@ def test_a_dead_daemon_is_said_by_status(world: World, tmp_path: Path) -> None:
     finally:
         daemon.kill()
         daemon.wait()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_async_client_refuses_loudly(world: World) -> None:
+    """Issue 17 item 9, on asyncio: an event loop does not survive fork(), so a child of a
+    process that started an AsyncClient is told so (an error line, status() stale and
+    disconnected with the reason, reads raising ClientForkedError), never silently stale."""
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            assert client.get("a").version == 1
+            parent_id = client.status().instance_id
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: checks without awaiting anything, then leaves
+                code = 3
+                try:
+                    status = client.status()
+                    with pytest.raises(ClientForkedError) as raised:
+                        client.get("a")
+                    with pytest.raises(ClientForkedError):
+                        client.get_version("a", 1).send(None)
+                    os.write(write, json.dumps([
+                        status.connected, status.stale, status.connection_error,
+                        str(raised.value), isinstance(raised.value, ClientClosedError),
+                        status.instance_id != parent_id]).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(write)
+            with os.fdopen(read) as inp:
+                seen = json.loads(inp.read())
+            assert os.waitpid(pid, 0)[1] == 0
+            connected, stale, why, error, closed_kind, own_id = seen
+            assert (connected, stale, closed_kind, own_id) == (False, True, True, True)
+            assert why == error and error.startswith(
+                "this AsyncClient was started in process ") and "does not survive fork()" in error
+            assert client.status().connected and client.get("a").version == 1  # the parent
+
+    run(scenario)

@@ -1037,3 +1037,148 @@ def test_a_dead_daemon_is_said_by_status_metrics_and_configsync_status(
     finally:
         daemon.kill()
         daemon.wait()
+
+
+FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"  # (Python 3.12+)
+
+
+def _in_forked_child(client: Client, heard: list[int], ready: Any, pushed: Any) -> dict[str, Any]:
+    """What a forked child sees: the held configs at once, then the commit made after the
+    fork (``seen_at``: CLOCK_MONOTONIC, the same clock in both processes)."""
+    forked = time.monotonic()
+    first = client.status()
+    seen: dict[str, Any] = {
+        "version_at_fork": client.get("a").version, "instance_id": first.instance_id}
+    while not client.status().connected and time.monotonic() < forked + 20:
+        time.sleep(0.001)
+    seen["following_after"] = time.monotonic() - forked  # its own read of Redis done
+    ready()
+    pushed()
+    deadline = time.monotonic() + 20
+    while client.get("a").version != 2 and time.monotonic() < deadline:
+        time.sleep(0.001)  # (a read loop, as an agent's is)
+    seen["seen_at"] = time.monotonic()
+    while heard[-1:] != [2] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    status = client.status()
+    seen.update(version=client.get("a").version, heard=heard, connected=status.connected,
+                stale=status.stale, revision=status.revision)
+    return seen
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_client_forked_after_start_follows_in_the_child(world: World) -> None:
+    """Issue 17 item 9: a child forked after start() (gunicorn --preload, Celery prefork)
+    kept the boot-time version for ever while status() said connected and fresh. The child
+    follows again: new connections, new threads, the held configs kept meanwhile."""
+    heard: list[int] = []
+    with Client(redis=world.url, namespace="test") as client:
+        client.on_change(lambda _a, snap: heard.append(snap.version) if snap else None,
+                         agent_id="a", replay=False)
+        parent_id = client.status().instance_id
+        to_child_r, to_child_w = os.pipe()
+        to_parent_r, to_parent_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 3
+            try:
+                with os.fdopen(to_parent_w, "w") as out, os.fdopen(to_child_r) as inp:
+                    seen = _in_forked_child(
+                        client, heard, lambda: (out.write("ready\n"), out.flush()),
+                        inp.readline)
+                    out.write(json.dumps(seen) + "\n")
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(to_child_r)
+        os.close(to_parent_w)
+        with os.fdopen(to_child_w, "w") as out, os.fdopen(to_parent_r) as inp:
+            assert inp.readline() == "ready\n"
+            world.remote.commit_push("a 1.5", {"agents/a.yaml": A + "temperature: 1.5\n"})
+            out.write("pushed\n")
+            out.flush()
+            syncing = time.monotonic()
+            world.daemon.sync()  # fetch, write, publish
+            synced = time.monotonic()
+            seen = json.loads(inp.readline())
+        assert os.waitpid(pid, 0)[1] == 0
+        print(f"\nfork: the child read Redis {seen['following_after']:.3f} s after the fork; "
+              f"the daemon's sync took {synced - syncing:.3f} s; the child held the commit "
+              f"{seen['seen_at'] - synced:+.3f} s after it returned")
+        assert seen["version_at_fork"] == 1 and seen["instance_id"] != parent_id
+        assert (seen["version"], seen["heard"], seen["connected"], seen["stale"],
+                seen["revision"]) == (2, [2], True, False, 2)
+        wait_until(lambda: client.get("a").version == 2)  # the parent follows as before
+        assert client.status().instance_id == parent_id
+
+
+def _multiprocessing_child(client: Client, conn: Any) -> None:
+    conn.send(_in_forked_child(client, [2], lambda: conn.send("ready"), conn.recv))
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_multiprocessing_fork_children_follow_too(world: World) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with Client(redis=world.url, namespace="test") as client:
+        pipes = [context.Pipe() for _ in range(2)]
+        children = [context.Process(target=_multiprocessing_child, args=(client, child))
+                    for _, child in pipes]
+        for child in children:
+            child.start()
+        assert [parent.recv() for parent, _ in pipes] == ["ready", "ready"]
+        world.remote.commit_push("a 1.5", {"agents/a.yaml": A + "temperature: 1.5\n"})
+        for parent, _ in pipes:
+            parent.send("pushed")
+        world.daemon.sync()
+        synced = time.monotonic()
+        seen = [parent.recv() for parent, _ in pipes]
+        print("\nmultiprocessing: children held the commit "
+              + ", ".join(f"{s['seen_at'] - synced:+.3f} s" for s in seen)
+              + " after the daemon's sync returned")
+        for child in children:
+            child.join(30)
+        assert [child.exitcode for child in children] == [0, 0]
+        assert [(s["version"], s["connected"], s["stale"]) for s in seen] == [
+            (2, True, False)] * 2
+        assert len({s["instance_id"] for s in seen} | {client.status().instance_id}) == 3
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_fork_that_runs_no_python_hook_is_caught_by_the_pid_check(world: World) -> None:
+    """A C-level fork (as some servers do) runs no os.register_at_fork hook: the first read
+    or status() in the child notices the new pid and follows again."""
+    import ctypes
+
+    with Client(redis=world.url, namespace="test") as client:
+        to_parent_r, to_parent_w = os.pipe()
+        to_child_r, to_child_w = os.pipe()
+        pid = ctypes.PyDLL(None).fork()  # (with the GIL held; no PyOS_AfterFork_Child)
+        if pid == 0:
+            code = 3
+            try:
+                with os.fdopen(to_parent_w, "w") as out, os.fdopen(to_child_r) as inp:
+                    held = client.get("a").version  # the pid check restarts it here
+                    out.write("ready\n")
+                    out.flush()
+                    inp.readline()
+                    deadline = time.monotonic() + 20
+                    while client.get("a").version != 2 and time.monotonic() < deadline:
+                        time.sleep(0.001)
+                    status = client.status()
+                    out.write(json.dumps([held, client.get("a").version, status.connected,
+                                          status.stale]) + "\n")
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(to_parent_w)
+        os.close(to_child_r)
+        with os.fdopen(to_child_w, "w") as out, os.fdopen(to_parent_r) as inp:
+            assert inp.readline() == "ready\n"
+            world.push("a", 1.5)
+            out.write("pushed\n")
+            out.flush()
+            seen = json.loads(inp.readline())
+        assert os.waitpid(pid, 0)[1] == 0
+        assert seen == [1, 2, True, False]
