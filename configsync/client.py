@@ -18,7 +18,9 @@ cache file is written atomically once per burst of commits; callbacks run in ord
 own thread (``configsync-callbacks``), so a slow one delays only the callbacks after it. The
 instance reports itself under ``configsync:{ns}:client:<id>`` when it may write there.
 With Redis down it serves what it holds (or the cache file) and reconnects with capped
-backoff (DESIGN.md invariants 6 and 7).
+backoff (DESIGN.md invariants 6 and 7). ``status().daemon_alive`` says when the daemon's
+heartbeat went silent (invariant 8); a process forked after :meth:`Client.start` follows again
+in the child (invariant 9).
 """
 
 from __future__ import annotations
