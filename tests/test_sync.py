@@ -46,7 +46,7 @@ def make_daemon(tmp_path: Path, redis_client: redis.Redis) -> Iterator[Any]:
 def content(store: Store) -> dict[str, Any]:
     """Everything in a namespace that must not depend on timing or on the epoch's random id."""
     state = {k: v for k, v in store.state().items()
-             if k not in ("applied_at", "heartbeat_at", "epoch")}
+             if k not in ("applied_at", "heartbeat_at", "heartbeat_every", "epoch")}
     current = {a: {**json.loads(s.to_json()), "synced_at": None}
                for a, s in store.current().items()}
     history = {key.rsplit(":", 1)[-1]: sorted(store.history(key.split(":history:")[1]))
@@ -911,3 +911,25 @@ def test_a_requested_sync_ends_the_wait_and_a_burst_coalesces(
         daemon.stopping.set()
         runner.join(10)
     assert not runner.is_alive()
+
+
+def test_a_daemon_waiting_out_a_failure_keeps_beating(remote: Remote, make_daemon: Any) -> None:
+    """Issue 17 item 12: readers call a daemon gone when its heartbeat is older than
+    3 × heartbeat_every + 10 s, so a daemon that waits out a failing remote (a backoff of up to
+    30 s) beats while it waits, and writes heartbeat_every with each beat."""
+    import threading
+
+    daemon = make_daemon(remote)
+    daemon.sync()
+    daemon.store.heartbeat_every = 0.05
+    resting = threading.Thread(target=daemon._rest, args=(30.0, 0.05), kwargs={"beat": True})
+    resting.start()
+    beats: set[str] = set()
+    try:
+        wait_until(lambda: beats.add(daemon.store.state()["heartbeat_at"]) or len(beats) >= 3)
+        assert daemon.store.state()["heartbeat_every"] == "0.05"
+    finally:
+        daemon.stopping.set()  # (and a stop ends the wait at once)
+        resting.join(10)
+    assert not resting.is_alive()
+
