@@ -83,6 +83,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         _STARTED.add(self)
         self._callback_task = asyncio.create_task(self._run_callbacks(),
                                                   name="configsync-callbacks")
+        self.replay_pending()
         try:
             state_read = await self._check()
             self.set_connected()

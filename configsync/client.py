@@ -167,6 +167,7 @@ class ClientCore(Generic[R]):
         self.holdings = Holdings(namespace, model)
         self.callbacks: list[tuple[str | None, Callback]] = []
         self.replayed: dict[int, dict[str, Snapshot]] = {}  # id(entry) -> what on_change replayed
+        self.pending_replay: list[tuple[str | None, Callback]] = []  # registered before start
         self.reject_callbacks: list[RejectCallback] = []
         self.callbacks_lock = threading.RLock()
         self.connected = False
@@ -261,18 +262,16 @@ class ClientCore(Generic[R]):
 
         Registered on a started client (``with Client(...) as client: client.on_change(cb)``),
         the callback first hears of every agent the client holds now, once each (in agent id
-        order, the current snapshot), then of each change: what a callback registered before
-        :meth:`start` hears when the start reads them (issue 17). ``replay=False``: changes
-        from now on only."""
+        order, the current snapshot), then of each change; registered before :meth:`start`,
+        of the agents the cache file gave, then of what the first read brings (issue 17).
+        ``replay=False``: only what changes after it is registered."""
         entry = (agent_id, callback)
         with self.callbacks_lock:
             remove = self._register(self.callbacks, entry)
             if replay and self.started and not self.closed:
-                held = self.holdings.current  # (replaced whole, never changed in place)
-                told = self.replayed[id(entry)] = {
-                    a: held[a] for a in sorted(held) if agent_id in (None, a)}
-                for agent, snapshot in told.items():
-                    self._queue_call(callback, (agent, snapshot), agent)
+                self._replay(entry)
+            elif replay and not self.started:
+                self.pending_replay.append(entry)
 
         def remove_replayed() -> None:
             remove()
@@ -280,6 +279,26 @@ class ClientCore(Generic[R]):
                 self.replayed.pop(id(entry), None)
 
         return remove_replayed
+
+    def _replay(self, entry: tuple[str | None, Callback]) -> None:
+        """Queue the agents held now for a callback (under ``callbacks_lock``), noting them
+        so that a change that raced in is not told twice (:meth:`due_callbacks`)."""
+        agent_id, callback = entry
+        held = self.holdings.current  # (replaced whole, never changed in place)
+        told = self.replayed[id(entry)] = {
+            a: held[a] for a in sorted(held) if agent_id in (None, a)}
+        for agent, snapshot in told.items():
+            self._queue_call(callback, (agent, snapshot), agent)
+
+    def replay_pending(self) -> None:
+        """At start, before the first read: callbacks registered before :meth:`start` hear
+        of the agents the cache file gave (the first read then tells what changed since), so
+        they hear what one registered after start hears."""
+        with self.callbacks_lock:
+            for entry in self.pending_replay:
+                if entry in self.callbacks:
+                    self._replay(entry)
+            self.pending_replay.clear()
 
     def on_reject(self, callback: RejectCallback) -> Callable[[], None]:
         """Call ``callback(commit, error)`` when the daemon rejects a commit (``error`` is the
@@ -642,6 +661,7 @@ class Client(ClientCore[redis.Redis]):
         self.started = True  # (after: on_change's replay may queue from now on)
         self.pid = os.getpid()
         _STARTED.add(self)
+        self.replay_pending()
         try:
             state_read = self._check()
             self.set_connected()

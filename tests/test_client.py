@@ -967,6 +967,25 @@ def test_a_callback_registered_before_start_is_not_told_twice(world: World) -> N
     assert sorted(seen[:2]) == [("a", 1), ("b", 1)] and seen[2:] == [("b", 2)]
 
 
+def test_with_a_cache_file_callbacks_hear_the_same_before_or_after_start(
+        world: World, tmp_path: Path) -> None:
+    """The cache file gives the client its agents before the first read: a callback hears of
+    them once whenever it was registered, then of what changed since (issue 17)."""
+    cache = tmp_path / "cache.json"
+    with Client(redis=world.url, namespace="test", cache_path=cache):
+        pass
+    world.push("a", 1.1)  # a change the cache file does not have
+    before: list[tuple[str, int | None]] = []
+    after: list[tuple[str, int | None]] = []
+    client = Client(redis=world.url, namespace="test", cache_path=cache)
+    client.on_change(lambda agent_id, snap: before.append((agent_id, snap and snap.version)))
+    with client:
+        client.on_change(lambda agent_id, snap: after.append((agent_id, snap and snap.version)))
+        wait_until(lambda: len(before) == 3 and len(after) == 2)
+        assert before == [("a", 1), ("b", 1), ("a", 2)]  # the cache's, then the change
+        assert after == [("a", 2), ("b", 1)]  # what is held when it was registered
+
+
 def test_registering_while_changes_stream_in_never_tells_a_version_twice(world: World) -> None:
     """on_change's replay races the thread that applies changes: every callback hears each
     version of ``a`` once, in order, whenever it was registered."""
