@@ -129,7 +129,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         :meth:`get_version` for a version that may have to be fetched."""
         if self.closed:
             self.check_open()
-        if self.pid != os.getpid() or self.forked_error is not None:
+        if self.forked_error is not None:  # (set by the at-fork hook; status() checks the pid)
             self.check_forked()
         if version is None:
             return self.current(agent_id, default)

@@ -201,8 +201,8 @@ class ClientCore(Generic[R]):
 
     def check_process(self) -> None:
         """Take a ``fork()`` into account when this process is not the one that started the
-        client: the at-fork hook does it at once; this pid check (reads, status) is for forks
-        that run no Python hook."""
+        client: the at-fork hook does it at once; this pid check (``status()``, and reads that
+        go to Redis) is for forks that run no Python hook."""
         if self.started and not self.closed and self.pid != os.getpid():
             with _fork_lock:
                 if self.pid != os.getpid():
@@ -704,13 +704,12 @@ class Client(ClientCore[redis.Redis]):
         :class:`VersionNotFoundError` when it was trimmed or never existed)."""
         if self.closed:
             self.check_open()
-        if self.pid != os.getpid():
-            self.check_process()
-        if version is None:
-            return self.current(agent_id, default)
+        if version is None:  # (no pid check here: os.getpid() is a system call, dearer
+            return self.current(agent_id, default)  # than this read; the at-fork hook is it)
         held = self.holdings.pinned(agent_id, version)
         if held is not None:
             return held
+        self.check_process()
         key = self.keys.history(agent_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hget(key, str(version))
