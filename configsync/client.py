@@ -388,10 +388,9 @@ class ClientCore(Generic[R]):
                     if agent_id is not None and agent_id != change.agent_id:
                         continue
                     told = self.replayed.get(id(entry))
-                    if told is not None and change.snapshot is not None and \
-                            told.get(change.agent_id) is change.snapshot:
-                        del told[change.agent_id]
-                        continue
+                    replayed = told.pop(change.agent_id, None) if told else None
+                    if replayed is not None and replayed is change.snapshot:
+                        continue  # (popped either way: no old version is kept alive here)
                     due.append((callback, change))
         return due
 
