@@ -967,6 +967,21 @@ def test_a_callback_registered_before_start_is_not_told_twice(world: World) -> N
     assert sorted(seen[:2]) == [("a", 1), ("b", 1)] and seen[2:] == [("b", 2)]
 
 
+def test_a_change_the_replay_already_told_is_not_told_again(world: World) -> None:
+    """The race in one step: the follower thread took a change, a callback was registered
+    (and replayed the new version) before the thread handed the change to callbacks."""
+    from configsync.holdings import Change
+
+    with Client(redis=world.url, namespace="test") as client:
+        held = client.get("a")
+        late = lambda agent_id, snap: None  # noqa: E731
+        client.on_change(late)
+        due = client.due_callbacks([Change("a", held)])
+        assert late not in [callback for callback, _ in due]
+        newer = client.due_callbacks([Change("a", held)])  # (the note is used once, then gone)
+        assert late in [callback for callback, _ in newer]
+
+
 def test_with_a_cache_file_callbacks_hear_the_same_before_or_after_start(
         world: World, tmp_path: Path) -> None:
     """The cache file gives the client its agents before the first read: a callback hears of
@@ -987,8 +1002,8 @@ def test_with_a_cache_file_callbacks_hear_the_same_before_or_after_start(
 
 
 def test_registering_while_changes_stream_in_never_tells_a_version_twice(world: World) -> None:
-    """on_change's replay races the thread that applies changes: every callback hears each
-    version of ``a`` once, in order, whenever it was registered."""
+    """on_change's replay races the thread that applies changes: every callback hears the
+    versions of ``a`` once each, in order, up to the last, whenever it was registered."""
     heard: list[list[int]] = []
     with Client(redis=world.url, namespace="test") as client:
         pusher = threading.Thread(target=lambda: [world.push("a", t / 10) for t in range(1, 9)])
@@ -1001,8 +1016,8 @@ def test_registering_while_changes_stream_in_never_tells_a_version_twice(world: 
             time.sleep(0.01)  # (spreading registrations over the pushes: nothing to wait on)
         pusher.join()
         wait_until(lambda: all(v and v[-1] == 9 for v in heard))
-    for versions in heard:
-        assert versions == list(range(versions[0], 10)), versions
+    for versions in heard:  # (a version skipped after a lost event is allowed: one call)
+        assert versions == sorted(set(versions)) and versions[-1] == 9, versions
 
 
 @pytest.mark.slow  # waits out a real silence limit (3 × 0.05 s + 10 s)
