@@ -118,7 +118,8 @@ class ClientStatus:
     """False when the heartbeat is older than :func:`configsync.heartbeat.silence_limit`
     (``3 × state.heartbeat_every + 10`` s: 40 s with the daemon's default interval): no
     daemon is writing the namespace, so the configs held may be behind git (issue 17 item
-    12). None while it cannot tell: nothing read yet, disconnected, or stopped."""
+    12). None while it cannot tell: nothing read yet, disconnected, or stopped; and for a
+    namespace ``configsync dev`` writes (no daemon beats there)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -180,6 +181,7 @@ class ClientCore(Generic[R]):
         self.heartbeat_at: str | None = None  # the state's heartbeat_at, when last read
         self.heartbeat_read: tuple[float, float] | None = None  # (its age then, monotonic)
         self.silence_limit = heartbeat.DEFAULT_EVERY  # (set from each state read)
+        self.judged = True  # False for a namespace no daemon beats for (configsync dev)
         self.connection_error: str | None = None
         self.rejected_commit: str | None = None  # the last rejection callbacks were told of
         self.dirty_since: float | None = None  # changes the cache file does not have yet
@@ -344,7 +346,7 @@ class ClientCore(Generic[R]):
     @property
     def daemon_alive(self) -> bool | None:
         """The heartbeat verdict (see :class:`ClientStatus`); None when it cannot tell."""
-        if not self.connected or self.closed:
+        if not self.connected or self.closed or not self.judged:
             return None
         return heartbeat.alive(self.heartbeat_age, self.silence_limit)
 
@@ -352,6 +354,7 @@ class ClientCore(Generic[R]):
         """After reading a non-empty state: its heartbeat and how long it may go silent."""
         self.heartbeat_at = state.get("heartbeat_at") or None
         self.silence_limit = heartbeat.silence_limit(state)
+        self.judged = heartbeat.beats(state)
         age = heartbeat.age(self.heartbeat_at, datetime.now(UTC))
         self.heartbeat_read = None if age is None else (max(0.0, age), time.monotonic())
 
@@ -360,7 +363,7 @@ class ClientCore(Generic[R]):
         sooner, when the heartbeat held would pass the silence limit before that (so that
         ``daemon_alive`` turns False on a fresh read, not on an old one)."""
         due = now + self.check_interval
-        if self.heartbeat_read is not None:
+        if self.heartbeat_read is not None and self.judged:
             age, read_at = self.heartbeat_read
             crossing = read_at + self.silence_limit - age + 0.05
             if now < crossing < due:

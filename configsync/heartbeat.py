@@ -16,7 +16,8 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 
-__all__ = ["DEFAULT_EVERY", "MISSED_BEATS", "SLACK", "age", "alive", "beat_every", "silence_limit"]
+__all__ = ["DEFAULT_EVERY", "MISSED_BEATS", "SLACK", "age", "alive", "beat_every", "beats",
+           "silence_limit"]
 
 DEFAULT_EVERY = 10.0
 """Seconds between beats for a state without ``heartbeat_every`` (a daemon run with
@@ -28,6 +29,17 @@ a slow Redis write at its end), whatever the poll interval."""
 LONGEST_EVERY = 86400.0
 """A ``heartbeat_every`` beyond a day is read as a day (no value from Redis hides a dead
 daemon for longer)."""
+
+
+DEV_SOURCE_PREFIX = "dev:"
+"""``state.source`` of a namespace ``configsync dev`` writes (dev.py's DEV_SOURCE_PREFIX):
+it stamps the heartbeat at each publish only, so its age says nothing."""
+
+
+def beats(state: Mapping[str, str]) -> bool:
+    """Whether a daemon's heartbeat is to be judged here: not for ``configsync dev``'s
+    namespaces (they are written at each save, by no polling daemon)."""
+    return not state.get("source", "").startswith(DEV_SOURCE_PREFIX)
 
 
 def beat_every(state: Mapping[str, str]) -> float:

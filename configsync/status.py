@@ -130,7 +130,8 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
     status.heartbeat_at = state.get("heartbeat_at", "")
     status.heartbeat_age = _age(status.heartbeat_at, now or datetime.now(UTC))
     status.silence_limit = heartbeat.silence_limit(state)
-    status.daemon_alive = heartbeat.alive(status.heartbeat_age, status.silence_limit)
+    status.daemon_alive = heartbeat.alive(status.heartbeat_age, status.silence_limit) \
+        if heartbeat.beats(state) else None
     if state.get("last_error"):
         status.error = json.loads(state["last_error"])
     if served == head:

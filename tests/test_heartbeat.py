@@ -50,3 +50,17 @@ def test_age(stamp: str | None, age: float | None) -> None:
 ])
 def test_alive(age: float | None, limit: float, verdict: bool | None) -> None:
     assert heartbeat.alive(age, limit) is verdict
+
+
+@pytest.mark.parametrize(("source", "judged"), [
+    ("https://git.example.com/configs.git", True), ("/srv/configs", True), ("", True),
+    ("dev:/home/ada/configs", False),  # configsync dev: stamped at each save only
+])
+def test_only_a_daemons_heartbeat_is_judged(source: str, judged: bool) -> None:
+    assert heartbeat.beats({"source": source}) is judged
+
+
+def test_the_dev_prefix_is_dev_pys() -> None:
+    from configsync.dev import DEV_SOURCE_PREFIX
+
+    assert heartbeat.DEV_SOURCE_PREFIX == DEV_SOURCE_PREFIX  # (the client never imports dev)
