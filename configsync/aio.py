@@ -183,7 +183,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
 
     def check_forked(self) -> None:
         """Raise :class:`ClientForkedError` in a process forked from the one that started
-        this client (invariant 9)."""
+        this client (DESIGN.md invariant "A fork never leaves a client silently stale")."""
         self.check_process()
         if self.forked_error is not None:
             raise ClientForkedError(self.forked_error)

@@ -19,8 +19,9 @@ own thread (``configsync-callbacks``), so a slow one delays only the callbacks a
 instance reports itself under ``configsync:{ns}:client:<id>`` when it may write there.
 With Redis down it serves what it holds (or the cache file) and reconnects with capped
 backoff (DESIGN.md invariants 6 and 7). ``status().daemon_alive`` says when the daemon's
-heartbeat went silent (invariant 8); a process forked after :meth:`Client.start` follows again
-in the child (invariant 9).
+heartbeat went silent (invariant "A silent daemon is said"); a process forked after
+:meth:`Client.start` follows again in the child ("A fork never leaves a client silently
+stale").
 """
 
 from __future__ import annotations
@@ -739,7 +740,8 @@ class Client(ClientCore[redis.Redis]):
     def _restart_after_fork(self, parent: int) -> None:
         """Follow again in this process: new connections (never the parent's sockets: a URL
         gives a new connection pool; a redis-py client passed in resets its own pool in a new
-        process), a new callback thread and a new following thread (invariant 9)."""
+        process), a new callback thread and a new following thread (DESIGN.md invariant "A
+        fork never leaves a client silently stale")."""
         if self._owns_redis and self._url is not None:
             self._redis = self._connect(self._url, self._socket_timeout)
         self._stopping = threading.Event()
