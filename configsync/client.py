@@ -717,7 +717,13 @@ class Client(ClientCore[redis.Redis]):
         pipe = self._redis.pipeline(transaction=False)
         pipe.hget(key, str(version))
         pipe.hkeys(key)
-        return self.take_version(agent_id, version, *pipe.execute())
+        try:
+            reply = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            if self.closed:  # stop() closed the connections under this read
+                self.check_open()
+            raise exc
+        return self.take_version(agent_id, version, *reply)
 
     # -- the background thread ---------------------------------------------------------------
 
