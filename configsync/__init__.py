@@ -14,7 +14,7 @@ from .validate import Diagnostic, Report, check_tree
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
-    from .client import Client, ClientStatus
+    from .client import Client, ClientForkedError, ClientStatus
     from .embedded import embedded_url
     from .holdings import ClientClosedError, Snapshot, UnknownAgentError, VersionNotFoundError
 
@@ -25,6 +25,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ClientClosedError",
+    "ClientForkedError",
     "ClientStatus",
     "ConfigsyncError",
     "Diagnostic",
@@ -49,6 +50,7 @@ __all__ = [
 
 # The client side imports redis; the CLI's validate path should not pay for it (PEP 562).
 _LAZY = {"AsyncClient": ".aio", "Client": ".client", "ClientStatus": ".client",
+         "ClientForkedError": ".client",
          "ClientClosedError": ".holdings", "Snapshot": ".holdings",
          "UnknownAgentError": ".holdings", "VersionNotFoundError": ".holdings",
          "embedded_url": ".embedded"}

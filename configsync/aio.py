@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
@@ -23,9 +24,11 @@ import redis.asyncio as aioredis
 
 from .backoff import Backoff
 from .client import (
+    _STARTED,
     FULL_READ_TRIES,
     MISSING,
     ClientCore,
+    ClientForkedError,
     _now,
     consistent,
     full_read_pipeline,
@@ -59,6 +62,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         self._calls: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...], str] | None] \
             = asyncio.Queue()
         self._resync = False
+        self.forked_error: str | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return await self.start()
@@ -71,11 +75,15 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         """Load every current config in one round trip (or serve the cache file when Redis is
         down), then follow changes in a background task."""
         self.check_open()
+        self.check_forked()
         if self.started:
             return self
         self.started = True
+        self.pid = os.getpid()
+        _STARTED.add(self)
         self._callback_task = asyncio.create_task(self._run_callbacks(),
                                                   name="configsync-callbacks")
+        self.replay_pending()
         try:
             state_read = await self._check()
             self.set_connected()
@@ -90,7 +98,11 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         that awaits this still cancels it (the client's own tasks are cancelled too)."""
         if self.closed:
             return
+        self.check_process()
         self.closed = True
+        _STARTED.discard(self)
+        if self.forked_error is not None:
+            return  # the tasks, the loop and the sockets are the parent's: leave them alone
         self._stopping.set()
         try:
             await _finish(self._task, 10)
@@ -117,6 +129,8 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         :meth:`get_version` for a version that may have to be fetched."""
         if self.closed:
             self.check_open()
+        if self.forked_error is not None:  # (set by the at-fork hook; status() checks the pid)
+            self.check_forked()
         if version is None:
             return self.current(agent_id, default)
         held = self.holdings.pinned(agent_id, version)
@@ -128,6 +142,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
     async def get_version(self, agent_id: str, version: int) -> Snapshot:
         """That exact version: held, or fetched once from the history hash and then kept."""
         self.check_open()
+        self.check_forked()
         held = self.holdings.pinned(agent_id, version)
         if held is not None:
             return held
@@ -144,8 +159,10 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         timeout. For long polls (``configsync sync --listen``'s read API): the change is seen
         through :meth:`on_change`, registered before the first look, so none is missed."""
         self.check_open()
+        self.check_forked()
         changed = asyncio.Event()
-        remove = self.on_change(lambda _agent, _snap: changed.set(), agent_id=agent_id)
+        remove = self.on_change(lambda _agent, _snap: changed.set(), agent_id=agent_id,
+                                replay=False)
 
         def differs() -> bool:
             held = self.holdings.current.get(agent_id)
@@ -161,6 +178,28 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         finally:
             remove()
         return True
+
+    # -- fork ------------------------------------------------------------------------------
+
+    def check_forked(self) -> None:
+        """Raise :class:`ClientForkedError` in a process forked from the one that started
+        this client (DESIGN.md invariant "A fork never leaves a client silently stale")."""
+        self.check_process()
+        if self.forked_error is not None:
+            raise ClientForkedError(self.forked_error)
+
+    def _restart_after_fork(self, parent: int) -> None:
+        """An event loop, its tasks and its connections do not survive ``fork()``: refuse,
+        loudly (an error log line now; ``status()`` stale and disconnected, saying why;
+        reads raise :class:`ClientForkedError`)."""
+        self.forked_error = (
+            f"this AsyncClient was started in process {parent} and this process ({self.pid}) "
+            "is a fork of it: an event loop does not survive fork(), so it would never see a "
+            "change again; create and start an AsyncClient in this process (after the fork: "
+            "a gunicorn/uvicorn worker's startup, not the module a --preload master imports)")
+        self.connection_error = self.forked_error
+        logger.error(kv("forked", namespace=self.namespace, parent=parent, pid=self.pid,
+                        error=self.forked_error))
 
     # -- the background task ---------------------------------------------------------------
 
@@ -233,7 +272,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             self.set_connected()
             self.fresh(state_read)
             loop = asyncio.get_running_loop()
-            next_check = loop.time() + self.check_interval
+            next_check = self.next_check(time.monotonic())
             next_report = loop.time()
             while not self._stopping.is_set():
                 wait = 0.25 if self.dirty_since is None else 0.02
@@ -242,10 +281,10 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                     self.last_event_at = _now()
                     await self._on_event(parse_event(message["data"], self.holdings))
                 now = loop.time()
-                if self._resync or now >= next_check:
+                if self._resync or time.monotonic() >= next_check:
                     self._resync = False
                     self.fresh(await self._check())
-                    next_check = now + self.check_interval
+                    next_check = self.next_check(time.monotonic())
                 if self.save_due(message is None, time.monotonic()):
                     await asyncio.to_thread(self.save_cache)
                 if self.reporting and now >= next_report:

@@ -18,7 +18,10 @@ cache file is written atomically once per burst of commits; callbacks run in ord
 own thread (``configsync-callbacks``), so a slow one delays only the callbacks after it. The
 instance reports itself under ``configsync:{ns}:client:<id>`` when it may write there.
 With Redis down it serves what it holds (or the cache file) and reconnects with capped
-backoff (DESIGN.md invariants 6 and 7).
+backoff (DESIGN.md invariants 6 and 7). ``status().daemon_alive`` says when the daemon's
+heartbeat went silent (invariant "A silent daemon is said"); a process forked after
+:meth:`Client.start` follows again in the child ("A fork never leaves a client silently
+stale").
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +43,7 @@ from typing import Any, Generic, TypeVar
 
 import redis
 
+from . import heartbeat
 from .backoff import Backoff
 from .errors import CorruptDataError, UsageError
 from .holdings import (
@@ -61,7 +66,7 @@ from .redis_values import parse_event as parse_event_json
 from .snapshot import Record
 from .store import Keys
 
-__all__ = ["Client", "ClientStatus"]
+__all__ = ["Client", "ClientForkedError", "ClientStatus"]
 
 
 Callback = Callable[[str, Snapshot | None], Any]
@@ -73,6 +78,12 @@ channel goes quiet, or after this long, whichever comes first."""
 MISSING: Any = object()
 LOGGED_CHANGES = 20
 """More changes than this at once are logged as one line (counts), not one line each."""
+
+
+class ClientForkedError(ClientClosedError):
+    """An :class:`~configsync.AsyncClient` used in a process forked from the one that started
+    it: an event loop, its tasks and its connections do not survive ``fork()``. Create and
+    start the client in the child (a ``cache_path`` gives it the configs at once)."""
 
 
 def _now() -> str:
@@ -101,6 +112,17 @@ class ClientStatus:
     """Seconds since this client last read a (non-empty) ``state`` from Redis: at least every
     ``check_interval`` while connected, so an age well beyond it means the configs held may
     be old. None before the first read."""
+    heartbeat_at: str | None = None
+    """The daemon's last ``state.heartbeat_at``, as this client last read it."""
+    heartbeat_age: float | None = None
+    """Seconds since that heartbeat (the daemon's clock against this one's), growing between
+    reads; None before the first read."""
+    daemon_alive: bool | None = None
+    """False when the heartbeat is older than :func:`configsync.heartbeat.silence_limit`
+    (``3 × state.heartbeat_every + 10`` s: 40 s with the daemon's default interval): no
+    daemon is writing the namespace, so the configs held may be behind git (issue 17 item
+    12). None while it cannot tell: nothing read yet, disconnected, or stopped; and for a
+    namespace ``configsync dev`` writes (no daemon beats there)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -131,6 +153,10 @@ class ClientCore(Generic[R]):
         if problem is not None:  # what the daemon would refuse to write, said at once
             raise UsageError(f"namespace={one_line(repr(namespace[:120]))} {problem}")
         self._owns_redis = isinstance(redis, str)
+        self._url = redis if isinstance(redis, str) else None  # (a child connects anew)
+        self._socket_timeout = socket_timeout
+        self.pid = os.getpid()  # the process this client follows Redis in (see after_fork)
+        self.forked_from: int | None = None
         self._redis: R = self._connect(redis, socket_timeout) if isinstance(redis, str) \
             else redis
         self.keys = Keys(namespace)
@@ -138,14 +164,16 @@ class ClientCore(Generic[R]):
         self.cache_path = cache_path
         self.check_interval = check_interval
         self.report_interval = report_interval
-        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-" \
-                                          f"{uuid.uuid4().hex[:6]}"
+        self._given_id = instance_id
+        self.instance_id = instance_id or _instance_id()
         self.on_disconnect_hook = on_disconnect
         self.on_reconnect_hook = on_reconnect
         self.holdings = Holdings(namespace, model)
         self.callbacks: list[tuple[str | None, Callback]] = []
+        self.replayed: dict[int, dict[str, Snapshot]] = {}  # id(entry) -> what on_change replayed
+        self.pending_replay: list[tuple[str | None, Callback]] = []  # registered before start
         self.reject_callbacks: list[RejectCallback] = []
-        self.callbacks_lock = threading.Lock()
+        self.callbacks_lock = threading.RLock()
         self.connected = False
         self.ever_connected = False
         self.stale_since: str | None = _now()
@@ -153,6 +181,10 @@ class ClientCore(Generic[R]):
         self.last_sync_at: str | None = None
         self.last_error: dict[str, Any] | None = None
         self.state_read_at: float | None = None  # time.monotonic() of the last state read
+        self.heartbeat_at: str | None = None  # the state's heartbeat_at, when last read
+        self.heartbeat_read: tuple[float, float] | None = None  # (its age then, monotonic)
+        self.silence_limit = heartbeat.DEFAULT_EVERY  # (set from each state read)
+        self.judged = True  # False for a namespace no daemon beats for (configsync dev)
         self.connection_error: str | None = None
         self.rejected_commit: str | None = None  # the last rejection callbacks were told of
         self.dirty_since: float | None = None  # changes the cache file does not have yet
@@ -169,6 +201,40 @@ class ClientCore(Generic[R]):
 
     def _init_runtime(self) -> None:
         """The subclass's own background machinery (thread or task)."""
+
+    # -- fork ---------------------------------------------------------------------------------
+
+    def check_process(self) -> None:
+        """Take a ``fork()`` into account when this process is not the one that started the
+        client: the at-fork hook does it at once; this pid check (``status()``, and reads that
+        go to Redis) is for forks that run no Python hook."""
+        if self.started and not self.closed and self.pid != os.getpid():
+            with _fork_lock:
+                if self.pid != os.getpid():
+                    self.after_fork()
+
+    def after_fork(self) -> None:
+        """In a process forked from the one that started this client (gunicorn ``--preload``,
+        uWSGI, Celery prefork, ``multiprocessing``): the parent's threads or tasks do not run
+        here and its sockets are the parent's, so the configs held would never change again.
+        Keep them (last known good), count as disconnected and stale until this process has
+        read Redis itself, take an instance id of its own, and let the subclass follow again
+        (:class:`Client`) or refuse (:class:`~configsync.AsyncClient`)."""
+        parent, self.pid = self.pid, os.getpid()
+        self.forked_from = parent
+        self.callbacks_lock = threading.RLock()  # (a parent's thread may have held them)
+        self.holdings.lock = threading.RLock()
+        self.instance_id = _instance_id() if self._given_id is None \
+            else f"{self._given_id}-{self.pid}"
+        self.connected = self.ever_connected = False
+        if self.stale_since is None:
+            self.stale_since = _now()
+        self.connection_error = f"forked from process {parent}: not read from Redis in " \
+                                "this process yet"
+        self._restart_after_fork(parent)
+
+    def _restart_after_fork(self, parent: int) -> None:
+        raise NotImplementedError
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -192,12 +258,52 @@ class ClientCore(Generic[R]):
         """True until a non-empty state has been read from Redis, and while disconnected."""
         return self.stale_since is not None
 
-    def on_change(self, callback: Callback, agent_id: str | None = None) -> Callable[[], None]:
+    def on_change(self, callback: Callback, agent_id: str | None = None, *,
+                  replay: bool = True) -> Callable[[], None]:
         """Call ``callback(agent_id, snapshot)`` once per new version (``None`` on delete);
         for one agent, or all. Callbacks run in order on the client's callback thread (the
         event loop, for AsyncClient), never on the thread that follows Redis, so a slow one
-        delays only the callbacks after it. Returns a function that removes it."""
-        return self._register(self.callbacks, (agent_id, callback))
+        delays only the callbacks after it. Returns a function that removes it.
+
+        Registered on a started client (``with Client(...) as client: client.on_change(cb)``),
+        the callback first hears of every agent the client holds now, once each (in agent id
+        order, the current snapshot), then of each change; registered before :meth:`start`,
+        of the agents the cache file gave, then of what the first read brings (issue 17).
+        ``replay=False``: only what changes after it is registered."""
+        entry = (agent_id, callback)
+        with self.callbacks_lock:
+            remove = self._register(self.callbacks, entry)
+            if replay and self.started and not self.closed:
+                self._replay(entry)
+            elif replay and not self.started:
+                self.pending_replay.append(entry)
+
+        def remove_replayed() -> None:
+            remove()
+            with self.callbacks_lock:
+                self.replayed.pop(id(entry), None)
+
+        return remove_replayed
+
+    def _replay(self, entry: tuple[str | None, Callback]) -> None:
+        """Queue the agents held now for a callback (under ``callbacks_lock``), noting them
+        so that a change that raced in is not told twice (:meth:`due_callbacks`)."""
+        agent_id, callback = entry
+        held = self.holdings.current  # (replaced whole, never changed in place)
+        told = self.replayed[id(entry)] = {
+            a: held[a] for a in sorted(held) if agent_id in (None, a)}
+        for agent, snapshot in told.items():
+            self._queue_call(callback, (agent, snapshot), agent)
+
+    def replay_pending(self) -> None:
+        """At start, before the first read: callbacks registered before :meth:`start` hear
+        of the agents the cache file gave (the first read then tells what changed since), so
+        they hear what one registered after start hears."""
+        with self.callbacks_lock:
+            for entry in self.pending_replay:
+                if entry in self.callbacks:
+                    self._replay(entry)
+            self.pending_replay.clear()
 
     def on_reject(self, callback: RejectCallback) -> Callable[[], None]:
         """Call ``callback(commit, error)`` when the daemon rejects a commit (``error`` is the
@@ -206,7 +312,7 @@ class ClientCore(Generic[R]):
         return self._register(self.reject_callbacks, callback)
 
     def _register(self, registry: list[Any], entry: Any) -> Callable[[], None]:
-        with self.callbacks_lock:
+        with self.callbacks_lock:  # (an RLock: on_change holds it already)
             registry.append(entry)
 
         def remove() -> None:
@@ -217,18 +323,55 @@ class ClientCore(Generic[R]):
         return remove
 
     def status(self) -> ClientStatus:
+        self.check_process()
         summary = self.holdings.summary()
         return ClientStatus(self.instance_id, self.connected, self.stale, self.stale_since,
                             self.last_event_at, self.last_sync_at, summary["epoch"],
                             summary["revision"], summary["commit"], summary["versions"],
                             self.last_error, self.connection_error, summary["model_errors"],
-                            self.state_age)
+                            self.state_age, self.heartbeat_at, self.heartbeat_age,
+                            self.daemon_alive)
 
     @property
     def state_age(self) -> float | None:
         """Seconds since the last read of a non-empty ``state`` (None before any)."""
         read_at = self.state_read_at
         return None if read_at is None else max(0.0, time.monotonic() - read_at)
+
+    @property
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the daemon's last heartbeat, as last read (None before any)."""
+        if self.heartbeat_read is None:
+            return None
+        age, read_at = self.heartbeat_read
+        return round(age + time.monotonic() - read_at, 3)
+
+    @property
+    def daemon_alive(self) -> bool | None:
+        """The heartbeat verdict (see :class:`ClientStatus`); None when it cannot tell."""
+        if not self.connected or self.closed or not self.judged:
+            return None
+        return heartbeat.alive(self.heartbeat_age, self.silence_limit)
+
+    def note_heartbeat(self, state: Mapping[str, str]) -> None:
+        """After reading a non-empty state: its heartbeat and how long it may go silent."""
+        self.heartbeat_at = state.get("heartbeat_at") or None
+        self.silence_limit = heartbeat.silence_limit(state)
+        self.judged = heartbeat.beats(state)
+        age = heartbeat.age(self.heartbeat_at, datetime.now(UTC))
+        self.heartbeat_read = None if age is None else (max(0.0, age), time.monotonic())
+
+    def next_check(self, now: float) -> float:
+        """When (``time.monotonic()``) to re-read the state: after ``check_interval``, or
+        sooner, when the heartbeat held would pass the silence limit before that (so that
+        ``daemon_alive`` turns False on a fresh read, not on an old one)."""
+        due = now + self.check_interval
+        if self.heartbeat_read is not None and self.judged:
+            age, read_at = self.heartbeat_read
+            crossing = read_at + self.silence_limit - age + 0.05
+            if now < crossing < due:
+                return crossing
+        return due
 
     # -- applying -----------------------------------------------------------------------------
 
@@ -254,10 +397,21 @@ class ClientCore(Generic[R]):
         return snapshot
 
     def due_callbacks(self, changes: list[Change]) -> list[tuple[Callback, Change]]:
+        """Who hears of what; a change a callback was already told of when it was registered
+        (:meth:`on_change`'s replay raced the change in) is not told twice."""
+        due = []
         with self.callbacks_lock:
-            registered = list(self.callbacks)
-        return [(callback, change) for change in changes for agent_id, callback in registered
-                if agent_id is None or agent_id == change.agent_id]
+            for change in changes:
+                for entry in self.callbacks:
+                    agent_id, callback = entry
+                    if agent_id is not None and agent_id != change.agent_id:
+                        continue
+                    told = self.replayed.get(id(entry))
+                    replayed = told.pop(change.agent_id, None) if told else None
+                    if replayed is not None and replayed is change.snapshot:
+                        continue  # (popped either way: no old version is kept alive here)
+                    due.append((callback, change))
+        return due
 
     def after_changes(self, changes: list[Change]) -> None:
         """Log the changes and mark the cache file behind (it is written per burst)."""
@@ -332,6 +486,7 @@ class ClientCore(Generic[R]):
         if "seen" not in state:
             return False
         self.state_read_at = time.monotonic()
+        self.note_heartbeat(state)
         self._reject(self.take_state(state))
         confirmed = self.holdings.confirm(state)
         if confirmed is not False:
@@ -354,6 +509,7 @@ class ClientCore(Generic[R]):
         rejections = self.take_state(state) if "seen" in state else []
         if "seen" in state:
             self.state_read_at = time.monotonic()
+            self.note_heartbeat(state)
         self._deliver(self.take_full(state, reply[1]))
         self._reject(rejections)
         return "seen" in state
@@ -522,8 +678,11 @@ class Client(ClientCore[redis.Redis]):
         self.check_open()
         if self.started:
             return self
-        self.started = True
         self._callbacks = _Callbacks()
+        self.started = True  # (after: on_change's replay may queue from now on)
+        self.pid = os.getpid()
+        _STARTED.add(self)
+        self.replay_pending()
         try:
             state_read = self._check()
             self.set_connected()
@@ -541,6 +700,7 @@ class Client(ClientCore[redis.Redis]):
         if self.closed:
             return
         self.closed = True
+        _STARTED.discard(self)
         self._stopping.set()
         here = threading.current_thread()
         if self._thread is not None and self._thread.is_alive() and self._thread is not here:
@@ -565,16 +725,23 @@ class Client(ClientCore[redis.Redis]):
         :class:`VersionNotFoundError` when it was trimmed or never existed)."""
         if self.closed:
             self.check_open()
-        if version is None:
-            return self.current(agent_id, default)
+        if version is None:  # (no pid check here: os.getpid() is a system call, dearer
+            return self.current(agent_id, default)  # than this read; the at-fork hook is it)
         held = self.holdings.pinned(agent_id, version)
         if held is not None:
             return held
+        self.check_process()
         key = self.keys.history(agent_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hget(key, str(version))
         pipe.hkeys(key)
-        return self.take_version(agent_id, version, *pipe.execute())
+        try:
+            reply = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            if self.closed:  # stop() closed the connections under this read
+                self.check_open()
+            raise exc
+        return self.take_version(agent_id, version, *reply)
 
     # -- the background thread ---------------------------------------------------------------
 
@@ -596,6 +763,22 @@ class Client(ClientCore[redis.Redis]):
             if consistent(reply):
                 break
         return self.after_full_read(reply)
+
+    def _restart_after_fork(self, parent: int) -> None:
+        """Follow again in this process: new connections (never the parent's sockets: a URL
+        gives a new connection pool; a redis-py client passed in resets its own pool in a new
+        process), a new callback thread and a new following thread (DESIGN.md invariant "A
+        fork never leaves a client silently stale")."""
+        if self._owns_redis and self._url is not None:
+            self._redis = self._connect(self._url, self._socket_timeout)
+        self._stopping = threading.Event()
+        self._resync = threading.Event()
+        self._callbacks = _Callbacks()
+        self._thread = threading.Thread(target=self._run, name="configsync-client",
+                                        daemon=True)
+        self._thread.start()
+        logger.warning(kv("forked", namespace=self.namespace, parent=parent, pid=self.pid,
+                          following="again in this process"))
 
     def _queue_call(self, callback: Callable[..., Any], args: tuple[Any, ...],
                     agent: str) -> None:
@@ -626,7 +809,7 @@ class Client(ClientCore[redis.Redis]):
             self._resync.clear()
             self.set_connected()
             self.fresh(state_read)
-            next_check = time.monotonic() + self.check_interval
+            next_check = self.next_check(time.monotonic())
             next_report = time.monotonic()
             while not self._stopping.is_set():
                 wait = 0.25 if self.dirty_since is None else 0.02
@@ -638,7 +821,7 @@ class Client(ClientCore[redis.Redis]):
                 if self._resync.is_set() or now >= next_check:
                     self._resync.clear()
                     self.fresh(self._check())
-                    next_check = now + self.check_interval
+                    next_check = self.next_check(now)
                 if self.save_due(message is None, now):
                     self.save_cache()
                 if self.reporting and now >= next_report:
@@ -667,3 +850,29 @@ class Client(ClientCore[redis.Redis]):
             else:
                 self.last_error = None  # an applied commit clears the last rejection
                 self._deliver(changes)
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+_STARTED: weakref.WeakSet[ClientCore[Any]] = weakref.WeakSet()
+"""The clients started (and not stopped) in this process, for the at-fork hook."""
+_fork_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: every started client takes the fork into
+    account at once (:meth:`ClientCore.after_fork`). Runs after the threading module's own
+    hook, so a new thread may start here (as OpenTelemetry's span processor does)."""
+    global _fork_lock
+    _fork_lock = threading.Lock()  # (a parent's thread may have held it)
+    for client in list(_STARTED):
+        try:
+            client.check_process()
+        except Exception:  # a hook that raises is only printed by Python: log it as ours
+            logger.exception(kv("fork_restart_failed", namespace=client.namespace))
+
+
+if hasattr(os, "register_at_fork"):  # (POSIX; Windows has no fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

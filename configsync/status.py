@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from . import heartbeat
 from .errors import UsageError
 from .escape import json_text, one_line, text_lines
 from .git import GitRepo
@@ -72,6 +73,8 @@ class Status:
     revision: int = 0
     heartbeat_at: str = ""
     heartbeat_age: float | None = None
+    daemon_alive: bool | None = None  # heartbeat.py's verdict: False when no daemon beats
+    silence_limit: float | None = None  # the heartbeat age beyond which it is False (s)
     agents: list[AgentStatus] = field(default_factory=list)
     clients: list[dict[str, Any]] = field(default_factory=list)
     shallow: bool = False  # a shallow clone: no git version numbers (checksums still compare)
@@ -87,11 +90,8 @@ class Status:
 
 
 def _age(stamp: str, now: datetime) -> float | None:
-    try:
-        at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return round((now - at).total_seconds(), 1)
+    age = heartbeat.age(stamp, now)
+    return None if age is None else round(age, 1)
 
 
 def collect(repo: GitRepo, store: Store, *, branch: str | None,
@@ -130,6 +130,9 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
     status.revision = int(state.get("revision") or 0)
     status.heartbeat_at = state.get("heartbeat_at", "")
     status.heartbeat_age = _age(status.heartbeat_at, now or datetime.now(UTC))
+    status.silence_limit = heartbeat.silence_limit(state)
+    status.daemon_alive = heartbeat.alive(status.heartbeat_age, status.silence_limit) \
+        if heartbeat.beats(state) else None
     status.error = last_error(state, store.keys.state)
     if served == head:
         status.state = IN_SYNC
@@ -185,7 +188,10 @@ def render_text(status: Status) -> str:
                          f"{one_line(str(e.get('message')))}")
         age = ("unknown" if status.heartbeat_age is None
                else f"{status.heartbeat_age:.0f}s ago")
-        lines.append(f"heartbeat {age} ({status.heartbeat_at or 'never'})")
+        silent = "" if status.daemon_alive is not False else (
+            f": no daemon is writing this namespace (silent beyond {status.silence_limit:g}s; "
+            "is `configsync sync` running?)")
+        lines.append(f"heartbeat {age} ({status.heartbeat_at or 'never'}){silent}")
     lines.append("agents (the version the head gets in this namespace, vs what Redis serves):"
                  + (" (head versions unknown: a shallow clone; git fetch --unshallow)"
                     if status.shallow else ""))

@@ -4,6 +4,7 @@ Keys (``ns`` is the namespace; the ``{ns}`` hash tag keeps a namespace in one cl
 
     configsync:{ns}:state               hash: commit, seen, revision, epoch, branch, source,
                                         applied_at, heartbeat_at, last_error, schema, contract
+                                        (and heartbeat_every, from a polling daemon)
     configsync:{ns}:current             hash: agent id -> snapshot JSON
     configsync:{ns}:history:<agent id>  hash: version -> snapshot JSON (the last N kept)
     configsync:{ns}:agents              hash: agent id -> last version written (deleted too)
@@ -179,6 +180,7 @@ class Store:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.redis = client
         self.keys = Keys(namespace)
+        self.heartbeat_every: float | None = None  # seconds between beats (heartbeat.py)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -303,9 +305,11 @@ class Store:
         return int(client.hlen(self.keys.current))
 
     def heartbeat(self, at: str) -> None:
-        """Stamp ``heartbeat_at`` when the state exists (never create a partial state)."""
+        """Stamp ``heartbeat_at`` (and ``heartbeat_every``, when the daemon set it: what
+        :mod:`.heartbeat` reads) when the state exists (never create a partial state)."""
         client: Any = self.redis
-        client.eval(_HEARTBEAT, 1, self.keys.state, at)
+        every = "" if self.heartbeat_every is None else f"{self.heartbeat_every:g}"
+        client.eval(_HEARTBEAT, 1, self.keys.state, at, every)
 
     def commit_transaction(self, write: Write, *, expected_seen: str | None) -> bool:
         """Apply ``write`` atomically if ``state.seen`` still equals ``expected_seen`` (None: the
@@ -418,6 +422,7 @@ return 0
 _HEARTBEAT = """
 if redis.call('HEXISTS', KEYS[1], 'seen') == 1 then
   redis.call('HSET', KEYS[1], 'heartbeat_at', ARGV[1])
+  if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'heartbeat_every', ARGV[2]) end
 end
 return 0
 """

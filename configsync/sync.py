@@ -584,6 +584,8 @@ class Daemon:
         backoff = Backoff()
         failing: str | None = None
         confirming = False
+        if not once:  # readers judge the heartbeat's age by it (heartbeat.py)
+            self.store.heartbeat_every = interval
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
@@ -611,7 +613,7 @@ class Daemon:
                         else str(exc)
                     logger.warning(kv(what, error=error, retrying=f"{delay:.1f}s"))
                     failing = what
-                self.stopping.wait(delay)
+                self._rest(delay, max(interval, 1.0), beat=what != "redis_unavailable")
                 continue
             self.last_failure = None
             if self.metrics is not None:
@@ -667,6 +669,17 @@ class Daemon:
             if remaining <= 0 or self.wake.wait(min(remaining, WAKE_SLICE)):
                 break
         self.wake.clear()
+
+    def _rest(self, seconds: float, every: float, *, beat: bool) -> None:
+        """Wait ``seconds`` after a failure (less when told to stop), stamping the heartbeat
+        every ``every`` seconds when ``beat``: a daemon waiting out a failing remote is alive,
+        and its readers judge that by the heartbeat's age (heartbeat.py)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.wait(max(0.0, min(every, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return
+            if beat:
+                self._heartbeat()
 
     def _heartbeat(self) -> None:
         try:

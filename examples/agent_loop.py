@@ -116,7 +116,8 @@ def _loop(args: argparse.Namespace, url: str, namespace: str, cache: str) -> int
         print(f"  [reload] {agent_id} -> {made}", flush=True)
 
     with Client(redis=url, namespace=namespace, cache_path=cache) as client:
-        client.on_change(announce, agent_id=args.agent)
+        # replay=False: the loop reads the config at every turn; announce changes only
+        client.on_change(announce, agent_id=args.agent, replay=False)
         conversation: Snapshot | None = None
         served = False  # had a config: its absence now means it was deleted in git
         turn = 0

@@ -5,19 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from configsync import AsyncClient, ClientClosedError, Snapshot, VersionNotFoundError
+from configsync import (
+    AsyncClient,
+    ClientClosedError,
+    ClientForkedError,
+    Snapshot,
+    VersionNotFoundError,
+)
 from configsync.embedded import free_port
 from configsync.errors import CorruptDataError
 from configsync.snapshot import Record, checksum
 from configsync.store import Write
 
-from .conftest import Remote
+from .conftest import Remote, spawn_daemon
 from .test_client import World
 
 
@@ -57,8 +64,8 @@ def test_get_and_callbacks(world: World) -> None:
         async with AsyncClient(redis=world.url, namespace="test") as client:
             assert (client.get("a").version, client.stale) == (1, False)
             client.on_change(lambda agent_id, snap: plain.append(snap.version if snap else -1),
-                             agent_id="a")
-            client.on_change(async_callback, agent_id="a")
+                             agent_id="a", replay=False)
+            client.on_change(async_callback, agent_id="a", replay=False)
             await off_loop(lambda: world.push("a", 1.5))
             await until(lambda: client.get("a").version == 2 and awaited == [2])
             assert plain == [2] and client.get("a").config.temperature == 1.5
@@ -77,7 +84,7 @@ def test_a_callback_raising_cancelled_error_does_not_end_the_client(
 
         with caplog.at_level(logging.ERROR, logger="configsync"):
             async with AsyncClient(redis=world.url, namespace="test") as client:
-                client.on_change(cancels)
+                client.on_change(cancels, replay=False)
                 await off_loop(lambda: world.push("a", 0.1))
                 await until(lambda: calls == [1])
                 await off_loop(lambda: world.push("a", 0.2))
@@ -246,7 +253,7 @@ def test_callbacks_run_in_their_own_task(world: World) -> None:
             await release.wait()
 
         async with AsyncClient(redis=world.url, namespace="test") as client:
-            client.on_change(slow, agent_id="a")
+            client.on_change(slow, agent_id="a", replay=False)
             await off_loop(lambda: world.push("a", 0.1))
             await until(lambda: names == ["configsync-callbacks"])
             await off_loop(lambda: world.push("a", 0.2))
@@ -388,3 +395,86 @@ def test_sync_listen_starts_with_a_poisoned_current_and_repairs_it(
         proc.wait(15)
     log = (tmp_path / "wd" / "daemon.log").read_text()
     assert "event=corrupt_redis error=\"configsync:{test}:current field 'b': not JSON" in log
+
+
+def test_a_callback_registered_after_start_hears_the_agents_held(world: World) -> None:
+    # issue 17, on asyncio: registering inside `async with` hears the agents already held
+    async def scenario() -> None:
+        every: list[tuple[str, int | None]] = []
+        later: list[str] = []
+
+        async def one(agent_id: str, snap: Snapshot | None) -> None:
+            every.append((agent_id, snap and snap.version))
+
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            client.on_change(one)
+            client.on_change(lambda agent_id, snap: later.append(agent_id), replay=False)
+            await until(lambda: len(every) == 2)
+            assert every == [("a", 1), ("b", 1)] and later == []
+            await off_loop(lambda: world.push("a", 1.5))
+            await until(lambda: len(every) == 3 and later == ["a"])
+            assert every[2] == ("a", 2)
+
+    run(scenario)
+
+
+@pytest.mark.slow  # waits out a real silence limit (3 × 0.05 s + 10 s)
+def test_a_dead_daemon_is_said_by_status(world: World, tmp_path: Path) -> None:
+    # issue 17 item 12, on asyncio
+    daemon = spawn_daemon(world.remote, world.url, "test", tmp_path / "daemon", interval=0.05)
+
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test", check_interval=0.2) as client:
+            await until(lambda: client.status().daemon_alive is True
+                        and client.silence_limit < 11)
+            await off_loop(daemon.kill)
+            await off_loop(daemon.wait)
+            await until(lambda: client.status().daemon_alive is False)
+            status = client.status()
+            assert (status.connected, status.stale) == (True, False)
+            assert (status.heartbeat_age or 0) > 10.15 and status.heartbeat_at
+
+    try:
+        run(scenario)
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_async_client_refuses_loudly(world: World) -> None:
+    """Issue 17 item 9, on asyncio: an event loop does not survive fork(), so a child of a
+    process that started an AsyncClient is told so (an error line, status() stale and
+    disconnected with the reason, reads raising ClientForkedError), never silently stale."""
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            assert client.get("a").version == 1
+            parent_id = client.status().instance_id
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: checks without awaiting anything, then leaves
+                code = 3
+                try:
+                    status = client.status()
+                    with pytest.raises(ClientForkedError) as raised:
+                        client.get("a")
+                    with pytest.raises(ClientForkedError):
+                        client.get_version("a", 1).send(None)
+                    os.write(write, json.dumps([
+                        status.connected, status.stale, status.connection_error,
+                        str(raised.value), isinstance(raised.value, ClientClosedError),
+                        status.instance_id != parent_id]).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(write)
+            with os.fdopen(read) as inp:
+                seen = json.loads(inp.read())
+            assert os.waitpid(pid, 0)[1] == 0
+            connected, stale, why, error, closed_kind, own_id = seen
+            assert (connected, stale, closed_kind, own_id) == (False, True, True, True)
+            assert why == error and error.startswith(
+                "this AsyncClient was started in process ") and "does not survive fork()" in error
+            assert client.status().connected and client.get("a").version == 1  # the parent
+
+    run(scenario)

@@ -33,7 +33,7 @@ from configsync.snapshot import Record, checksum
 from configsync.store import EVENT_CHANGES_MAX, Store, Write
 from configsync.sync import Daemon
 
-from .conftest import DroppingProxy, Remote, git, wait_until
+from .conftest import DroppingProxy, Remote, git, spawn_daemon, wait_until
 
 A = "system_prompt: You are A.\nmodel: gpt-4o\n"
 
@@ -81,7 +81,7 @@ def test_get_and_change_callbacks(world: World) -> None:
             # called after the cache is updated
             seen.append((agent_id, snap and snap.version, client.get(agent_id).version))
 
-        client.on_change(on_change, agent_id="a")
+        client.on_change(on_change, agent_id="a", replay=False)
         sha = world.push("a", 1.5)
         wait_until(lambda: client.get("a").version == 2)
         wait_until(lambda: len(seen) == 1)
@@ -96,7 +96,7 @@ def test_get_and_change_callbacks(world: World) -> None:
 def test_delete_fires_callback_with_none(world: World) -> None:
     events: list[tuple[str, Snapshot | None]] = []
     with Client(redis=world.url, namespace="test") as client:
-        client.on_change(lambda agent_id, snap: events.append((agent_id, snap)))
+        client.on_change(lambda agent_id, snap: events.append((agent_id, snap)), replay=False)
         world.remote.delete("agents/b.yaml")
         world.remote.commit_push("drop b")
         world.daemon.sync()
@@ -117,7 +117,7 @@ def test_failing_callback_never_stops_the_client(world: World,
 
     with caplog.at_level(logging.ERROR, logger="configsync"), Client(
             redis=world.url, namespace="test") as client:
-        client.on_change(broken)
+        client.on_change(broken, replay=False)
         world.push("a", 0.1)
         wait_until(lambda: calls == [1])
         world.push("a", 0.2)
@@ -136,7 +136,7 @@ def test_a_callback_cannot_end_the_client(world: World, error: BaseException,
 
     with caplog.at_level(logging.ERROR, logger="configsync"), Client(
             redis=world.url, namespace="test") as client:
-        client.on_change(exits)
+        client.on_change(exits, replay=False)
         world.push("a", 0.1)
         wait_until(lambda: calls == [1])
         world.push("a", 0.2)  # still following
@@ -235,7 +235,8 @@ def test_lost_pubsub_messages_are_caught_by_the_periodic_check(world: World) -> 
 def test_duplicate_and_late_events_never_move_back(world: World) -> None:
     versions: list[int] = []
     with Client(redis=world.url, namespace="test") as client:
-        client.on_change(lambda agent_id, snap: versions.append(snap.version if snap else -1))
+        client.on_change(lambda agent_id, snap: versions.append(snap.version if snap else -1),
+                         replay=False)
         world.push("a", 0.4)
         wait_until(lambda: versions == [2])
         epoch, revision = world.daemon.store.state()["epoch"], client.status().revision
@@ -608,7 +609,7 @@ def test_a_slow_callback_stalls_nothing_but_later_callbacks(world: World) -> Non
         release.wait(30)
 
     with Client(redis=world.url, namespace="test") as client:
-        client.on_change(slow, agent_id="a")
+        client.on_change(slow, agent_id="a", replay=False)
         world.push("a", 0.1)
         wait_until(lambda: threads == ["configsync-callbacks"])
         for t in (0.2, 0.3):
@@ -1138,3 +1139,284 @@ def test_a_poisoned_history_entry_is_a_clear_error_for_a_pinned_read(world: Worl
         assert str(info.value).startswith("configsync:{test}:history:b field 5: ")
         assert "\n" not in str(info.value)
         assert client.get("b").version == 1
+
+
+def test_a_callback_registered_after_start_hears_the_agents_held(world: World) -> None:
+    # issue 17: the README's pattern (register inside `with`) heard nothing of the agents held
+    every: list[tuple[str, int | None]] = []
+    one: list[tuple[str, int | None]] = []
+    later: list[tuple[str, int | None]] = []
+    with Client(redis=world.url, namespace="test") as client:
+        client.on_change(lambda agent_id, snap: every.append((agent_id, snap and snap.version)))
+        client.on_change(lambda agent_id, snap: one.append((agent_id, snap and snap.version)),
+                         agent_id="b")
+        client.on_change(lambda agent_id, snap: later.append((agent_id, snap and snap.version)),
+                         replay=False)
+        wait_until(lambda: len(every) == 2 and len(one) == 1)
+        assert every == [("a", 1), ("b", 1)] and one == [("b", 1)] and later == []
+        world.push("a", 1.5)
+        wait_until(lambda: len(every) == 3 and len(later) == 1)
+        assert every[2] == ("a", 2) and later == [("a", 2)] and one == [("b", 1)]
+
+
+def test_a_callback_registered_before_start_is_not_told_twice(world: World) -> None:
+    seen: list[tuple[str, int | None]] = []
+    client = Client(redis=world.url, namespace="test")
+    client.on_change(lambda agent_id, snap: seen.append((agent_id, snap and snap.version)))
+    with client:
+        wait_until(lambda: len(seen) == 2)
+        world.push("b", 0.3, text="system_prompt: B\nmodel: gpt-4o\n")
+        wait_until(lambda: len(seen) == 3)
+    assert sorted(seen[:2]) == [("a", 1), ("b", 1)] and seen[2:] == [("b", 2)]
+
+
+def test_a_change_the_replay_already_told_is_not_told_again(world: World) -> None:
+    """The race in one step: the follower thread took a change, a callback was registered
+    (and replayed the new version) before the thread handed the change to callbacks."""
+    from configsync.holdings import Change
+
+    with Client(redis=world.url, namespace="test") as client:
+        held = client.get("a")
+        late = lambda agent_id, snap: None  # noqa: E731
+        client.on_change(late)
+        due = client.due_callbacks([Change("a", held)])
+        assert late not in [callback for callback, _ in due]
+        newer = client.due_callbacks([Change("a", held)])  # (the note is used once, then gone)
+        assert late in [callback for callback, _ in newer]
+
+
+def test_with_a_cache_file_callbacks_hear_the_same_before_or_after_start(
+        world: World, tmp_path: Path) -> None:
+    """The cache file gives the client its agents before the first read: a callback hears of
+    them once whenever it was registered, then of what changed since (issue 17)."""
+    cache = tmp_path / "cache.json"
+    with Client(redis=world.url, namespace="test", cache_path=cache):
+        pass
+    world.push("a", 1.1)  # a change the cache file does not have
+    before: list[tuple[str, int | None]] = []
+    after: list[tuple[str, int | None]] = []
+    client = Client(redis=world.url, namespace="test", cache_path=cache)
+    client.on_change(lambda agent_id, snap: before.append((agent_id, snap and snap.version)))
+    with client:
+        client.on_change(lambda agent_id, snap: after.append((agent_id, snap and snap.version)))
+        wait_until(lambda: len(before) == 3 and len(after) == 2)
+        assert before == [("a", 1), ("b", 1), ("a", 2)]  # the cache's, then the change
+        assert after == [("a", 2), ("b", 1)]  # what is held when it was registered
+
+
+def test_registering_while_changes_stream_in_never_tells_a_version_twice(world: World) -> None:
+    """on_change's replay races the thread that applies changes: every callback hears the
+    versions of ``a`` once each, in order, up to the last, whenever it was registered."""
+    heard: list[list[int]] = []
+    with Client(redis=world.url, namespace="test") as client:
+        pusher = threading.Thread(target=lambda: [world.push("a", t / 10) for t in range(1, 9)])
+        pusher.start()
+        while pusher.is_alive():
+            versions: list[int] = []
+            heard.append(versions)
+            client.on_change(lambda _a, snap, v=versions: v.append(snap.version) if snap
+                             else None, agent_id="a")
+            time.sleep(0.01)  # (spreading registrations over the pushes: nothing to wait on)
+        pusher.join()
+        wait_until(lambda: all(v and v[-1] == 9 for v in heard))
+    for versions in heard:  # (a version skipped after a lost event is allowed: one call)
+        assert versions == sorted(set(versions)) and versions[-1] == 9, versions
+
+
+@pytest.mark.slow  # waits out a real silence limit (3 × 0.05 s + 10 s)
+def test_a_dead_daemon_is_said_by_status_metrics_and_configsync_status(
+        world: World, tmp_path: Path) -> None:
+    """Issue 17 item 12: after the daemon is killed, clients said stale=False and nothing else
+    for ever. The heartbeat's age and the verdict now say it, in status(), in the collector
+    and in `configsync status`; a daemon that comes back is seen again."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from configsync.client_metrics import ClientCollector
+
+    def gauges() -> dict[str, float]:
+        text = generate_latest(registry).decode()
+        return {s.name: s.value for f in text_string_to_metric_families(text)
+                for s in f.samples}
+
+    daemon = spawn_daemon(world.remote, world.url, "test", tmp_path / "daemon", interval=0.05)
+    try:
+        wait_until(lambda: world.redis.hget("configsync:{test}:state", "heartbeat_every")
+                   == b"0.05")
+        registry = CollectorRegistry()
+        with Client(redis=world.url, namespace="test") as client, \
+                Client(redis=world.url, namespace="test", check_interval=0.2) as checking:
+            registry.register(ClientCollector(client))
+            first = client.status()
+            assert (first.daemon_alive, first.connected, first.stale) == (True, True, False)
+            assert first.heartbeat_at and 0 <= (first.heartbeat_age or 0) < 10.15
+            assert gauges()["configsync_client_daemon_alive"] == 1.0
+            daemon.kill()
+            daemon.wait()
+            wait_until(lambda: client.status().daemon_alive is False)
+            dead = client.status()
+            assert (dead.connected, dead.stale) == (True, False)  # Redis is fine: no daemon
+            assert (dead.heartbeat_age or 0) > 10.15
+            metrics = gauges()
+            assert metrics["configsync_client_daemon_alive"] == 0.0
+            assert metrics["configsync_client_daemon_heartbeat_age_seconds"] > 10.15
+            assert dead.as_dict()["daemon_alive"] is False
+            out = subprocess.run(
+                [sys.executable, "-m", "configsync", "status", "--repo", str(world.remote.work),
+                 "--redis", world.url, "--namespace", "test"],
+                capture_output=True, text=True, timeout=60)
+            assert "no daemon is writing this namespace (silent beyond 10.15s; is `configsync " \
+                   "sync` running?)" in out.stdout, out.stdout + out.stderr
+            wait_until(lambda: checking.status().daemon_alive is False)
+            daemon = spawn_daemon(world.remote, world.url, "test", tmp_path / "daemon",
+                                  interval=0.05)
+            wait_until(lambda: checking.status().daemon_alive is True)
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
+FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"  # (Python 3.12+)
+
+
+def _in_forked_child(client: Client, heard: list[int], ready: Any, pushed: Any) -> dict[str, Any]:
+    """What a forked child sees: the held configs at once, then the commit made after the
+    fork (``seen_at``: CLOCK_MONOTONIC, the same clock in both processes)."""
+    forked = time.monotonic()
+    first = client.status()
+    seen: dict[str, Any] = {
+        "version_at_fork": client.get("a").version, "instance_id": first.instance_id}
+    while not client.status().connected and time.monotonic() < forked + 20:
+        time.sleep(0.001)
+    seen["following_after"] = time.monotonic() - forked  # its own read of Redis done
+    ready()
+    pushed()
+    deadline = time.monotonic() + 20
+    while client.get("a").version != 2 and time.monotonic() < deadline:
+        time.sleep(0.001)  # (a read loop, as an agent's is)
+    seen["seen_at"] = time.monotonic()
+    while heard[-1:] != [2] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    status = client.status()
+    seen.update(version=client.get("a").version, heard=heard, connected=status.connected,
+                stale=status.stale, revision=status.revision)
+    return seen
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_client_forked_after_start_follows_in_the_child(world: World) -> None:
+    """Issue 17 item 9: a child forked after start() (gunicorn --preload, Celery prefork)
+    kept the boot-time version for ever while status() said connected and fresh. The child
+    follows again: new connections, new threads, the held configs kept meanwhile."""
+    heard: list[int] = []
+    with Client(redis=world.url, namespace="test") as client:
+        client.on_change(lambda _a, snap: heard.append(snap.version) if snap else None,
+                         agent_id="a", replay=False)
+        parent_id = client.status().instance_id
+        to_child_r, to_child_w = os.pipe()
+        to_parent_r, to_parent_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 3
+            try:
+                with os.fdopen(to_parent_w, "w") as out, os.fdopen(to_child_r) as inp:
+                    seen = _in_forked_child(
+                        client, heard, lambda: (out.write("ready\n"), out.flush()),
+                        inp.readline)
+                    out.write(json.dumps(seen) + "\n")
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(to_child_r)
+        os.close(to_parent_w)
+        with os.fdopen(to_child_w, "w") as out, os.fdopen(to_parent_r) as inp:
+            assert inp.readline() == "ready\n"
+            world.remote.commit_push("a 1.5", {"agents/a.yaml": A + "temperature: 1.5\n"})
+            out.write("pushed\n")
+            out.flush()
+            syncing = time.monotonic()
+            world.daemon.sync()  # fetch, write, publish
+            synced = time.monotonic()
+            seen = json.loads(inp.readline())
+        assert os.waitpid(pid, 0)[1] == 0
+        print(f"\nfork: the child read Redis {seen['following_after']:.3f} s after the fork; "
+              f"the daemon's sync took {synced - syncing:.3f} s; the child held the commit "
+              f"{seen['seen_at'] - synced:+.3f} s after it returned")
+        assert seen["version_at_fork"] == 1 and seen["instance_id"] != parent_id
+        assert (seen["version"], seen["heard"], seen["connected"], seen["stale"],
+                seen["revision"]) == (2, [2], True, False, 2)
+        wait_until(lambda: client.get("a").version == 2)  # the parent follows as before
+        assert client.status().instance_id == parent_id
+
+
+def _multiprocessing_child(client: Client, conn: Any) -> None:
+    conn.send(_in_forked_child(client, [2], lambda: conn.send("ready"), conn.recv))
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_multiprocessing_fork_children_follow_too(world: World) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with Client(redis=world.url, namespace="test") as client:
+        pipes = [context.Pipe() for _ in range(2)]
+        children = [context.Process(target=_multiprocessing_child, args=(client, child))
+                    for _, child in pipes]
+        for child in children:
+            child.start()
+        assert [parent.recv() for parent, _ in pipes] == ["ready", "ready"]
+        world.remote.commit_push("a 1.5", {"agents/a.yaml": A + "temperature: 1.5\n"})
+        for parent, _ in pipes:
+            parent.send("pushed")
+        world.daemon.sync()
+        synced = time.monotonic()
+        seen = [parent.recv() for parent, _ in pipes]
+        print("\nmultiprocessing: children held the commit "
+              + ", ".join(f"{s['seen_at'] - synced:+.3f} s" for s in seen)
+              + " after the daemon's sync returned")
+        for child in children:
+            child.join(30)
+        assert [child.exitcode for child in children] == [0, 0]
+        assert [(s["version"], s["connected"], s["stale"]) for s in seen] == [
+            (2, True, False)] * 2
+        assert len({s["instance_id"] for s in seen} | {client.status().instance_id}) == 3
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_fork_that_runs_no_python_hook_is_caught_by_the_pid_check(world: World) -> None:
+    """A C-level fork runs no os.register_at_fork hook: status() in the child notices the
+    new pid and follows again (get() stays a dictionary read: no system call)."""
+    import ctypes
+
+    with Client(redis=world.url, namespace="test") as client:
+        to_parent_r, to_parent_w = os.pipe()
+        to_child_r, to_child_w = os.pipe()
+        pid = ctypes.PyDLL(None).fork()  # (with the GIL held; no PyOS_AfterFork_Child)
+        if pid == 0:
+            code = 3
+            try:
+                with os.fdopen(to_parent_w, "w") as out, os.fdopen(to_child_r) as inp:
+                    held = client.get("a").version
+                    client.status()  # the pid check restarts it here
+                    out.write("ready\n")
+                    out.flush()
+                    inp.readline()
+                    deadline = time.monotonic() + 20
+                    while client.get("a").version != 2 and time.monotonic() < deadline:
+                        time.sleep(0.001)
+                    status = client.status()
+                    out.write(json.dumps([held, client.get("a").version, status.connected,
+                                          status.stale]) + "\n")
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(to_parent_w)
+        os.close(to_child_r)
+        with os.fdopen(to_child_w, "w") as out, os.fdopen(to_parent_r) as inp:
+            assert inp.readline() == "ready\n"
+            world.push("a", 1.5)
+            out.write("pushed\n")
+            out.flush()
+            seen = json.loads(inp.readline())
+        assert os.waitpid(pid, 0)[1] == 0
+        assert seen == [1, 2, True, False]

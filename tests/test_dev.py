@@ -242,6 +242,7 @@ def test_dev_follows_saves_and_a_client_reloads(tree: Path, redis_server: RedisS
             (tree / "agents/support.yaml").write_text(SUPPORT.replace("0.3", "0.6"))
             wait_until(lambda: seen[-1] == ("support", 0.6))
             assert client.get("support").version == 2
+            assert client.status().daemon_alive is None  # no daemon beats for a dev namespace
             (tree / "agents/support.yaml").write_text(BAD)
             wait_until(lambda: BAD_LINE in log.read_text())
             assert client.get("support").version == 2  # nothing published

@@ -90,12 +90,13 @@ def test_json_shape(remote: Remote, redis_server: RedisServer, tmp_path: Path,
     assert code == 1
     data = json.loads(out)
     assert set(data) == {"namespace", "branch", "head", "state", "served", "behind", "error",
-                         "revision", "heartbeat_at", "heartbeat_age", "agents", "clients",
-                         "shallow"}
+                         "revision", "heartbeat_at", "heartbeat_age", "daemon_alive",
+                         "silence_limit", "agents", "clients", "shallow"}
     assert (data["namespace"], data["branch"], data["head"]) == ("test", "main", head)
     assert (data["state"], data["behind"], data["revision"], data["error"]) == (
         "behind", 1, 1, None)
     assert isinstance(data["heartbeat_age"], float) and data["clients"] == []
+    assert (data["daemon_alive"], data["silence_limit"]) == (True, 40.0)  # (a --once daemon)
     assert [(a["agent_id"], a["head_version"], a["redis_version"], a["compare"])
             for a in data["agents"]] == [("a", 2, 1, "differs"), ("b", 1, 1, "same")]
 

@@ -133,6 +133,9 @@ def test_heartbeat_never_creates_state(redis_client: redis.Redis) -> None:
     store.commit_transaction(Write({"seen": "c1"}), expected_seen=None)
     store.heartbeat("later")
     assert store.state() == {"seen": "c1", "heartbeat_at": "later"}
+    store.heartbeat_every = 2.5  # a polling daemon's interval, for readers (heartbeat.py)
+    store.heartbeat("then")
+    assert store.state() == {"seen": "c1", "heartbeat_at": "then", "heartbeat_every": "2.5"}
 
 
 def test_an_applied_event_lists_changes_up_to_a_bound() -> None:

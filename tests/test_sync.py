@@ -47,7 +47,7 @@ def make_daemon(tmp_path: Path, redis_client: redis.Redis) -> Iterator[Any]:
 def content(store: Store) -> dict[str, Any]:
     """Everything in a namespace that must not depend on timing or on the epoch's random id."""
     state = {k: v for k, v in store.state().items()
-             if k not in ("applied_at", "heartbeat_at", "epoch")}
+             if k not in ("applied_at", "heartbeat_at", "heartbeat_every", "epoch")}
     current = {a: {**json.loads(s.to_json()), "synced_at": None}
                for a, s in store.current().items()}
     history = {key.rsplit(":", 1)[-1]: sorted(store.history(key.split(":history:")[1]))
@@ -961,3 +961,25 @@ def test_an_agents_index_entry_that_is_no_version_is_rebuilt_from_git(
     assert make_daemon(remote).sync().applied
     assert content(daemon.store)["current"] == before["current"]
     assert daemon.store.last_versions() == {"a": 1, "b": 1}
+
+
+def test_a_daemon_waiting_out_a_failure_keeps_beating(remote: Remote, make_daemon: Any) -> None:
+    """Issue 17 item 12: readers call a daemon gone when its heartbeat is older than
+    3 × heartbeat_every + 10 s, so a daemon that waits out a failing remote (a backoff of up to
+    30 s) beats while it waits, and writes heartbeat_every with each beat."""
+    import threading
+
+    daemon = make_daemon(remote)
+    daemon.sync()
+    daemon.store.heartbeat_every = 0.05
+    resting = threading.Thread(target=daemon._rest, args=(30.0, 0.05), kwargs={"beat": True})
+    resting.start()
+    beats: set[str] = set()
+    try:
+        wait_until(lambda: beats.add(daemon.store.state()["heartbeat_at"]) or len(beats) >= 3)
+        assert daemon.store.state()["heartbeat_every"] == "0.05"
+    finally:
+        daemon.stopping.set()  # (and a stop ends the wait at once)
+        resting.join(10)
+    assert not resting.is_alive()
+

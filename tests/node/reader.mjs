@@ -34,6 +34,7 @@ const AGENT_ID = /^[a-z0-9][a-z0-9._-]*(?:\/[a-z0-9][a-z0-9._-]*)*$/;
 const SCHEMA_REF = /^[A-Za-z_][\w.]*:[A-Za-z_]\w*$/;
 const STATE_FIELDS = ['applied_at', 'branch', 'commit', 'contract', 'epoch', 'heartbeat_at',
   'last_error', 'revision', 'schema', 'seen', 'source'];
+const STATE_OPTIONAL = ['heartbeat_every']; // written by a polling daemon (not by --once)
 const SNAPSHOT_KEYS = ['agent_id', 'author', 'checksum', 'commit', 'committed_at', 'config',
   'message', 'synced_at', 'version'];
 const ERROR_KEYS = ['column', 'commit', 'errors', 'file', 'line', 'message'];
@@ -90,12 +91,17 @@ function unsafeIntegers(where, text) {
 function checkState(state) {
   const where = 'state';
   for (const name of Object.keys(state)) {
-    if (!STATE_FIELDS.includes(name)) problem(where, `undocumented field ${name}`);
+    if (!STATE_FIELDS.includes(name) && !STATE_OPTIONAL.includes(name)) {
+      problem(where, `undocumented field ${name}`);
+    }
   }
   for (const name of STATE_FIELDS) {
     if (!(name in state)) problem(where, `no ${name}`);
   }
   if (!SHA.test(state.seen ?? '')) problem(where, `seen ${JSON.stringify(state.seen)}`);
+  if ('heartbeat_every' in state && !(Number(state.heartbeat_every) > 0)) {
+    problem(where, `heartbeat_every ${JSON.stringify(state.heartbeat_every)} is no positive number`);
+  }
   // "" only while no commit ever applied (every commit so far was rejected)
   if (state.commit !== '' && !SHA.test(state.commit ?? '')) {
     problem(where, `commit ${JSON.stringify(state.commit)}`);
