@@ -240,7 +240,7 @@ def run_dev(args: argparse.Namespace) -> int:
         if not redis_url:
             workdir = _workdir(root)
             _lock(workdir, stack)
-            redis_url = _embedded(workdir, stack, once=args.once)
+            redis_url = _embedded(workdir, stack, once=args.once).url
         client: redis.Redis = from_url(redis.Redis, redis_url, "--redis", socket_timeout=10,
                                        socket_connect_timeout=5)
         stack.callback(client.close)
