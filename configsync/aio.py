@@ -28,7 +28,6 @@ from .client import (
     FULL_READ_TRIES,
     MISSING,
     ClientCore,
-    ClientForkedError,
     _now,
     consistent,
     full_read_pipeline,
@@ -62,7 +61,6 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         self._calls: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...], str] | None] \
             = asyncio.Queue()
         self._resync = False
-        self.forked_error: str | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return await self.start()
@@ -180,13 +178,6 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         return True
 
     # -- fork ------------------------------------------------------------------------------
-
-    def check_forked(self) -> None:
-        """Raise :class:`ClientForkedError` in a process forked from the one that started
-        this client (DESIGN.md invariant "A fork never leaves a client silently stale")."""
-        self.check_process()
-        if self.forked_error is not None:
-            raise ClientForkedError(self.forked_error)
 
     def _restart_after_fork(self, parent: int) -> None:
         """An event loop, its tasks and its connections do not survive ``fork()``: refuse,

@@ -81,9 +81,11 @@ LOGGED_CHANGES = 20
 
 
 class ClientForkedError(ClientClosedError):
-    """An :class:`~configsync.AsyncClient` used in a process forked from the one that started
-    it: an event loop, its tasks and its connections do not survive ``fork()``. Create and
-    start the client in the child (a ``cache_path`` gives it the configs at once)."""
+    """A client used in a process forked from the one that started it, where it cannot
+    follow: an :class:`~configsync.AsyncClient` (an event loop, its tasks and its connections
+    do not survive ``fork()``), or a :class:`Client` forked by a ``fork()`` that ran no Python
+    at-fork hook. Create and start the client in the child (a ``cache_path`` gives it the
+    configs at once)."""
 
 
 def _now() -> str:
@@ -157,6 +159,7 @@ class ClientCore(Generic[R]):
         self._socket_timeout = socket_timeout
         self.pid = os.getpid()  # the process this client follows Redis in (see after_fork)
         self.forked_from: int | None = None
+        self.forked_error: str | None = None  # set in a fork this client cannot follow in
         self._redis: R = self._connect(redis, socket_timeout) if isinstance(redis, str) \
             else redis
         self.keys = Keys(namespace)
@@ -204,16 +207,24 @@ class ClientCore(Generic[R]):
 
     # -- fork ---------------------------------------------------------------------------------
 
-    def check_process(self) -> None:
+    def check_process(self, *, hooked: bool = False) -> None:
         """Take a ``fork()`` into account when this process is not the one that started the
-        client: the at-fork hook does it at once; this pid check (``status()``, and reads that
-        go to Redis) is for forks that run no Python hook."""
+        client: the at-fork hook does it at once (``hooked``); this pid check (``status()``,
+        ``stop()`` and reads that go to Redis) is for forks that run no Python hook."""
         if self.started and not self.closed and self.pid != os.getpid():
             with _fork_lock:
                 if self.pid != os.getpid():
-                    self.after_fork()
+                    self.after_fork(hooked=hooked)
 
-    def after_fork(self) -> None:
+    def check_forked(self) -> None:
+        """Raise :class:`ClientForkedError` in a process forked from the one that started
+        this client when the client cannot follow there (DESIGN.md invariant "A fork never
+        leaves a client silently stale")."""
+        self.check_process()
+        if self.forked_error is not None:
+            raise ClientForkedError(self.forked_error)
+
+    def after_fork(self, *, hooked: bool = True) -> None:
         """In a process forked from the one that started this client (gunicorn ``--preload``,
         uWSGI, Celery prefork, ``multiprocessing``): the parent's threads or tasks do not run
         here and its sockets are the parent's, so the configs held would never change again.
@@ -231,7 +242,19 @@ class ClientCore(Generic[R]):
             self.stale_since = _now()
         self.connection_error = f"forked from process {parent}: not read from Redis in " \
                                 "this process yet"
-        self._restart_after_fork(parent)
+        if hooked:
+            self._restart_after_fork(parent)
+            return
+        # A fork that ran no at-fork hook (a C library's own fork(); os.fork, multiprocessing,
+        # gunicorn and uWSGI all run them) left the interpreter as the forking thread saw it:
+        # starting a thread there can hang for good. Refuse, loudly, and start nothing.
+        self.forked_error = (
+            f"this client was started in process {parent} and this process ({self.pid}) was "
+            "forked from it by a fork() that ran no Python at-fork hook, so it cannot follow "
+            "here (the configs held stay readable); create and start a client in this process")
+        self.connection_error = self.forked_error
+        logger.error(kv("forked", namespace=self.namespace, parent=parent, pid=self.pid,
+                        error=self.forked_error))
 
     def _restart_after_fork(self, parent: int) -> None:
         raise NotImplementedError
@@ -699,8 +722,11 @@ class Client(ClientCore[redis.Redis]):
         started again."""
         if self.closed:
             return
+        self.check_process()
         self.closed = True
         _STARTED.discard(self)
+        if self.forked_error is not None:
+            return  # the threads and the sockets are the parent's: leave them alone
         self._stopping.set()
         here = threading.current_thread()
         if self._thread is not None and self._thread.is_alive() and self._thread is not here:
@@ -730,7 +756,7 @@ class Client(ClientCore[redis.Redis]):
         held = self.holdings.pinned(agent_id, version)
         if held is not None:
             return held
-        self.check_process()
+        self.check_forked()
         key = self.keys.history(agent_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hget(key, str(version))
@@ -869,7 +895,7 @@ def _after_fork_in_child() -> None:
     _fork_lock = threading.Lock()  # (a parent's thread may have held it)
     for client in list(_STARTED):
         try:
-            client.check_process()
+            client.check_process(hooked=True)
         except Exception:  # a hook that raises is only printed by Python: log it as ours
             logger.exception(kv("fork_restart_failed", namespace=client.namespace))
 
