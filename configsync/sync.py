@@ -164,6 +164,24 @@ class Engine:
              pending: Mapping[str, Change] | None = None) -> Step:
         """What ``info`` does to ``applied``; ``pending``: what changed since the applied tree
         (None: ask ``git diff-tree``)."""
+        try:
+            return self._step(applied, info, pending)
+        except (GitError, OSError):
+            raise  # the mirror or the machine failed, not the commit: the poll is retried
+        except Exception as exc:  # a bug must not stop the daemon (issue 17)
+            # The last line of defence: whatever checking a commit raises rejects that commit,
+            # the daemon keeps serving, and a rebuild's walk gets past it; the traceback goes
+            # to the log (a bug to report), never hidden.
+            logger.error(kv("check_failed", commit=info.sha[:12], error=type(exc).__name__),
+                         exc_info=True)
+            return Step(info, None, error={
+                "commit": info.sha, "file": SETTINGS_FILE, "line": 1, "column": 1, "errors": 1,
+                "message": f"checking this commit failed ({type(exc).__name__}: "
+                           f"{redact_text(str(exc))}); configsync rejected it: please report it "
+                           "with the traceback in the daemon's log"})
+
+    def _step(self, applied: Applied, info: CommitInfo,
+              pending: Mapping[str, Change] | None) -> Step:
         patched = self._entries(applied, info.sha, pending)
         if patched is None:
             report = self.check(info.sha)
@@ -520,7 +538,13 @@ class Daemon:
             last[agent_id] = max(version, last.get(agent_id, 0))
         report = None
         if commit is not None and self.mirror.has_commit(commit):
-            report = self.engine.check(commit)
+            try:
+                report = self.engine.check(commit)
+            except (GitError, OSError):
+                raise
+            except Exception as exc:  # (see Engine.step) the next commit gets a full check
+                logger.error(kv("check_failed", commit=commit[:12], error=type(exc).__name__),
+                             exc_info=True)
         self.applied = Applied(commit, report, versions, last, int(state.get("revision", 0)))
         if self.metrics is not None and report is not None and commit is not None:
             self.metrics.last_applied.set(unix_time(self.mirror.commit_info(commit).committed_at))
