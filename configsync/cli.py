@@ -355,6 +355,9 @@ def _parser() -> argparse.ArgumentParser:
                           "namespace + \"-dev\")")
     dev.add_argument("--once", action="store_true",
                      help="check and publish once, then exit (0 published, 1 errors)")
+    dev.add_argument("--take-over", action="store_true",
+                     help="publish to a dev namespace another working tree's configsync dev "
+                          "writes (by default that is refused, naming the other tree)")
     dev.set_defaults(func=cmd_dev)
 
     get = _command(

@@ -539,7 +539,7 @@ def test_private_names_and_configsyncs_own_classes_are_refused(
         "configsync.yaml": SETTINGS + f"schema: {ref}\n",
         "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\nsurprise: 1\n"})
     found = lines(root)
-    assert len(found) == 2 and found[0].startswith(f"agents/a.yaml:3:1: surprise: unknown key")
+    assert len(found) == 2 and found[0].startswith("agents/a.yaml:3:1: surprise: unknown key")
     assert found[1].startswith(f"configsync.yaml:6:9: schema: {message}"), found
 
 
