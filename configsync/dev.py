@@ -139,7 +139,7 @@ class Publisher:
                 upserts.append(Record(agent_id, version, digest, config, DEV_COMMIT,
                                       self.author, now, "working tree", now))
             deleted = sorted(a for a in held if a not in report.configs)
-            fresh = "seen" not in state
+            fresh = "seen" not in state or state.get("source") != self.source  # (taken over)
             if not upserts and not deleted and not fresh:
                 return Published([], [])
             epoch = state.get("epoch") or uuid.uuid4().hex

@@ -25,7 +25,7 @@ from .git import GitRepo, Mirror
 from .loader import YamlError, load_yaml
 from .logs import configure, kv, logger, redact_url
 from .messages import plural
-from .model import RepoSettings
+from .model import RepoSettings, is_dev_namespace
 from .redis_url import check_redis_url, from_url
 from .refwatch import watch_refs
 from .schema import SCHEMA_MODULES_ENV, allowed_schema_modules
@@ -246,6 +246,8 @@ def _namespace(mirror: Mirror, branch: str) -> str:
         try:
             namespace = RepoSettings.model_validate(load_yaml(raw).data).namespace
         except (YamlError, ValueError):
+            continue
+        if is_dev_namespace(namespace):  # invalid too (validate's error): never a daemon's
             continue
         if newer:
             logger.warning(kv("namespace_from_older_commit", namespace=namespace,

@@ -634,3 +634,54 @@ def test_the_trial_kills_what_the_import_started(tmp_path: Path, site: Path) -> 
             return True
 
     wait_until(gone, timeout=10)
+
+
+@pytest.mark.slow  # a real daemon, Redis flushed under it
+def test_a_schema_whose_lookup_raises_or_a_check_that_crashes_rejects_the_commit(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 1: `schema: pydantic:BaseSettings` killed the daemon (exit 3) at every start,
+    `git revert` or not. Now it is a rejected commit; and whatever else checking a commit
+    raises (here a model whose model_dump raises: a bug, said with its traceback in the log)
+    rejects that commit too, live and in the rebuild's walk, never stopping the daemon."""
+    import signal
+
+    name = f"bug_{uuid.uuid4().hex[:8]}"
+    write_tree(tmp_path / "site", {f"{name}.py": (
+        "from configsync import AgentConfig\nclass Agent(AgentConfig):\n"
+        "    def model_dump(self, *args, **kwargs):\n        raise RuntimeError('boom')\n")})
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path / "site"), str(Path(__file__).parents[1])]))
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    refs = ["pydantic:BaseSettings", "pydantic.types:ConstrainedInt", f"{name}:Agent"]
+    bad = [remote.commit_push(f"schema {ref}", {
+        "configsync.yaml": SETTINGS + f"schema: {ref}\n",
+        "agents/a.yaml": "system_prompt: You are A, now.\nmodel: gpt-4o\n"}) for ref in refs]
+    fixed = remote.commit_push("back to no schema", {"configsync.yaml": SETTINGS})
+    proc = spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd")
+    try:
+        wait_until(lambda: store.state().get("commit") == fixed or proc.poll() is not None)
+        assert proc.poll() is None
+        store.redis.flushall()  # the rebuild walks them again
+        wait_until(lambda: store.state().get("commit") == fixed or proc.poll() is not None)
+        assert proc.poll() is None
+        sha = remote.commit_push("again", {"configsync.yaml": SETTINGS
+                                           + "schema: pydantic:BaseSettings\n"})
+        wait_until(lambda: store.state().get("seen") == sha or proc.poll() is not None)
+        assert proc.poll() is None and store.state()["commit"] == fixed
+        assert json.loads(store.state()["last_error"])["message"] == (
+            "schema: `pydantic` has no `BaseSettings`")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert store.current()["a"].config["system_prompt"] == "You are A, now."
+    log = (tmp_path / "wd" / "daemon.log").read_text()
+    rejected = [line for line in log.splitlines() if "event=rejected" in line]
+    assert [line.split("commit=")[1][:12] for line in rejected] == [
+        b[:12] for b in bad] * 2 + [sha[:12]], log
+    assert "`pydantic` has no `BaseSettings`" in rejected[0]
+    assert "`pydantic.types` has no `ConstrainedInt`" in rejected[1]
+    assert "checking this commit failed (RuntimeError: boom)" in rejected[2]
+    crashed = [line for line in log.splitlines() if "event=check_failed" in line]
+    assert len(crashed) == 2 and all(f"commit={bad[2][:12]}" in c for c in crashed)
+    assert log.count("Traceback") == 2 and "raise RuntimeError('boom')" in log

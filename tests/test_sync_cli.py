@@ -1164,3 +1164,41 @@ def test_the_daemon_never_keeps_stdin_open(remote: Remote, redis_server: RedisSe
     # finding 5b: the allow-list is the production recommendation, said at start
     assert 'schema_modules="any (set CONFIGSYNC_SCHEMA_MODULES)"' in said, said
     assert "Traceback" not in said
+
+
+@pytest.mark.slow  # a real daemon, restarted
+def test_a_commit_naming_a_dev_namespace_is_rejected_and_restarts_keep_serving(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Finding 4: `namespace: test-dev` only warned; the daemon applied it, then exited 2 at
+    every restart until reverted. Now it is a rejected commit: the daemon keeps serving, and a
+    restart takes the namespace of the last valid configsync.yaml."""
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    good = git(remote.work, "rev-parse", "HEAD").strip()
+
+    def start() -> subprocess.Popen[bytes]:
+        log = (tmp_path / "daemon.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "configsync", "sync", "--repo", remote.url, "--redis",
+             redis_server.url, "--interval", "0.05", "--workdir", str(tmp_path / "wd")],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+    proc = start()
+    try:
+        wait_until(lambda: store.state().get("commit") == good or proc.poll() is not None)
+        bad = remote.commit_push("dev namespace", {
+            "configsync.yaml": SETTINGS.replace("namespace: test", "namespace: test-Dev")})
+        wait_until(lambda: store.state().get("seen") == bad or proc.poll() is not None)
+        assert proc.poll() is None and store.state()["commit"] == good
+        assert "ends in -dev" in json.loads(store.state()["last_error"])["message"]
+        assert _stop(proc) == 0
+        proc = start()
+        later = remote.commit_push("more", {"agents/a.yaml": "system_prompt: A2\nmodel: gpt-4o\n"})
+        wait_until(lambda: store.state().get("seen") == later or proc.poll() is not None)
+        assert proc.poll() is None and store.state()["commit"] == good  # still rejected
+        fixed = remote.commit_push("revert", {"configsync.yaml": SETTINGS})
+        wait_until(lambda: store.state().get("commit") == fixed or proc.poll() is not None)
+        assert proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            assert _stop(proc) == 0
+    assert store.current()["a"].config["system_prompt"] == "A2"
