@@ -418,10 +418,12 @@ def test_a_standard_module_that_prints_is_refused_without_printing_here(
 
 
 @pytest.mark.slow  # six CLI processes
+@pytest.mark.parametrize("ref", [None, "pydantic:BaseSettings"], ids=["ends", "lazy-name"])
 def test_every_command_that_reads_a_tree_survives_a_schema_that_ends_its_importer(
-        git_tree: GitTree, tmp_path: Path, redis_server: RedisServer) -> None:
+        git_tree: GitTree, tmp_path: Path, redis_server: RedisServer, ref: str | None) -> None:
     """The kind of item 3: each path that imports `schema:` (validate, diff, history,
-    rollback, status) says so or skips the commit; none ends as the module asks (exit 5)."""
+    rollback, status) says so or skips the commit; none ends as the module asks (exit 5), nor
+    with a traceback (red team finding 1: `pydantic:BaseSettings` raised at the lookup)."""
     import subprocess
 
     name = f"ends_{uuid.uuid4().hex[:8]}"
@@ -429,10 +431,15 @@ def test_every_command_that_reads_a_tree_survives_a_schema_that_ends_its_importe
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(tmp_path / "site"), str(Path(__file__).parents[1])])}
     first = git(git_tree.root, "rev-parse", "HEAD").strip()
-    git_tree.write({"configsync.yaml": SETTINGS + f"schema: {name}:Agent\n",
+    git_tree.write({"configsync.yaml": SETTINGS + f"schema: {ref or name + ':Agent'}\n",
                     "agents/support.yaml": SUPPORT.replace("0.3", "0.4")})
     git_tree.commit("a schema that ends the process")
-    said = f"cannot import `{name}`: importing it ended the process (exit status 5)"
+    said = (f"cannot import `{name}`: importing it ended the process (exit status 5)"
+            if ref is None else "schema: `pydantic` has no `BaseSettings`")
+    json_out = subprocess.run([sys.executable, "-m", "configsync", "validate", ".", "--format",
+                               "json"], cwd=git_tree.root, capture_output=True, text=True,
+                              timeout=60, env=env)
+    assert json_out.returncode == 1 and said in json.loads(json_out.stdout)[0]["message"]
     for argv, codes in [(["validate", "."], {1}), (["validate", ".", "--ref", "HEAD"], {1}),
                         (["diff", first, "HEAD"], {1}), (["history", "support"], {0}),
                         (["rollback", "support", "--to", "1", "--branch", "back"], {0, 1}),
