@@ -156,12 +156,16 @@ def test_a_namespace_a_sync_daemon_writes_is_refused_both_ways(
     assert err.splitlines()[-1] == (f"configsync: error: argument --namespace: {refused} (see "
                                     "`configsync sync --help`)")
     git_tree.write({"configsync.yaml": SETTINGS.replace("namespace: test", "namespace: test-dev")})
-    git_tree.commit("a dev namespace in configsync.yaml")
+    head = git_tree.commit("a dev namespace in configsync.yaml")
     code = main(["sync", "--repo", str(git_tree.root), "--redis", redis_server.url, "--once",
                  "--workdir", str(tmp_path / "wd3")])
-    assert code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"configsync: error: {refused}"
-    assert not (tmp_path / "wd3").exists()
+    # (issue 17 red team, finding 4) such a commit is a validation error: the daemon keeps the
+    # namespace of the last valid configsync.yaml, rejects the head and never stops for it
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "event=namespace_from_older_commit namespace=test " in err
+    assert "ends in -dev" in err.splitlines()[-1]
+    assert (store.state()["commit"], store.state()["seen"]) == (served, head)
     assert Store(redis.Redis.from_url(redis_server.url), "test-dev").state()["commit"] == \
         "worktree"
 
