@@ -10,14 +10,18 @@ live inside the repository). A module that still resolves to a file there is ref
 Nothing a config repository names can stop or take over the process that reads it (issue 17):
 a module named ``__main__`` (any part of the dotted name) is refused by name (it runs a
 program: ``configsync.__main__`` re-ran the CLI inside the daemon and its ``SystemExit`` stopped
-it); when the operator sets ``CONFIGSYNC_SCHEMA_MODULES`` (comma-separated packages), only
-modules in those packages are imported; and a module not imported yet is first imported in a
-throwaway child process (``python -I``, stdin closed, its own session, killed after
-``IMPORT_SECONDS``), so that an import that raises anything (``SystemExit``,
-``KeyboardInterrupt``...), ends the process (``os._exit``), never ends, prints to standard
-output or starts threads is refused (:class:`SchemaImportError`, a rejected commit for the
-daemon) before this process runs it. Whatever the import in this process still raises,
-``BaseException`` included, is a :class:`SchemaImportError` as well.
+it), and so are private names (a part or the class starting with ``_``) and configsync's own
+classes but :data:`OWN_MODEL`; when the operator sets ``CONFIGSYNC_SCHEMA_MODULES``
+(comma-separated packages; set to none, a :class:`UsageError`), only modules in those packages
+are imported; and a module not imported yet is first imported in a throwaway child process
+(``python -I``, stdin on /dev/null, its own session and process group, killed whole after
+``IMPORT_SECONDS``; one trial per module a process), so that an import that raises anything
+(``SystemExit``, ``KeyboardInterrupt``...), ends the process (``os._exit``), never ends, prints
+to standard output or starts threads is refused (:class:`SchemaImportError`, a rejected commit
+for the daemon) before this process runs it. The class is looked up in the module's own
+namespace (a module ``__getattr__``, pydantic's for ``BaseSettings``, never runs), and whatever
+resolving the name still raises, ``BaseException`` included, is a :class:`SchemaImportError`.
+What the trial cannot see is listed in DESIGN.md (*Which code a config repository may name*).
 """
 
 from __future__ import annotations
