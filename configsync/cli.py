@@ -38,7 +38,7 @@ from .repo import (
     is_config_path,
     open_source,
 )
-from .schema import render_schemas
+from .schema import allowed_schema_modules, render_schemas
 from .validate import ERROR, WARNING, check_tree, related_paths
 
 __all__ = ["main"]
@@ -355,6 +355,9 @@ def _parser() -> argparse.ArgumentParser:
                           "namespace + \"-dev\")")
     dev.add_argument("--once", action="store_true",
                      help="check and publish once, then exit (0 published, 1 errors)")
+    dev.add_argument("--take-over", action="store_true",
+                     help="publish to a dev namespace another working tree's configsync dev "
+                          "writes (by default that is refused, naming the other tree)")
     dev.set_defaults(func=cmd_dev)
 
     get = _command(
@@ -542,8 +545,9 @@ def _parser() -> argparse.ArgumentParser:
                "(without --force) or a usage mistake")
     init.add_argument("dir", metavar="DIR", nargs="?", default=".",
                       help="the folder to scaffold, created when missing (default: .)")
-    init.add_argument("--namespace", type=_namespace,
-                      help="Redis namespace (default: DIR's name made a valid namespace)")
+    init.add_argument("--namespace", type=_sync_namespace,
+                      help="Redis namespace (default: DIR's name made a valid namespace, "
+                           "without a -dev ending)")
     init.add_argument("--force", action="store_true",
                       help="overwrite files that exist (an existing .vscode/settings.json is "
                            "merged into)")
@@ -725,6 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_url_or_not(sys.argv[1:] if argv is None else argv))
     func: Command = args.func
     try:
+        allowed_schema_modules()  # set to no package at all: a mistake, said before any work
         return func(args)
     except UsageError as exc:
         print(f"configsync: error: {one_line(str(exc))}", file=sys.stderr)

@@ -45,7 +45,7 @@ from .repo import SETTINGS_FILE, FolderSource, Root, find_root, is_config_path
 from .snapshot import Record, checksum
 from .store import CONTRACT_VERSION, AgentChange, Event, Store, Write
 from .sync import DEV_COMMIT, DEV_SOURCE_PREFIX, install_stop_handlers, utcnow
-from .sync_cli import _embedded
+from .sync_cli import _embedded, release_stdin
 from .validate import ERROR, Report, check_tree
 
 __all__ = ["DEV_COMMIT", "DEV_SOURCE_PREFIX", "Publisher", "dev_namespace_problem", "run_dev"]
@@ -82,20 +82,34 @@ class Publisher:
     """Writes a valid working tree's resolved configs to one dev namespace (a namespace that
     is no dev one is a UsageError, here and at every publish)."""
 
-    def __init__(self, store: Store, folder: Path, author: str) -> None:
+    def __init__(self, store: Store, folder: Path, author: str, *,
+                 take_over: bool = False) -> None:
+        """``take_over``: publish once over another working tree's dev state (then the
+        namespace is this tree's, and the other ``configsync dev`` refuses at its next
+        save); without it, that is a UsageError naming the other tree."""
         problem = dev_namespace_problem(store.keys.namespace)
         if problem is not None:
             raise UsageError(problem)
         self.store = store
         self.source = DEV_SOURCE_PREFIX + str(folder)
         self.author = author
+        self.take_over = take_over
 
     def check_owner(self, state: dict[str, str]) -> None:
-        """A namespace a ``configsync sync`` daemon writes is refused (UsageError)."""
+        """A namespace a ``configsync sync`` daemon writes is refused (UsageError), and so is
+        one another working tree's ``configsync dev`` writes, unless :attr:`take_over`."""
         problem = dev_namespace_problem(self.store.keys.namespace)
         if problem is not None:
             raise UsageError(problem)
         source = state.get("source", "")
+        if source.startswith(DEV_SOURCE_PREFIX) and source != self.source:
+            if not self.take_over:
+                ns = self.store.keys.namespace
+                raise UsageError(
+                    f"namespace {ns!r} is written by configsync dev in another working tree "
+                    f"({source.removeprefix(DEV_SOURCE_PREFIX)}); stop that one, use another "
+                    "--namespace, or pass --take-over to publish this tree there instead")
+            return
         if "seen" in state and not source.startswith(DEV_SOURCE_PREFIX):
             ns = self.store.keys.namespace
             raise UsageError(
@@ -125,7 +139,7 @@ class Publisher:
                 upserts.append(Record(agent_id, version, digest, config, DEV_COMMIT,
                                       self.author, now, "working tree", now))
             deleted = sorted(a for a in held if a not in report.configs)
-            fresh = "seen" not in state
+            fresh = "seen" not in state or state.get("source") != self.source  # (taken over)
             if not upserts and not deleted and not fresh:
                 return Published([], [])
             epoch = state.get("epoch") or uuid.uuid4().hex
@@ -141,6 +155,7 @@ class Publisher:
                           trim={r.agent_id: r.version - KEEP for r in upserts},
                           events=[Event("applied", DEV_COMMIT, revision, epoch, changes)])
             if self.store.commit_transaction(write, expected_seen=state.get("seen")):
+                self.take_over = False  # once: two trees left with --take-over must not fight
                 return Published([(r.agent_id, r.version) for r in upserts], deleted)
         raise ConfigsyncError(f"another writer kept changing namespace "
                               f"{self.store.keys.namespace!r}; nothing was published")
@@ -215,6 +230,7 @@ def _named_namespace(folder: Path) -> str | None:
 
 def run_dev(args: argparse.Namespace) -> int:
     configure()
+    release_stdin()  # never read: a `schema:` module that reads it must not block
     if args.redis:
         check_redis_url(args.redis, "--redis")
     start = args.path or "."
@@ -274,7 +290,8 @@ def run_dev(args: argparse.Namespace) -> int:
                 problem = dev_namespace_problem(namespace, report.settings.namespace)
                 if problem is not None:
                     raise UsageError(problem)
-                publisher = Publisher(Store(client, namespace), folder, author)
+                publisher = Publisher(Store(client, namespace), folder, author,
+                                      take_over=args.take_over)
                 logger.info(kv("dev", tree=folder, namespace=namespace,
                                redis=redis_url, once="true" if args.once else None))
             try:

@@ -27,7 +27,7 @@ from .editor import SETTINGS_PATH, editor_settings
 from .errors import UsageError
 from .git import GitRepo, init_repository, work_tree_top
 from .logs import one_line
-from .model import NAMESPACE_MAX, namespace_problem
+from .model import DEV_NAMESPACE_SUFFIX, NAMESPACE_MAX, is_dev_namespace, namespace_problem
 from .repo import SETTINGS_FILE
 from .schema import render_schemas
 
@@ -145,9 +145,12 @@ def branch_pattern(branch: str) -> str:
 
 def sanitize_namespace(name: str) -> str:
     """A valid namespace made from a folder's name: every run of other characters becomes
-    ``-``, the ends are trimmed to a letter or digit; ``default`` when nothing is left."""
+    ``-``, the ends are trimmed to a letter or digit, and a ``-dev`` ending (a dev namespace,
+    which ``validate`` refuses) is dropped; ``default`` when nothing is left."""
     text = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
     text = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", text[:NAMESPACE_MAX])
+    while is_dev_namespace(text):  # `foo-dev`: a dev namespace, which validate refuses
+        text = re.sub(r"[^A-Za-z0-9]+$", "", text[:-len(DEV_NAMESPACE_SUFFIX)])
     return text if text and namespace_problem(text) is None else "default"
 
 

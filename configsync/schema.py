@@ -10,14 +10,18 @@ live inside the repository). A module that still resolves to a file there is ref
 Nothing a config repository names can stop or take over the process that reads it (issue 17):
 a module named ``__main__`` (any part of the dotted name) is refused by name (it runs a
 program: ``configsync.__main__`` re-ran the CLI inside the daemon and its ``SystemExit`` stopped
-it); when the operator sets ``CONFIGSYNC_SCHEMA_MODULES`` (comma-separated packages), only
-modules in those packages are imported; and a module not imported yet is first imported in a
-throwaway child process (``python -I``, stdin closed, its own session, killed after
-``IMPORT_SECONDS``), so that an import that raises anything (``SystemExit``,
-``KeyboardInterrupt``...), ends the process (``os._exit``), never ends, prints to standard
-output or starts threads is refused (:class:`SchemaImportError`, a rejected commit for the
-daemon) before this process runs it. Whatever the import in this process still raises,
-``BaseException`` included, is a :class:`SchemaImportError` as well.
+it), and so are private names (a part or the class starting with ``_``) and configsync's own
+classes but :data:`OWN_MODEL`; when the operator sets ``CONFIGSYNC_SCHEMA_MODULES``
+(comma-separated packages; set to none, a :class:`UsageError`), only modules in those packages
+are imported; and a module not imported yet is first imported in a throwaway child process
+(``python -I``, stdin on /dev/null, its own session and process group, killed whole after
+``IMPORT_SECONDS``; one trial per module a process), so that an import that raises anything
+(``SystemExit``, ``KeyboardInterrupt``...), ends the process (``os._exit``), never ends, prints
+to standard output or starts threads is refused (:class:`SchemaImportError`, a rejected commit
+for the daemon) before this process runs it. The class is looked up in the module's own
+namespace (a module ``__getattr__``, pydantic's for ``BaseSettings``, never runs), and whatever
+resolving the name still raises, ``BaseException`` included, is a :class:`SchemaImportError`.
+What the trial cannot see is listed in DESIGN.md (*Which code a config repository may name*).
 """
 
 from __future__ import annotations
@@ -29,22 +33,28 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import SchemaImportError
+from .errors import SchemaImportError, UsageError
 from .model import NOT_BLANK, PROMPT_FILE, AgentConfig, RepoSettings
 from .snapshot import MAX_SAFE_INTEGER
 
 __all__ = [
     "AGENT_SCHEMA_FILE",
     "IMPORT_SECONDS",
+    "OWN_MODEL",
     "SCHEMA_MODULES_ENV",
     "SETTINGS_SCHEMA_FILE",
     "agent_json_schema",
+    "allowed_schema_modules",
     "load_agent_model",
     "render_schemas",
     "settings_json_schema",
+    "tick_during_trials",
 ]
 
 AGENT_SCHEMA_FILE = "agent.schema.json"
@@ -54,7 +64,7 @@ SCHEMA_MODULES_ENV = "CONFIGSYNC_SCHEMA_MODULES"
 """The operator's allow-list: comma-separated package (or module) names; when set (and not
 blank), a ``schema:`` module outside every one of them is refused. A config repository cannot
 set it: it comes from the environment of the process that validates or syncs."""
-IMPORT_SECONDS = 30.0
+IMPORT_SECONDS = 10.0
 """How long the trial import of a ``schema:`` module in a child process may take."""
 
 _MAX_FLOAT = sys.float_info.max
@@ -116,8 +126,7 @@ def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
     """
     if ref is None:
         return AgentConfig
-    module_name, _, class_name = ref.partition(":")
-    refused = _refused_name(module_name)
+    refused = _refused_name(ref)
     if refused is not None:
         raise SchemaImportError(refused)
     root = _resolved(repo_root) if repo_root is not None else None
@@ -131,12 +140,30 @@ def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
             root is not None and resolved.is_relative_to(root))
 
     narrowed = [p for p in sys.path if not untrusted(p)]
+    try:
+        return _resolve(ref, narrowed, untrusted, timeout)
+    except SchemaImportError:
+        raise
+    except BaseException as exc:  # whatever resolving a name raises is a refusal (issue 17)
+        raise SchemaImportError(f"cannot use `{ref}`: {_failure(exc)}") from exc
+
+
+def _resolve(ref: str, narrowed: list[str], untrusted: Callable[[str], bool],
+             timeout: float) -> type[AgentConfig]:
+    """``load_agent_model``'s import, attribute lookup and checks (the caller turns anything
+    they raise into a :class:`SchemaImportError`: a module ``__getattr__`` that raises,
+    ``pydantic:BaseSettings``, a metaclass whose ``issubclass`` raises...)."""
+    module_name, _, class_name = ref.partition(":")
     if module_name not in sys.modules:
-        origin = _trial_import(ref, narrowed, timeout)
-        if origin and untrusted(Path(origin).parent):
+        origin, classes = _trial_import(module_name, narrowed, timeout)
+        if origin and untrusted(str(Path(origin).parent)):
             raise SchemaImportError(
                 f"`{module_name}` resolves to {origin}, inside the repository being validated; "
                 "schemas come from installed packages only")
+        if classes.get(class_name) is not True:
+            raise SchemaImportError(
+                f"`{ref}` is not a subclass of configsync.AgentConfig"
+                if classes.get(class_name) is False else f"`{module_name}` has no `{class_name}`")
     saved = sys.path[:]
     sys.path[:] = narrowed
     try:
@@ -146,11 +173,13 @@ def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
     finally:
         sys.path[:] = saved
     origin = getattr(module, "__file__", None)
-    if origin and untrusted(Path(origin).parent):
+    if isinstance(origin, str) and untrusted(str(Path(origin).parent)):
         raise SchemaImportError(
             f"`{module_name}` resolves to {origin}, inside the repository being validated; "
             "schemas come from installed packages only")
-    found = getattr(module, class_name, None)
+    # the module's own namespace only: a module ``__getattr__`` (pydantic's, for names it
+    # moved away) runs no code of the module's choosing here
+    found = vars(module).get(class_name)
     if not (isinstance(found, type) and issubclass(found, AgentConfig)):
         raise SchemaImportError(
             f"`{ref}` is not a subclass of configsync.AgentConfig" if found is not None
@@ -158,17 +187,50 @@ def load_agent_model(ref: str | None, repo_root: Path | None = None, *,
     return found
 
 
-def _refused_name(module_name: str) -> str | None:
-    """Why ``module_name`` may not be imported at all, or None: a ``__main__`` module (a
-    program, not a library), or one outside the operator's ``CONFIGSYNC_SCHEMA_MODULES``."""
-    if "__main__" in module_name.split("."):
+OWN_MODEL = "configsync.model:AgentConfig"
+"""The one ``schema:`` in configsync's own package that a repository may name (the default)."""
+
+
+def _refused_name(ref: str) -> str | None:
+    """Why ``ref`` (``module:Class``) may not be imported at all, or None: a ``__main__``
+    module (a program, not a library); a private name (a part or the class starting with
+    ``_``: no API of anyone's); configsync's own package, but for :data:`OWN_MODEL` (its
+    internals are not a user's model: ``configsync.holdings:_Lenient`` turned the unknown-key
+    check off); or a module outside the operator's ``CONFIGSYNC_SCHEMA_MODULES``."""
+    module_name, _, class_name = ref.partition(":")
+    parts = module_name.split(".")
+    if "__main__" in parts:
         return (f"`{module_name}` is a program's `__main__`, which runs when imported; "
                 "name the module that defines the class")
-    allowed = [p.strip() for p in os.environ.get(SCHEMA_MODULES_ENV, "").split(",") if p.strip()]
+    if any(part.startswith("_") for part in [*parts, class_name]):
+        return (f"`{ref}` is a private name (a part starts with `_`); name a public class of "
+                "an installed package")
+    if parts[0] == "configsync" and ref != OWN_MODEL:
+        return (f"`{ref}` is part of configsync itself, not a model of yours; name your own "
+                f"AgentConfig subclass (or leave `schema:` out for {OWN_MODEL})")
+    try:
+        allowed = allowed_schema_modules()
+    except UsageError as exc:
+        return str(exc)
     if allowed and not any(module_name == p or module_name.startswith(p + ".") for p in allowed):
         return (f"`{module_name}` is not in the packages this machine allows for schemas "
                 f"({SCHEMA_MODULES_ENV}={','.join(allowed)})")
     return None
+
+
+def allowed_schema_modules() -> list[str]:
+    """The packages ``CONFIGSYNC_SCHEMA_MODULES`` allows (comma-separated, blanks ignored); an
+    empty list when it is unset (every installed module may be named). Raises
+    :class:`UsageError` when it is set but names no package (``""``, ``" "``, ``","``): an
+    allow-list that allows everything by mistake is no allow-list (the CLI exits 2)."""
+    text = os.environ.get(SCHEMA_MODULES_ENV)
+    if text is None:
+        return []
+    allowed = [p.strip() for p in text.split(",") if p.strip()]
+    if not allowed:
+        raise UsageError(f"{SCHEMA_MODULES_ENV} is set but names no package ({text!r}); name "
+                         "the packages schemas may come from (comma-separated), or unset it")
+    return allowed
 
 
 def _failure(exc: BaseException) -> str:
@@ -182,19 +244,23 @@ def _failure(exc: BaseException) -> str:
 
 _TRIAL = """\
 import json, os, sys, threading
-fd, name, cls = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-sys.path[:] = json.loads(sys.argv[4])
+fd, name = int(sys.argv[1]), sys.argv[2]
+sys.path[:] = json.loads(sys.argv[3])
 import configsync.model  # from the folder the asking process imported it from
-sys.path[:] = json.loads(sys.argv[5])
+sys.path[:] = json.loads(sys.argv[4])
 before = threading.active_count()
 try:
     __import__(name)
     module = sys.modules[name]
     found = {"file": getattr(module, "__file__", None),
-             "threads": threading.active_count() - before}
-    value = getattr(module, cls, None)
-    found["class"] = ("missing" if value is None else "agent" if isinstance(value, type)
-                      and issubclass(value, configsync.model.AgentConfig) else "other")
+             "threads": threading.active_count() - before, "classes": {}}
+    for key, value in list(vars(module).items()):
+        if isinstance(key, str) and not key.startswith("_"):
+            try:
+                found["classes"][key] = isinstance(value, type) and issubclass(
+                    value, configsync.model.AgentConfig)
+            except BaseException:
+                found["classes"][key] = False
 except BaseException as exc:
     text = str(exc)
     if not isinstance(exc, Exception) or not text:
@@ -207,69 +273,92 @@ except BaseException:
 os.write(fd, json.dumps(found).encode())
 os._exit(0)
 """
-_trials: dict[tuple[str, tuple[str, ...]], tuple[str | None, str | None]] = {}
-"""Trial imports done in this process: (``schema:`` ref, sys.path) → (the module's file,
-why it was refused). Refusals are kept too: a daemon walking many commits that name a module
-whose import hangs must not wait at every commit (a module installed since is found after a
-restart)."""
+_Trial = tuple[str | None, str | None, dict[str, bool]]
+_trials: dict[tuple[str, tuple[str, ...]], _Trial] = {}
+"""Trial imports done in this process: (module, sys.path) → (the module's file, why it was
+refused, and its public names: True for an AgentConfig subclass). One per *module*, refusals
+included: what a module's import does (hang, exit, print, start threads) does not depend on
+the class a ``schema:`` names, so a daemon walking commits that name ``m:A``, ``m:B``... of a
+module whose import hangs waits one deadline in all, not one per name or commit (a module
+installed or fixed since is tried again after a restart)."""
+_tick: tuple[int, Callable[[], None]] | None = None
 
 
-def _trial_import(ref: str, path: list[str], timeout: float) -> str | None:
-    """Import ``ref``'s module in a child process with ``path`` as ``sys.path``; its file
-    (None for a namespace package), or :class:`SchemaImportError` saying what the import did,
-    or that the module holds no such AgentConfig subclass (then this process never imports a
-    module that is no schema: ``this``, ``antigravity``...). Once per ref and path a process."""
-    key = (ref, tuple(path))
+def tick_during_trials(tick: Callable[[], None] | None) -> None:
+    """Call ``tick`` (the daemon's heartbeat) about every TICK_SECONDS while a trial import
+    runs in this process (not in its forked children), so a daemon waiting for one is not
+    taken for dead; None: stop."""
+    global _tick
+    _tick = None if tick is None else (os.getpid(), tick)
+
+
+def _trial_import(module_name: str, path: list[str],
+                  timeout: float) -> tuple[str | None, dict[str, bool]]:
+    """Import ``module_name`` in a child process with ``path`` as ``sys.path``: its file (None
+    for a namespace package) and public names (True: an AgentConfig subclass), or
+    :class:`SchemaImportError` saying what the import did (then this process never imports a
+    module that is no schema: ``this``, ``antigravity``...). Once per module and path a
+    process."""
+    key = (module_name, tuple(path))
     if key not in _trials:
         try:
-            _trials[key] = (_trial(ref, path, timeout), None)
+            origin, classes = _trial(module_name, path, timeout)
+            _trials[key] = (origin, None, classes)
         except SchemaImportError as exc:
-            _trials[key] = (None, str(exc))
-    origin, refused = _trials[key]
+            _trials[key] = (None, str(exc), {})
+    origin, refused, classes = _trials[key]
     if refused is not None:
         raise SchemaImportError(refused)
-    return origin
+    return origin, classes
+TICK_SECONDS = 1.0
+"""While a trial import runs, the daemon's heartbeat is stamped this often."""
 
 
-def _trial(ref: str, path: list[str], timeout: float) -> str | None:
-    module_name, _, class_name = ref.partition(":")
-    read, write = os.pipe()
-    try:
-        os.set_blocking(read, False)
+def _wait(proc: subprocess.Popen[bytes], module_name: str, timeout: float) -> None:
+    """Until the child ends (not until its output closes: a process the import started may
+    hold it); SchemaImportError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            proc.wait(timeout=max(0.0, min(left, TICK_SECONDS)))
+            return
+        except subprocess.TimeoutExpired:
+            if left <= TICK_SECONDS:
+                raise SchemaImportError(f"cannot import `{module_name}`: importing it did not "
+                                        f"end within {timeout:g} s") from None
+            if _tick is not None and _tick[0] == os.getpid():
+                _tick[1]()
+
+
+def _trial(module_name: str, path: list[str],
+           timeout: float) -> tuple[str | None, dict[str, bool]]:
+    with tempfile.TemporaryFile() as answer, tempfile.TemporaryFile() as output:
         try:
             ours = str(Path(__file__).resolve().parents[1])  # where configsync was found
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _TRIAL, str(write), module_name, class_name,
+                [sys.executable, "-I", "-c", _TRIAL, str(answer.fileno()), module_name,
                  json.dumps([ours, *path]), json.dumps(path)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                pass_fds=(write,), start_new_session=True)
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.DEVNULL,
+                pass_fds=(answer.fileno(),), start_new_session=True)
         except OSError as exc:
             raise SchemaImportError(
                 f"cannot try importing `{module_name}` in a child process ({sys.executable!r}: "
                 f"{exc.strerror or exc}); it is never imported untried") from None
-        os.close(write)
-        write = -1
         try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise SchemaImportError(f"cannot import `{module_name}`: importing it did not end "
-                                    f"within {timeout:g} s") from None
+            _wait(proc, module_name, timeout)
         finally:
-            try:  # whatever the import started goes with it
+            try:  # the child's whole process group: whatever the import started goes with it
                 os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
                 pass
             proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        out = output.seek(0, os.SEEK_END)
+        answer.seek(0)
         try:
-            result = json.loads(os.read(read, 1 << 16) or b"null")
+            result = json.loads(answer.read() or b"null")
         except (OSError, ValueError):
             result = None
-    finally:
-        os.close(read)
-        if write >= 0:
-            os.close(write)
     if not isinstance(result, dict):
         code = proc.returncode
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
@@ -283,12 +372,10 @@ def _trial(ref: str, path: list[str], timeout: float) -> str | None:
     if result.get("threads"):
         raise SchemaImportError(f"`{module_name}` starts threads when imported; a schema "
                                 "module must only define classes")
-    if result.get("class") != "agent":
-        raise SchemaImportError(
-            f"`{module_name}` has no `{class_name}`" if result.get("class") == "missing"
-            else f"`{ref}` is not a subclass of configsync.AgentConfig")
-    origin = result.get("file")
-    return origin if isinstance(origin, str) else None
+    origin, classes = result.get("file"), result.get("classes")
+    return (origin if isinstance(origin, str) else None,
+            {k: v for k, v in classes.items() if v is True or v is False}
+            if isinstance(classes, dict) else {})
 
 
 def agent_json_schema(model: type[AgentConfig] = AgentConfig) -> dict[str, Any]:

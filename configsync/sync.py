@@ -39,6 +39,7 @@ from .model import is_dev_namespace
 from .parallel import fork_map
 from .redis_url import redis_failure
 from .repo import CONFIG_PATHS, SETTINGS_FILE, Entry, GitSource, git_kind
+from .schema import tick_during_trials
 from .snapshot import Record, checksum
 from .store import CONTRACT_VERSION, AgentChange, Event, Store, Write
 from .validate import Report, check_tree
@@ -164,6 +165,24 @@ class Engine:
              pending: Mapping[str, Change] | None = None) -> Step:
         """What ``info`` does to ``applied``; ``pending``: what changed since the applied tree
         (None: ask ``git diff-tree``)."""
+        try:
+            return self._step(applied, info, pending)
+        except (GitError, OSError):
+            raise  # the mirror or the machine failed, not the commit: the poll is retried
+        except Exception as exc:  # a bug must not stop the daemon (issue 17)
+            # The last line of defence: whatever checking a commit raises rejects that commit,
+            # the daemon keeps serving, and a rebuild's walk gets past it; the traceback goes
+            # to the log (a bug to report), never hidden.
+            logger.error(kv("check_failed", commit=info.sha[:12], error=type(exc).__name__),
+                         exc_info=True)
+            return Step(info, None, error={
+                "commit": info.sha, "file": SETTINGS_FILE, "line": 1, "column": 1, "errors": 1,
+                "message": f"checking this commit failed ({type(exc).__name__}: "
+                           f"{redact_text(str(exc))}); configsync rejected it: please report it "
+                           "with the traceback in the daemon's log"})
+
+    def _step(self, applied: Applied, info: CommitInfo,
+              pending: Mapping[str, Change] | None) -> Step:
         patched = self._entries(applied, info.sha, pending)
         if patched is None:
             report = self.check(info.sha)
@@ -214,6 +233,12 @@ DEV_SOURCE_PREFIX = "dev:"
 """``state.source`` of a namespace ``configsync dev`` wrote: ``dev:<absolute path>``."""
 DEV_COMMIT = "worktree"
 """``state.commit`` (and ``seen``) of a namespace ``configsync dev`` wrote: no commit made it."""
+
+
+CLAIMS = ("first", "adopt", "reclaim")
+"""``state.claimed``: how the daemon that writes the namespace came to own it: ``first`` (it met
+no state: a first start, or after Redis lost its data), ``adopt`` (``--adopt``), ``reclaim``
+(won back from a dev state or from another source's ``first``: invariant 5)."""
 
 
 def dev_namespace_refused(namespace: str) -> str:
@@ -279,6 +304,12 @@ class Daemon:
         # set by `configsync sync`: before each poll, makes again what the daemon keeps under
         # its workdir when it was lost (the mirror makes itself again at each fetch)
         self.upkeep: Callable[[], None] | None = None
+        # Who owns the namespace after Redis lost its data (invariant 5): `served_before` (set
+        # by `configsync sync` from its workdir) says this daemon's source and branch served
+        # the namespace; `on_served` records it there once a sync reached the state.
+        self.served_before = False
+        self.on_served: Callable[[], None] | None = None
+        self.claimed = ""  # how the state it writes was claimed: state.claimed (CLAIMS)
         # Read-only status for other threads (the HTTP server): why the last sync attempt
         # failed ("redis_unavailable: ..."), None when it succeeded.
         self.last_failure: str | None = None
@@ -293,7 +324,11 @@ class Daemon:
         self.mirror.fetch(self.branch)
         if self.metrics is not None:
             self.metrics.fetched(time.time())
-        return self.catch_up(self.mirror.head(self.branch))
+        result = self.catch_up(self.mirror.head(self.branch))
+        if self.synced and self.on_served is not None:
+            self.on_served()
+            self.on_served = None
+        return result
 
     def catch_up(self, head: str) -> SyncResult:
         """Apply the commits after ``state.seen`` up to ``head`` (a commit in the mirror).
@@ -308,16 +343,17 @@ class Daemon:
         while True:
             state = self.store.state()
             if "seen" not in state:
-                if self.rebuild(head):
+                if self.rebuild(head, claimed="first"):
                     self.synced = True
                     return self._result(head)
                 continue
-            if _dev_written(state):
+            if _dev_written(state) or self._reclaimable(state):
                 if not self._reclaim(state, head):
                     continue  # another writer moved the state: read it again
                 self.synced = True
                 return self._result(head)
             taking_over = self._follows(state)
+            self.claimed = "adopt" if taking_over else state.get("claimed", "")
             upgrade = self._contract_upgrade(state)
             if upgrade is None:
                 try:
@@ -355,7 +391,7 @@ class Daemon:
                     logger.warning(kv("contract_upgrade",
                                       **{"from": upgrade, "to": CONTRACT_VERSION},
                                       commit=(state.get("commit") or "")[:12], head=head[:12]))
-                if not self.rebuild(head, expected_seen=seen):
+                if not self.rebuild(head, expected_seen=seen, claimed=self.claimed):
                     continue  # another daemon moved the state: read it again
                 if taking_over:
                     self.adopt = False
@@ -399,16 +435,28 @@ class Daemon:
             "was taken over from elsewhere with --adopt): pass --adopt to make the namespace "
             "follow this source from now on, or use another --namespace")
 
+    def _reclaimable(self, state: dict[str, str]) -> bool:
+        """The state was written by another source's (or branch's) *first start* (``claimed:
+        first``: it met no state, after Redis lost its data) on a namespace this daemon served
+        (its workdir says so): this daemon wins it back (invariant 5). A state claimed any
+        other way (``adopt``, ``reclaim``, none: before the field) is never reclaimed, so two
+        daemons cannot take a namespace from each other in turns."""
+        source, branch = state.get("source") or self.source, state.get("branch") or self.branch
+        return (self.served_before and state.get("claimed") == "first"
+                and (source, branch) != (self.source, self.branch))
+
     def _reclaim(self, state: dict[str, str], head: str) -> bool:
-        """Win this daemon's namespace back from a state ``configsync dev`` wrote there: the
-        whole state rebuilt from git (a new epoch, one ``rebuilt`` event), under the
-        compare-and-set on ``state.seen``; what it replaced is logged. False when another
-        writer moved the state first. A dev state never stops a daemon (issue 17)."""
+        """Win this daemon's namespace back from a state ``configsync dev`` wrote there, or
+        one :meth:`_reclaimable` says is ours: the whole state rebuilt from git (a new epoch,
+        one ``rebuilt`` event, ``claimed: reclaim``), under the compare-and-set on
+        ``state.seen``; what it replaced is logged. False when another writer moved the state
+        first. A dev state never stops a daemon (issue 17)."""
         logger.warning(kv("reclaimed", namespace=self.store.keys.namespace,
-                          was_source=state.get("source") or "", was_commit=state.get("commit"),
+                          was_source=state.get("source") or "",
+                          was_branch=state.get("branch") or "", was_commit=state.get("commit"),
                           was_revision=state.get("revision"), was_epoch=state.get("epoch"),
                           was_agents=self.store.agent_count(), head=head[:12]))
-        if not self.rebuild(head, expected_seen=state["seen"]):
+        if not self.rebuild(head, expected_seen=state["seen"], claimed="reclaim"):
             return False
         self.unconfirmed = None
         self.store.heartbeat(utcnow())
@@ -491,7 +539,7 @@ class Daemon:
         return {"commit": applied.commit or "", "seen": seen, "revision": str(applied.revision),
                 "epoch": self.epoch or "", "branch": self.branch, "source": self.source,
                 "applied_at": now, "heartbeat_at": now, "last_error": last_error,
-                "schema": schema or "", "contract": CONTRACT_VERSION}
+                "schema": schema or "", "contract": CONTRACT_VERSION, "claimed": self.claimed}
 
     def _events(self, step: Step, new: Applied) -> list[Event]:
         """One ``applied`` event for the commit, listing every agent it changed (none for a
@@ -520,7 +568,13 @@ class Daemon:
             last[agent_id] = max(version, last.get(agent_id, 0))
         report = None
         if commit is not None and self.mirror.has_commit(commit):
-            report = self.engine.check(commit)
+            try:
+                report = self.engine.check(commit)
+            except (GitError, OSError):
+                raise
+            except Exception as exc:  # (see Engine.step) the next commit gets a full check
+                logger.error(kv("check_failed", commit=commit[:12], error=type(exc).__name__),
+                             exc_info=True)
         self.applied = Applied(commit, report, versions, last, int(state.get("revision", 0)))
         if self.metrics is not None and report is not None and commit is not None:
             self.metrics.last_applied.set(unix_time(self.mirror.commit_info(commit).committed_at))
@@ -531,9 +585,11 @@ class Daemon:
         logger.info(kv("loaded", commit=(commit or "")[:12], agents=len(versions),
                        revision=self.applied.revision))
 
-    def rebuild(self, head: str, *, expected_seen: str | None = None) -> bool:
+    def rebuild(self, head: str, *, expected_seen: str | None = None,
+                claimed: str = "first") -> bool:
         """Rebuild the whole state from the branch history in memory; write it at once, when
-        ``state.seen`` is still ``expected_seen`` (None: when the state is still missing)."""
+        ``state.seen`` is still ``expected_seen`` (None: when the state is still missing),
+        with ``state.claimed`` = ``claimed`` (one of CLAIMS)."""
         started = time.monotonic()
         applied = Applied()
         history: dict[str, deque[Record]] = {}
@@ -553,6 +609,7 @@ class Daemon:
                 history.setdefault(snapshot.agent_id,
                                    deque(maxlen=self.keep)).append(snapshot)
         self.epoch = uuid.uuid4().hex
+        self.claimed = claimed
         current = [history[agent_id][-1] for agent_id in sorted(applied.versions)]
         # History is immutable: written first, in bounded pipelines; the transaction below
         # holds only what readers look at (state, current, the index, the event).
@@ -581,11 +638,18 @@ class Daemon:
     def run(self, *, interval: float = 10.0, once: bool = False) -> int:
         """Poll until stopped (SIGTERM/SIGINT: finish the commit in hand, exit 0). With
         ``once``: sync to the head, then return 0 when it applied, 1 when it was rejected."""
+        if not once:  # readers judge the heartbeat's age by it (heartbeat.py)
+            self.store.heartbeat_every = interval
+        tick_during_trials(self._heartbeat)  # a `schema:` trial import is no dead daemon
+        try:
+            return self._run(interval, once)
+        finally:
+            tick_during_trials(None)
+
+    def _run(self, interval: float, once: bool) -> int:
         backoff = Backoff()
         failing: str | None = None
         confirming = False
-        if not once:  # readers judge the heartbeat's age by it (heartbeat.py)
-            self.store.heartbeat_every = interval
         while not self.stopping.is_set():
             started = time.monotonic()
             try:

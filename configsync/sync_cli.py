@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
 import socket
+import sys
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -23,9 +25,10 @@ from .git import GitRepo, Mirror
 from .loader import YamlError, load_yaml
 from .logs import configure, kv, logger, redact_url
 from .messages import plural
-from .model import RepoSettings
+from .model import RepoSettings, is_dev_namespace
 from .redis_url import check_redis_url, from_url
 from .refwatch import watch_refs
+from .schema import SCHEMA_MODULES_ENV, allowed_schema_modules
 from .store import Store
 from .sync import Daemon, install_stop_handlers
 
@@ -101,6 +104,37 @@ class _Workdir:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+
+    SERVED = "served.json"
+    """``WORKDIR/served.json``: ``[[redis, namespace, source, branch], ...]``, what this workdir's
+    daemon has served (URLs without credentials). It outlives Redis's data, so a daemon wins
+    its namespace back from another source's first start after a flush (invariant 5)."""
+
+    def _served(self) -> list[list[str]]:
+        try:
+            found = json.loads((self.path / self.SERVED).read_text())
+        except (OSError, ValueError):
+            return []
+        return [e for e in found if isinstance(e, list) and len(e) == 4
+                and all(isinstance(x, str) for x in e)] if isinstance(found, list) else []
+
+    def served(self, *entry: str) -> bool:
+        """Whether this workdir's daemon served ``(redis, namespace, source, branch)``."""
+        return list(entry) in self._served()
+
+    def record(self, *entry: str) -> None:
+        """Note ``(redis, namespace, source, branch)`` as served (written atomically; a
+        failure is a warning: only a later reclaim depends on it)."""
+        found = self._served()
+        if list(entry) in found:
+            return
+        target = self.path / self.SERVED
+        try:
+            temp = target.with_suffix(".tmp")
+            temp.write_text(json.dumps([*found, list(entry)]) + "\n")
+            temp.replace(target)
+        except OSError as exc:
+            logger.warning(kv("workdir_unwritable", file=target, error=exc.strerror or exc))
 
     def lock(self) -> None:
         """Hold ``WORKDIR/lock``: two daemons on one workdir would share a mirror and an
@@ -213,6 +247,8 @@ def _namespace(mirror: Mirror, branch: str) -> str:
             namespace = RepoSettings.model_validate(load_yaml(raw).data).namespace
         except (YamlError, ValueError):
             continue
+        if is_dev_namespace(namespace):  # invalid too (validate's error): never a daemon's
+            continue
         if newer:
             logger.warning(kv("namespace_from_older_commit", namespace=namespace,
                               commit=info.sha[:12], reason="configsync.yaml at the head is "
@@ -251,8 +287,24 @@ def _embedded(workdir: Path, stack: ExitStack, once: bool) -> RedisServer:
     return server
 
 
+def release_stdin() -> None:
+    """Reopen fd 0 on /dev/null: a long-running command never reads standard input, and a
+    module it imports (a ``schema:``) that reads it must find end-of-file, not block the
+    process on a terminal or a pipe left open (issue 17)."""
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return
+    if null != 0:
+        os.dup2(null, 0)
+        os.close(null)
+    if sys.stdin is None:  # (fd 0 was closed at start: `sys.stdin` reads /dev/null now)
+        sys.stdin = open(0, closefd=False)  # (lives as long as the process)
+
+
 def run_sync(args: argparse.Namespace) -> int:
     configure(log_format=args.log_format)
+    release_stdin()
     redis_url, origin = args.redis, "--redis"
     if not redis_url:
         redis_url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
@@ -385,8 +437,14 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
                     jobs=1 if args.listen is not None else os.cpu_count() or 1,
                     repo_root=source.tree, tune_gc=True, stopping=stopping)
     daemon.upkeep = kept.upkeep
+    served = (redact_url(redis_url), namespace, daemon.source, branch)
+    daemon.served_before = kept.served(*served)
+    daemon.on_served = lambda: kept.record(*served)
     timing = {"once": "true"} if args.once else {"interval": f"{args.interval:g}s"}
+    # the allow-list is the production recommendation (README "Your own fields"): said
+    # at start, `any` when unset (any installed module may be imported for `schema:`)
+    allowed = ",".join(allowed_schema_modules()) or f"any (set {SCHEMA_MODULES_ENV})"
     logger.info(kv("started", source=redact_url(source.url), branch=branch,
                    redis=redact_url(redis_url), namespace=namespace, workdir=workdir,
-                   keep=args.keep, **timing))
+                   keep=args.keep, **timing, schema_modules=allowed))
     return daemon, redis_url, origin

@@ -397,11 +397,12 @@ class _Checker:
                                     hint=settings_shape_hint(err["loc"], err.get("input")))
             return
         self.context = {"settings": self.settings}
-        if is_dev_namespace(self.settings.namespace):  # a warning: --namespace may override it
+        if is_dev_namespace(self.settings.namespace):  # an error: a daemon that applied it
+            # would refuse its namespace at every restart (issue 17), so no commit may name one
             self.report(SETTINGS_FILE, *doc.locate(["namespace"]),
                         f"namespace: `{self.settings.namespace}` ends in -dev, which marks a "
                         "configsync dev namespace: a sync daemon never writes one (name the "
-                        "production namespace; configsync dev adds -dev itself)", WARNING)
+                        "production namespace; configsync dev adds -dev itself)")
         try:
             self.model = load_agent_model(self.settings.schema_, self.repo_root)
         except SchemaImportError as exc:
@@ -534,6 +535,10 @@ class _Checker:
             for err in errors:
                 self.pydantic_error(err, chain, self.model, hint=_EXTENDS_HINT if (
                     tuple(err["loc"]) == ("extends",) and err["type"] == "string_type") else "")
+            return None
+        except Exception as exc:  # the `schema:` model's own code failed (issue 17): said here
+            self.report(agent.path, 1, 1, f"schema: `{_model_name(self.model)}` raised "
+                        f"{type(exc).__name__} validating this agent: {exc}")
             return None
         if unportable:
             return None

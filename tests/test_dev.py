@@ -18,7 +18,16 @@ from configsync.errors import UsageError
 from configsync.snapshot import Record, checksum
 from configsync.store import AgentChange, Event, Store, Write
 
-from .conftest import SETTINGS, SUPPORT, GitTree, Remote, git, spawn_daemon, wait_until
+from .conftest import (
+    SETTINGS,
+    SUPPORT,
+    GitTree,
+    Remote,
+    git,
+    spawn_daemon,
+    wait_until,
+    write_tree,
+)
 
 BAD = SUPPORT.replace("temperature: 0.3", "temperature: 3.5")
 BAD_LINE = "agents/support.yaml:3:14: temperature: must be at most 2 (got 3.5)"
@@ -147,12 +156,16 @@ def test_a_namespace_a_sync_daemon_writes_is_refused_both_ways(
     assert err.splitlines()[-1] == (f"configsync: error: argument --namespace: {refused} (see "
                                     "`configsync sync --help`)")
     git_tree.write({"configsync.yaml": SETTINGS.replace("namespace: test", "namespace: test-dev")})
-    git_tree.commit("a dev namespace in configsync.yaml")
+    head = git_tree.commit("a dev namespace in configsync.yaml")
     code = main(["sync", "--repo", str(git_tree.root), "--redis", redis_server.url, "--once",
                  "--workdir", str(tmp_path / "wd3")])
-    assert code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"configsync: error: {refused}"
-    assert not (tmp_path / "wd3").exists()
+    # (issue 17 red team, finding 4) such a commit is a validation error: the daemon keeps the
+    # namespace of the last valid configsync.yaml, rejects the head and never stops for it
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "event=namespace_from_older_commit namespace=test " in err
+    assert "ends in -dev" in err.splitlines()[-1]
+    assert (store.state()["commit"], store.state()["seen"]) == (served, head)
     assert Store(redis.Redis.from_url(redis_server.url), "test-dev").state()["commit"] == \
         "worktree"
 
@@ -280,3 +293,61 @@ def test_no_config_tree_is_a_usage_error(tmp_path: Path,
     code, _, err = dev(capsys, str(tmp_path), "--once", "--redis", "redis://127.0.0.1:1/0")
     assert code == 2 and "no configsync.yaml" in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_second_working_tree_is_refused_unless_it_takes_over(
+        tree: Path, tmp_path: Path, redis_server: RedisServer,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17 red team, finding 8: two `configsync dev` on one dev namespace from different
+    working trees took it from each other silently at every save. The second is refused,
+    naming the first tree, unless --take-over; then the first is refused in turn (no fight);
+    the same tree publishing again is fine."""
+    other = write_tree(tmp_path / "other", {
+        "configsync.yaml": SETTINGS,
+        "agents/support.yaml": SUPPORT.replace("temperature: 0.3", "temperature: 0.5")})
+    url = redis_server.url
+    store = Store(redis.Redis.from_url(url), "test-dev")
+    assert dev(capsys, str(tree), "--redis", url, "--once")[0] == 0
+    (tree / "agents/support.yaml").write_text(SUPPORT.replace("0.3", "0.4"))
+    assert dev(capsys, str(tree), "--redis", url, "--once")[:2] == (0, "applied support v2\n")
+    code, out, err = dev(capsys, str(other), "--redis", url, "--once")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1] == (
+        f"configsync: error: namespace 'test-dev' is written by configsync dev in another "
+        f"working tree ({tree.resolve()}); stop that one, use another --namespace, or pass "
+        "--take-over to publish this tree there instead")
+    assert store.state()["source"] == f"dev:{tree.resolve()}"
+    code, out, err = dev(capsys, str(other), "--redis", url, "--once", "--take-over")
+    assert (code, out) == (0, "applied support v3\n"), err
+    assert store.state()["source"] == f"dev:{other.resolve()}"
+    code, _, err = dev(capsys, str(tree), "--redis", url, "--once")  # the first one, again
+    assert code == 2 and f"({other.resolve()})" in err
+    assert store.current()["support"].config["temperature"] == 0.5
+
+
+def test_a_running_dev_stops_when_another_tree_takes_its_namespace(
+        tree: Path, tmp_path: Path, redis_server: RedisServer,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The loser of a --take-over says so and exits 2 at its next save instead of writing."""
+    other = write_tree(tmp_path / "other", {"configsync.yaml": SETTINGS,
+                                            "agents/support.yaml": SUPPORT})
+    store = Store(redis.Redis.from_url(redis_server.url), "test-dev")
+    proc = subprocess.Popen([sys.executable, "-m", "configsync", "dev", str(tree), "--redis",
+                             redis_server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_until(lambda: store.state().get("source") == f"dev:{tree.resolve()}"
+                   or proc.poll() is not None)
+        code, _, err = dev(capsys, str(other), "--redis", redis_server.url, "--once",
+                           "--take-over")
+        assert code == 0, err
+        (tree / "agents/support.yaml").write_text(SUPPORT.replace("0.3", "0.9"))
+        assert proc.wait(timeout=30) == 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _, err = proc.communicate()
+    assert f"another working tree ({other.resolve()})" in err and "Traceback" not in err
+    assert store.state()["source"] == f"dev:{other.resolve()}"
+    assert store.current()["support"].config["temperature"] == 0.3

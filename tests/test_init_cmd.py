@@ -97,6 +97,14 @@ def test_defaults_to_the_current_folder(tmp_path: Path, capsys: pytest.CaptureFi
     ("日本", "default"),
     ("x" * 150, "x" * 100),
     ("a.b_c", "a.b_c"),
+    # issue 17: never a dev namespace, which validate refuses (a daemon applying it stopped)
+    ("foo-dev", "foo"),
+    ("Foo-DEV", "Foo"),
+    ("foo dev", "foo"),
+    ("foo_-dev", "foo"),
+    ("foo-dev-dev", "foo"),
+    ("-dev", "dev"),
+    ("a.dev", "a.dev"),
 ])
 def test_namespace_from_the_folder_name(name: str, namespace: str) -> None:
     assert sanitize_namespace(name) == namespace
@@ -292,3 +300,13 @@ def test_init_pins_a_ref_that_exists_in_this_repository(tmp_path: Path,
             or not _resolves(DEVELOPMENT_REF)):
         pytest.skip("this checkout holds neither the tags nor main (a CI checkout)")
     assert _resolves(ref), f"{ref} names no tag or branch of this repository"
+
+
+def test_init_refuses_a_dev_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17: a `-dev` namespace in configsync.yaml is an error (validate), so `init` never
+    writes one."""
+    with pytest.raises(SystemExit) as caught:
+        run(capsys, "init", str(tmp_path / "x"), "--namespace", "prod-dev")
+    assert caught.value.code == 2
+    assert "is a configsync dev namespace" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "configsync.yaml").exists()

@@ -317,7 +317,7 @@ def test_the_operators_allow_list_decides_which_modules_a_repository_may_name(
         f"`{package}.models` is not in the packages this machine allows for schemas "
         f"(CONFIGSYNC_SCHEMA_MODULES=other_pkg,{package}x)")
     assert f"{package}.models" not in sys.modules
-    for allowed in (package, f"{package}.models", f"other, {package} ,", " "):
+    for allowed in (package, f"{package}.models", f"other, {package} ,"):
         monkeypatch.setenv("CONFIGSYNC_SCHEMA_MODULES", allowed)
         assert load_agent_model(ref).__name__ == "SupportAgent"
 
@@ -418,10 +418,12 @@ def test_a_standard_module_that_prints_is_refused_without_printing_here(
 
 
 @pytest.mark.slow  # six CLI processes
+@pytest.mark.parametrize("ref", [None, "pydantic:BaseSettings"], ids=["ends", "lazy-name"])
 def test_every_command_that_reads_a_tree_survives_a_schema_that_ends_its_importer(
-        git_tree: GitTree, tmp_path: Path, redis_server: RedisServer) -> None:
+        git_tree: GitTree, tmp_path: Path, redis_server: RedisServer, ref: str | None) -> None:
     """The kind of item 3: each path that imports `schema:` (validate, diff, history,
-    rollback, status) says so or skips the commit; none ends as the module asks (exit 5)."""
+    rollback, status) says so or skips the commit; none ends as the module asks (exit 5), nor
+    with a traceback (red team finding 1: `pydantic:BaseSettings` raised at the lookup)."""
     import subprocess
 
     name = f"ends_{uuid.uuid4().hex[:8]}"
@@ -429,10 +431,15 @@ def test_every_command_that_reads_a_tree_survives_a_schema_that_ends_its_importe
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(tmp_path / "site"), str(Path(__file__).parents[1])])}
     first = git(git_tree.root, "rev-parse", "HEAD").strip()
-    git_tree.write({"configsync.yaml": SETTINGS + f"schema: {name}:Agent\n",
+    git_tree.write({"configsync.yaml": SETTINGS + f"schema: {ref or name + ':Agent'}\n",
                     "agents/support.yaml": SUPPORT.replace("0.3", "0.4")})
     git_tree.commit("a schema that ends the process")
-    said = f"cannot import `{name}`: importing it ended the process (exit status 5)"
+    said = (f"cannot import `{name}`: importing it ended the process (exit status 5)"
+            if ref is None else "schema: `pydantic` has no `BaseSettings`")
+    json_out = subprocess.run([sys.executable, "-m", "configsync", "validate", ".", "--format",
+                               "json"], cwd=git_tree.root, capture_output=True, text=True,
+                              timeout=60, env=env)
+    assert json_out.returncode == 1 and said in json.loads(json_out.stdout)[0]["message"]
     for argv, codes in [(["validate", "."], {1}), (["validate", ".", "--ref", "HEAD"], {1}),
                         (["diff", first, "HEAD"], {1}), (["history", "support"], {0}),
                         (["rollback", "support", "--to", "1", "--branch", "back"], {0, 1}),
@@ -443,3 +450,245 @@ def test_every_command_that_reads_a_tree_survives_a_schema_that_ends_its_importe
         assert "Traceback" not in proc.stderr, (argv, proc.stderr)
         if argv[0] in ("validate", "diff"):
             assert said in proc.stdout, (argv, proc.stdout)
+
+
+# -- issue 17, the red team's findings against items 3 and 4 ----------------------------------
+
+LAZY_NAMES = ["pydantic:BaseSettings", "pydantic:ConstrainedInt", "pydantic:ConstrainedStr",
+              "pydantic:Required", "pydantic:NoneStr", "pydantic:stricturl", "pydantic:Protocol",
+              "pydantic.types:ConstrainedInt", "pydantic:PyObject", "pydantic.fields:Undefined"]
+
+
+@pytest.mark.parametrize("ref", LAZY_NAMES)
+def test_a_name_an_imported_module_resolves_by_raising_is_a_schema_error(
+        tmp_path: Path, ref: str) -> None:
+    """Finding 1: pydantic's module ``__getattr__`` raises PydanticImportError for names it
+    moved away; the lookup ran it, uncaught (the daemon exited 3, validate printed nothing)."""
+    import pydantic.types  # noqa: F401 - already imported here, as in the daemon
+
+    module, _, name = ref.partition(":")
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + f"schema: {ref}\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    assert lines(root) == [f"configsync.yaml:6:9: schema: `{module}` has no `{name}`"]
+
+
+GETATTR_MODULES = {
+    "raises": "def __getattr__(name):\n    raise RuntimeError('no ' + name)\n",
+    "exits": "import sys\ndef __getattr__(name):\n    sys.exit(4)\n",
+    "interrupts": "def __getattr__(name):\n    raise KeyboardInterrupt\n",
+    "lazily provides": "def __getattr__(name):\n    from configsync import AgentConfig\n"
+                       "    return type(name, (AgentConfig,), {})\n",
+}
+
+
+@pytest.mark.parametrize("imported", [False, True], ids=["not-imported", "imported"])
+@pytest.mark.parametrize("kind", sorted(GETATTR_MODULES))
+def test_a_module_getattr_never_runs_when_a_schema_is_looked_up(
+        tmp_path: Path, site: Path, kind: str, imported: bool) -> None:
+    """The kind of finding 1: a class is looked up in the module's own namespace only, so no
+    module ``__getattr__`` runs here, whatever it does (a lazily made class is refused too)."""
+    name = f"lazy_{uuid.uuid4().hex[:8]}"
+    (site / f"{name}.py").write_text(GETATTR_MODULES[kind])
+    if imported:
+        __import__(name)
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + f"schema: {name}:Agent\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    assert lines(root) == [f"configsync.yaml:6:9: schema: `{name}` has no `Agent`"]
+
+
+def test_whatever_resolving_a_schema_raises_is_a_schema_error(tmp_path: Path,
+                                                              site: Path) -> None:
+    """Finding 1's rule: everything `schema:` resolution does is guarded (here the subclass
+    check itself raises, through a metaclass)."""
+    name = f"meta_{uuid.uuid4().hex[:8]}"
+    (site / f"{name}.py").write_text(
+        "class Meta(type):\n    @property\n    def __mro__(cls):\n        raise SystemExit(3)\n"
+        "    def __subclasscheck__(cls, other):\n        raise SystemExit(3)\n"
+        "class Base(metaclass=Meta):\n    pass\n"
+        "def __getattr__(name):\n    raise SystemExit(3)\n")
+    __import__(name)
+    for cls in ("Base", "Missing"):
+        with pytest.raises(SchemaImportError):
+            load_agent_model(f"{name}:{cls}")
+
+
+def test_a_validator_of_the_schema_model_that_raises_is_said_on_the_agent(
+        tmp_path: Path, site: Path) -> None:
+    name = f"val_{uuid.uuid4().hex[:8]}"
+    (site / f"{name}.py").write_text(
+        "from pydantic import field_validator\nfrom configsync import AgentConfig\n"
+        "class Agent(AgentConfig):\n    @field_validator('model')\n    @classmethod\n"
+        "    def check(cls, v):\n        raise RuntimeError('boom')\n")
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + f"schema: {name}:Agent\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    assert lines(root) == [f"agents/a.yaml:1:1: schema: `{name}:Agent` raised RuntimeError "
+                           "validating this agent: boom"]
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ("configsync.holdings:_Lenient", "`configsync.holdings:_Lenient` is a private name"),
+    ("acme._models:Agent", "`acme._models:Agent` is a private name"),
+    ("_acme.models:Agent", "`_acme.models:Agent` is a private name"),
+    ("acme:__class__", "`acme:__class__` is a private name"),
+    ("configsync:AgentConfig", "`configsync:AgentConfig` is part of configsync itself"),
+    ("configsync.holdings:Holding", "`configsync.holdings:Holding` is part of configsync "
+                                    "itself"),
+    ("configsync.model:RepoSettings", "`configsync.model:RepoSettings` is part of configsync "
+                                      "itself"),
+])
+def test_private_names_and_configsyncs_own_classes_are_refused(
+        tmp_path: Path, ref: str, message: str) -> None:
+    """Finding 7: `schema: configsync.holdings:_Lenient` turned the unknown-key check off."""
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + f"schema: {ref}\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\nsurprise: 1\n"})
+    found = lines(root)
+    assert len(found) == 2 and found[0].startswith("agents/a.yaml:3:1: surprise: unknown key")
+    assert found[1].startswith(f"configsync.yaml:6:9: schema: {message}"), found
+
+
+def test_the_default_model_may_be_named(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + "schema: configsync.model:AgentConfig\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    assert lines(root) == []
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , ,"])
+def test_an_allow_list_that_names_no_package_is_a_usage_error(
+        tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 6: a set CONFIGSYNC_SCHEMA_MODULES with no package in it allowed everything."""
+    import subprocess
+
+    root = write_tree(tmp_path / "repo", {
+        "configsync.yaml": SETTINGS + "schema: this:Agent\n",
+        "agents/a.yaml": "system_prompt: hi\nmodel: gpt-4o\n"})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
+           "CONFIGSYNC_SCHEMA_MODULES": value}
+    for argv in (["validate", str(root)], ["sync", "--repo", str(root), "--once",
+                                           "--redis", "redis://127.0.0.1:1"]):
+        proc = subprocess.run([sys.executable, "-m", "configsync", *argv], capture_output=True,
+                              text=True, timeout=60, env=env)
+        assert proc.returncode == 2, proc
+        assert proc.stderr == (f"configsync: error: CONFIGSYNC_SCHEMA_MODULES is set but names "
+                               f"no package ({value!r}); name the packages schemas may come "
+                               "from (comma-separated), or unset it\n"), proc
+    monkeypatch.setenv("CONFIGSYNC_SCHEMA_MODULES", value)  # the library: a schema error
+    with pytest.raises(SchemaImportError, match="names no package"):
+        load_agent_model("this:Agent")
+
+
+def test_a_module_is_tried_once_whatever_class_is_named(tmp_path: Path, site: Path) -> None:
+    """Finding 3: a refused hanging import cost a deadline for every class name (`m:C`,
+    `m:D`, `m:E`): the verdict on what a module's import does is kept per module."""
+    name = f"hangs_{uuid.uuid4().hex[:8]}"
+    runs = tmp_path / "runs"
+    (site / f"{name}.py").write_text(f"import time\nopen({str(runs)!r}, 'a').write('x')\n"
+                                     "while True:\n    time.sleep(1)\n")
+    for cls in ("C", "D", "E"):
+        with pytest.raises(SchemaImportError, match="did not end within 1 s"):
+            load_agent_model(f"{name}:{cls}", timeout=1)
+    assert runs.read_text() == "x"  # one trial child in all
+    good = f"good_{uuid.uuid4().hex[:8]}"
+    (site / f"{good}.py").write_text(f"open({str(tmp_path / 'good')!r}, 'a').write('x')\n"
+                                     "from configsync import AgentConfig\n"
+                                     "class A(AgentConfig):\n    pass\nclass B(A):\n    pass\n")
+    for cls, fine in (("Missing", False), ("A", True), ("B", True)):
+        if fine:
+            assert load_agent_model(f"{good}:{cls}").__name__ == cls
+        else:
+            with pytest.raises(SchemaImportError, match="has no `Missing`"):
+                load_agent_model(f"{good}:{cls}")
+    assert (tmp_path / "good").read_text() == "xx"  # the trial child, then this process
+
+
+def test_the_heartbeat_moves_while_a_trial_import_runs(site: Path) -> None:
+    from configsync import schema
+
+    name = f"hangs_{uuid.uuid4().hex[:8]}"
+    (site / f"{name}.py").write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    beats: list[int] = []
+    schema.tick_during_trials(lambda: beats.append(1))
+    try:
+        with pytest.raises(SchemaImportError):
+            load_agent_model(f"{name}:Agent", timeout=3.5)
+    finally:
+        schema.tick_during_trials(None)
+    assert len(beats) >= 2
+
+
+def test_the_trial_kills_what_the_import_started(tmp_path: Path, site: Path) -> None:
+    """Finding 5: the trial child's whole process group goes at the end (a process the import
+    started and left running is killed; one that left the group is not: README says so)."""
+    name = f"spawns_{uuid.uuid4().hex[:8]}"
+    pidfile = tmp_path / "pid"
+    (site / f"{name}.py").write_text(
+        "import subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n")
+    with pytest.raises(SchemaImportError, match="has no `Agent`"):
+        load_agent_model(f"{name}:Agent")
+    pid = int(pidfile.read_text())
+
+    def gone() -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split(") ")[1].startswith("Z")
+        except FileNotFoundError:
+            return True
+
+    wait_until(gone, timeout=10)
+
+
+@pytest.mark.slow  # a real daemon, Redis flushed under it
+def test_a_schema_whose_lookup_raises_or_a_check_that_crashes_rejects_the_commit(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 1: `schema: pydantic:BaseSettings` killed the daemon (exit 3) at every start,
+    `git revert` or not. Now it is a rejected commit; and whatever else checking a commit
+    raises (here a model whose model_dump raises: a bug, said with its traceback in the log)
+    rejects that commit too, live and in the rebuild's walk, never stopping the daemon."""
+    import signal
+
+    name = f"bug_{uuid.uuid4().hex[:8]}"
+    write_tree(tmp_path / "site", {f"{name}.py": (
+        "from configsync import AgentConfig\nclass Agent(AgentConfig):\n"
+        "    def model_dump(self, *args, **kwargs):\n        raise RuntimeError('boom')\n")})
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path / "site"), str(Path(__file__).parents[1])]))
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    refs = ["pydantic:BaseSettings", "pydantic.types:ConstrainedInt", f"{name}:Agent"]
+    bad = [remote.commit_push(f"schema {ref}", {
+        "configsync.yaml": SETTINGS + f"schema: {ref}\n",
+        "agents/a.yaml": "system_prompt: You are A, now.\nmodel: gpt-4o\n"}) for ref in refs]
+    fixed = remote.commit_push("back to no schema", {"configsync.yaml": SETTINGS})
+    proc = spawn_daemon(remote, redis_server.url, "test", tmp_path / "wd")
+    try:
+        wait_until(lambda: store.state().get("commit") == fixed or proc.poll() is not None)
+        assert proc.poll() is None
+        store.redis.flushall()  # the rebuild walks them again
+        wait_until(lambda: store.state().get("commit") == fixed or proc.poll() is not None)
+        assert proc.poll() is None
+        sha = remote.commit_push("again", {"configsync.yaml": SETTINGS
+                                           + "schema: pydantic:BaseSettings\n"})
+        wait_until(lambda: store.state().get("seen") == sha or proc.poll() is not None)
+        assert proc.poll() is None and store.state()["commit"] == fixed
+        assert json.loads(store.state()["last_error"])["message"] == (
+            "schema: `pydantic` has no `BaseSettings`")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert store.current()["a"].config["system_prompt"] == "You are A, now."
+    log = (tmp_path / "wd" / "daemon.log").read_text()
+    rejected = [line for line in log.splitlines() if "event=rejected" in line]
+    assert [line.split("commit=")[1][:12] for line in rejected] == [
+        b[:12] for b in bad] * 2 + [sha[:12]], log
+    assert "`pydantic` has no `BaseSettings`" in rejected[0]
+    assert "`pydantic.types` has no `ConstrainedInt`" in rejected[1]
+    assert "checking this commit failed (RuntimeError: boom)" in rejected[2]
+    crashed = [line for line in log.splitlines() if "event=check_failed" in line]
+    assert len(crashed) == 2 and all(f"commit={bad[2][:12]}" in c for c in crashed)
+    assert log.count("Traceback") == 2 and "raise RuntimeError('boom')" in log

@@ -1009,3 +1009,196 @@ def test_a_removed_workdir_brings_back_the_embedded_redis(remote: Remote,
     text = log.read_text()
     assert "event=workdir_restored restored=embedded_redis" in text
     assert "Traceback" not in text
+
+
+# -- issue 17 red team, finding 2: who owns a namespace after Redis lost its data ------------
+
+def _intruder(remote: Remote, tmp_path: Path) -> tuple[Path, str]:
+    """A clone of the remote with an extra commit that was never merged (w3 in the report)."""
+    clone = tmp_path / "w3"
+    git(tmp_path, "clone", "-q", remote.url, str(clone))
+    (clone / "agents" / "a.yaml").write_text("system_prompt: Unmerged A.\nmodel: gpt-4o\n")
+    git(clone, "commit", "-q", "-am", "not merged")
+    return clone, git(clone, "rev-parse", "HEAD").strip()
+
+
+def _sync(repo: str, redis_url: str, workdir: Path, *extra: str
+          ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "configsync", "sync", "--repo", repo, "--redis", redis_url,
+         "--namespace", "rtb", "--workdir", str(workdir), *extra],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+@pytest.mark.slow  # real daemons, started and stopped
+def test_a_daemon_wins_its_namespace_back_from_another_sources_first_start(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path) -> None:
+    """After FLUSHALL another clone's `sync --once` took the namespace without --adopt (it
+    met no state), agents were served an unmerged commit, and the real daemon then exited 2
+    at every start. Now its workdir says it served the namespace: it reclaims it (restarted,
+    and live), and the clone, meeting a reclaimed state, stops with exit 2 (no fight)."""
+    store = Store(redis.Redis.from_url(redis_server.url), "rtb")
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    clone, unmerged = _intruder(remote, tmp_path)
+    wd_a, wd_b = tmp_path / "wdA", tmp_path / "wdB"
+
+    a = spawn_daemon(remote, redis_server.url, "rtb", wd_a)
+    try:
+        wait_until(lambda: store.state().get("commit") == head or a.poll() is not None)
+        assert store.state()["claimed"] == "first"
+        assert _stop(a) == 0
+
+        # order 1: the daemon is down; B's first start takes the emptied namespace
+        store.redis.flushall()
+        b = _sync(str(clone), redis_server.url, wd_b, "--once")
+        assert b.returncode == 0, b.stderr
+        state = store.state()
+        assert (state["source"], state["commit"], state["claimed"]) == (
+            str(clone), unmerged, "first")
+        epoch = state["epoch"]
+        a = spawn_daemon(remote, redis_server.url, "rtb", wd_a)
+        wait_until(lambda: store.state().get("source") == remote.url or a.poll() is not None)
+        assert a.poll() is None
+        state = store.state()
+        assert (state["commit"], state["claimed"]) == (head, "reclaim")
+        assert state["epoch"] != epoch
+        assert store.current()["a"].config["system_prompt"] == "You are A."
+
+        # B, which served the namespace too, meets a reclaimed state: exit 2, as without it
+        b = _sync(str(clone), redis_server.url, wd_b, "--once")
+        assert b.returncode == 2, b.stderr
+        assert "pass --adopt" in b.stderr and "Traceback" not in b.stderr
+        assert store.state()["source"] == remote.url
+
+        # order 2: the daemon runs (frozen while B writes): it reclaims at its next poll
+        a.send_signal(signal.SIGSTOP)
+        try:
+            store.redis.flushall()
+            shutil.rmtree(wd_b)  # (B's first start again: it never served the namespace)
+            b = _sync(str(clone), redis_server.url, wd_b, "--once")
+            assert b.returncode == 0, b.stderr
+            assert store.state()["source"] == str(clone)
+        finally:
+            a.send_signal(signal.SIGCONT)
+        wait_until(lambda: store.state().get("source") == remote.url or a.poll() is not None)
+        assert a.poll() is None and store.state()["claimed"] == "reclaim"
+        b = _sync(str(clone), redis_server.url, wd_b, "--once")
+        assert b.returncode == 2, b.stderr
+        assert a.poll() is None
+    finally:
+        if a.poll() is None:
+            assert _stop(a) == 0
+    log = (wd_a / "daemon.log").read_text()
+    reclaimed = [line for line in log.splitlines() if "event=reclaimed" in line]
+    assert len(reclaimed) == 2 and f"was_source={clone}" in reclaimed[0], log
+    assert "Traceback" not in log
+
+
+@pytest.mark.slow  # real daemons
+def test_a_daemon_never_reclaims_what_it_did_not_serve_nor_an_adopted_namespace(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path) -> None:
+    """The other order: the daemon's own first start after the flush wins; the clone (which
+    never served the namespace) exits 2 as before; and a namespace moved with --adopt is not
+    won back by its former daemon (only a `first` claim is reclaimable)."""
+    store = Store(redis.Redis.from_url(redis_server.url), "rtb")
+    head = git(remote.work, "rev-parse", "HEAD").strip()
+    clone, unmerged = _intruder(remote, tmp_path)
+    wd_a, wd_b = tmp_path / "wdA", tmp_path / "wdB"
+    first = _sync(remote.url, redis_server.url, wd_a, "--once")
+    assert first.returncode == 0, first.stderr
+    store.redis.flushall()
+    assert _sync(remote.url, redis_server.url, wd_a, "--once").returncode == 0
+    b = _sync(str(clone), redis_server.url, wd_b, "--once")
+    assert b.returncode == 2 and "pass --adopt" in b.stderr, b.stderr
+    assert store.state()["commit"] == head
+    # moved on purpose: B adopts it; A, which served it, does not take it back
+    b = _sync(str(clone), redis_server.url, wd_b, "--once", "--adopt")
+    assert b.returncode == 0, b.stderr
+    assert (store.state()["commit"], store.state()["claimed"]) == (unmerged, "adopt")
+    a = _sync(remote.url, redis_server.url, wd_a, "--once")
+    assert a.returncode == 2 and "pass --adopt" in a.stderr, a.stderr
+    assert store.state()["source"] == str(clone)
+
+
+def test_the_daemon_never_keeps_stdin_open(remote: Remote, redis_server: RedisServer,
+                                           tmp_path: Path) -> None:
+    """Finding 5a: a `schema:` module that reads stdin blocked a daemon started with an open
+    stdin (a terminal, a pipe); the daemon reopens fd 0 on /dev/null at start."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "reads_stdin.py").write_text(
+        "import sys\nsys.stdin.read()\nfrom configsync import AgentConfig\n"
+        "class Agent(AgentConfig):\n    pass\n")
+    (site / "reads_fd0.py").write_text(
+        "import os\nos.read(0, 10)\nfrom configsync import AgentConfig\n"
+        "class Agent(AgentConfig):\n    pass\n")
+    head = remote.commit_push("schema", {"configsync.yaml": SETTINGS
+                                         + "schema: reads_stdin:Agent\n"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site),
+                                                        str(Path(__file__).parents[1])])}
+    env.pop("CONFIGSYNC_SCHEMA_MODULES", None)
+    log = tmp_path / "daemon.log"
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "configsync", "sync", "--repo", remote.url, "--redis",
+         redis_server.url, "--interval", "0.05", "--workdir", str(tmp_path / "wd")],
+        stdin=subprocess.PIPE, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_until(lambda: store.state().get("commit") == head or proc.poll() is not None)
+        head = remote.commit_push("fd 0", {"configsync.yaml": SETTINGS
+                                           + "schema: reads_fd0:Agent\n"})
+        wait_until(lambda: store.state().get("commit") == head or proc.poll() is not None)
+        assert proc.poll() is None
+        fd0 = os.readlink(f"/proc/{proc.pid}/fd/0")
+        assert fd0 == os.devnull
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert _stop(proc) == 0
+    said = log.read_text()
+    # finding 5b: the allow-list is the production recommendation, said at start
+    assert 'schema_modules="any (set CONFIGSYNC_SCHEMA_MODULES)"' in said, said
+    assert "Traceback" not in said
+
+
+@pytest.mark.slow  # a real daemon, restarted
+def test_a_commit_naming_a_dev_namespace_is_rejected_and_restarts_keep_serving(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Finding 4: `namespace: test-dev` only warned; the daemon applied it, then exited 2 at
+    every restart until reverted. Now it is a rejected commit: the daemon keeps serving, and a
+    restart takes the namespace of the last valid configsync.yaml."""
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    good = git(remote.work, "rev-parse", "HEAD").strip()
+
+    def start() -> subprocess.Popen[bytes]:
+        log = (tmp_path / "daemon.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "configsync", "sync", "--repo", remote.url, "--redis",
+             redis_server.url, "--interval", "0.05", "--workdir", str(tmp_path / "wd")],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+    proc = start()
+    try:
+        wait_until(lambda: store.state().get("commit") == good or proc.poll() is not None)
+        bad = remote.commit_push("dev namespace", {
+            "configsync.yaml": SETTINGS.replace("namespace: test", "namespace: test-Dev")})
+        wait_until(lambda: store.state().get("seen") == bad or proc.poll() is not None)
+        assert proc.poll() is None and store.state()["commit"] == good
+        assert "ends in -dev" in json.loads(store.state()["last_error"])["message"]
+        assert _stop(proc) == 0
+        proc = start()
+        later = remote.commit_push("more", {"agents/a.yaml": "system_prompt: A2\nmodel: gpt-4o\n"})
+        wait_until(lambda: store.state().get("seen") == later or proc.poll() is not None)
+        assert proc.poll() is None and store.state()["commit"] == good  # still rejected
+        fixed = remote.commit_push("revert", {"configsync.yaml": SETTINGS})
+        wait_until(lambda: store.state().get("commit") == fixed or proc.poll() is not None)
+        assert proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            assert _stop(proc) == 0
+    assert store.current()["a"].config["system_prompt"] == "A2"

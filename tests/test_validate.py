@@ -334,8 +334,9 @@ def test_rules(tmp_path: Path, files: dict[str, str | bytes], expected: list[str
     ("- a\n", ["configsync.yaml:1:1: error: top level must be a mapping of keys to values "
                "(got a list)"]),
     # issue 17: the name marks configsync dev's namespaces
+    # (an error, not a warning: a daemon that applied it stopped at every restart)
     ("namespace: support-Dev\ntools: {search: {}}\n",
-     ["configsync.yaml:1:12: warning: namespace: `support-Dev` ends in -dev, which marks a "
+     ["configsync.yaml:1:12: error: namespace: `support-Dev` ends in -dev, which marks a "
       "configsync dev namespace: a sync daemon never writes one (name the production namespace; "
       "configsync dev adds -dev itself)"]),
 ])
