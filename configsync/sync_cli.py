@@ -174,10 +174,15 @@ class _Workdir:
             return
         try:
             self.lock(parents=False)
-        except UsageError as exc:
+        except UsageError:
             self.close()
-            raise WorkdirTaken(f"{exc}: this daemon lost its workdir lock (the workdir was "
-                               "removed and made again) and stops") from None
+            try:
+                holder = (self.path / "lock").read_text().strip() or "?"
+            except OSError:
+                holder = "?"
+            raise WorkdirTaken(f"another configsync sync (pid {holder}) took the workdir "
+                               f"{self.path} (it was removed and made again): this daemon "
+                               "stops, two never share one") from None
         logger.warning(kv("workdir_restored", restored="lock", workdir=self.path))
 
     def upkeep(self) -> None:
