@@ -220,8 +220,10 @@ def find_embedded(repo: str | os.PathLike[str] | None = None, *,
     """The embedded Redis of ``workdir`` (a ``configsync sync --workdir``), else of the
     default workdir ``configsync sync`` uses for ``repo`` (a folder of a local repository,
     default: the current one; see :func:`configsync.sync_cli.default_workdir`: its git
-    folder's ``configsync/``) or for one of its remotes' URLs (a daemon started with ``--repo``
-    the URL it was cloned from); a running one first. None when no daemon wrote a
+    folder's ``configsync/``; from a linked worktree, also the main checkout's, in the common
+    git folder) or for one of its remotes' URLs (a daemon started with ``--repo`` the URL it
+    was cloned from; a local one as its path or its ``file://`` URL alike, see
+    :func:`_spellings`); a running one first. None when no daemon wrote a
     ``redis.url`` there (or ``repo`` is no git repository). Asks each server found (1 s at
     most) whether it is that daemon's."""
     if workdir is not None:

@@ -1024,7 +1024,8 @@ def _beats(store: Store, count: int) -> None:
     """Wait until the daemon stamped its heartbeat ``count`` more times (polls went by)."""
     for _ in range(count):
         before = store.state().get("heartbeat_at")
-        wait_until(lambda: store.state().get("heartbeat_at") != before, timeout=30)
+        wait_until(lambda before=before: store.state().get("heartbeat_at") != before,
+                   timeout=30)
 
 
 def _embedded_pid(client: redis.Redis) -> int:
