@@ -343,6 +343,9 @@ def run_sync(args: argparse.Namespace) -> int:
             if not args.once and source.local:  # a push there syncs at once
                 stack.callback(watch_refs(Path(source.url), daemon.request_sync).stop)
             return daemon.run(interval=args.interval, once=args.once)
+        except WorkdirTaken:
+            created = False  # the workdir is the other daemon's now: never removed
+            raise
         except ConfigsyncError:
             if not stopping.is_set():
                 raise
