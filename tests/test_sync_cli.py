@@ -1139,3 +1139,70 @@ def test_a_daemon_whose_workdir_was_taken_stops(remote: Remote, redis_server: Re
                       "stops, two never share one"]
     assert "Traceback" not in first_log.read_text() + second_log.read_text()
     assert "remote_unreachable" not in second_log.read_text()
+
+
+@pytest.mark.slow
+def test_a_workdir_whose_parent_is_gone_is_waited_for(remote: Remote, redis_server: RedisServer,
+                                                      tmp_path: Path) -> None:
+    """Issue 17 (red team of item 10): ``--workdir`` inside a folder that is moved away: the
+    daemon makes no folder above its workdir (``workdir_gone``, once), waits, and carries on
+    when the folder is back."""
+    parent, log = tmp_path / "state", tmp_path / "daemon.log"
+    proc = _spawn(remote, parent / "wd", log, "--redis", redis_server.url)
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    try:
+        wait_until(lambda: "seen" in store.state(), timeout=20)
+        parent.rename(tmp_path / "away")
+        wait_until(lambda: "event=workdir_gone" in log.read_text(), timeout=20)
+        _beats(store, 2)
+        assert not parent.exists()
+        (tmp_path / "away").rename(parent)
+        sha = remote.commit_push("after", {"agents/a.yaml": A1_TEMP})
+        wait_until(lambda: store.state().get("commit") == sha, timeout=20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        store.redis.close()
+    text = log.read_text()
+    assert text.count("event=workdir_gone") == 1 and "event=workdir_back" in text
+    assert "workdir_restored" not in text and "Traceback" not in text
+
+
+def test_a_workdir_put_back_by_hand_never_leaves_redis_in_a_deleted_folder(
+        remote: Remote, tmp_path: Path) -> None:
+    """Issue 17 (red team of item 10): the workdir is removed and put back by hand (a copy)
+    before the daemon's next poll: the embedded Redis's folder exists again, but the running
+    server's is the deleted one. It is restarted in the folder there now (which holds the
+    copied data), never left running in the deleted one."""
+    workdir, log = tmp_path / "wd", tmp_path / "daemon.log"
+    # (a local source: the push asks for the poll; the interval is far away)
+    proc = _spawn(remote, workdir, log, "--repo", remote.url, "--interval", "3600")
+    try:
+        wait_until(lambda: (workdir / "redis.url").is_file(), timeout=20)
+        url = (workdir / "redis.url").read_text().strip()
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        store = Store(client, "test")
+        wait_until(lambda: "seen" in store.state(), timeout=20)
+        old = _embedded_pid(client)
+        shutil.copytree(workdir, tmp_path / "copy", ignore=shutil.ignore_patterns("lock"))
+        _remove(workdir)
+        (tmp_path / "copy").rename(workdir)
+        sha = remote.commit_push("after", {"agents/a.yaml": A1_TEMP})
+
+        def served() -> bool:
+            try:
+                return store.state().get("commit") == sha
+            except redis.RedisError:
+                return False
+
+        wait_until(served, timeout=30)
+        new = _embedded_pid(client)
+        assert new != old and _servers(workdir / "redis") == [new]
+        assert not Path(f"/proc/{old}").exists()
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    text = log.read_text()
+    assert "restored=lock" in text and "restored=embedded_redis" in text
+    assert "Traceback" not in text
