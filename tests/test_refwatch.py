@@ -175,6 +175,11 @@ def test_a_source_moved_away_is_said_within_a_second_not_at_the_next_poll(
         (tmp_path / "away.git").rename(bare)
         wait_until(lambda: _get(url + "/readyz")[0] == 200, timeout=10)
         assert behind() == 0
+        for _ in range(3):  # gone again at once (maybe before the watch is back): said too
+            bare.rename(tmp_path / "away.git")
+            wait_until(lambda: _get(url + "/readyz")[0] == 503, timeout=5)
+            (tmp_path / "away.git").rename(bare)
+            wait_until(lambda: _get(url + "/readyz")[0] == 200, timeout=10)
     finally:
         text = _stop(proc, log)
         client.close()
