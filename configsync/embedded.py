@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -116,6 +117,25 @@ class RedisServer:
         self.adopted = pid
         return True
 
+    def folder_lost(self) -> bool:
+        """Whether this server's data folder was removed (its append-only file can no longer
+        be saved): the server's working folder (its ``--dir``) is a deleted one (Linux:
+        ``/proc/PID/cwd`` ends with `` (deleted)``). A folder moved away (with its
+        repository) is not lost: the server's files stay valid where they went. Without
+        ``/proc``: :attr:`directory` is missing. False when no server of ours runs."""
+        pid = self.process.pid if self.process is not None else self.adopted
+        if pid is None:
+            return False
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except FileNotFoundError:  # no /proc here, or the process has ended
+            if Path("/proc/self").exists() and _alive(pid):
+                return False
+            return not self.directory.is_dir()
+        except OSError:
+            return not self.directory.is_dir()
+        return cwd.endswith(" (deleted)")
+
     def kill(self) -> None:
         """SIGKILL: the server vanishes mid-whatever, as in a crash."""
         if self.process is not None:
@@ -200,24 +220,30 @@ def find_embedded(repo: str | os.PathLike[str] | None = None, *,
     """The embedded Redis of ``workdir`` (a ``configsync sync --workdir``), else of the
     default workdir ``configsync sync`` uses for ``repo`` (a folder of a local repository,
     default: the current one; see :func:`configsync.sync_cli.default_workdir`: its git
-    folder's ``configsync/``) or for one of its remotes' URLs (a daemon started with ``--repo``
-    the URL it was cloned from); a running one first. None when no daemon wrote a
+    folder's ``configsync/``; from a linked worktree, also the main checkout's, in the common
+    git folder) or for one of its remotes' URLs (a daemon started with ``--repo`` the URL it
+    was cloned from; a local one as its path or its ``file://`` URL alike, see
+    :func:`_spellings`); a running one first. None when no daemon wrote a
     ``redis.url`` there (or ``repo`` is no git repository). Asks each server found (1 s at
     most) whether it is that daemon's."""
     if workdir is not None:
         return _embedded_of(Path(workdir))
+    from .git import GitRepo
     from .sync_cli import _source, default_workdir  # (the daemon's own rule, and modules)
     folder = os.fspath(repo) if repo is not None else None
     try:
         workdirs = [default_workdir(_source(folder))]
+        with GitRepo(folder or os.curdir) as local:  # a linked worktree: its main checkout's
+            workdirs.append(local.common_dir.resolve() / "configsync")
     except ConfigsyncError:
         return None
     for url in _remote_urls(folder or os.curdir):
-        try:
-            workdirs.append(default_workdir(_source(url)))
-        except ConfigsyncError:
-            continue
-    found = [e for e in map(_embedded_of, workdirs) if e is not None]
+        for spelling in _spellings(url, folder or os.curdir):
+            try:
+                workdirs.append(default_workdir(_source(spelling)))
+            except ConfigsyncError:
+                continue
+    found = [e for e in map(_embedded_of, dict.fromkeys(workdirs)) if e is not None]
     return next((e for e in found if e.running), found[0] if found else None)
 
 
@@ -226,6 +252,25 @@ def _remote_urls(folder: str) -> list[str]:
     done = subprocess.run(["git", "config", "--get-regexp", r"^remote\..*\.url$"], cwd=folder,
                           capture_output=True, text=True, check=False)
     return [line.split(" ", 1)[1] for line in done.stdout.splitlines() if " " in line]
+
+
+def _spellings(url: str, folder: str) -> list[str]:
+    """The ways a daemon's ``--repo`` may name the remote ``url`` of the repository at
+    ``folder``: as configured, and a local one both as its path (a relative one resolved
+    from ``folder``) and as its ``file://`` URL (``git clone file:///x/bare.git`` and
+    ``--repo /x/bare.git`` name one repository)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "file":
+        path = urllib.parse.unquote(parsed.path)
+    elif "://" in url or (":" in url and not os.path.exists(os.path.join(folder, url))):
+        return [url]  # a remote URL, or scp-like user@host:path
+    else:
+        path = os.path.join(folder, url)
+    if not os.path.isdir(path):
+        return [url]
+    resolved = os.path.realpath(path)
+    return list(dict.fromkeys([url, resolved, "file://" + resolved,
+                               "file://" + urllib.parse.quote(resolved)]))
 
 
 def _embedded_of(workdir: Path) -> Embedded | None:

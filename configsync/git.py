@@ -622,12 +622,14 @@ esac
 """
 
 
-def _init_bare(path: Path) -> None:
+def _init_bare(path: Path, *, parents: bool = True) -> None:
     """Make an empty bare repository at ``path`` at once (built beside it, then renamed in), in
-    place of whatever is there: a mirror is a cache, refilled by the next fetch."""
+    place of whatever is there: a mirror is a cache, refilled by the next fetch. ``parents``:
+    make missing folders above it too (not when repairing: a daemon never makes folders
+    above its workdir, DESIGN.md invariant 9)."""
     scratch = path.with_name(f".{path.name}.new-{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=parents, exist_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
         _run(["init", "-q", "--bare", str(scratch)], cwd=path.parent,
              what=f"cannot create the mirror in {path}: git init")
@@ -729,7 +731,7 @@ class Mirror(GitRepo):
                 self._reader.close()
             self._reader = None
         self._repo.close()
-        _init_bare(self.git_dir)
+        _init_bare(self.git_dir, parents=False)
         self._repo = gitpython.Repo(self.git_dir, search_parent_directories=False)
         self.record_branch(branch)
         return True

@@ -90,9 +90,12 @@ class RefWatch:
 
     A thread of its own keeps it true: when the watched folders are removed, replaced (``rm
     -rf`` and a new clone or ``git init --bare`` at the same path) or moved away, the watch is
-    lost (``event=local_trigger_lost``, polling carries on); when a repository is back at the
-    path it is watched again (``event=local_trigger_restored``) and a sync is asked for, since
-    its refs may have moved meanwhile."""
+    lost (``event=local_trigger_lost``, a sync is asked for at once, so the daemon's
+    readiness and metrics tell within a second, and again at each look while it is missing,
+    since it may have been back and gone again between two looks; polling carries on); when a
+    repository is back
+    at the path it is watched again (``event=local_trigger_restored``) and a sync is asked
+    for, since its refs may have moved meanwhile."""
 
     def __init__(self, repo: Path, on_change: Callable[[], None]) -> None:
         self.repo = repo
@@ -167,9 +170,12 @@ class RefWatch:
             self._stop_observer()
             logger.warning(kv("local_trigger_lost", repo=self.repo, reason="the repository "
                               "was removed, replaced or moved", fallback="polling"))
+            self.on_change()  # a sync at once: readiness and metrics say it within a second
         try:
             self.start(whole=True)
         except (OSError, ConfigsyncError):
+            if not self.repo.exists():  # (back for a moment and synced, gone again unseen:
+                self.on_change()  # a sync says so; it fails at once, touching nothing)
             return  # not back yet: look again later
         logger.info(kv("local_trigger_restored", watching=",".join(map(str, self.paths))))
         self.on_change()

@@ -475,9 +475,13 @@ class Server(_LoopThread):
         except (redis.RedisError, OSError, TimeoutError) as exc:
             reason = f"redis: {redact_text(str(exc)) or type(exc).__name__}"
         if reason is None and not await self._has_state():
-            reason = ("no state in Redis for this namespace (a new or flushed Redis): a sync "
+            failure = self.daemon.last_failure  # the real cause first: a sync cannot help now
+            reason = (f"{failure} (and no state in Redis for this namespace: it is rebuilt "
+                      "once a sync succeeds)" if failure else
+                      "no state in Redis for this namespace (a new or flushed Redis): a sync "
                       "is asked for, which rebuilds it")
-            self.daemon.request_sync()
+            if failure is None:  # (not while failing: a probe must not end the backoff)
+                self.daemon.request_sync()
         if reason is None:
             reason = self.daemon.last_failure
         if reason is None and not self.daemon.synced:

@@ -310,6 +310,9 @@ class Daemon:
         self.served_before = False
         self.on_served: Callable[[], None] | None = None
         self.claimed = ""  # how the state it writes was claimed: state.claimed (CLAIMS)
+        # set by `configsync sync`: before each commit is written, raises ConfigsyncError
+        # when another daemon took this one's workdir (two never share one: it stops)
+        self.guard: Callable[[], None] | None = None
         # Read-only status for other threads (the HTTP server): why the last sync attempt
         # failed ("redis_unavailable: ..."), None when it succeeded.
         self.last_failure: str | None = None
@@ -483,6 +486,8 @@ class Daemon:
             for step in steps:
                 if self.stopping.is_set():
                     return True
+                if self.guard is not None:
+                    self.guard()
                 if not self.write(step, seen):
                     return False
                 seen = step.info.sha
@@ -735,15 +740,23 @@ class Daemon:
         self.wake.clear()
 
     def _rest(self, seconds: float, every: float, *, beat: bool) -> None:
-        """Wait ``seconds`` after a failure (less when told to stop), stamping the heartbeat
-        every ``every`` seconds when ``beat``: a daemon waiting out a failing remote is alive,
-        and its readers judge that by the heartbeat's age (heartbeat.py)."""
+        """Wait ``seconds`` after a failure (less when told to stop, or when
+        :meth:`request_sync` is called: a repository back at its path, a webhook, a push
+        end the backoff at once, issue 17), stamping the heartbeat every ``every`` seconds
+        when ``beat``: a daemon waiting out a failing remote is alive, and its readers judge
+        that by the heartbeat's age (heartbeat.py)."""
         deadline = time.monotonic() + seconds
-        while not self.stopping.wait(max(0.0, min(every, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
-                return
-            if beat:
+        beat_at = time.monotonic() + every
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if self.wake.wait(max(0.0, min(WAKE_SLICE, deadline - now, beat_at - now))):
+                break
+            if beat and time.monotonic() >= beat_at:
                 self._heartbeat()
+                beat_at = time.monotonic() + every
+        self.wake.clear()
 
     def _heartbeat(self) -> None:
         try:

@@ -88,17 +88,28 @@ def default_workdir(source: Source) -> Path:
     return base / "configsync" / f"{name}-{digest}"
 
 
+class WorkdirTaken(ConfigsyncError):
+    """Another daemon holds this daemon's workdir lock now (the workdir was removed and a
+    second ``configsync sync`` made it again): this one stops (DESIGN.md invariant 9)."""
+
+
 class _Workdir:
     """What the daemon keeps under its workdir besides the mirror (which makes itself anew at
     each fetch, see ``Mirror.repair``): the lock file, held for the daemon's lifetime, and
     the embedded Redis's folder with ``redis.url``. :meth:`upkeep` runs before each poll: a
     workdir removed or emptied under a running daemon (a tmp cleaner, an operator) gets them
-    back, each logged (``event=workdir_restored``; DESIGN.md invariants)."""
+    back, each logged (``event=workdir_restored``; DESIGN.md invariant 9), but only where
+    the workdir's parent folder exists: nothing above the workdir is ever made again (a
+    repository moved away or removed keeps its path free; ``event=source_gone`` or
+    ``workdir_gone``, logged once, and the poll waits until it is back). ``source``: the
+    local repository the daemon fetches from, when it is one."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, source: Path | None = None) -> None:
         self.path = path
+        self.source = source
         self.handle: IO[str] | None = None
         self.server: RedisServer | None = None  # the embedded one, when it is ours
+        self.gone: str | None = None  # "source_gone" or "workdir_gone" while it lasts
 
     def close(self) -> None:
         if self.handle is not None:
@@ -136,11 +147,12 @@ class _Workdir:
         except OSError as exc:
             logger.warning(kv("workdir_unwritable", file=target, error=exc.strerror or exc))
 
-    def lock(self) -> None:
+    def lock(self, *, parents: bool = True) -> None:
         """Hold ``WORKDIR/lock``: two daemons on one workdir would share a mirror and an
-        embedded Redis's files. UsageError when another daemon holds it."""
+        embedded Redis's files. UsageError when another daemon holds it. ``parents``: make
+        the folders above the workdir too (at the start only)."""
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=parents, exist_ok=True)
             handle = (self.path / "lock").open("a+")
         except OSError as exc:
             raise UsageError(f"cannot use {self.path} as the workdir: {exc.strerror or exc} "
@@ -169,29 +181,72 @@ class _Workdir:
         except FileNotFoundError:
             return True
 
+    def _missing(self) -> str | None:
+        """Why the workdir cannot be made again now (its source or its parent is gone, logged
+        once), else None (logged once when it is back)."""
+        if self.source is not None and not self.source.exists():
+            gone: str | None = "source_gone"
+        elif not self.path.is_dir() and not self.path.parent.is_dir():
+            gone = "workdir_gone"
+        else:
+            gone = None
+        if gone != self.gone:
+            if gone is not None:
+                logger.warning(kv(gone, source=self.source, workdir=self.path,
+                                  waiting="until it is back at that path (moved back, "
+                                  "cloned again); nothing is made in its place"))
+            elif self.gone is not None:
+                logger.info(kv(self.gone.replace("_gone", "_back"), workdir=self.path))
+            self.gone = gone
+        return gone
+
+    def hold(self) -> None:
+        """Keep the lock: a lock file removed (or replaced) is made and locked again; when
+        another daemon locked the new one first, raise WorkdirTaken (this one stops: two
+        daemons never share a workdir). Nothing when the workdir cannot be made again."""
+        if not self._lock_lost() or self._missing() is not None:
+            return
+        try:
+            self.lock(parents=False)
+        except UsageError:
+            self.close()
+            try:
+                holder = (self.path / "lock").read_text().strip() or "?"
+            except OSError:
+                holder = "?"
+            raise WorkdirTaken(f"another configsync sync (pid {holder}) took the workdir "
+                               f"{self.path} (it was removed and made again): this daemon "
+                               "stops, two never share one") from None
+        logger.warning(kv("workdir_restored", restored="lock", workdir=self.path))
+
     def upkeep(self) -> None:
         """Make again what was lost: the lock file (locked anew: a second daemon started
-        now is refused again) and the embedded Redis (restarted empty on its port when its
-        folder is gone: it could no longer save, and refuses writes once a save fails; the
-        daemon rebuilds the state from git, agents reconnect). Raises OSError."""
-        if self._lock_lost():
-            try:
-                self.lock()
-            except UsageError as exc:  # another daemon took the new file: Redis's
-                logger.error(kv("workdir_lock_lost", error=str(exc)))  # compare-and-set
-                self.close()  # keeps every write whole; we stop asking
-            else:
-                logger.warning(kv("workdir_restored", restored="lock", workdir=self.path))
+        now is refused again; WorkdirTaken when one took it) and the embedded Redis
+        (restarted empty on its port only when its own data folder was removed: it could no
+        longer save, and refuses writes once a save fails; the daemon rebuilds the state
+        from git, agents reconnect; a folder moved away with its repository keeps the
+        server's files and its data). With the source or the workdir's parent gone, raise
+        GitError (source) or OSError (workdir): the poll waits. Raises OSError."""
+        gone = self._missing()
+        if gone == "source_gone":
+            raise GitError(f"the repository {self.source} is gone (moved or removed): waiting "
+                           "for it to be back at that path")
+        if gone is not None:
+            raise OSError(f"the workdir {self.path} and its parent folder are gone: waiting "
+                          "for the parent to be back (nothing above the workdir is made)")
+        self.hold()
         server = self.server
-        if server is not None and not server.directory.is_dir():
+        if server is not None and server.folder_lost():
             logger.warning(kv("workdir_restored", restored="embedded_redis",
                               dir=server.directory, note="its folder was removed: restarted "
                               "empty on its port; the state is rebuilt from git"))
             try:
+                self.path.mkdir(exist_ok=True)
                 server.restart()
             except ConfigsyncError as exc:
                 raise OSError(str(exc)) from None
         if server is not None and not (self.path / "redis.url").exists():
+            self.path.mkdir(exist_ok=True)
             (self.path / "redis.url").write_text(server.url + "\n")
 
 
@@ -340,6 +395,9 @@ def run_sync(args: argparse.Namespace) -> int:
             if not args.once and source.local:  # a push there syncs at once
                 stack.callback(watch_refs(Path(source.url), daemon.request_sync).stop)
             return daemon.run(interval=args.interval, once=args.once)
+        except WorkdirTaken:
+            created = False  # the workdir is the other daemon's now: never removed
+            raise
         except ConfigsyncError:
             if not stopping.is_set():
                 raise
@@ -401,7 +459,7 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
         if stopping.is_set():
             raise ConfigsyncError("stopped while starting")
 
-    kept = _Workdir(workdir)
+    kept = _Workdir(workdir, Path(source.url) if source.local else None)
     kept.lock()
     stack.callback(kept.close)
     token = _token(args.token_env)
@@ -436,7 +494,7 @@ def _start(args: argparse.Namespace, source: Source, workdir: Path, redis_url: s
                     # forking is safe only without threads; --listen runs the server's (issue 12)
                     jobs=1 if args.listen is not None else os.cpu_count() or 1,
                     repo_root=source.tree, tune_gc=True, stopping=stopping)
-    daemon.upkeep = kept.upkeep
+    daemon.upkeep, daemon.guard = kept.upkeep, kept.hold
     served = (redact_url(redis_url), namespace, daemon.source, branch)
     daemon.served_before = kept.served(*served)
     daemon.on_served = lambda: kept.record(*served)

@@ -118,3 +118,70 @@ def test_a_replaced_repository_is_watched_again(how: str, remote: Remote,
     if how != "moved_back":
         assert "event=local_trigger_lost" in text
     assert "Traceback" not in text
+
+
+def _get(url: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.slow
+def test_a_source_moved_away_is_said_within_a_second_not_at_the_next_poll(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Issue 17 (red team of item 10): the local trigger sees the repository go; a sync is
+    asked for at once, so /readyz and the metrics say so at once (the poll is an hour away),
+    with the real cause, also when Redis holds no state meanwhile (flushed)."""
+    import json
+    import math
+
+    from configsync.embedded import free_port
+
+    workdir, port = tmp_path / "wd", free_port()
+    proc = spawn_daemon(remote, redis_server.url, "test", workdir, interval=HOUR,
+                        extra=["--listen", f"127.0.0.1:{port}"])
+    url = f"http://127.0.0.1:{port}"
+    client = redis.Redis.from_url(redis_server.url)
+    bare, log = Path(remote.url), workdir / "daemon.log"
+
+    def behind() -> float:
+        for line in _get(url + "/metrics")[1].splitlines():
+            if line.startswith("configsync_seconds_behind_remote "):
+                return float(line.split()[1])
+        raise AssertionError("no configsync_seconds_behind_remote")
+
+    try:
+        wait_until(lambda: "event=local_trigger " in log.read_text(), timeout=20)
+        wait_until(lambda: _get(url + "/readyz")[0] == 200, timeout=20)
+        assert behind() == 0
+        bare.rename(tmp_path / "away.git")
+        gone = (f"remote_unreachable: the repository {bare} is gone (moved or removed): "
+                "waiting for it to be back at that path")
+        # (not in an hour; a fetch in flight as it went fails with git's own words first)
+        wait_until(lambda: json.loads(_get(url + "/readyz")[1]).get("reason") == gone,
+                   timeout=5)
+        assert _get(url + "/readyz")[0] == 503
+        assert math.isnan(behind())
+        client.flushall()
+        reason = json.loads(_get(url + "/readyz")[1])["reason"]
+        assert reason.startswith("remote_unreachable: the repository ") and reason.endswith(
+            "(and no state in Redis for this namespace: it is rebuilt once a sync succeeds)")
+        (tmp_path / "away.git").rename(bare)
+        wait_until(lambda: _get(url + "/readyz")[0] == 200, timeout=10)
+        assert behind() == 0
+        for _ in range(3):  # gone again at once (maybe before the watch is back): said too
+            bare.rename(tmp_path / "away.git")
+            wait_until(lambda: _get(url + "/readyz")[0] == 503, timeout=5)
+            (tmp_path / "away.git").rename(bare)
+            wait_until(lambda: _get(url + "/readyz")[0] == 200, timeout=10)
+    finally:
+        text = _stop(proc, log)
+        client.close()
+    assert "event=source_gone" in text and "event=source_back" in text
+    assert "Traceback" not in text

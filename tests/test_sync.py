@@ -983,3 +983,31 @@ def test_a_daemon_waiting_out_a_failure_keeps_beating(remote: Remote, make_daemo
         resting.join(10)
     assert not resting.is_alive()
 
+
+
+def test_request_sync_ends_the_backoff_at_once(remote: Remote, make_daemon: Any,
+                                               redis_client: redis.Redis,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 (red team of item 10): a repository back at its path (the local trigger), a
+    webhook or a push asks for a sync while the daemon waits out failures: it syncs at once,
+    not after the backoff (an hour here)."""
+    from configsync.backoff import Backoff
+
+    monkeypatch.setattr("configsync.sync.Backoff", lambda: Backoff(base=3600, cap=3600))
+    daemon = make_daemon(remote)
+    head = git(Path(remote.url), "rev-parse", "main").strip()
+    away = Path(remote.url + ".away")
+    Path(remote.url).rename(away)
+    runner = threading.Thread(target=daemon.run, kwargs={"interval": 3600})
+    runner.start()
+    try:
+        wait_until(lambda: (daemon.last_failure or "").startswith("remote_unreachable"))
+        away.rename(remote.url)
+        daemon.request_sync()
+        wait_until(lambda: Store(redis_client, "test").state().get("commit") == head,
+                   timeout=20)
+        assert daemon.last_failure is None
+    finally:
+        daemon.stopping.set()
+        runner.join(10)
+    assert not runner.is_alive()

@@ -1202,3 +1202,200 @@ def test_a_commit_naming_a_dev_namespace_is_rejected_and_restarts_keep_serving(
         if proc.poll() is None:
             assert _stop(proc) == 0
     assert store.current()["a"].config["system_prompt"] == "A2"
+
+
+def _in_clone(clone: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """``configsync sync`` started inside the clone ``clone`` (its default workdir,
+    ``.git/configsync``), polling every 50 ms, logging outside the repository."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "configsync", "sync", "--interval",
+                                 "0.05", *extra], cwd=clone, stdout=out, stderr=out,
+                                stdin=subprocess.DEVNULL)
+
+
+def _beats(store: Store, count: int) -> None:
+    """Wait until the daemon stamped its heartbeat ``count`` more times (polls went by)."""
+    for _ in range(count):
+        before = store.state().get("heartbeat_at")
+        wait_until(lambda before=before: store.state().get("heartbeat_at") != before,
+                   timeout=30)
+
+
+def _embedded_pid(client: redis.Redis) -> int:
+    return int(client.info("server")["process_id"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("embedded", [True, False], ids=["embedded", "external"])
+def test_a_repository_moved_away_or_removed_is_waited_for_never_made_again(
+        embedded: bool, remote: Remote, tmp_path: Path, redis_server: RedisServer) -> None:
+    """Issue 17 (red team of item 10): the daemon runs in a clone whose folder is moved away,
+    moved back, then removed and cloned again. Nothing is made at the old path while it is
+    away (so moving back and cloning again both work), the embedded Redis keeps its data
+    while its folder is merely moved, and is restarted (never left in a deleted folder) once
+    the folder it used is gone and the repository is back."""
+    clone, away, log = tmp_path / "d1", tmp_path / "d1.away", tmp_path / "daemon.log"
+    git(tmp_path, "clone", "-q", remote.url, str(clone))
+    proc = _in_clone(clone, log, *([] if embedded else ["--redis", redis_server.url]))
+    workdir = clone / ".git" / "configsync"
+    try:
+        if embedded:
+            wait_until(lambda: (workdir / "redis.url").is_file(), timeout=20)
+            url = (workdir / "redis.url").read_text().strip()
+        else:
+            url = redis_server.url
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        store = Store(client, "test")
+        wait_until(lambda: "seen" in store.state(), timeout=20)
+        client.set("agent-side-data", "kept")
+        pid = _embedded_pid(client)
+
+        clone.rename(away)  # moved away: waited for, nothing made in its place
+        wait_until(lambda: "event=source_gone" in log.read_text(), timeout=20)
+        _beats(store, 2)
+        assert not clone.exists()
+        assert client.get("agent-side-data") == b"kept" and _embedded_pid(client) == pid
+
+        away.rename(clone)  # moved back: it carries on, on the same server
+        wait_until(lambda: "event=source_back" in log.read_text(), timeout=20)
+        sha = remote.commit_push("a: 0.4", {"agents/a.yaml": A1_TEMP})
+        git(clone, "pull", "-q", "--ff-only")
+        wait_until(lambda: store.state().get("commit") == sha, timeout=20)
+        assert not (clone / away.name).exists()
+        assert client.get("agent-side-data") == b"kept" and _embedded_pid(client) == pid
+
+        _remove(clone)  # removed (rm -rf), then cloned again at the same path
+        wait_until(lambda: log.read_text().count("event=source_gone") == 2, timeout=20)
+        _beats(store, 2)
+        assert not clone.exists()
+        git(tmp_path, "clone", "-q", remote.url, str(clone))  # the path was left free
+        sha = remote.commit_push("a: 0.5", {"agents/a.yaml": A1_TEMP.replace("0.4", "0.5")})
+        git(clone, "pull", "-q", "--ff-only")
+
+        def served() -> bool:
+            try:
+                return store.state().get("commit") == sha
+            except redis.RedisError:
+                return False
+
+        wait_until(served, timeout=30)
+        assert (workdir / "lock").read_text().strip() == str(proc.pid)
+        if embedded:  # its folder was deleted: restarted in the new one, the old one ended
+            assert (workdir / "redis.url").read_text().strip() == url
+            new = _embedded_pid(client)
+            assert new != pid and not Path(f"/proc/{pid}").exists()
+            assert _servers(workdir / "redis") == [new]
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    text = log.read_text()
+    assert text.count("event=source_gone") == 2 and text.count("event=source_back") == 2
+    assert ("restored=embedded_redis" in text) == embedded
+    assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_a_daemon_whose_workdir_was_taken_stops(remote: Remote, redis_server: RedisServer,
+                                                tmp_path: Path) -> None:
+    """Issue 17 (red team of item 10): the workdir is removed and a second daemon started
+    on it before the first one's next poll. The first one stops at its next poll (exit 1,
+    one line naming the other's pid), never writes again; the second carries on."""
+    workdir = tmp_path / "wd"
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    # (a local source: a push asks both for a sync at once; the poll itself is far away)
+    first = _spawn(remote, workdir, first_log, "--redis", redis_server.url, "--repo",
+                   remote.url, "--interval", "3600")
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    second = None
+    try:
+        wait_until(lambda: "seen" in store.state(), timeout=20)
+        wait_until(lambda: "event=local_trigger " in first_log.read_text(), timeout=20)
+        _remove(workdir)
+        second = _spawn(remote, workdir, second_log, "--redis", redis_server.url, "--repo",
+                        remote.url, "--interval", "3600")
+        wait_until(lambda: "event=started" in second_log.read_text(), timeout=20)
+        sha = remote.commit_push("after", {"agents/a.yaml": A1_TEMP})
+        assert first.wait(timeout=20) == 1
+        wait_until(lambda: store.state().get("commit") == sha, timeout=20)
+        assert second.poll() is None
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=20)
+        store.redis.close()
+    errors = [line for line in first_log.read_text().splitlines()
+              if line.startswith("configsync: error:")]
+    assert errors == [f"configsync: error: another configsync sync (pid {second.pid}) took "
+                      f"the workdir {workdir} (it was removed and made again): this daemon "
+                      "stops, two never share one"]
+    assert "Traceback" not in first_log.read_text() + second_log.read_text()
+    assert "remote_unreachable" not in second_log.read_text()
+
+
+@pytest.mark.slow
+def test_a_workdir_whose_parent_is_gone_is_waited_for(remote: Remote, redis_server: RedisServer,
+                                                      tmp_path: Path) -> None:
+    """Issue 17 (red team of item 10): ``--workdir`` inside a folder that is moved away: the
+    daemon makes no folder above its workdir (``workdir_gone``, once), waits, and carries on
+    when the folder is back."""
+    parent, log = tmp_path / "state", tmp_path / "daemon.log"
+    proc = _spawn(remote, parent / "wd", log, "--redis", redis_server.url)
+    store = Store(redis.Redis.from_url(redis_server.url), "test")
+    try:
+        wait_until(lambda: "seen" in store.state(), timeout=20)
+        parent.rename(tmp_path / "away")
+        wait_until(lambda: "event=workdir_gone" in log.read_text(), timeout=20)
+        _beats(store, 2)
+        assert not parent.exists()
+        (tmp_path / "away").rename(parent)
+        sha = remote.commit_push("after", {"agents/a.yaml": A1_TEMP})
+        wait_until(lambda: store.state().get("commit") == sha, timeout=20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        store.redis.close()
+    text = log.read_text()
+    assert text.count("event=workdir_gone") == 1 and "event=workdir_back" in text
+    assert "workdir_restored" not in text and "Traceback" not in text
+
+
+def test_a_workdir_put_back_by_hand_never_leaves_redis_in_a_deleted_folder(
+        remote: Remote, tmp_path: Path) -> None:
+    """Issue 17 (red team of item 10): the workdir is removed and put back by hand (a copy)
+    before the daemon's next poll: the embedded Redis's folder exists again, but the running
+    server's is the deleted one. It is restarted in the folder there now (which holds the
+    copied data), never left running in the deleted one."""
+    workdir, log = tmp_path / "wd", tmp_path / "daemon.log"
+    # (a local source: the push asks for the poll; the interval is far away)
+    proc = _spawn(remote, workdir, log, "--repo", remote.url, "--interval", "3600")
+    try:
+        wait_until(lambda: (workdir / "redis.url").is_file(), timeout=20)
+        url = (workdir / "redis.url").read_text().strip()
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        store = Store(client, "test")
+        wait_until(lambda: "seen" in store.state(), timeout=20)
+        old = _embedded_pid(client)
+        shutil.copytree(workdir, tmp_path / "copy", ignore=shutil.ignore_patterns("lock"))
+        _remove(workdir)
+        (tmp_path / "copy").rename(workdir)
+        sha = remote.commit_push("after", {"agents/a.yaml": A1_TEMP})
+
+        def served() -> bool:
+            try:
+                return store.state().get("commit") == sha
+            except redis.RedisError:
+                return False
+
+        wait_until(served, timeout=30)
+        new = _embedded_pid(client)
+        assert new != old and _servers(workdir / "redis") == [new]
+        assert not Path(f"/proc/{old}").exists()
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    text = log.read_text()
+    assert "restored=lock" in text and "restored=embedded_redis" in text
+    assert "Traceback" not in text
