@@ -27,7 +27,7 @@ from __future__ import annotations
 import inspect
 import os
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
@@ -92,7 +92,9 @@ def _problem(url: str) -> str | None:
         return _unknown(parts.scheme, unknown)
     if "encoding" in query:
         return "sets ?encoding=: configsync reads and writes UTF-8 only"
-    path_db, query_db = parts.path.strip("/"), query.get("db", [""])[0]
+    # (a unix:// path is the socket's, never a database: ?db= names that one)
+    path_db = "" if parts.scheme == "unix" else parts.path.strip("/")
+    query_db = query.get("db", [""])[0]
     if path_db and query_db and path_db != query_db:
         return f"names database {path_db} in its path and {query_db} in ?db=; keep one"
     if parts.scheme == "unix":
@@ -125,6 +127,15 @@ def _values(url: str) -> str | None:
     return None
 
 
+def _unsplit(parts: SplitResult) -> str:
+    """``urlunsplit``, but ``unix:///path`` keeps its ``//`` (with no host, ``urlunsplit``
+    writes ``unix:/path``, which redis-py refuses)."""
+    url = urlunsplit(parts)
+    if not parts.netloc and parts.path.startswith("/"):
+        url = f"{parts.scheme}://{url.removeprefix(parts.scheme + ':')}"
+    return url
+
+
 def check_redis_url(url: str, origin: str) -> None:
     """Raise :class:`UsageError` unless ``url`` is a complete Redis URL. ``origin`` says where
     it came from (``--redis``, ``CONFIGSYNC_REDIS_URL``) for the message; the URL is shown
@@ -148,8 +159,8 @@ def from_url(factory: Any, url: str, origin: str, *, waits: float | None = None,
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     if any(name == "protocol" for name, _ in query):  # before redis-py picks its reply parsers
-        url = urlunsplit(parts._replace(query=urlencode([(n, v) for n, v in query
-                                                         if n != "protocol"])))
+        url = _unsplit(parts._replace(query=urlencode([(n, v) for n, v in query
+                                                       if n != "protocol"])))
     try:
         client = factory.from_url(url, **options)
         pool = client.connection_pool

@@ -295,3 +295,61 @@ def test_sync_listen_long_polls_on_the_shared_url(remote: Remote, redis_server: 
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
+
+
+@pytest.fixture
+def unix_socket(tmp_path: Path) -> Iterator[Path]:
+    """A real redis-server listening on a unix socket only (``--port 0``)."""
+    sock = tmp_path / "r.sock"
+    (tmp_path / "unix-redis").mkdir()
+    process = subprocess.Popen(
+        [redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path / "unix-redis")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def answers() -> bool:
+            assert process.poll() is None, "redis-server did not start on a unix socket"
+            try:
+                with redis.Redis(unix_socket_path=str(sock)) as client:
+                    return bool(client.ping())
+            except redis.RedisError:
+                return False
+        wait_until(answers)
+        yield sock
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("query", ["protocol=3", "db=1", "db=1&protocol=2",
+                                   "protocol=3&socket_timeout=2&client_name=x"])
+def test_unix_socket_urls_with_options_work_in_every_command(
+        query: str, unix_socket: Path, remote: Remote, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 (red team, url2 item 2): `unix:///path?protocol=3` became `unix:/path` (refused
+    by redis-py) in every command, and `unix:///path?db=1` (redis-py's own form) was refused
+    as naming two databases. Every command, on a real unix-socket redis-server."""
+    url = f"unix://{unix_socket}?{query}"
+    monkeypatch.chdir(remote.work)
+    code, out, err = run(capsys, "sync", "--repo", remote.url, "--redis", url, "--once",
+                         "--workdir", str(tmp_path / "wd"))
+    assert code == 0, err
+    code, out, err = run(capsys, "get", "a", "--redis", url, "--namespace", "test")
+    assert code == 0 and "You are A." in out, err
+    code, out, err = run(capsys, "status", "--redis", url, "--namespace", "test")
+    assert code == 0, err + out
+    code, out, err = run(capsys, "history", "a", "--redis", url, "--namespace", "test")
+    assert code == 0, err
+    code, out, err = run(capsys, "watch", "--redis", url, "--namespace", "test", "--since",
+                         "0", "--count", "1")
+    assert code == 0 and " event=" in out, err
+    with Client(redis=url, namespace="test") as client:
+        assert client.get("a").version == 1 and client.status().connected
+
+    async def follow() -> None:
+        async with AsyncClient(redis=url, namespace="test") as aclient:
+            assert aclient.get("a").version == 1
+    asyncio.run(follow())
+    db = 1 if "db=1" in query else 0
+    with redis.Redis(unix_socket_path=str(unix_socket), db=db) as direct:
+        assert direct.exists("configsync:{test}:state")
