@@ -107,6 +107,20 @@ BAD = [  # (a URL's query, what the one-line error says of it)
     ("redis", "health_check_interval=ten", "is not a valid Redis URL (Invalid value for "
      "'health_check_interval' in connection URL.)"),
     ("redis", "protocol=4", "is not a valid Redis URL (protocol must be either 2 or 3)"),
+    # issue 17 (red team, url2 item 3): values that passed the check, then crashed (exit 3,
+    # a bare ValueError) or failed at the first connection with another message
+    ("rediss", "ssl_min_version=2", "sets ssl_min_version=2: give an ssl.TLSVersion number: "),
+    ("rediss", "ssl_min_version=9999", "771 (TLSv1_2), 772 (TLSv1_3)"),
+    ("rediss", "ssl_min_version=TLSv1_2", "give an ssl.TLSVersion number (TLSv1_2 is 771): "),
+    ("redis", "health_check_interval=-1", "sets health_check_interval=-1: give a whole number "
+     "≥ 0 (seconds; 0: no checks)"),
+    ("redis", "socket_read_size=0", "sets socket_read_size=0: give a whole number ≥ 1"),
+    ("redis", "client_name=my%20agent", "sets client_name='my agent': Redis takes a name "
+     "without spaces"),
+    ("rediss", "ssl_ca_certs=/", "sets ssl_ca_certs=/: a folder, not a file (a folder of CA "
+     "certificates goes in ssl_ca_path=)"),
+    ("rediss", "ssl_ciphers=NO-SUCH-CIPHER", "sets ssl_ciphers=NO-SUCH-CIPHER, which selects "
+     "no cipher"),
 ]
 
 
@@ -353,3 +367,32 @@ def test_unix_socket_urls_with_options_work_in_every_command(
     db = 1 if "db=1" in query else 0
     with redis.Redis(unix_socket_path=str(unix_socket), db=db) as direct:
         assert direct.exists("configsync:{test}:state")
+
+
+@pytest.mark.parametrize("query, said", [
+    ("ssl_certfile={certs}/server.pem", "sets a client certificate that does not load: "
+     "ssl_certfile must hold the PEM certificate and ssl_keyfile its private key"),
+    ("ssl_certfile={certs}/server.pem&ssl_keyfile={certs}/ca.key", "sets a client "
+     "certificate that does not load"),
+    ("ssl_keyfile={certs}/server.key", "sets ssl_keyfile without ssl_certfile"),
+    ("ssl_ca_certs={certs}/server.key", "sets a CA (ssl_ca_certs/ssl_ca_data) that does not "
+     "load as PEM certificates"),
+    ("ssl_ca_path={certs}/ca.pem", "sets ssl_ca_path={certs}/ca.pem: a file, not a folder "
+     "(one CA file goes in ssl_ca_certs=)"),
+])
+def test_tls_files_that_cannot_load_are_usage_errors_before_connecting(
+        query: str, said: str, certs: Path, tls_port: int, remote: Remote,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 (red team, url2 item 3): a cert file without its key passed "file must
+    exist", then failed with "[SSL] PEM lib ... (if this server is plain Redis, use
+    redis://)". Now a usage error that names the files, in the commands and the clients."""
+    monkeypatch.chdir(remote.work)
+    url = f"rediss://127.0.0.1:{tls_port}/0?{query.format(certs=certs)}"
+    said = said.format(certs=certs)
+    for argv in (["get", "a"], ["status"], ["sync", "--once"]):
+        code, out, err = run(capsys, *argv, "--redis", url)
+        assert (code, out) == (2, "") and said in err and err.count("\n") == 1, err
+    for client in (Client, AsyncClient):
+        with pytest.raises(UsageError) as info:
+            client(redis=url, namespace="test")
+        assert said in str(info.value)
