@@ -47,13 +47,18 @@ def redis_url_given(given: str | None, *, workdir: str | None = None,
     ``--redis``, else ``$CONFIGSYNC_REDIS_URL``, else the embedded Redis that ``configsync
     sync`` runs for ``repo`` (default: the current folder's repository; ``workdir``: the one of
     ``sync --workdir``), found as :func:`configsync.embedded_url` finds it, and said on stderr.
-    A usage error when nothing names one (or ``--redis`` and ``--workdir`` both do);
+    A usage error when nothing names one (or ``--redis`` and ``--workdir`` both do, or
+    ``$CONFIGSYNC_REDIS_URL`` is set but empty);
     ``unreachable`` when the embedded one is not running."""
     if workdir and given:
         raise UsageError("--redis and --workdir each name a Redis: pass one")
     url, origin = given, "--redis"
     if not url and not workdir:
         url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
+        if url is not None and not url.strip():  # (a secret that did not arrive: never
+            # quietly the embedded Redis instead, as `sync` says too; issue 17)
+            raise UsageError("CONFIGSYNC_REDIS_URL is set but empty: give it a URL, or unset "
+                             "it for the embedded Redis")
     if not url or not url.strip():
         found = find_embedded(repo, workdir=workdir)
         if found is None:

@@ -366,3 +366,23 @@ def test_get_names_a_poisoned_entry_and_serves_the_others(
     assert run(capsys, "get", "a", "--version", "2", *ns) == (
         1, "", "configsync: error: configsync:{test}:history:a field 2: the snapshot is "
                "version 7\n")
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+@pytest.mark.parametrize("argv", [["get", "a"], ["watch"], ["status"],
+                                  ["history", "a", "--redis"], ["diff", "a@v1", "a@v1",
+                                                                "--redis"],
+                                  ["rollback", "a", "--to", "1", "--redis"],
+                                  ["sync", "--once"]])
+def test_a_set_but_empty_redis_url_is_a_usage_error_in_every_command(
+        value: str, argv: list[str], remote: Remote, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 (red team, url2 item 4): `CONFIGSYNC_REDIS_URL=''` (a secret that did not
+    arrive) made `sync` refuse, but `get`, `status`, `history --redis` ... read the embedded
+    Redis instead ("in sync" about the wrong Redis). The same usage error everywhere."""
+    monkeypatch.chdir(remote.work)
+    monkeypatch.setenv("CONFIGSYNC_REDIS_URL", value)
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == ("configsync: error: CONFIGSYNC_REDIS_URL is set but empty: give it a URL, "
+                   "or unset it for the embedded Redis\n")
