@@ -205,9 +205,18 @@ def run_watch(args: argparse.Namespace) -> int:
     printed = 0
     try:
         with open_store(args, waits=BLOCK_MS / 1000) as store:
+            # one command answered first, so that a failure after it is no first connection's
             after = store.last_event_id() if since == "$" else since
+            if since != "$":
+                store.redis.ping()
             while args.count is None or printed < args.count:
-                for entry_id, event in store.read_events(after, block_ms=BLOCK_MS):
+                try:
+                    read = store.read_events(after, block_ms=BLOCK_MS)
+                except redis.RedisError as exc:  # (Redis answered before: no TLS hint;
+                    # that is for a first connection, issue 17)
+                    raise ConfigsyncError(redis_failure(exc, store.redis, worked=True)) \
+                        from None
+                for entry_id, event in read:
                     after = entry_id
                     if isinstance(event, CorruptDataError):  # skipped, said on stderr
                         print(f"configsync: warning: skipped stream entry {one_line(entry_id)}"

@@ -270,8 +270,10 @@ def from_url(factory: Any, url: str, origin: str, *, waits: float | None = None,
     return client
 
 
-def redis_failure(exc: BaseException, client: Any) -> str:
-    """A Redis failure in one line, with the likeliest cause. Over TLS: a certificate the
+def redis_failure(exc: BaseException, client: Any, *, worked: bool = False) -> str:
+    """A Redis failure in one line, with the likeliest cause. ``worked``: the connection had
+    answered before (a server that stopped or restarted, never a TLS mismatch: the TLS hints
+    are for a first connection only). Over TLS: a certificate the
     client does not trust (the CA to name with ``ssl_ca_certs=``, or ``ssl_cert_reqs=none`` for
     a test), a certificate for another host name, a server that ends the session (it wants a
     client certificate), or a server that is plain Redis (the TLS handshake meets no TLS: it
@@ -281,7 +283,9 @@ def redis_failure(exc: BaseException, client: Any) -> str:
     connection = getattr(pool, "connection_class", None)
     tls = isinstance(connection, type) and connection.__name__ == "SSLConnection"
     lowered = text.lower()
-    if tls and "certificate verify failed" in lowered and "hostname mismatch" in lowered:
+    if worked:
+        hint = "it answered before: did Redis stop or restart?"
+    elif tls and "certificate verify failed" in lowered and "hostname mismatch" in lowered:
         hint = ("a TLS certificate problem: the server's certificate is not for this host "
                 "name; connect by a name it holds (or ?ssl_check_hostname=false, for a test)")
     elif tls and "certificate verify failed" in lowered:

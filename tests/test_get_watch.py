@@ -386,3 +386,23 @@ def test_a_set_but_empty_redis_url_is_a_usage_error_in_every_command(
     assert (code, out) == (2, "")
     assert err == ("configsync: error: CONFIGSYNC_REDIS_URL is set but empty: give it a URL, "
                    "or unset it for the embedded Redis\n")
+
+
+@pytest.mark.parametrize("since", ["$", "0"])
+def test_watch_losing_a_redis_that_answered_gives_no_tls_hint(
+        since: str, redis_server: RedisServer) -> None:
+    """Issue 17 (red team, url2 item 5): `watch` ending as its Redis went away said "(is
+    Redis running, and does it want TLS? (then use rediss://))": TLS cannot be why a
+    connection that worked was lost. Said as what it is; exit 1."""
+    proc = subprocess.Popen([sys.executable, "-m", "configsync", "watch", "--redis",
+                             redis_server.url, "--namespace", "test", "--since", since],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = redis.Redis.from_url(redis_server.url)
+    wait_until(lambda: any(c.get("cmd") == "xread" for c in client.client_list()))
+    client.close()
+    redis_server.kill()
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (1, "")
+    assert err.startswith("configsync: error: redis: ") and err.count("\n") == 1
+    assert err.endswith("(it answered before: did Redis stop or restart?)\n")
+    assert "TLS" not in err and "rediss" not in err
