@@ -260,7 +260,12 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         try:
             await pubsub.subscribe(self.keys.changes)
             # its reply (or a NOPERM) before "connected": a refusal is never a reconnect
-            await pubsub.get_message(timeout=SUBSCRIBE_REPLY_WAIT)
+            try:
+                await pubsub.get_message(timeout=SUBSCRIBE_REPLY_WAIT)
+            except redis.ResponseError as exc:
+                if refused(exc):  # still read what Redis holds: stale, re-read at each retry
+                    await self._check()
+                raise
             if pubsub.connection is not None:
                 pubsub.connection.register_connect_callback(self._on_pubsub_connect)
             state_read = await self._check()

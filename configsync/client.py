@@ -851,7 +851,12 @@ class Client(ClientCore[redis.Redis]):
         try:
             pubsub.subscribe(self.keys.changes)
             # its reply (or a NOPERM) before "connected": a refusal is never a reconnect
-            pubsub.get_message(timeout=SUBSCRIBE_REPLY_WAIT)
+            try:
+                pubsub.get_message(timeout=SUBSCRIBE_REPLY_WAIT)
+            except redis.ResponseError as exc:
+                if refused(exc):  # still read what Redis holds: stale, re-read at each retry
+                    self._check()
+                raise
             # redis-py may reconnect a pub/sub connection by itself: re-read after that too
             pubsub.connection.register_connect_callback(self._on_pubsub_connect)
             state_read = self._check()

@@ -1427,11 +1427,15 @@ def _subscribe_refusals(admin: redis.Redis) -> int:
 
 
 def test_a_user_refused_subscribe_is_said_once_not_a_reconnect_loop(
-        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+        redis_server: RedisServer, remote: Remote, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Issue 17 (red team, url2 item 1): a user without +subscribe logged `disconnected` then
     `reconnected`, over and over, as if the network blinked. Now: one `refused` error naming
-    the cause, retries backing off, never `reconnected`, and status() says why."""
+    the cause, retries backing off, never `reconnected`, and status() says why; what Redis
+    holds is still read (stale) at each retry."""
+    subprocess.run([sys.executable, "-m", "configsync", "sync", "--once", "--repo", remote.url,
+                    "--redis", redis_server.url, "--workdir", str(tmp_path / "wd")],
+                   check=True, capture_output=True)
     monkeypatch.setattr("configsync.client.REFUSED_WAIT", 0.05)
     admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
     admin.execute_command("ACL", "SETUSER", "reader", "on", ">pw", "~*", "&*", "-@all",
@@ -1441,6 +1445,7 @@ def test_a_user_refused_subscribe_is_said_once_not_a_reconnect_loop(
             Client(redis=url, namespace="test") as client:
         wait_until(lambda: _subscribe_refusals(admin) >= 3)
         status = client.status()
+        assert client.get("a").version == 1
     assert not status.connected and status.stale
     assert "no permissions" in (status.connection_error or "")
     assert caplog.text.count("event=refused") == 1
