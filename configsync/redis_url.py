@@ -11,7 +11,8 @@ that could only fail at the first connection (or never) is checked first too: th
 name must exist and load (the CA as PEM certificates; the client certificate with its key),
 ``ssl_ciphers=`` must select a cipher, ``ssl_min_version=`` is an ``ssl.TLSVersion`` number
 this machine can set (771 for TLS 1.2), ``health_check_interval``, ``db`` and
-``socket_read_size`` are not negative (or 0), and ``client_name`` has no spaces.
+``socket_read_size`` are not negative (or 0), ``client_name`` has no spaces, and a boolean
+option is a word redis-py reads as one (any other, ``flase`` too, would be true).
 Anything else is a :class:`~configsync.errors.UsageError` (exit 2 at the CLI; a ``ValueError``
 is never what a user sees) that names where the URL came from, and for an unknown option the
 options accepted ("did you mean ssl_ca_certs?").
@@ -52,6 +53,11 @@ _TEXT = frozenset(["username", "password", "client_name", "decode_responses", "e
                    "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data", "ssl_password", "ssl_ciphers"])
 _CLASSES = {"redis": redis.Connection, "rediss": redis.SSLConnection,
             "unix": redis.UnixDomainSocketConnection}
+_BOOLEANS = frozenset([name for name, parse in getattr(
+    redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {}).items()
+    if getattr(parse, "__name__", "") == "to_bool"])
+_BOOLEAN_WORDS = frozenset(["TRUE", "FALSE", "T", "F", "YES", "NO", "Y", "N", "1", "0", ""])
+"""(redis-py's ``FALSE_STRINGS`` and their opposites; "off" would be true there)"""
 SLACK_SECONDS = 10.0
 """What ``waits=`` adds to the longest wait for ``socket_timeout`` (a reply on its way)."""
 
@@ -206,6 +212,10 @@ def _numbers(options: dict[str, Any]) -> str | None:
 def _values(url: str) -> str | None:
     """What redis-py would say of the options' values only when it connects (or never)."""
     query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    for name, value in query.items():  # redis-py reads any other word as true ("flase" too)
+        if name in _BOOLEANS and value.strip().upper() not in _BOOLEAN_WORDS:
+            return (f"sets {name}={one_line(value)}: give true or false (yes/no, 1/0); "
+                    "redis-py would read it as true")
     if "ssl_min_version" in query:
         problem = _min_version(query["ssl_min_version"])
         if problem:

@@ -121,6 +121,9 @@ BAD = [  # (a URL's query, what the one-line error says of it)
      "certificates goes in ssl_ca_path=)"),
     ("rediss", "ssl_ciphers=NO-SUCH-CIPHER", "sets ssl_ciphers=NO-SUCH-CIPHER, which selects "
      "no cipher"),
+    ("rediss", "ssl_check_hostname=flase", "sets ssl_check_hostname=flase: give true or false "
+     "(yes/no, 1/0); redis-py would read it as true"),
+    ("redis", "retry_on_timeout=off", "sets retry_on_timeout=off: give true or false"),
 ]
 
 
