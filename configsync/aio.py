@@ -27,11 +27,14 @@ from .client import (
     _STARTED,
     FULL_READ_TRIES,
     MISSING,
+    REFUSED_WAIT,
+    SUBSCRIBE_REPLY_WAIT,
     ClientCore,
     _now,
     consistent,
     full_read_pipeline,
     parse_event,
+    refused,
     texts,
 )
 from .holdings import Snapshot
@@ -239,7 +242,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                 backoff.reset()
             except (redis.RedisError, OSError) as exc:
                 self.set_disconnected(exc)
-                await self._sleep(backoff.next())
+                await self._sleep(max(backoff.next(), REFUSED_WAIT if refused(exc) else 0))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -256,6 +259,13 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self.keys.changes)
+            # its reply (or a NOPERM) before "connected": a refusal is never a reconnect
+            try:
+                await pubsub.get_message(timeout=SUBSCRIBE_REPLY_WAIT)
+            except redis.ResponseError as exc:
+                if refused(exc):  # still read what Redis holds: stale, re-read at each retry
+                    await self._check()
+                raise
             if pubsub.connection is not None:
                 pubsub.connection.register_connect_callback(self._on_pubsub_connect)
             state_read = await self._check()

@@ -88,6 +88,22 @@ class ClientForkedError(ClientClosedError):
     configs at once)."""
 
 
+PERMISSION_HINT = ("the Redis user lacks a permission this client needs: it reads the "
+                   "namespace's keys and SUBSCRIBEs to {channel} (README's ACL lines: "
+                   "+subscribe and the channel)")
+REFUSED_WAIT = 5.0
+SUBSCRIBE_REPLY_WAIT = 5.0
+"""Seconds the follower waits for SUBSCRIBE's reply (a refusal shows there) before it goes on."""
+"""Seconds at least between tries after Redis refused a command (ACL): not a network blip."""
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether Redis refused a command for the user's permissions (``NOPERM``), as opposed to
+    a connection that failed."""
+    return isinstance(exc, redis.exceptions.NoPermissionError) or (
+        isinstance(exc, redis.ResponseError) and "no permissions" in str(exc))
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -565,7 +581,12 @@ class ClientCore(Generic[R]):
             self.connected = self.ever_connected = True
 
     def set_disconnected(self, exc: BaseException) -> None:
-        if self.connected or (not self.ever_connected and self.connection_error != str(exc)):
+        if refused(exc):  # a NOPERM is no network blip: say the cause once, as an error
+            if self.connection_error != str(exc):
+                logger.error(kv("refused", namespace=self.namespace, error=str(exc),
+                                serving="what is held", hint=PERMISSION_HINT.format(
+                                    channel=self.keys.changes)))
+        elif self.connected or (not self.ever_connected and self.connection_error != str(exc)):
             logger.warning(kv("disconnected", namespace=self.namespace, error=str(exc),
                               serving="what is held"))
             if self.connected:
@@ -819,7 +840,7 @@ class Client(ClientCore[redis.Redis]):
                 backoff.reset()
             except (redis.RedisError, OSError) as exc:
                 self.set_disconnected(exc)
-                self._stopping.wait(backoff.next())
+                self._stopping.wait(max(backoff.next(), REFUSED_WAIT if refused(exc) else 0))
             except Exception:  # a bug must not kill the thread that keeps configs fresh
                 logger.exception(kv("client_error", namespace=self.namespace))
                 self._stopping.wait(backoff.next())
@@ -829,6 +850,13 @@ class Client(ClientCore[redis.Redis]):
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(self.keys.changes)
+            # its reply (or a NOPERM) before "connected": a refusal is never a reconnect
+            try:
+                pubsub.get_message(timeout=SUBSCRIBE_REPLY_WAIT)
+            except redis.ResponseError as exc:
+                if refused(exc):  # still read what Redis holds: stale, re-read at each retry
+                    self._check()
+                raise
             # redis-py may reconnect a pub/sub connection by itself: re-read after that too
             pubsub.connection.register_connect_callback(self._on_pubsub_connect)
             state_read = self._check()

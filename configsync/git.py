@@ -605,6 +605,11 @@ class RemoteRefs:
 
     default: str | None
     branches: tuple[str, ...]
+    tracking: tuple[str, ...] = ()
+    """Its remote-tracking branches (``origin/main``): what a clone whose HEAD is detached
+    may hold instead of a branch of its own."""
+    detached: bool = False
+    """Its HEAD names a commit, not a branch."""
 
 
 _LOG_FORMAT = "%H%x00%an <%ae>%x00%cI%x00%s%x00"
@@ -781,17 +786,24 @@ class Mirror(GitRepo):
 
     def remote_refs(self) -> RemoteRefs:
         """The remote's branches and default branch, from one ``git ls-remote --symref``."""
-        listing = self._remote("ls-remote", ["--symref"], ["HEAD", "refs/heads/*"], what="",
+        listing = self._remote("ls-remote", ["--symref"],
+                               ["HEAD", "refs/heads/*", "refs/remotes/*"], what="",
                                hint="is the remote reachable?")
         default = None
-        branches = []
+        head = False
+        branches, tracking = [], []
         for line in listing.split("\n"):  # not splitlines(): a branch may hold U+2028
             name, _, ref = line.partition("\t")
             if name.startswith("ref: ") and ref == "HEAD":
                 default = name.removeprefix("ref: ").removeprefix("refs/heads/")
+            elif ref == "HEAD":
+                head = True
             elif ref.startswith("refs/heads/"):
                 branches.append(ref.removeprefix("refs/heads/"))
-        return RemoteRefs(default if default in branches else None, tuple(sorted(branches)))
+            elif ref.startswith("refs/remotes/") and not ref.endswith("/HEAD"):
+                tracking.append(ref.removeprefix("refs/remotes/"))
+        return RemoteRefs(default if default in branches else None, tuple(sorted(branches)),
+                          tuple(sorted(tracking)), head and default is None)
 
     def recorded_branch(self) -> str | None:
         """The branch this mirror followed last time (its HEAD), if it holds it."""

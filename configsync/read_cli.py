@@ -47,13 +47,18 @@ def redis_url_given(given: str | None, *, workdir: str | None = None,
     ``--redis``, else ``$CONFIGSYNC_REDIS_URL``, else the embedded Redis that ``configsync
     sync`` runs for ``repo`` (default: the current folder's repository; ``workdir``: the one of
     ``sync --workdir``), found as :func:`configsync.embedded_url` finds it, and said on stderr.
-    A usage error when nothing names one (or ``--redis`` and ``--workdir`` both do);
+    A usage error when nothing names one (or ``--redis`` and ``--workdir`` both do, or
+    ``$CONFIGSYNC_REDIS_URL`` is set but empty);
     ``unreachable`` when the embedded one is not running."""
     if workdir and given:
         raise UsageError("--redis and --workdir each name a Redis: pass one")
     url, origin = given, "--redis"
     if not url and not workdir:
         url, origin = os.environ.get("CONFIGSYNC_REDIS_URL"), "CONFIGSYNC_REDIS_URL"
+        if url is not None and not url.strip():  # (a secret that did not arrive: never
+            # quietly the embedded Redis instead, as `sync` says too; issue 17)
+            raise UsageError("CONFIGSYNC_REDIS_URL is set but empty: give it a URL, or unset "
+                             "it for the embedded Redis")
     if not url or not url.strip():
         found = find_embedded(repo, workdir=workdir)
         if found is None:
@@ -200,9 +205,18 @@ def run_watch(args: argparse.Namespace) -> int:
     printed = 0
     try:
         with open_store(args, waits=BLOCK_MS / 1000) as store:
+            # one command answered first, so that a failure after it is no first connection's
             after = store.last_event_id() if since == "$" else since
+            if since != "$":
+                store.redis.ping()
             while args.count is None or printed < args.count:
-                for entry_id, event in store.read_events(after, block_ms=BLOCK_MS):
+                try:
+                    read = store.read_events(after, block_ms=BLOCK_MS)
+                except redis.RedisError as exc:  # (Redis answered before: no TLS hint;
+                    # that is for a first connection, issue 17)
+                    raise ConfigsyncError(redis_failure(exc, store.redis, worked=True)) \
+                        from None
+                for entry_id, event in read:
                     after = entry_id
                     if isinstance(event, CorruptDataError):  # skipped, said on stderr
                         print(f"configsync: warning: skipped stream entry {one_line(entry_id)}"

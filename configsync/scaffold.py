@@ -22,6 +22,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from . import __version__
 from .editor import SETTINGS_PATH, editor_settings
 from .errors import UsageError
@@ -64,6 +66,7 @@ _PIN_NOTE = ("" if RELEASE != DEVELOPMENT_REF else
 _PLAIN_SCALAR = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
 _GLOB = re.compile(r"[*?+\[!\\]")
+_PATH_GLOB = re.compile(r"[*?+\[\]!\\]")
 DEFAULT_BRANCH = "main"
 """The branch the workflow runs on when HEAD names none (a detached HEAD)."""
 
@@ -114,7 +117,8 @@ def _workflow(folder: str, name: str, branch: str = DEFAULT_BRANCH) -> str:
     and every push to ``branch``. In a folder of a bigger repository it runs only when that
     folder (or the workflow) changes."""
     paths = "" if folder == "." else (
-        f"\n    paths: [{json.dumps(folder + '/**')}, {json.dumps(name)}]")
+        f"\n    paths: [{json.dumps(path_pattern(folder) + '/**')}, "
+        f"{json.dumps(path_pattern(name))}]")
     return f"""\
 # Validates the configs of every pull request (annotations on its lines) and writes the
 # resolved-config diff to the job summary.
@@ -141,6 +145,13 @@ def branch_pattern(branch: str) -> str:
     the ones GitHub lets be escaped) escaped with a backslash. git refuses most of them in a
     branch name, but not ``+`` or ``!``."""
     return _GLOB.sub(r"\\\g<0>", branch)
+
+
+def path_pattern(path: str) -> str:
+    """A repository path as a GitHub Actions ``paths:`` filter that matches it alone, the
+    same way as :func:`branch_pattern`: ``*``, ``?``, ``+``, ``[``, ``]``, ``!`` and ``\\``
+    (glob syntax there) escaped with a backslash (``cfg[1]*`` → ``cfg\\[1\\]\\*``)."""
+    return _PATH_GLOB.sub(r"\\\g<0>", path)
 
 
 def sanitize_namespace(name: str) -> str:
@@ -282,7 +293,9 @@ def run_init(args: argparse.Namespace) -> int:
     for target in files:
         _say(f"wrote {target.as_posix()}")
     for target in kept:
-        _say(f"kept {target.as_posix()} (the repository's own: add configsync's hook to it, "
+        _say(f"kept {target.as_posix()} (the repository's own; configsync's hook for "
+             f"{layout.folder} is already in it)" if has_hook(target, layout.folder) else
+             f"kept {target.as_posix()} (the repository's own: add configsync's hook to it, "
              "below)")
     if not in_git:
         _say(f"created an empty git repository in {root.as_posix()} (nothing committed)")
@@ -297,6 +310,26 @@ def _say(line: str) -> None:
     print(one_line(line))  # a folder or branch name is printed escaped, as every output is
 
 
+def has_hook(pre_commit: Path, folder: str) -> bool:
+    """Whether a ``.pre-commit-config.yaml`` already runs configsync's hook on ``folder`` (the
+    hook ``configsync-validate`` with ``folder`` as its arguments, or none for ``.``): one
+    that init wrote before (``init --force``), or that its owner added. A file that does not
+    read as YAML holds none."""
+    try:
+        config = yaml.safe_load(pre_commit.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    wanted = [] if folder == "." else [folder]
+    repos = config.get("repos") if isinstance(config, dict) else None
+    for repo in repos if isinstance(repos, list) else []:
+        hooks = repo.get("hooks") if isinstance(repo, dict) else None
+        for hook in hooks if isinstance(hooks, list) else []:
+            if isinstance(hook, dict) and hook.get("id") == "configsync-validate" \
+                    and (hook.get("args") or []) == wanted:
+                return True
+    return False
+
+
 def _next_steps(layout: Layout, kept: list[Path], branch: str) -> list[str]:
     folder = os.path.normpath(layout.root)
     steps = [] if folder == "." else [f"cd {shlex.quote(layout.root.as_posix())}"]
@@ -309,7 +342,7 @@ def _next_steps(layout: Layout, kept: list[Path], branch: str) -> list[str]:
                    if p not in kept]
         steps.append(f"git add . {' '.join(shlex.quote(p) for p in outside)} && "
                      "git commit -m 'configsync: new config repository'")
-    if kept:
+    if kept and not has_hook(kept[0], layout.folder):
         steps.append(f"add to {kept[0].as_posix()}'s repos: - {{repo: {json.dumps(HOOK_REPO)}, "
                      f"rev: {RELEASE}, hooks: [{{id: configsync-validate"
                      f"{_hook_args(layout.folder)}}}]}}")

@@ -20,6 +20,7 @@ import re
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import redis
 import redis.asyncio as aioredis
@@ -68,6 +69,8 @@ is known wrong only once its body is in) cannot take the slots signed pushes nee
 item 6). A request without a signature header, or with a wrong GitLab token, is refused before
 its body is read and takes no slot at all."""
 
+FOLLOW_GRACE = 10.0
+"""Seconds the read API may be stale (not following Redis) before ``/readyz`` says 503."""
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 RESERVED = 16
 """Connections accepted beyond the limit for ``/healthz`` and ``/readyz`` only (any other path
@@ -486,7 +489,22 @@ class Server(_LoopThread):
             reason = self.daemon.last_failure
         if reason is None and not self.daemon.synced:
             reason = "starting: no sync has completed yet"
+        if reason is None:
+            reason = self._follow_problem()
         return reason
+
+    def _follow_problem(self) -> str | None:
+        """Why the read API's client has not followed Redis for over :data:`FOLLOW_GRACE`
+        seconds (it serves what it holds: stale), or None."""
+        since = self.client.stale_since
+        if since is None:
+            return None
+        age = (datetime.now(UTC) - datetime.fromisoformat(since.replace("Z", "+00:00")))
+        if age.total_seconds() <= FOLLOW_GRACE:
+            return None
+        why = self.client.connection_error or "it has read no state yet"
+        return (f"the read API cannot follow Redis (stale since {since}): "
+                f"{redact_text(why)}")
 
     async def _has_state(self) -> bool:
         """Whether the namespace's state is in Redis (the daemon writes it with every sync;

@@ -266,6 +266,13 @@ def _branch(mirror: Mirror, requested: str | None, *, once: bool,
             raise
         return known, False  # the daemon's loop says the remote is unreachable, once
     shown = redact_url(mirror.url)
+    if not refs.branches and refs.tracking:  # a clone, its HEAD detached (issue 17)
+        named = [t for t in refs.tracking if t.partition("/")[2] == requested]
+        raise ConfigsyncError(
+            f"{shown} has no local branch{' (its HEAD is detached)' if refs.detached else ''}"
+            f", only remote-tracking ones ({', '.join((named or list(refs.tracking))[:5])}): "
+            f"check one out there (git checkout {requested or 'BRANCH'}), or pass --repo the "
+            "remote it was cloned from")
     if not refs.branches:
         raise ConfigsyncError(f"{shown} has no branches yet: commit (or push) a first change "
                               "to it")

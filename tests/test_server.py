@@ -841,3 +841,47 @@ def test_every_bad_request_gets_a_json_answer(running: Running, data: bytes) -> 
     if status >= 400:
         assert b"application/json" in head.lower(), reply[:300]
     assert running.get("/healthz")[0] == 200
+
+
+@pytest.mark.slow
+def test_readyz_is_503_while_the_read_api_cannot_follow(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer) -> None:
+    """Issue 17 (red team, url2 item 1): with a Redis user that may not SUBSCRIBE, the read
+    API never followed (`/agents` stale, old versions) while `/readyz` answered 200. Now 503
+    once stale for over FOLLOW_GRACE, naming the cause; the log says it once, as an error."""
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command(
+        "ACL", "SETUSER", "nosub", "on", ">pw", "resetkeys", "~configsync:{test}:*",
+        "resetchannels", "&configsync:{test}:*", "-@all", "+@read", "+@write",
+        "+@transaction", "+@scripting", "+publish", "+ping", "+hello", "+client|setname",
+        "+scan")
+    url = redis_server.url.replace("redis://", "redis://nosub:pw@")
+    port = free_port()
+    proc = spawn_daemon(remote, url, "test", tmp_path / "wd", interval=3600,
+                        extra=["--listen", f"127.0.0.1:{port}"])
+    try:
+        def not_ready() -> bool:
+            try:
+                status, _, body = request(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            except OSError:
+                return False
+            return status == 503 and "the read API cannot follow Redis" in body.decode()
+
+        wait_until(not_ready, timeout=40)
+        _, _, body = request(f"http://127.0.0.1:{port}/readyz")
+        assert "no permissions" in json.loads(body)["reason"]
+
+        def served_stale() -> bool:  # what Redis holds, read again at each retry, marked stale
+            status, _, body = request(f"http://127.0.0.1:{port}/agents")
+            return status == 200 and json.loads(body)["stale"] is True \
+                and json.loads(body)["agents"]["a"]["version"] == 1
+
+        wait_until(served_stale, timeout=40)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        admin.close()
+    log = (tmp_path / "wd" / "daemon.log").read_text()
+    assert log.count("event=refused") == 1 and "event=reconnected" not in log

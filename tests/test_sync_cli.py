@@ -1399,3 +1399,21 @@ def test_a_workdir_put_back_by_hand_never_leaves_redis_in_a_deleted_folder(
     text = log.read_text()
     assert "restored=lock" in text and "restored=embedded_redis" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("branch", [[], ["--branch", "main"]])
+def test_a_clone_with_a_detached_head_and_no_local_branch_says_so(
+        branch: list[str], remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17 (red team, url2 item 7): `sync --repo CLONE` (HEAD detached, no local branch,
+    but origin/main) said "has no branches yet: commit (or push) a first change": not so."""
+    git(remote.work, "checkout", "-q", "--detach")
+    git(remote.work, "branch", "-q", "-D", "main")
+    code, err = sync(capsys, "--repo", str(remote.work), "--redis", redis_server.url, "--once",
+                     "--workdir", str(tmp_path / "wd"), *branch)
+    assert code == 1 and err.count("\n") == 1, err
+    assert "no branches yet" not in err
+    assert (f"{remote.work} has no local branch (its HEAD is detached), only remote-tracking "
+            f"ones (origin/main): check one out there (git checkout "
+            f"{'main' if branch else 'BRANCH'}), or pass --repo the remote it was cloned "
+            "from") in err
