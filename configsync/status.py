@@ -81,7 +81,10 @@ class Status:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.state == IN_SYNC else 1
+        """0 in sync with a daemon beating; 1 for any problem found: not in sync, or a
+        daemon gone silent (``daemon_alive`` False: ``configsync status || alert`` must see
+        a killed daemon, issue 17 item 17)."""
+        return 0 if self.state == IN_SYNC and self.daemon_alive is not False else 1
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if k != "agents"}
@@ -212,7 +215,8 @@ def render_text(status: Status) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    """``configsync status``: print the status; exit 0 in sync, 1 not, 2 unreachable."""
+    """``configsync status``: print the status; exit 0 in sync (and a daemon beating), 1 not,
+    2 unreachable."""
     url, origin = redis_url_given(args.redis, workdir=args.workdir, repo=args.repo,
                                   unreachable=UsageError)  # exit 2: unreachable
     # (the same rules as get and watch; the embedded Redis is --repo's)
