@@ -575,7 +575,7 @@ class ClientCore(Generic[R]):
 
     def set_connected(self) -> None:
         """Redis was read: ``on_reconnect`` when ``on_disconnect`` was told of an outage
-        (a start that found Redis down too: issue 17 item 9)."""
+        (a start that found Redis down too: issue 17, red team finding 3)."""
         self.connection_error = None
         if not self.connected:
             if self.ever_connected or self.told_down:
@@ -661,7 +661,7 @@ def is_wrong_type(exc: BaseException) -> bool:
 
 
 def wrong_type(key: str, kind: Any) -> CorruptDataError:
-    """A key of the wrong type is corrupt data (issue 17 item 12): one line naming it."""
+    """A key of the wrong type is corrupt data (issue 17, red team finding 6): one line naming it."""
     found = text(kind) if kind else "another kind of value"
     return CorruptDataError(f"{key} holds a {found}, not the hash configsync writes there "
                             "(Redis: WRONGTYPE); corrupt data: `configsync sync` rewrites it")

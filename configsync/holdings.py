@@ -184,9 +184,9 @@ class Holdings:
         self.unconfirmed: set[str] = set()
         self.older_reads = 0
         self.checks = 0
-        self.recheck = False  # an event said less than is held: check at once (item 12)
+        self.recheck = False  # an event said less than is held: check at once (red team 4)
         self.refused: dict[str, str] = {}  # kind of value (bad_event...) -> last logged
-        self.source = "Redis"  # where the snapshots replace_all takes come from (item 7)
+        self.source = "Redis"  # where the snapshots replace_all takes come from (red team 7)
 
     def get(self, agent_id: str) -> Snapshot:
         """Lock-free in-memory read of the current snapshot."""
@@ -206,7 +206,7 @@ class Holdings:
         """Keep a version for pinned reads (the last :data:`KEEP_VERSIONS` of each agent: a
         conversation that pins an older one holds its Snapshot itself). Any thread.
         ``from_history``: a pinned read fetched it from the history hash; it is kept until
-        the next periodic full check only (:data:`FULL_CHECK_EVERY`, issue 17 item 1)."""
+        the next periodic full check only (:data:`FULL_CHECK_EVERY`, issue 17, red team finding 1)."""
         with self.lock:
             self._remember(snapshot)
             if from_history and self.current.get(snapshot.agent_id) is not snapshot:
@@ -465,7 +465,7 @@ class Holdings:
                 if held is not None and held.version >= record.version:
                     if held.raw != text:  # Redis serves less than is held (a forgery read
                         self.unconfirmed.add(agent_id)  # whole earlier?): the check
-                        self.recheck = True  # right after this event decides (item 12)
+                        self.recheck = True  # right after this event decides (red team 4)
                     continue  # never move back on an event's word
                 snapshot = self._typed(record, text)
                 if snapshot is None:
@@ -481,7 +481,7 @@ class Holdings:
     def take_recheck(self) -> bool:
         """Whether the last event asks for a check at once (and forget that it did): it named
         an agent that ``current`` holds at a version no higher than the one held, yet other
-        than it (DESIGN.md invariant 6, issue 17 item 12)."""
+        than it (DESIGN.md invariant 6, issue 17, red team finding 4)."""
         with self.lock:
             recheck, self.recheck = self.recheck, False
         return recheck
@@ -538,7 +538,7 @@ class Holdings:
                    for r in data["snapshots"] if isinstance(r, dict)}
             state = {"epoch": str(data["epoch"] or ""), "revision": str(data["revision"]),
                      "commit": str(data["commit"]), "schema": str(data.get("schema", ""))}
-            self.source = f"the cache file {target}"  # (its problems are not Redis's: item 7)
+            self.source = f"the cache file {target}"  # (its problems are not Redis's: red team 7)
             try:
                 self.replace_all(state, raw)
             finally:

@@ -83,7 +83,7 @@ class Status:
     def exit_code(self) -> int:
         """0 in sync with a daemon beating; 1 for any problem found: not in sync, or a
         daemon gone silent (``daemon_alive`` False: ``configsync status || alert`` must see
-        a killed daemon, issue 17 item 17)."""
+        a killed daemon, issue 17, red team finding 5)."""
         return 0 if self.state == IN_SYNC and self.daemon_alive is not False else 1
 
     def to_json(self) -> dict[str, Any]:

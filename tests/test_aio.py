@@ -480,10 +480,10 @@ def test_a_forked_async_client_refuses_loudly(world: World) -> None:
     run(scenario)
 
 
-# -- issue 17 items 1, 2, 9, 12 on asyncio (the red team's client findings) -----------------
+# -- issue 17: the red team's client findings 1-4 and 6, on asyncio -----------------------
 
 def test_a_forged_history_version_is_dropped_at_the_full_check(world: World) -> None:
-    """Item 1: a forged older version read through get_version() stayed for the client's
+    """Red team 1: a forged older version read through get_version() stayed for the client's
     life, and get(version=) served it from memory; restored, it is gone within 10 checks."""
     from .test_client import forged
     keys = world.daemon.store.keys
@@ -506,7 +506,7 @@ def test_a_forged_history_version_is_dropped_at_the_full_check(world: World) -> 
 
 
 def test_a_start_that_raises_stops_its_tasks_and_connections(world: World) -> None:
-    """Item 2: a failed start() left its callback task (and connection) behind."""
+    """Red team 2: a failed start() left its callback task (and connection) behind."""
     from .test_client import Exploding
     connections = len(world.redis.client_list())
 
@@ -525,7 +525,7 @@ def test_a_start_that_raises_stops_its_tasks_and_connections(world: World) -> No
 
 
 def test_the_hooks_fire_for_a_start_that_finds_redis_down(world: World) -> None:
-    """Item 9: on_disconnect at a start with Redis down, on_reconnect at the first
+    """Red team 3: on_disconnect at a start with Redis down, on_reconnect at the first
     connection; both as methods too."""
     hooks: list[str] = []
     world.server.kill()
@@ -544,7 +544,7 @@ def test_the_hooks_fire_for_a_start_that_finds_redis_down(world: World) -> None:
 
 
 def test_a_genuine_commit_overrules_a_forgery_read_at_start_at_once(world: World) -> None:
-    """Item 12: a forgery taken by the start's full read, restored, and a genuine commit
+    """Red team 4: a forgery taken by the start's full read, restored, and a genuine commit
     naming the agent: served at once, not after the 10-check full read."""
     from .test_client import forged
     keys = world.daemon.store.keys

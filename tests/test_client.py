@@ -1422,10 +1422,10 @@ def test_a_fork_that_runs_no_python_hook_is_caught_by_the_pid_check(world: World
         assert client.status().connected  # the parent follows on
 
 
-# -- issue 17 items 1, 2, 9, 12 (the red team's client findings) ------------------------------
+# -- issue 17: the red team's client findings (1-4, 6, 7) -------------------------------------
 
 def test_a_forged_history_version_read_pinned_is_dropped_at_the_full_check(world: World) -> None:
-    """Item 1: a forged older version (valid checksum) read through get(version=) was kept for
+    """Red team 1: a forged older version (valid checksum) read through get(version=) was kept for
     the client's life; restored exactly, it must be gone within FULL_CHECK_EVERY checks."""
     keys = world.daemon.store.keys
     world.push("a", 0.3)  # a is v2 now; the history keeps v1
@@ -1451,7 +1451,7 @@ def configsync_threads() -> list[str]:
 
 
 def test_a_start_that_raises_stops_everything_it_started(world: World) -> None:
-    """Item 2: `with Client(...)` whose start raised left a configsync-callbacks thread
+    """Red team 2: `with Client(...)` whose start raised left a configsync-callbacks thread
     behind each time (and its connections): __exit__ never runs then."""
     threads = configsync_threads()
     connections = len(world.redis.client_list())
@@ -1466,7 +1466,7 @@ def test_a_start_that_raises_stops_everything_it_started(world: World) -> None:
 
 
 def test_the_hooks_fire_for_a_start_that_finds_redis_down(world: World) -> None:
-    """Item 9: started with Redis down, the client logged event=disconnected but never called
+    """Red team 3: started with Redis down, the client logged event=disconnected but never called
     on_disconnect, nor on_reconnect at its first successful connection. The hooks register
     as methods too (client.on_disconnect(...) raised AttributeError)."""
     hooks: list[str] = []
@@ -1494,7 +1494,7 @@ def test_the_hooks_fire_for_a_start_that_finds_redis_down(world: World) -> None:
 @pytest.mark.parametrize("genuine_change", ["update", "delete"])
 def test_a_genuine_commit_overrules_a_forgery_read_at_start_at_once(
         world: World, genuine_change: str) -> None:
-    """Item 12: current[a] forged at a higher version when a client starts, then restored: a
+    """Red team 4: current[a] forged at a higher version when a client starts, then restored: a
     genuine commit to a waited for the 10-check full read (5 min at the default 30 s). Its
     event names a, so the check right after it compares a with Redis."""
     keys = world.daemon.store.keys
@@ -1516,7 +1516,7 @@ def test_a_genuine_commit_overrules_a_forgery_read_at_start_at_once(
 
 
 def test_a_key_of_the_wrong_type_is_corrupt_data(world: World) -> None:
-    """Item 12 (WRONGTYPE): a history key turned into a string made get(version=) raise
+    """Red team 6 (WRONGTYPE): a history key turned into a string made get(version=) raise
     redis' ResponseError; a state of the wrong type is named, and what is held serves."""
     keys = world.daemon.store.keys
     world.push("a", 0.3)
@@ -1539,7 +1539,7 @@ def test_a_key_of_the_wrong_type_is_corrupt_data(world: World) -> None:
 def test_a_bad_cache_entry_is_named_as_the_cache_files(world: World, tmp_path: Path,
                                                        caplog: pytest.LogCaptureFixture
                                                        ) -> None:
-    """Item 17.7: a corrupt cache-file snapshot was logged as `version 1 in Redis` or
+    """Red team 7: a corrupt cache-file snapshot was logged as `version 1 in Redis` or
     `current entry in Redis`."""
     cache = tmp_path / "cache.json"
     with Client(redis=world.url, namespace="test", cache_path=cache):
