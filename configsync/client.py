@@ -661,7 +661,7 @@ def is_wrong_type(exc: BaseException) -> bool:
 
 
 def wrong_type(key: str, kind: Any) -> CorruptDataError:
-    """A key of the wrong type is corrupt data (issue 17, red team finding 6): one line naming it."""
+    """A key of the wrong type is corrupt data (issue 17, red team 6): one line naming it."""
     found = text(kind) if kind else "another kind of value"
     return CorruptDataError(f"{key} holds a {found}, not the hash configsync writes there "
                             "(Redis: WRONGTYPE); corrupt data: `configsync sync` rewrites it")

@@ -206,7 +206,7 @@ class Holdings:
         """Keep a version for pinned reads (the last :data:`KEEP_VERSIONS` of each agent: a
         conversation that pins an older one holds its Snapshot itself). Any thread.
         ``from_history``: a pinned read fetched it from the history hash; it is kept until
-        the next periodic full check only (:data:`FULL_CHECK_EVERY`, issue 17, red team finding 1)."""
+        the next periodic full check only (:data:`FULL_CHECK_EVERY`, issue 17, red team 1)."""
         with self.lock:
             self._remember(snapshot)
             if from_history and self.current.get(snapshot.agent_id) is not snapshot:

@@ -194,8 +194,8 @@ def test_fleet_reports_and_the_last_error_are_escaped(
 def test_a_dead_daemon_exits_1_though_redis_serves_the_head(
         remote: Remote, redis_server: RedisServer, tmp_path: Path,
         capsys: pytest.CaptureFixture[str], fmt: str) -> None:
-    """Issue 17, red team finding 5: a killed daemon (its last heartbeat long ago) exited 0, in sync, so
-    `configsync status || alert` never alerted."""
+    """Issue 17, red team finding 5: a killed daemon (its last heartbeat long ago) exited 0,
+    in sync, so `configsync status || alert` never alerted."""
     assert sync_once(remote, redis_server, tmp_path, capsys) == 0
     client = redis.Redis.from_url(redis_server.url)
     client.hset("configsync:{test}:state", "heartbeat_at", "2020-01-01T00:00:00Z")
