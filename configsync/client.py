@@ -660,11 +660,11 @@ def is_wrong_type(exc: BaseException) -> bool:
     return isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc)
 
 
-def wrong_type(key: str, kind: Any) -> CorruptDataError:
+def wrong_type(key: str, kind: Any, expected: str = "hash") -> CorruptDataError:
     """A key of the wrong type is corrupt data (issue 17, red team 6): one line naming it."""
     found = text(kind) if kind else "another kind of value"
-    return CorruptDataError(f"{key} holds a {found}, not the hash configsync writes there "
-                            "(Redis: WRONGTYPE); corrupt data: `configsync sync` rewrites it")
+    return CorruptDataError(f"{key} holds a {found}, not the {expected} configsync writes "
+                            "there (Redis: WRONGTYPE): corrupt data")
 
 
 def full_read_pipeline(pipe: Any, keys: Keys) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import redis
 
 from . import heartbeat
-from .errors import UsageError
+from .client import is_wrong_type, text, wrong_type
+from .errors import ConfigsyncError, CorruptDataError, UsageError
 from .escape import json_text, one_line, text_lines
 from .git import GitRepo
 from .history import ShallowHistory, daemon_start, versions_at
@@ -27,7 +28,7 @@ from .redis_url import from_url, redis_failure
 from .redis_values import last_error
 from .repo import GitSource
 from .snapshot import Record, checksum
-from .store import Store
+from .store import Keys, Store
 from .sync import Applied
 from .validate import check_tree
 
@@ -214,6 +215,21 @@ def render_text(status: Status) -> str:
     return text_lines(lines)  # every line escaped: clients' reports and errors are anyone's
 
 
+def _wrong_typed(client: redis.Redis, keys: Keys) -> ConfigsyncError:
+    """After a ``WRONGTYPE`` reply: the namespace key that holds another kind of value than
+    configsync writes there, as :class:`CorruptDataError` naming it (red team finding 6)."""
+    expected = {keys.state: "hash", keys.current: "hash", keys.agents: "hash",
+                keys.events: "stream"}
+    expected.update({text(k): "hash" for k in client.scan_iter(keys.history_pattern,
+                                                                count=1000)})
+    for key, kind in expected.items():
+        found = text(client.type(key))
+        if found not in (kind, "none"):
+            return wrong_type(key, found, kind)
+    return CorruptDataError(f"a key of namespace {keys.namespace} holds another kind of value "
+                            "than configsync writes there (Redis: WRONGTYPE)")
+
+
 def run_status(args: argparse.Namespace) -> int:
     """``configsync status``: print the status; exit 0 in sync (and a daemon beating), 1 not,
     2 unreachable."""
@@ -225,6 +241,10 @@ def run_status(args: argparse.Namespace) -> int:
         namespace = args.namespace or default_namespace(args.repo or os.curdir)
         try:
             status = collect(repo, Store(client, namespace), branch=args.branch)
+        except redis.ResponseError as exc:
+            if not is_wrong_type(exc):
+                raise
+            raise _wrong_typed(client, Keys(namespace)) from None  # exit 1, one line
         except redis.RedisError as exc:
             print(f"configsync: error: {one_line(redis_failure(exc, client))} "
                   f"[{one_line(redact_url(url))}]", file=sys.stderr)

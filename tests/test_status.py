@@ -207,3 +207,21 @@ def test_a_dead_daemon_exits_1_though_redis_serves_the_head(
         assert (data["state"], data["daemon_alive"]) == ("in_sync", False)
     else:
         assert "no daemon is writing this namespace" in out
+
+
+@pytest.mark.parametrize("key", ["state", "current", "agents"])
+def test_a_key_of_the_wrong_type_is_named_in_one_line(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], key: str) -> None:
+    """Red team finding 6: a key turned into a string is corrupt data, named (exit 1), not
+    redis-py's WRONGTYPE as an unreachable Redis (exit 2)."""
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    client = redis.Redis.from_url(redis_server.url)
+    name = f"configsync:{{test}}:{key}"
+    client.delete(name)
+    client.set(name, "x")
+    client.close()
+    code, out, err = status(remote, redis_server, capsys)
+    assert (code, out) == (1, "")
+    assert err == (f"configsync: error: {name} holds a string, not the hash configsync writes "
+                   "there (Redis: WRONGTYPE): corrupt data\n")
