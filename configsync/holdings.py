@@ -533,6 +533,9 @@ class Holdings:
             data = json.loads(target.read_text("utf-8"))
             if data.get("format") != CACHE_FORMAT or data.get("namespace") != self.namespace:
                 raise ValueError("written for another format or namespace")
+            if type(data.get("revision")) is not int:  # (never a Redis state's problem)
+                raise ValueError(f"its revision is {str(data.get('revision'))[:40]!r}, "
+                                 "not a number")
             raw = {str(r.get("agent_id")): json.dumps(r, separators=(",", ":"),
                                                       ensure_ascii=False)
                    for r in data["snapshots"] if isinstance(r, dict)}

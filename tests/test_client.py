@@ -1557,3 +1557,12 @@ def test_a_bad_cache_entry_is_named_as_the_cache_files(world: World, tmp_path: P
     assert errors["a"].startswith(f"version 1 in the cache file {cache}: ")
     assert errors["b"].startswith(f"snapshot in the cache file {cache}: ")
     assert "in Redis" not in caplog.text and caplog.text.count("event=bad_snapshot") == 2
+    caplog.clear()
+    data["revision"] = "x"  # was logged as the Redis state's field, with a hint to delete it
+    cache.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="configsync"), Client(
+            redis=f"redis://127.0.0.1:{free_port()}/0", namespace="test",
+            cache_path=cache) as client:
+        assert client.status().versions == {}
+    assert f"event=cache_unreadable path={cache} error=\"its revision is 'x', not a number\"" \
+        in caplog.text and "state" not in caplog.text
