@@ -24,7 +24,7 @@ from configsync.errors import CorruptDataError
 from configsync.snapshot import Record, checksum
 from configsync.store import Write
 
-from .conftest import Remote, spawn_daemon
+from .conftest import Remote, spawn_daemon, wait_until
 from .test_client import World
 
 
@@ -521,7 +521,7 @@ def test_a_start_that_raises_stops_its_tasks_and_connections(world: World) -> No
         await until(lambda: asyncio.all_tasks() == {asyncio.current_task()}, timeout=10)
 
     run(scenario)
-    assert len(world.redis.client_list()) == connections
+    wait_until(lambda: len(world.redis.client_list()) == connections, timeout=10)
 
 
 def test_the_hooks_fire_for_a_start_that_finds_redis_down(world: World) -> None:
