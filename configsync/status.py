@@ -215,9 +215,17 @@ def render_text(status: Status) -> str:
     return text_lines(lines)  # every line escaped: clients' reports and errors are anyone's
 
 
-def _wrong_typed(client: redis.Redis, keys: Keys) -> ConfigsyncError:
+def _wrong_typed(client: redis.Redis, keys: Keys) -> ConfigsyncError | None:
     """After a ``WRONGTYPE`` reply: the namespace key that holds another kind of value than
-    configsync writes there, as :class:`CorruptDataError` naming it (red team finding 6)."""
+    configsync writes there, as :class:`CorruptDataError` naming it (red team finding 6);
+    None when Redis cannot be asked."""
+    try:
+        return _find_wrong_typed(client, keys)
+    except redis.RedisError:
+        return None
+
+
+def _find_wrong_typed(client: redis.Redis, keys: Keys) -> ConfigsyncError:
     expected = {keys.state: "hash", keys.current: "hash", keys.agents: "hash",
                 keys.events: "stream"}
     expected.update({text(k): "hash" for k in client.scan_iter(keys.history_pattern,
@@ -241,11 +249,10 @@ def run_status(args: argparse.Namespace) -> int:
         namespace = args.namespace or default_namespace(args.repo or os.curdir)
         try:
             status = collect(repo, Store(client, namespace), branch=args.branch)
-        except redis.ResponseError as exc:
-            if not is_wrong_type(exc):
-                raise
-            raise _wrong_typed(client, Keys(namespace)) from None  # exit 1, one line
         except redis.RedisError as exc:
+            corrupt = _wrong_typed(client, Keys(namespace)) if is_wrong_type(exc) else None
+            if corrupt is not None:  # corrupt data, not an unreachable Redis: exit 1
+                raise corrupt from None
             print(f"configsync: error: {one_line(redis_failure(exc, client))} "
                   f"[{one_line(redact_url(url))}]", file=sys.stderr)
             return 2
