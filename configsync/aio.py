@@ -33,10 +33,14 @@ from .client import (
     _now,
     consistent,
     full_read_pipeline,
+    is_wrong_type,
     parse_event,
     refused,
+    text,
     texts,
+    wrong_type,
 )
+from .errors import CorruptDataError
 from .holdings import Snapshot
 from .logs import client_logger as logger
 from .logs import kv
@@ -74,24 +78,30 @@ class AsyncClient(ClientCore[aioredis.Redis]):
 
     async def start(self) -> AsyncClient:
         """Load every current config in one round trip (or serve the cache file when Redis is
-        down), then follow changes in a background task."""
+        down), then follow changes in a background task. A start that raises (or is
+        cancelled) stops everything it started first: tasks, and the connections it owns;
+        the client is then stopped."""
         self.check_open()
         self.check_forked()
         if self.started:
             return self
-        self.started = True
-        self.pid = os.getpid()
-        _STARTED.add(self)
-        self._callback_task = asyncio.create_task(self._run_callbacks(),
-                                                  name="configsync-callbacks")
-        self.replay_pending()
         try:
-            state_read = await self._check()
-            self.set_connected()
-            self.fresh(state_read)
-        except (redis.RedisError, OSError) as exc:
-            self.set_disconnected(exc)
-        self._task = asyncio.create_task(self._run(), name="configsync-client")
+            self.started = True
+            self.pid = os.getpid()
+            _STARTED.add(self)
+            self._callback_task = asyncio.create_task(self._run_callbacks(),
+                                                      name="configsync-callbacks")
+            self.replay_pending()
+            try:
+                state_read = await self._check()
+                self.set_connected()
+                self.fresh(state_read)
+            except (redis.RedisError, OSError, CorruptDataError) as exc:
+                self.set_disconnected(exc)
+            self._task = asyncio.create_task(self._run(), name="configsync-client")
+        except BaseException:  # (`async with` never calls __aexit__ then): stop it all
+            await self.stop()
+            raise
         return self
 
     async def stop(self) -> None:
@@ -141,7 +151,10 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         return held
 
     async def get_version(self, agent_id: str, version: int) -> Snapshot:
-        """That exact version: held, or fetched once from the history hash and then kept."""
+        """That exact version: held, or fetched once from the history hash and then kept.
+        Raises :class:`~configsync.VersionNotFoundError` when it is not kept, and
+        :class:`~configsync.errors.CorruptDataError` when the entry, or the history key, is
+        not what configsync writes."""
         self.check_open()
         self.check_forked()
         held = self.holdings.pinned(agent_id, version)
@@ -151,7 +164,13 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(key, str(version))
             pipe.hkeys(key)
-            return self.take_version(agent_id, version, *await pipe.execute())
+            try:
+                reply = await pipe.execute()
+            except redis.ResponseError as exc:
+                if not is_wrong_type(exc):
+                    raise
+                raise wrong_type(key, await self._redis.type(key)) from None
+        return self.take_version(agent_id, version, *reply)
 
     async def wait_for_change(self, agent_id: str, unlike: Collection[str], *,
                               timeout: float) -> bool:
@@ -198,6 +217,19 @@ class AsyncClient(ClientCore[aioredis.Redis]):
     # -- the background task ---------------------------------------------------------------
 
     async def _check(self) -> bool:
+        """See :meth:`configsync.Client._check` (a key of the wrong type too)."""
+        try:
+            return await self._read()
+        except redis.ResponseError as exc:
+            if not is_wrong_type(exc):
+                raise
+            for key in (self.keys.state, self.keys.current):
+                kind = await self._redis.type(key)
+                if text(kind) not in ("hash", "none"):
+                    raise wrong_type(key, kind) from None
+            raise
+
+    async def _read(self) -> bool:
         if self.last_sync_at is not None:  # the first read takes both in one round trip
             client: Any = self._redis
             raw: Mapping[bytes, bytes] = await client.hgetall(self.keys.state)
@@ -240,7 +272,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             try:
                 await self._follow()
                 backoff.reset()
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, CorruptDataError) as exc:
                 self.set_disconnected(exc)
                 await self._sleep(max(backoff.next(), REFUSED_WAIT if refused(exc) else 0))
             except asyncio.CancelledError:
@@ -316,6 +348,8 @@ class AsyncClient(ClientCore[aioredis.Redis]):
             else:
                 self.last_error = None  # an applied commit clears the last rejection
                 self._deliver(changes)
+                if self.holdings.take_recheck():
+                    self._resync = True
 
 
 async def _finish(task: asyncio.Task[None] | None, timeout: float) -> None:

@@ -185,8 +185,11 @@ class ClientCore(Generic[R]):
         self.report_interval = report_interval
         self._given_id = instance_id
         self.instance_id = instance_id or _instance_id()
-        self.on_disconnect_hook = on_disconnect
-        self.on_reconnect_hook = on_reconnect
+        self.disconnect_hooks: list[Callable[[BaseException], Any]] = \
+            [] if on_disconnect is None else [on_disconnect]
+        self.reconnect_hooks: list[Callable[[], Any]] = \
+            [] if on_reconnect is None else [on_reconnect]
+        self.told_down = False  # on_disconnect was called, on_reconnect not yet since
         self.holdings = Holdings(namespace, model)
         self.callbacks: list[tuple[str | None, Callback]] = []
         self.replayed: dict[int, dict[str, Snapshot]] = {}  # id(entry) -> what on_change replayed
@@ -344,6 +347,20 @@ class ClientCore(Generic[R]):
                     self._replay(entry)
             self.pending_replay.clear()
 
+    def on_disconnect(self, callback: Callable[[BaseException], Any]) -> Callable[[], None]:
+        """Call ``callback(exc)`` when Redis cannot be read: when a connection that worked
+        fails, and at a start that finds Redis unreachable (the client then serves its cache
+        file, or nothing). Once per outage; runs like :meth:`on_change` callbacks. Same as the
+        ``on_disconnect=`` argument. Returns a function that removes it."""
+        return self._register(self.disconnect_hooks, callback)
+
+    def on_reconnect(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` when Redis is read again after :meth:`on_disconnect`'s
+        callbacks were called: after an outage, and at the first successful connection after
+        a start that found Redis unreachable. Same as the ``on_reconnect=`` argument.
+        Returns a function that removes it."""
+        return self._register(self.reconnect_hooks, callback)
+
     def on_reject(self, callback: RejectCallback) -> Callable[[], None]:
         """Call ``callback(commit, error)`` when the daemon rejects a commit (``error`` is the
         one-line summary, ``file:line:col: message``); the last good configs keep serving.
@@ -432,7 +449,7 @@ class ClientCore(Generic[R]):
             raise CorruptDataError(f"{self.keys.history(agent_id)} field {version}: "
                                    f"{exc}") from None
         snapshot = typed(record, self.holdings.model, text(raw))
-        self.holdings.remember(snapshot)
+        self.holdings.remember(snapshot, from_history=True)
         return snapshot
 
     def due_callbacks(self, changes: list[Change]) -> list[tuple[Callback, Change]]:
@@ -573,14 +590,20 @@ class ClientCore(Generic[R]):
         return self.holdings.plan(event)
 
     def set_connected(self) -> None:
+        """Redis was read: ``on_reconnect`` when ``on_disconnect`` was told of an outage
+        (a start that found Redis down too: issue 17, red team finding 3)."""
         self.connection_error = None
         if not self.connected:
-            if self.ever_connected:
+            if self.ever_connected or self.told_down:
                 logger.warning(kv("reconnected", namespace=self.namespace))
-                self._hook(self.on_reconnect_hook)
+            if self.told_down:
+                self.told_down = False
+                self._hook(self.reconnect_hooks)
             self.connected = self.ever_connected = True
 
     def set_disconnected(self, exc: BaseException) -> None:
+        """Redis could not be read: ``on_disconnect`` once an outage, the first one at start
+        included (an agent serving its cache file from the start needs the alert)."""
         if refused(exc):  # a NOPERM is no network blip: say the cause once, as an error
             if self.connection_error != str(exc):
                 logger.error(kv("refused", namespace=self.namespace, error=str(exc),
@@ -589,8 +612,9 @@ class ClientCore(Generic[R]):
         elif self.connected or (not self.ever_connected and self.connection_error != str(exc)):
             logger.warning(kv("disconnected", namespace=self.namespace, error=str(exc),
                               serving="what is held"))
-            if self.connected:
-                self._hook(self.on_disconnect_hook, exc)
+        if not self.told_down:
+            self.told_down = True
+            self._hook(self.disconnect_hooks, exc)
         self.connection_error = str(exc)
         self.connected = False
         if self.stale_since is None:
@@ -603,10 +627,12 @@ class ClientCore(Generic[R]):
         logger.warning(kv("report_failed", namespace=self.namespace, error=str(exc),
                           reporting="off for this client; reads are unaffected"))
 
-    def _hook(self, hook: Callable[..., Any] | None, *args: Any) -> None:
+    def _hook(self, hooks: list[Callable[..., Any]], *args: Any) -> None:
         """``on_disconnect``/``on_reconnect``: run like callbacks, never on the thread (or
         task) that follows Redis, so a hook that hangs cannot hold up a config."""
-        if hook is not None:
+        with self.callbacks_lock:
+            registered = list(hooks)
+        for hook in registered:
             self._queue_call(hook, args, "")
 
     def _queue_call(self, callback: Callable[..., Any], args: tuple[Any, ...],
@@ -648,6 +674,18 @@ def parse_event(data: bytes | str, holdings: Holdings | None = None) -> dict[str
 
 
 FULL_READ_TRIES = 5
+
+
+def is_wrong_type(exc: BaseException) -> bool:
+    """Redis refused a command for a key holding another kind of value (``WRONGTYPE``)."""
+    return isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc)
+
+
+def wrong_type(key: str, kind: Any, expected: str = "hash") -> CorruptDataError:
+    """A key of the wrong type is corrupt data (issue 17, red team 6): one line naming it."""
+    found = text(kind) if kind else "another kind of value"
+    return CorruptDataError(f"{key} holds a {found}, not the {expected} configsync writes "
+                            "there (Redis: WRONGTYPE): corrupt data")
 
 
 def full_read_pipeline(pipe: Any, keys: Keys) -> None:
@@ -718,24 +756,30 @@ class Client(ClientCore[redis.Redis]):
 
     def start(self) -> Client:
         """Load every current config in one round trip (or serve the cache file when Redis is
-        down), then follow changes in a background thread."""
+        down), then follow changes in a background thread. A start that raises (a ``model``
+        whose validator raises what pydantic does not wrap, say) stops everything it started
+        first: threads, and the connections it owns; the client is then stopped."""
         self.check_open()
         if self.started:
             return self
-        self._callbacks = _Callbacks()
-        self.started = True  # (after: on_change's replay may queue from now on)
-        self.pid = os.getpid()
-        _STARTED.add(self)
-        self.replay_pending()
         try:
-            state_read = self._check()
-            self.set_connected()
-            self.fresh(state_read)
-        except (redis.RedisError, OSError) as exc:
-            self.set_disconnected(exc)
-        self._thread = threading.Thread(target=self._run, name="configsync-client",
-                                        daemon=True)
-        self._thread.start()
+            self._callbacks = _Callbacks()
+            self.started = True  # (after: on_change's replay may queue from now on)
+            self.pid = os.getpid()
+            _STARTED.add(self)
+            self.replay_pending()
+            try:
+                state_read = self._check()
+                self.set_connected()
+                self.fresh(state_read)
+            except (redis.RedisError, OSError, CorruptDataError) as exc:
+                self.set_disconnected(exc)
+            self._thread = threading.Thread(target=self._run, name="configsync-client",
+                                            daemon=True)
+            self._thread.start()
+        except BaseException:  # (`with` never calls __exit__ then): stop what was started
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -769,7 +813,9 @@ class Client(ClientCore[redis.Redis]):
         returned for an agent that is unknown or was deleted, instead of raising
         :class:`UnknownAgentError`. With ``version``, that exact version (fetched once from
         the history hash if not held, then kept: versions are immutable; raises
-        :class:`VersionNotFoundError` when it was trimmed or never existed)."""
+        :class:`VersionNotFoundError` when it was trimmed or never existed,
+        :class:`CorruptDataError` when the history entry, or the history key, is not what
+        configsync writes)."""
         if self.closed:
             self.check_open()
         if version is None:  # (no pid check here: os.getpid() is a system call, dearer
@@ -787,6 +833,8 @@ class Client(ClientCore[redis.Redis]):
         except (redis.RedisError, OSError) as exc:
             if self.closed:  # stop() closed the connections under this read
                 self.check_open()
+            if is_wrong_type(exc):
+                raise wrong_type(key, self._redis.type(key)) from None
             raise exc
         return self.take_version(agent_id, version, *reply)
 
@@ -795,7 +843,20 @@ class Client(ClientCore[redis.Redis]):
     def _check(self) -> bool:
         """Re-read ``state``, and ``current`` when the state shows anything this client does
         not hold (the first read takes both in one round trip); True when Redis has a
-        non-empty state."""
+        non-empty state. Raises :class:`CorruptDataError` naming ``state`` or ``current``
+        when one is not a hash."""
+        try:
+            return self._read()
+        except redis.ResponseError as exc:
+            if not is_wrong_type(exc):
+                raise
+            for key in (self.keys.state, self.keys.current):
+                kind = self._redis.type(key)
+                if text(kind) not in ("hash", "none"):
+                    raise wrong_type(key, kind) from None
+            raise
+
+    def _read(self) -> bool:
         if self.last_sync_at is not None:
             known = self.after_state(texts(self._redis.hgetall(self.keys.state)))
             if known == "verify":
@@ -838,7 +899,7 @@ class Client(ClientCore[redis.Redis]):
             try:
                 self._follow()
                 backoff.reset()
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, CorruptDataError) as exc:
                 self.set_disconnected(exc)
                 self._stopping.wait(max(backoff.next(), REFUSED_WAIT if refused(exc) else 0))
             except Exception:  # a bug must not kill the thread that keeps configs fresh
@@ -904,6 +965,8 @@ class Client(ClientCore[redis.Redis]):
             else:
                 self.last_error = None  # an applied commit clears the last rejection
                 self._deliver(changes)
+                if self.holdings.take_recheck():
+                    self._resync.set()
 
 
 def _instance_id() -> str:

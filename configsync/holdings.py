@@ -44,7 +44,9 @@ KEEP_VERSIONS = 16
 FULL_CHECK_EVERY = 10
 """Every this many checks read ``current`` in full even when ``state`` says nothing changed:
 a snapshot forged in ``current`` and then restored, taken by a full read meanwhile (a start),
-is served for at most this many ``check_interval`` s (DESIGN.md invariant 6)."""
+is served for at most this many ``check_interval`` s (DESIGN.md invariant 6). The versions
+pinned reads fetched from a history hash are dropped then too (a later pinned read fetches
+them again), so a forged history entry, once restored, outlives it by as long at most."""
 OLDER_READS_BELIEVED = 2
 """A full read whose ``state.revision`` is lower than the last check's, in the same epoch, is
 taken as a lagging replica's and ignored, until this many reads in a row say so: then Redis
@@ -164,6 +166,9 @@ class Holdings:
         self.current: Mapping[str, Snapshot] = {}
         self.versions: dict[tuple[str, int], Snapshot] = {}
         self._kept: dict[str, list[int]] = {}
+        # versions pinned reads took from a history hash (never from `current`): dropped at
+        # each periodic full check, so a restored forgery is fetched again (invariant 6)
+        self.from_history: set[tuple[str, int]] = set()
         self.epoch: str | None = None
         self.revision = -1
         self.commit = ""
@@ -179,7 +184,9 @@ class Holdings:
         self.unconfirmed: set[str] = set()
         self.older_reads = 0
         self.checks = 0
+        self.recheck = False  # an event said less than is held: check at once (red team 4)
         self.refused: dict[str, str] = {}  # kind of value (bad_event...) -> last logged
+        self.source = "Redis"  # where the snapshots replace_all takes come from (red team 7)
 
     def get(self, agent_id: str) -> Snapshot:
         """Lock-free in-memory read of the current snapshot."""
@@ -195,14 +202,29 @@ class Holdings:
             return snapshot
         return self.versions.get((agent_id, version))
 
-    def remember(self, snapshot: Snapshot) -> None:
+    def remember(self, snapshot: Snapshot, *, from_history: bool = False) -> None:
         """Keep a version for pinned reads (the last :data:`KEEP_VERSIONS` of each agent: a
-        conversation that pins an older one holds its Snapshot itself). Any thread."""
+        conversation that pins an older one holds its Snapshot itself). Any thread.
+        ``from_history``: a pinned read fetched it from the history hash; it is kept until
+        the next periodic full check only (:data:`FULL_CHECK_EVERY`, issue 17, red team 1)."""
         with self.lock:
             self._remember(snapshot)
+            if from_history and self.current.get(snapshot.agent_id) is not snapshot:
+                self.from_history.add((snapshot.agent_id, snapshot.version))
+
+    def drop_fetched(self) -> None:
+        """Forget the versions pinned reads fetched from history (under the lock): a later
+        pinned read fetches them again, so a forged entry restored meanwhile is gone."""
+        for agent_id, version in self.from_history:
+            if self.versions.pop((agent_id, version), None) is not None:
+                held = self._kept.get(agent_id, [])
+                if version in held:
+                    held.remove(version)
+        self.from_history = set()
 
     def _remember(self, snapshot: Snapshot) -> None:
         key = (snapshot.agent_id, snapshot.version)
+        self.from_history.discard(key)  # (taken from `current` now: checked as current is)
         self.versions[key] = snapshot
         held = self._kept.setdefault(snapshot.agent_id, [])
         if snapshot.version not in held:
@@ -238,7 +260,7 @@ class Holdings:
         try:
             snapshot = typed(record.verify(), self.model, raw)
         except CorruptDataError as exc:
-            self._refuse(record.agent_id, f"version {record.version} in Redis: {exc}")
+            self._refuse(record.agent_id, f"version {record.version} in {self.source}: {exc}")
             return None
         except ValidationError as exc:
             message = f"{model_name(self.model)} refuses version {record.version}: " + "; ".join(
@@ -265,13 +287,17 @@ class Holdings:
         try:
             record = Record.from_json(text)
         except CorruptDataError as exc:
-            self._refuse(agent_id, f"current entry in Redis: {exc}")
+            self._refuse(agent_id, f"{self._entry()}: {exc}")
             return None
         if record.agent_id != agent_id:
-            self._refuse(agent_id, f"current entry in Redis is agent "
+            self._refuse(agent_id, f"{self._entry()} is agent "
                                    f"{record.agent_id[:60]!r}'s snapshot")
             return None
         return record
+
+    def _entry(self) -> str:
+        return "current entry in Redis" if self.source == "Redis" else \
+            f"snapshot in {self.source}"
 
     def revision_of(self, state: Mapping[str, str]) -> int | None:
         """The state's ``revision``; None (logged once) when it is not a number."""
@@ -349,6 +375,7 @@ class Holdings:
                 self.versions = {k: v for k, v in self.versions.items()
                                  if fresh.get(k[0]) is v}
                 self._kept = {a: [v] for a, v in self.versions}
+                self.from_history &= set(self.versions)
             self.current = fresh
             self.epoch, self.commit = epoch, state.get("commit", "")
             self.revision = self.checked = -1 if revision is None else revision
@@ -371,6 +398,8 @@ class Holdings:
         checks say False anyway."""
         with self.lock:
             self.checks += 1
+            if self.checks % FULL_CHECK_EVERY == 0:
+                self.drop_fetched()
             revision = self.revision_of(state)
             if revision is None or (state.get("epoch"), revision, state.get("commit", "")) != (
                     self.epoch, self.revision, self.commit) or revision < self.checked:
@@ -431,8 +460,13 @@ class Holdings:
                     continue
                 text = raw.decode() if isinstance(raw, bytes) else raw
                 record = self._record(agent_id, text)
-                if record is None or (held is not None and held.version >= record.version):
-                    continue  # no snapshot; held already, or newer: never move back
+                if record is None:
+                    continue
+                if held is not None and held.version >= record.version:
+                    if held.raw != text:  # Redis serves less than is held (a forgery read
+                        self.unconfirmed.add(agent_id)  # whole earlier?): the check
+                        self.recheck = True  # right after this event decides (red team 4)
+                    continue  # never move back on an event's word
                 snapshot = self._typed(record, text)
                 if snapshot is None:
                     continue
@@ -443,6 +477,14 @@ class Holdings:
             self.current = current
             self.revision, self.commit = event["revision"], str(event.get("commit") or "")
         return changes
+
+    def take_recheck(self) -> bool:
+        """Whether the last event asks for a check at once (and forget that it did): it named
+        an agent that ``current`` holds at a version no higher than the one held, yet other
+        than it (DESIGN.md invariant 6, issue 17, red team finding 4)."""
+        with self.lock:
+            recheck, self.recheck = self.recheck, False
+        return recheck
 
     # -- the last-known-good file ------------------------------------------------------------
 
@@ -491,12 +533,19 @@ class Holdings:
             data = json.loads(target.read_text("utf-8"))
             if data.get("format") != CACHE_FORMAT or data.get("namespace") != self.namespace:
                 raise ValueError("written for another format or namespace")
+            if type(data.get("revision")) is not int:  # (never a Redis state's problem)
+                raise ValueError(f"its revision is {str(data.get('revision'))[:40]!r}, "
+                                 "not a number")
             raw = {str(r.get("agent_id")): json.dumps(r, separators=(",", ":"),
                                                       ensure_ascii=False)
                    for r in data["snapshots"] if isinstance(r, dict)}
             state = {"epoch": str(data["epoch"] or ""), "revision": str(data["revision"]),
                      "commit": str(data["commit"]), "schema": str(data.get("schema", ""))}
-            self.replace_all(state, raw)
+            self.source = f"the cache file {target}"  # (its problems are not Redis's: red team 7)
+            try:
+                self.replace_all(state, raw)
+            finally:
+                self.source = "Redis"
             self.checked = -1  # (a cache file confirms nothing: the first read decides)
         except Exception as exc:  # unreadable, truncated, or configs that no longer validate
             logger.warning(kv("cache_unreadable", path=target, error=str(exc),

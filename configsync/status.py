@@ -17,7 +17,8 @@ from typing import Any
 import redis
 
 from . import heartbeat
-from .errors import UsageError
+from .client import is_wrong_type, text, wrong_type
+from .errors import ConfigsyncError, CorruptDataError, UsageError
 from .escape import json_text, one_line, text_lines
 from .git import GitRepo
 from .history import ShallowHistory, daemon_start, versions_at
@@ -27,7 +28,7 @@ from .redis_url import from_url, redis_failure
 from .redis_values import last_error
 from .repo import GitSource
 from .snapshot import Record, checksum
-from .store import Store
+from .store import Keys, Store
 from .sync import Applied
 from .validate import check_tree
 
@@ -81,7 +82,10 @@ class Status:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.state == IN_SYNC else 1
+        """0 in sync with a daemon beating; 1 for any problem found: not in sync, or a
+        daemon gone silent (``daemon_alive`` False: ``configsync status || alert`` must see
+        a killed daemon, issue 17, red team finding 5)."""
+        return 0 if self.state == IN_SYNC and self.daemon_alive is not False else 1
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if k != "agents"}
@@ -211,8 +215,32 @@ def render_text(status: Status) -> str:
     return text_lines(lines)  # every line escaped: clients' reports and errors are anyone's
 
 
+def _wrong_typed(client: redis.Redis, keys: Keys) -> ConfigsyncError | None:
+    """After a ``WRONGTYPE`` reply: the namespace key that holds another kind of value than
+    configsync writes there, as :class:`CorruptDataError` naming it (red team finding 6);
+    None when Redis cannot be asked."""
+    try:
+        return _find_wrong_typed(client, keys)
+    except redis.RedisError:
+        return None
+
+
+def _find_wrong_typed(client: redis.Redis, keys: Keys) -> ConfigsyncError:
+    expected = {keys.state: "hash", keys.current: "hash", keys.agents: "hash",
+                keys.events: "stream"}
+    expected.update({text(k): "hash" for k in client.scan_iter(keys.history_pattern,
+                                                                count=1000)})
+    for key, kind in expected.items():
+        found = text(client.type(key))
+        if found not in (kind, "none"):
+            return wrong_type(key, found, kind)
+    return CorruptDataError(f"a key of namespace {keys.namespace} holds another kind of value "
+                            "than configsync writes there (Redis: WRONGTYPE)")
+
+
 def run_status(args: argparse.Namespace) -> int:
-    """``configsync status``: print the status; exit 0 in sync, 1 not, 2 unreachable."""
+    """``configsync status``: print the status; exit 0 in sync (and a daemon beating), 1 not,
+    2 unreachable."""
     url, origin = redis_url_given(args.redis, workdir=args.workdir, repo=args.repo,
                                   unreachable=UsageError)  # exit 2: unreachable
     # (the same rules as get and watch; the embedded Redis is --repo's)
@@ -222,6 +250,9 @@ def run_status(args: argparse.Namespace) -> int:
         try:
             status = collect(repo, Store(client, namespace), branch=args.branch)
         except redis.RedisError as exc:
+            corrupt = _wrong_typed(client, Keys(namespace)) if is_wrong_type(exc) else None
+            if corrupt is not None:  # corrupt data, not an unreachable Redis: exit 1
+                raise corrupt from None
             print(f"configsync: error: {one_line(redis_failure(exc, client))} "
                   f"[{one_line(redact_url(url))}]", file=sys.stderr)
             return 2

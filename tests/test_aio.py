@@ -24,7 +24,7 @@ from configsync.errors import CorruptDataError
 from configsync.snapshot import Record, checksum
 from configsync.store import Write
 
-from .conftest import Remote, spawn_daemon
+from .conftest import Remote, spawn_daemon, wait_until
 from .test_client import World
 
 
@@ -516,3 +516,99 @@ def test_a_user_refused_subscribe_is_said_once_not_a_reconnect_loop(
         server.kill()
     assert caplog.text.count("event=refused") == 1
     assert "+subscribe" in caplog.text and "event=reconnected" not in caplog.text
+
+
+# -- issue 17: the red team's client findings 1-4 and 6, on asyncio -----------------------
+
+def test_a_forged_history_version_is_dropped_at_the_full_check(world: World) -> None:
+    """Red team 1: a forged older version read through get_version() stayed for the client's
+    life, and get(version=) served it from memory; restored, it is gone within 10 checks."""
+    from .test_client import forged
+    keys = world.daemon.store.keys
+    world.push("a", 0.3)
+    genuine = world.redis.hget(keys.history("a"), "1")
+    world.redis.hset(keys.history("a"), "1", forged(world, "a", 1))
+
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test", check_interval=0.05) as client:
+            assert (await client.get_version("a", 1)).config.temperature == 1.99
+            assert client.get("a", version=1).config.temperature == 1.99
+            world.redis.hset(keys.history("a"), "1", genuine)
+            deadline = time.monotonic() + 10
+            while (await client.get_version("a", 1)).config.temperature != 0.7:
+                assert time.monotonic() < deadline, "the forgery outlived its removal"
+                await asyncio.sleep(0.02)
+            assert client.get("a", version=1).config.temperature == 0.7
+
+    run(scenario)
+
+
+def test_a_start_that_raises_stops_its_tasks_and_connections(world: World) -> None:
+    """Red team 2: a failed start() left its callback task (and connection) behind."""
+    from .test_client import Exploding
+    connections = len(world.redis.client_list())
+
+    async def scenario() -> None:
+        for _ in range(5):
+            client = AsyncClient(redis=world.url, namespace="test", model=Exploding)
+            with pytest.raises(RuntimeError, match="boom"):
+                async with client:
+                    pass
+            with pytest.raises(ClientClosedError):
+                client.get("a")
+        await until(lambda: asyncio.all_tasks() == {asyncio.current_task()}, timeout=10)
+
+    run(scenario)
+    wait_until(lambda: len(world.redis.client_list()) == connections, timeout=10)
+
+
+def test_the_hooks_fire_for_a_start_that_finds_redis_down(world: World) -> None:
+    """Red team 3: on_disconnect at a start with Redis down, on_reconnect at the first
+    connection; both as methods too."""
+    hooks: list[str] = []
+    world.server.kill()
+
+    async def scenario() -> None:
+        client = AsyncClient(redis=world.url, namespace="test")
+        client.on_disconnect(lambda exc: hooks.append("down"))
+        client.on_reconnect(lambda: hooks.append("up"))
+        async with client:
+            await until(lambda: hooks == ["down"])
+            await off_loop(world.server.start)
+            await until(lambda: client.status().connected and not client.stale)
+            await until(lambda: hooks == ["down", "up"])
+
+    run(scenario)
+
+
+def test_a_genuine_commit_overrules_a_forgery_read_at_start_at_once(world: World) -> None:
+    """Red team 4: a forgery taken by the start's full read, restored, and a genuine commit
+    naming the agent: served at once, not after the 10-check full read."""
+    from .test_client import forged
+    keys = world.daemon.store.keys
+    genuine = world.redis.hget(keys.current, "a")
+    world.redis.hset(keys.current, "a", forged(world, "a", 51))
+
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test",
+                               check_interval=3600) as client:
+            assert client.get("a").version == 51
+            world.redis.hset(keys.current, "a", genuine)
+            await off_loop(lambda: world.push("a", 0.3))
+            await until(lambda: client.get("a").version == 2, timeout=10)
+
+    run(scenario)
+
+
+def test_a_history_key_of_the_wrong_type_is_corrupt_data(world: World) -> None:
+    keys = world.daemon.store.keys
+    world.push("a", 0.3)
+    world.redis.delete(keys.history("a"))
+    world.redis.set(keys.history("a"), "x")
+
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test") as client:
+            with pytest.raises(CorruptDataError, match="holds a string, not the hash"):
+                await client.get_version("a", 1)
+
+    run(scenario)

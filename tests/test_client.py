@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+from pydantic import model_validator
 
 from configsync import (
     AgentConfig,
@@ -26,7 +27,7 @@ from configsync import (
     UnknownAgentError,
     VersionNotFoundError,
 )
-from configsync.embedded import RedisServer
+from configsync.embedded import RedisServer, free_port
 from configsync.errors import CorruptDataError, UsageError
 from configsync.git import Mirror
 from configsync.redis_url import accepted_options
@@ -1451,3 +1452,149 @@ def test_a_user_refused_subscribe_is_said_once_not_a_reconnect_loop(
     assert caplog.text.count("event=refused") == 1
     assert "+subscribe" in caplog.text and "event=reconnected" not in caplog.text
     admin.close()
+
+
+# -- issue 17: the red team's client findings (1-4, 6, 7) -------------------------------------
+
+def test_a_forged_history_version_read_pinned_is_dropped_at_the_full_check(world: World) -> None:
+    """Red team 1: a forged older version (valid checksum) read through get(version=) was kept for
+    the client's life; restored exactly, it must be gone within FULL_CHECK_EVERY checks."""
+    keys = world.daemon.store.keys
+    world.push("a", 0.3)  # a is v2 now; the history keeps v1
+    genuine = world.redis.hget(keys.history("a"), "1")
+    world.redis.hset(keys.history("a"), "1", forged(world, "a", 1))
+    with Client(redis=world.url, namespace="test", check_interval=0.05) as client:
+        assert client.get("a", version=1).config.temperature == 1.99  # a pinned conversation
+        world.redis.hset(keys.history("a"), "1", genuine)  # restored exactly
+        wait_until(lambda: client.get("a", version=1).config.temperature == 0.7, timeout=10)
+        assert client.get("a").version == 2 and client.get("a", version=2).version == 2
+
+
+class Exploding(AgentConfig):
+    """A model whose validator raises what pydantic does not wrap: start() raises."""
+
+    @model_validator(mode="after")
+    def boom(self) -> Exploding:
+        raise RuntimeError("boom")
+
+
+def configsync_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("configsync-")]
+
+
+def test_a_start_that_raises_stops_everything_it_started(world: World) -> None:
+    """Red team 2: `with Client(...)` whose start raised left a configsync-callbacks thread
+    behind each time (and its connections): __exit__ never runs then."""
+    threads = configsync_threads()
+    connections = len(world.redis.client_list())
+    for _ in range(5):
+        client = Client(redis=world.url, namespace="test", model=Exploding)
+        with pytest.raises(RuntimeError, match="boom"), client:
+            pass
+        with pytest.raises(ClientClosedError):  # a failed start leaves it stopped
+            client.get("a")
+    wait_until(lambda: configsync_threads() == threads, timeout=10)
+    wait_until(lambda: len(world.redis.client_list()) == connections, timeout=10)
+
+
+def test_the_hooks_fire_for_a_start_that_finds_redis_down(world: World) -> None:
+    """Red team 3: started with Redis down, the client logged event=disconnected but never called
+    on_disconnect, nor on_reconnect at its first successful connection. The hooks register
+    as methods too (client.on_disconnect(...) raised AttributeError)."""
+    hooks: list[str] = []
+    world.server.kill()
+    client = Client(redis=world.url, namespace="test",
+                    on_disconnect=lambda exc: hooks.append("down"))
+    remove = client.on_reconnect(lambda: hooks.append("up"))
+    client.on_disconnect(lambda exc: hooks.append("down2"))
+    with client:
+        wait_until(lambda: hooks == ["down", "down2"])
+        assert not client.status().connected
+        world.server.start()
+        wait_until(lambda: client.status().connected)
+        wait_until(lambda: hooks == ["down", "down2", "up"])  # once an outage, not per try
+        remove()
+        world.server.kill()
+        wait_until(lambda: hooks == ["down", "down2", "up", "down", "down2"])
+        world.server.start()
+        wait_until(lambda: client.status().connected)
+        world.push("a", 0.3)
+        wait_until(lambda: client.get("a").version == 2)
+    assert hooks == ["down", "down2", "up", "down", "down2"]  # `up` was removed
+
+
+@pytest.mark.parametrize("genuine_change", ["update", "delete"])
+def test_a_genuine_commit_overrules_a_forgery_read_at_start_at_once(
+        world: World, genuine_change: str) -> None:
+    """Red team 4: current[a] forged at a higher version when a client starts, then restored: a
+    genuine commit to a waited for the 10-check full read (5 min at the default 30 s). Its
+    event names a, so the check right after it compares a with Redis."""
+    keys = world.daemon.store.keys
+    genuine = world.redis.hget(keys.current, "a")
+    world.redis.hset(keys.current, "a", forged(world, "a", 51))
+    with Client(redis=world.url, namespace="test", check_interval=3600) as client:
+        assert client.get("a").version == 51
+        world.redis.hset(keys.current, "a", genuine)
+        if genuine_change == "update":
+            world.push("a", 0.3)
+            wait_until(lambda: client.get("a").version == 2, timeout=10)
+            assert client.get("a").config.temperature == 0.3
+        else:
+            world.remote.delete("agents/a.yaml")
+            world.remote.commit_push("drop a")
+            world.daemon.sync()
+            wait_until(lambda: client.get("a", default=None) is None, timeout=10)
+        assert client.status().revision == int(world.daemon.store.state()["revision"])
+
+
+def test_a_key_of_the_wrong_type_is_corrupt_data(world: World) -> None:
+    """Red team 6 (WRONGTYPE): a history key turned into a string made get(version=) raise
+    redis' ResponseError; a state of the wrong type is named, and what is held serves."""
+    keys = world.daemon.store.keys
+    world.push("a", 0.3)
+    with Client(redis=world.url, namespace="test", check_interval=0.05) as client:
+        world.redis.delete(keys.history("a"))
+        world.redis.set(keys.history("a"), "x")
+        with pytest.raises(CorruptDataError, match=re.escape(keys.history("a")) + " holds a "
+                                                   "string, not the hash"):
+            client.get("a", version=1)
+        world.redis.rename(keys.state, "saved-state")
+        world.redis.set(keys.state, "x")
+        wait_until(lambda: keys.state in (client.status().connection_error or ""))
+        assert "WRONGTYPE" in str(client.status().connection_error)
+        assert client.get("a").version == 2
+        world.redis.delete(keys.state)
+        world.redis.rename("saved-state", keys.state)
+        wait_until(lambda: client.status().connected and not client.stale)
+
+
+def test_a_bad_cache_entry_is_named_as_the_cache_files(world: World, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    """Red team 7: a corrupt cache-file snapshot was logged as `version 1 in Redis` or
+    `current entry in Redis`."""
+    cache = tmp_path / "cache.json"
+    with Client(redis=world.url, namespace="test", cache_path=cache):
+        pass
+    data = json.loads(cache.read_text())
+    by_agent = {s["agent_id"]: s for s in data["snapshots"]}
+    by_agent["a"]["checksum"] = "0" * 64
+    by_agent["b"]["version"] = "one"
+    cache.write_text(json.dumps(data))
+    with caplog.at_level(logging.ERROR, logger="configsync"), Client(
+            redis=f"redis://127.0.0.1:{free_port()}/0", namespace="test",
+            cache_path=cache) as client:
+        errors = client.status().model_errors
+    assert sorted(errors) == ["a", "b"]
+    assert errors["a"].startswith(f"version 1 in the cache file {cache}: ")
+    assert errors["b"].startswith(f"snapshot in the cache file {cache}: ")
+    assert "in Redis" not in caplog.text and caplog.text.count("event=bad_snapshot") == 2
+    caplog.clear()
+    data["revision"] = "x"  # was logged as the Redis state's field, with a hint to delete it
+    cache.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="configsync"), Client(
+            redis=f"redis://127.0.0.1:{free_port()}/0", namespace="test",
+            cache_path=cache) as client:
+        assert client.status().versions == {}
+    assert f"event=cache_unreadable path={cache} error=\"its revision is 'x', not a number\"" \
+        in caplog.text and "state" not in caplog.text

@@ -256,3 +256,37 @@ def test_an_entry_that_is_no_snapshot_keeps_what_is_held(text: str) -> None:
     fresh = Holdings("t")
     assert fresh.replace_all(STATE5, {"a": text, "b": record("b", 1).to_json()}) is not None
     assert sorted(fresh.current) == ["b"]
+
+
+def test_versions_fetched_from_history_are_dropped_at_the_full_check() -> None:
+    """Red team 1: a pinned read's version from a history hash is kept until the periodic
+    full check only (a forged one, restored, is fetched again); versions taken from
+    `current` stay."""
+    from configsync.holdings import FULL_CHECK_EVERY, typed
+    holdings = held()
+    holdings.remember(typed(record("a", 1, 1.99), holdings.model), from_history=True)
+    assert holdings.pinned("a", 1) is not None
+    for _ in range(FULL_CHECK_EVERY - 1):
+        holdings.confirm(STATE5)
+        assert holdings.pinned("a", 1) is not None
+    assert holdings.confirm(STATE5) is False and holdings.pinned("a", 1) is None
+    assert holdings.pinned("a", 2) is not None and holdings.pinned("b", 1) is not None
+
+
+@pytest.mark.parametrize(("redis_has", "recheck"), [
+    (1, True),      # lower than held (a forgery taken at a start, restored): check at once
+    (2, False),     # what is held: nothing to check
+    ("other2", True),  # the held version, another snapshot: check at once
+    (3, False),     # newer: taken
+])
+def test_an_event_naming_an_agent_below_what_is_held_asks_for_a_check_at_once(
+        redis_has: int | str, recheck: bool) -> None:
+    """Red team 4: an `applied` event names `a`, and `current` has a version no higher than
+    the one held: `a` becomes unconfirmed and the check runs at once."""
+    holdings = held()
+    text = (record("a", 2, 0.9) if redis_has == "other2" else
+            record("a", int(redis_has))).to_json()
+    changes = holdings.apply_event(applied(6, ("a", 2, False)), {"a": text})
+    assert changes is not None
+    assert holdings.take_recheck() is recheck and holdings.take_recheck() is False
+    assert ("a" in holdings.unconfirmed) is (recheck or redis_has == 3)

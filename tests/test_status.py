@@ -188,3 +188,40 @@ def test_fleet_reports_and_the_last_error_are_escaped(
     code, out, _ = status(remote, redis_server, capsys, "--format", "json")
     assert "\u202e" not in out and "\x85" not in out and "\u2066" not in out
     assert json.loads(out)["clients"][0]["host"] == "h\nclients: 0\x1b[2J"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_dead_daemon_exits_1_though_redis_serves_the_head(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    """Issue 17, red team finding 5: a killed daemon (its last heartbeat long ago) exited 0,
+    in sync, so `configsync status || alert` never alerted."""
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset("configsync:{test}:state", "heartbeat_at", "2020-01-01T00:00:00Z")
+    client.close()
+    code, out, _ = status(remote, redis_server, capsys, "--format", fmt)
+    assert code == 1
+    if fmt == "json":
+        data = json.loads(out)
+        assert (data["state"], data["daemon_alive"]) == ("in_sync", False)
+    else:
+        assert "no daemon is writing this namespace" in out
+
+
+@pytest.mark.parametrize("key", ["state", "current", "agents"])
+def test_a_key_of_the_wrong_type_is_named_in_one_line(
+        remote: Remote, redis_server: RedisServer, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], key: str) -> None:
+    """Red team finding 6: a key turned into a string is corrupt data, named (exit 1), not
+    redis-py's WRONGTYPE as an unreachable Redis (exit 2)."""
+    assert sync_once(remote, redis_server, tmp_path, capsys) == 0
+    client = redis.Redis.from_url(redis_server.url)
+    name = f"configsync:{{test}}:{key}"
+    client.delete(name)
+    client.set(name, "x")
+    client.close()
+    code, out, err = status(remote, redis_server, capsys)
+    assert (code, out) == (1, "")
+    assert err == (f"configsync: error: {name} holds a string, not the hash configsync writes "
+                   "there (Redis: WRONGTYPE): corrupt data\n")
