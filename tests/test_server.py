@@ -608,18 +608,21 @@ SIGNED_HEAD = (b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
 
 
 def test_webhook_bodies_at_once_are_bounded_per_peer_and_in_all(
-        tmp_path: Path, remote: Remote, redis_server: RedisServer) -> None:
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     import configsync.server as server
 
+    monkeypatch.setattr(server, "MIN_BODY_RATE", 0)  # (no body is slow: none gives way)
     running = Running(tmp_path, remote, redis_server)
+    full = server.BODIES_AT_ONCE
     try:
         stalled = [raw(running, SIGNED_HEAD, f"127.0.0.{2 + i // 2}")
                    for i in range(server.BODIES_AT_ONCE)]  # two from each of eight addresses
-        wait_until(lambda: running.server._bodies.locked(), timeout=10)
+        wait_until(lambda: len(running.server._bodies) == full, timeout=10)
         assert answer(raw(running, SIGNED_HEAD, "127.0.0.99")).startswith(b"HTTP/1.1 503 ")
         for sock in stalled[:2]:  # 127.0.0.2's two: a slot is free, not for 127.0.0.3
             sock.close()
-        wait_until(lambda: not running.server._bodies.locked(), timeout=10)
+        wait_until(lambda: len(running.server._bodies) < full, timeout=10)
         assert answer(raw(running, SIGNED_HEAD, "127.0.0.3")).startswith(b"HTTP/1.1 503 ")
         assert running.samples()['configsync_webhook_requests_total{outcome="busy"}'] == 2
         for sock in stalled[2:]:
@@ -750,6 +753,7 @@ def test_probes_are_answered_when_every_slot_is_taken(
     import configsync.server as server
 
     monkeypatch.setattr(server, "connection_limit", lambda: 20)
+    monkeypatch.setattr(server, "LONG_POLL_SHARE", 1.0)
     running = Running(tmp_path, remote, redis_server)
     try:
         held = _polls(running, 20, keep=True)  # live long polls: every slot in use
@@ -773,6 +777,7 @@ def test_a_flood_of_idle_connections_cannot_keep_a_probe_out(
     import configsync.server as server
 
     monkeypatch.setattr(server, "connection_limit", lambda: 20)
+    monkeypatch.setattr(server, "LONG_POLL_SHARE", 1.0)
     running = Running(tmp_path, remote, redis_server)
     try:
         silent = [raw(running, b"") for _ in range(3 * (20 + server.RESERVED))]
