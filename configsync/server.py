@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
-from aiohttp import HttpVersion10, web
+from aiohttp import HttpVersion10, StreamReader, web
 from aiohttp.web_protocol import RequestHandler
 
 from .aio import AsyncClient
@@ -215,15 +215,22 @@ class _JsonErrors(RequestHandler):
         """The peer finished sending. asyncio closes the connection when this returns false
         (aiohttp's does), so a request in flight would never be answered: kept open while one
         is, and its long poll (if it is one) answers at once, then the connection closes (a
-        peer that left altogether resets the write, and the slot frees all the same). A
-        request whose body is not all in will never be: closed now, as a peer gone."""
-        bodies = [payload for _, payload in self._messages]
+        peer that left altogether resets the write, and the slot frees all the same). A body
+        not all in never will be: its reader gets ConnectionResetError (a peer gone)."""
+        if self._waiter is not None and not self._waiter.done() and not self._messages:
+            return False  # (between requests, aiohttp's own test of idle: closed now)
+        for _, payload in self._messages:
+            _cut(payload)
         if self._current_request is not None:
-            bodies.append(self._current_request.content)
-        if not bodies or not all(body.is_eof() for body in bodies):
-            return False  # (nothing to answer, or nothing that can be: closed now)
+            _cut(self._current_request.content)
         self.guard.half_closed(self)
         return True
+
+
+def _cut(body: object) -> None:
+    """A request body whose peer sent EOF before its end: its reader raises (a peer gone)."""
+    if isinstance(body, StreamReader) and not body.is_eof():
+        body.set_exception(ConnectionResetError("the peer closed before the body ended"))
 
 
 class _Guard:
@@ -302,6 +309,8 @@ class _Guard:
                                            status=503, headers={"Retry-After": "1"})
                 answer.force_close()
                 return answer
+        if protocol in self.eof:
+            _cut(request.content)
         self.active[protocol] = self.active.get(protocol, 0) + 1
         try:
             response = await handler(request)
@@ -656,11 +665,11 @@ class Server(_LoopThread):
             if len(crowd) < limit:
                 continue
             slow = [b for b in crowd if now - b.start >= BODY_GRACE
-                    and b.size / (now - b.start) < MIN_BODY_RATE]
+                    and _rate(b, now) < MIN_BODY_RATE]
             if not slow:
                 return False
             self._refused("slow_body")
-            self._drop(min(slow, key=lambda b: b.size / (now - b.start)))
+            self._drop(min(slow, key=lambda b: _rate(b, now)))
         return True
 
     def _drop(self, body: _Body) -> None:
@@ -780,6 +789,11 @@ class _Body:
     size: int = 0
     timeout: asyncio.Timeout | None = None
     dropped: bool = False
+
+
+def _rate(body: _Body, now: float) -> float:
+    """Bytes a second ``body`` came at since its slot was taken."""
+    return body.size / max(now - body.start, 1e-6)
 
 
 @web.middleware
