@@ -806,6 +806,7 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         request._message = request._message._replace(version=HttpVersion10)
         if hasattr(request, "_version"):  # (aiohttp ≥ 3.10 copies it)
             request._version = HttpVersion10
+        request._cache.pop("version", None)  # (read once above: reify keeps it there)
         answer = web.json_response({"error": "HTTP version not supported: HTTP/1.0 or 1.1"},
                                    status=505)
         answer.force_close()
