@@ -133,6 +133,16 @@ small, so a flood holds few descriptors in flight beyond the limit (the kernel's
 the rest)."""
 
 
+def _check_aiohttp() -> None:
+    """ConfigsyncError unless aiohttp's connection handler takes ``auto_decompress`` (it is
+    passed per connection: an aiohttp without it would fail every request, not the start)."""
+    import inspect
+
+    if "auto_decompress" not in inspect.signature(RequestHandler.__init__).parameters:
+        raise ConfigsyncError("this aiohttp cannot leave bodies compressed "
+                              "(auto_decompress): upgrade aiohttp")
+
+
 def connection_limit() -> int:
     """The most connections served at once: half of the process's file descriptors left after
     room for accepts in flight (the soft limit raised to the hard one first, up to 65,536), at
@@ -427,6 +437,7 @@ class StartingServer(_LoopThread):
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
+        _check_aiohttp()
         peer_log = PeerLog()
         _quiet_aiohttp(peer_log)
         guard = _Guard(connection_limit(), lambda reason: _said_refused(peer_log, reason))
@@ -484,6 +495,7 @@ class Server(_LoopThread):
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         self._closing = asyncio.Event()
+        _check_aiohttp()
         # One URL grammar (redis_url.from_url: checked options, what waits need), then its
         # connections in a blocking pool of the server's own size: a burst of requests waits
         # for a connection rather than failing "Too many connections" (issue 17 item 8); one
