@@ -18,6 +18,7 @@ import math
 import os
 import re
 import socket
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -265,6 +266,7 @@ class _Guard:
         self.idle_since: dict[object, float] = {}
         self.reserved: set[object] = set()  # connections beyond the limit: probes only
         self.evicted: set[object] = set()  # closed to make room, not gone yet
+        self.served: set[object] = set()  # answered a request
 
     def factory(self) -> asyncio.BaseProtocol:
         server = self.server
@@ -286,11 +288,14 @@ class _Guard:
         """Close the connection idle longest (no request in progress: connected and silent,
         a header on its way, a keep-alive) to make room: a flood of idle connections can
         never keep anyone out. False when every connection has a request in progress."""
-        idle = [h for h in server.connections
-                if not self.active.get(h) and h not in self.evicted and h not in self.reserved]
+        idle = [h for h in server.connections  # (a request read, its handler not yet run: busy)
+                if not self.active.get(h) and not h._messages and not h._request_in_progress
+                and h not in self.evicted and h not in self.reserved and not _unread(h)]
         if not idle:
             return False
-        oldest = min(idle, key=lambda h: self.idle_since.get(h, 0.0))
+        # (one that was answered first, a keep-alive: one just accepted has its request on
+        # the way, and is not yet known to be silent)
+        oldest = min(idle, key=lambda h: (h not in self.served, self.idle_since.get(h, 0.0)))
         oldest.force_close()
         self.evicted.add(oldest)  # (counted until aiohttp lets it go, a loop turn later)
         return True
@@ -332,6 +337,7 @@ class _Guard:
             if left:
                 self.active[protocol] = left
             self.idle_since[protocol] = asyncio.get_running_loop().time()
+            self.served.add(protocol)
 
     async def reap(self) -> None:
         """Every second: close each connection idle for more than IDLE_SECONDS."""
@@ -347,11 +353,29 @@ class _Guard:
                 del self.eof[gone]
             self.reserved &= open_now
             self.evicted &= open_now
+            self.served &= open_now
             for handler in open_now:
                 since = self.idle_since.setdefault(handler, now)
                 if not self.active.get(handler) and (now - since > IDLE_SECONDS
                                                      or handler in self.eof):
                     handler.force_close()
+
+
+def _unread(protocol: RequestHandler) -> bool:
+    """Whether bytes wait in the kernel for ``protocol``'s connection (a request on its way,
+    not yet read: the connection is not idle, in a burst of connections accepted at once)."""
+    transport = protocol.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        import fcntl
+        import termios
+
+        waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (ImportError, OSError):  # (not POSIX, or the socket is gone)
+        return False
+    return int.from_bytes(waiting, sys.byteorder) > 0
 
 
 class _GuardedSite(web.SockSite):
@@ -632,7 +656,7 @@ class Server(_LoopThread):
             self._refused("bodies")
             return self._webhook_answer(request, Verdict(
                 503, "busy", "too many webhook bodies at once; the sender retries"))
-        body = _Body(peer, loop.time())
+        body = _Body(peer, loop.time(), request.content_length)
         self._bodies.append(body)
         try:
             async with asyncio.timeout(BODY_SECONDS) as body.timeout:
@@ -676,7 +700,7 @@ class Server(_LoopThread):
             crowd = [b for b in self._bodies if b.peer == peer or not of_peer]
             if len(crowd) < limit:
                 continue
-            slow = [b for b in crowd if now - b.start >= BODY_GRACE
+            slow = [b for b in crowd if now - b.start >= BODY_GRACE and not b.complete
                     and _rate(b, now) < MIN_BODY_RATE]
             if not slow:
                 return False
@@ -798,9 +822,15 @@ class _Body:
 
     peer: str
     start: float
+    expected: int | None  # Content-Length (None: chunked)
     size: int = 0
     timeout: asyncio.Timeout | None = None
     dropped: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """All of it is in (it is being checked, not waited for: never dropped)."""
+        return self.expected is not None and self.size >= self.expected
 
 
 def _rate(body: _Body, now: float) -> float:
