@@ -42,6 +42,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 WEBHOOK_OUTCOMES = ("accepted", "ignored", "unauthorized", "bad_request", "too_large")
 
+HTTP_REFUSED = ("connections", "long_polls", "bodies", "slow_body")
+"""The reasons of ``configsync_http_refused_total`` (the red team of issue 17, finding 3)."""
+
 
 class _Metric:
     """One metric's name, help and label names; its children by label values (thread-safe)."""
@@ -194,6 +197,13 @@ class Metrics:
             "configsync_webhook_requests", "POST /webhook requests, by outcome", ["outcome"])
         for outcome in WEBHOOK_OUTCOMES:  # every series from the start: rate() needs a zero
             self.webhooks.labels(outcome)
+        self.http_refused = Counter(
+            "configsync_http_refused", "Requests and connections of sync --listen refused "
+            "for capacity, by reason (connections: over the connection limit; long_polls: a "
+            "long poll over its share, answered at once; bodies: no webhook body slot; "
+            "slow_body: a slow webhook body dropped for a newer one)", ["reason"])
+        for reason in HTTP_REFUSED:
+            self.http_refused.labels(reason)
         self.behind_since: float | None = None
         self.behind_known = True  # False while the last sync failed: nothing can be said
         behind = Gauge(
@@ -206,7 +216,7 @@ class Metrics:
         self.registry.register(_Collector([
             self.sync_duration, self.commits_applied, self.commits_rejected, self.rebuilds,
             self.last_applied, self.last_fetch, self.events, self.fetch_errors,
-            self.redis_errors, self.webhooks, behind]))
+            self.redis_errors, self.webhooks, self.http_refused, behind]))
 
     def seconds_behind(self, now: float | None = None) -> float:
         """Seconds the served commit is behind the fetched head: 0 when it is the head, NaN

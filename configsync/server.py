@@ -18,13 +18,15 @@ import math
 import os
 import re
 import socket
+import sys
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
 import redis.asyncio as aioredis
-from aiohttp import web
+from aiohttp import HttpVersion10, StreamReader, web
 from aiohttp.web_protocol import RequestHandler
 
 from .aio import AsyncClient
@@ -60,8 +62,32 @@ BODY_SECONDS = 10.0
 """A webhook body must arrive within this long (408 otherwise)."""
 
 BODIES_AT_ONCE = 16
-"""Webhook bodies read at once (each up to ``webhook.MAX_BODY`` in memory); one more is
+"""Webhook bodies read at once (each up to ``webhook.MAX_BODY`` in memory); one more takes
+the slot of the slowest body in progress when that one is below MIN_BODY_RATE, else it is
 answered 503 at once rather than queued (a queue would hold its bytes in buffers meanwhile)."""
+
+MIN_BODY_RATE = 64 * 1024
+"""Bytes a second (averaged since its slot was taken, after BODY_GRACE seconds) below which a
+body in progress gives its slot to a new delivery at the limit: it is answered 408 and closed.
+A body slot is held only by a sender that keeps sending, so slow senders without the secret
+cannot starve signed pushes, from many addresses or from one (a reverse proxy's; the red
+team of issue 17, finding 2)."""
+
+BODY_GRACE = 0.5
+"""Seconds a body keeps its slot whatever its rate (a TCP slow start)."""
+
+LONG_POLL_SHARE = 0.5
+"""The share of the connection limit long polls may hold; a long poll beyond it is answered
+at once, as if ``wait=0`` (the red team of issue 17, finding 3: 300 long polls locked out
+webhooks and the read API)."""
+
+BACKLOG = 1024
+"""The kernel's queue of connections not yet accepted (``listen()``'s backlog, capped by
+``net.core.somaxconn``): a connect flood waits there rather than being dropped (with 16, ~1%
+of 1 s probes timed out under a flood)."""
+
+METHODS = frozenset({"GET", "HEAD", "POST"})
+"""The methods any route answers; any other (OPTIONS, CONNECT, TRACE, PUT…) is 405."""
 
 BODIES_PER_PEER = 2
 """Webhook bodies read at once from one address: a sender without the secret (its signature
@@ -72,9 +98,12 @@ its body is read and takes no slot at all."""
 FOLLOW_GRACE = 10.0
 """Seconds the read API may be stale (not following Redis) before ``/readyz`` says 503."""
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+RESERVED_PATHS = HEALTH_PATHS | {"/webhook"}
 RESERVED = 16
-"""Connections accepted beyond the limit for ``/healthz`` and ``/readyz`` only (any other path
-there is answered 503 and closed), so probes are answered under any flood (issue 17, item 5)."""
+"""Connections accepted beyond the limit for ``/healthz``, ``/readyz`` and ``/webhook`` only
+(any other path there is answered 503 and closed), so probes and webhooks are answered under
+any flood (issue 17, item 5). Beyond that too, a new connection is closed at once, without an
+answer: no descriptor is left to spend on one (see README, ``--listen``)."""
 
 REDIS_CONNECTIONS = 16
 """The server's Redis pool: requests beyond it wait for a connection (at most 5 s) rather
@@ -93,7 +122,7 @@ def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
     try:
-        sock = socket.create_server((host, port), family=family, backlog=128)
+        sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
     except OSError as exc:
         why = ("the address is already in use (another process listens there)"
                if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc))
@@ -106,6 +135,16 @@ ACCEPTS_AT_ONCE = 16
 """asyncio accepts up to its ``backlog`` connections a loop turn before any is refused: kept
 small, so a flood holds few descriptors in flight beyond the limit (the kernel's queue holds
 the rest)."""
+
+
+def _check_aiohttp() -> None:
+    """ConfigsyncError unless aiohttp's connection handler takes ``auto_decompress`` (it is
+    passed per connection: an aiohttp without it would fail every request, not the start)."""
+    import inspect
+
+    if "auto_decompress" not in inspect.signature(RequestHandler.__init__).parameters:
+        raise ConfigsyncError("this aiohttp cannot leave bodies compressed "
+                              "(auto_decompress): upgrade aiohttp")
 
 
 def connection_limit() -> int:
@@ -129,30 +168,31 @@ def connection_limit() -> int:
 class _OneLine(logging.Handler):
     """aiohttp's own log records (a request that failed, a client gone mid-request) as one
     ``event=http_error`` line of the daemon's format, never a traceback: anyone who can reach
-    the port can cause them."""
+    the port can cause them. The error's class only, never its text: a parser error's text
+    holds the request's bytes (a header with the webhook secret; the red team of issue 17)."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: PeerLog) -> None:
         super().__init__()
-        self._log = PeerLog()
+        self._log = log
 
     def emit(self, record: logging.LogRecord) -> None:
         exc = record.exc_info[1] if record.exc_info else None
         error = type(exc).__name__ if exc is not None else None
-        # (rate-limited by kind, texts clipped: a peer chooses what a bad request says)
+        # (rate-limited, texts clipped: a peer chooses what a bad request says)
         self._log.write(logger.warning, f"http_error:{error}", "http_error",
-                        message=record.getMessage(), error=error,
-                        detail=str(exc) if exc is not None else None)
+                        message=record.msg if exc is not None else record.getMessage(),
+                        error=error)
 
 
-def _quiet_aiohttp() -> None:
+def _quiet_aiohttp(log: PeerLog) -> None:
     """aiohttp's loggers and asyncio's (a failed accept, once per attempt) through one
     rate-limited :class:`_OneLine` (see :class:`PeerLog`)."""
-    handler = _OneLine()
+    handler = _OneLine(log)
     for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal",
                  "asyncio"):
-        log = logging.getLogger(name)
-        log.handlers[:] = [handler]
-        log.propagate = False
+        named = logging.getLogger(name)
+        named.handlers[:] = [handler]
+        named.propagate = False
 
 
 class _Refused(asyncio.Protocol):
@@ -165,37 +205,71 @@ class _Refused(asyncio.Protocol):
 class _JsonErrors(RequestHandler):
     """aiohttp's connection handler, whose own answers to what it cannot parse (a bad request
     line, a header too long, a bad Content-Length) are JSON like every other (issue 17, item
-    8), and are logged through :class:`_OneLine`. Made by ``web.Server()`` and given this class
-    (no fields of its own: the layout is aiohttp's)."""
+    8), one fixed text per error class (never the request's bytes: they may hold the webhook
+    secret), logged through :class:`_OneLine`; and a peer that half-closes (sends its request,
+    then ``shutdown(SHUT_WR)``) still gets its answer. Made by ``web.Server()`` and given a
+    subclass of this class naming its :class:`_Guard` (no fields of its own: the layout is
+    aiohttp's)."""
 
     __slots__ = ()
+    guard: _Guard
 
     def handle_error(self, request: web.BaseRequest, status: int = 500,
                      exc: BaseException | None = None, message: str | None = None
                      ) -> web.StreamResponse:
         plain = super().handle_error(request, status, exc, message)  # (logs, checks state)
         reason = "internal error" if status >= 500 else (
-            getattr(exc, "message", None) or plain.reason).lower()
-        answer = web.json_response({"error": str(reason)[:200]}, status=status)
+            f"{plain.reason.lower()}: the request could not be read"
+            + (f" ({type(exc).__name__})" if exc is not None else ""))
+        answer = web.json_response({"error": reason}, status=status)
         answer.force_close()
         return answer
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # (asyncio.Protocol's)
+        """The peer finished sending. asyncio closes the connection when this returns false
+        (aiohttp's does), so a request in flight would never be answered: kept open while one
+        is, and its long poll (if it is one) answers at once, then the connection closes (a
+        peer that left altogether resets the write, and the slot frees all the same). A body
+        not all in never will be: its reader gets ConnectionResetError (a peer gone)."""
+        if self._waiter is not None and not self._waiter.done() and not self._messages:
+            return False  # (between requests, aiohttp's own test of idle: closed now)
+        for _, payload in self._messages:
+            _cut(payload)
+        if self._current_request is not None:
+            _cut(self._current_request.content)
+        self.guard.half_closed(self)
+        return True
+
+
+def _cut(body: object) -> None:
+    """A request body whose peer sent EOF before its end: its reader raises (a peer gone)."""
+    if isinstance(body, StreamReader) and not body.is_eof():
+        body.set_exception(ConnectionResetError("the peer closed before the body ended"))
 
 
 class _Guard:
     """Keeps connections from outliving their use: at most ``limit`` at once (more are closed
-    as they come, or the one idle longest makes room; RESERVED more for HEALTH_PATHS only),
+    as they come, or the one idle longest makes room; RESERVED more for RESERVED_PATHS only),
     and none idle (no request in progress)
     for more than IDLE_SECONDS. A connection counts while it is open or its handler runs, and
     a handler is cancelled when its peer goes (``handler_cancellation``), so a long poll whose
-    client left frees its slot at once (issue 17, item 5)."""
+    client left frees its slot at once (issue 17, item 5); a peer that half-closed gets its
+    answer at once and the connection closes after it. Long polls hold at most
+    LONG_POLL_SHARE of ``limit``. ``refused(reason)`` is told of each refusal (a metric, a
+    rate-limited log line)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, refused: Callable[[str], None]) -> None:
         self.limit = limit
+        self.refused = refused
+        self.protocol_class = type("_Guarded", (_JsonErrors,), {"__slots__": (), "guard": self})
+        self.polls = 0  # long polls waiting
+        self.eof: dict[object, asyncio.Event] = {}  # half-closed connections
         self.server: web.Server | None = None
         self.active: dict[object, int] = {}  # handler -> requests in progress
         self.idle_since: dict[object, float] = {}
         self.reserved: set[object] = set()  # connections beyond the limit: probes only
         self.evicted: set[object] = set()  # closed to make room, not gone yet
+        self.served: set[object] = set()  # answered a request
 
     def factory(self) -> asyncio.BaseProtocol:
         server = self.server
@@ -204,9 +278,10 @@ class _Guard:
         count = len(live) - len(self.evicted.intersection(live))
         reserved = count >= self.limit and not self._evict_idle(server)
         if reserved and count >= self.limit + RESERVED:
+            self.refused("connections")
             return _Refused()
         protocol = server()
-        protocol.__class__ = _JsonErrors
+        protocol.__class__ = self.protocol_class
         self.idle_since[protocol] = asyncio.get_running_loop().time()
         if reserved:
             self.reserved.add(protocol)
@@ -216,35 +291,56 @@ class _Guard:
         """Close the connection idle longest (no request in progress: connected and silent,
         a header on its way, a keep-alive) to make room: a flood of idle connections can
         never keep anyone out. False when every connection has a request in progress."""
-        idle = [h for h in server.connections
-                if not self.active.get(h) and h not in self.evicted and h not in self.reserved]
+        idle = [h for h in server.connections  # (a request read, its handler not yet run: busy)
+                if not self.active.get(h) and not h._messages and not h._request_in_progress
+                and h not in self.evicted and h not in self.reserved and not _unread(h)]
         if not idle:
             return False
-        oldest = min(idle, key=lambda h: self.idle_since.get(h, 0.0))
+        # (one that was answered first, a keep-alive: one just accepted has its request on
+        # the way, and is not yet known to be silent)
+        oldest = min(idle, key=lambda h: (h not in self.served, self.idle_since.get(h, 0.0)))
         oldest.force_close()
         self.evicted.add(oldest)  # (counted until aiohttp lets it go, a loop turn later)
+        return True
+
+    def half_closed(self, protocol: object) -> None:
+        self.eof.setdefault(protocol, asyncio.Event()).set()
+
+    def eof_event(self, protocol: object) -> asyncio.Event:
+        """Set when ``protocol``'s peer half-closes (a long poll answers then)."""
+        return self.eof.setdefault(protocol, asyncio.Event())
+
+    def may_poll(self) -> bool:
+        """Whether one more long poll fits in LONG_POLL_SHARE of the limit (refusal counted)."""
+        if self.polls >= max(1, int(self.limit * LONG_POLL_SHARE)):
+            self.refused("long_polls")
+            return False
         return True
 
     @web.middleware
     async def track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         protocol = request.protocol
         if protocol in self.reserved:
-            if request.path not in HEALTH_PATHS:
+            if request.path not in RESERVED_PATHS:
+                self.refused("connections")
                 answer = web.json_response({"error": "too many connections: try again later"},
                                            status=503, headers={"Retry-After": "1"})
                 answer.force_close()
                 return answer
+        if protocol in self.eof:
+            _cut(request.content)
         self.active[protocol] = self.active.get(protocol, 0) + 1
         try:
             response = await handler(request)
-            if protocol in self.reserved:
-                response.force_close()  # a reserved slot serves one probe
+            if protocol in self.reserved or protocol in self.eof:
+                response.force_close()  # a reserved slot serves one probe; EOF: no more
             return response
         finally:
             left = self.active.pop(protocol, 1) - 1
             if left:
                 self.active[protocol] = left
             self.idle_since[protocol] = asyncio.get_running_loop().time()
+            self.served.add(protocol)
 
     async def reap(self) -> None:
         """Every second: close each connection idle for more than IDLE_SECONDS."""
@@ -256,12 +352,33 @@ class _Guard:
             open_now = set(self.server.connections)
             for gone in [h for h in self.idle_since if h not in open_now]:
                 del self.idle_since[gone]
+            for gone in [h for h in self.eof if h not in open_now]:
+                del self.eof[gone]
             self.reserved &= open_now
             self.evicted &= open_now
+            self.served &= open_now
             for handler in open_now:
                 since = self.idle_since.setdefault(handler, now)
-                if not self.active.get(handler) and now - since > IDLE_SECONDS:
+                if not self.active.get(handler) and (now - since > IDLE_SECONDS
+                                                     or handler in self.eof):
                     handler.force_close()
+
+
+def _unread(protocol: RequestHandler) -> bool:
+    """Whether bytes wait in the kernel for ``protocol``'s connection (a request on its way,
+    not yet read: the connection is not idle, in a burst of connections accepted at once)."""
+    transport = protocol.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        import fcntl
+        import termios
+
+        waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (ImportError, OSError):  # (not POSIX, or the socket is gone)
+        return False
+    return int.from_bytes(waiting, sys.byteorder) > 0
 
 
 class _GuardedSite(web.SockSite):
@@ -276,6 +393,9 @@ class _GuardedSite(web.SockSite):
         self._guard.server = self._runner.server
         self._server = await asyncio.get_running_loop().create_server(
             self._guard.factory, sock=self._sock, backlog=ACCEPTS_AT_ONCE)
+        # (asyncio's backlog is also its accepts a loop turn: the kernel's queue made long
+        # again, after asyncio's listen())
+        self._sock.listen(BACKLOG)
 
 
 class _LoopThread:
@@ -344,14 +464,16 @@ class StartingServer(_LoopThread):
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        _quiet_aiohttp()
-        guard = _Guard(connection_limit())
+        _check_aiohttp()
+        peer_log = PeerLog()
+        _quiet_aiohttp(peer_log)
+        guard = _Guard(connection_limit(), lambda reason: _said_refused(peer_log, reason))
         app = web.Application(middlewares=[guard.track, _json_errors])
         app.router.add_get("/healthz", _alive)
         app.router.add_route("*", "/{path:.*}", _starting)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                keepalive_timeout=IDLE_SECONDS, lingering_time=LINGER_SECONDS,
-                               handler_cancellation=True)
+                               handler_cancellation=True, auto_decompress=False)
         await runner.setup()
         try:
             await _GuardedSite(runner, self.sock, guard).start()
@@ -361,6 +483,10 @@ class StartingServer(_LoopThread):
             reaper.cancel()
         finally:
             await runner.cleanup()
+
+
+def _said_refused(log: PeerLog, reason: str) -> None:
+    log.write(logger.warning, f"http_refused:{reason}", "http_refused", reason=reason)
 
 
 async def _alive(request: web.Request) -> web.Response:
@@ -396,6 +522,7 @@ class Server(_LoopThread):
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         self._closing = asyncio.Event()
+        _check_aiohttp()
         # One URL grammar (redis_url.from_url: checked options, what waits need), then its
         # connections in a blocking pool of the server's own size: a burst of requests waits
         # for a connection rather than failing "Too many connections" (issue 17 item 8); one
@@ -414,14 +541,19 @@ class Server(_LoopThread):
         self.client.said_empty = True
         self._readiness: asyncio.Future[str | None] | None = None
         self._replays = Replays()
-        self._peer_bodies: dict[str, int] = {}
+        self._bodies: list[_Body] = []  # webhook bodies being read
         self._peer_log = PeerLog()
-        _quiet_aiohttp()
-        self._guard = _Guard(connection_limit())
-        self._bodies = asyncio.Semaphore(BODIES_AT_ONCE)
+        if self._secret is not None:
+            self._peer_log.secrets.add(self._secret)
+        _quiet_aiohttp(self._peer_log)
+        self._guard = _Guard(connection_limit(), self._refused)
+        # (auto_decompress=False: nothing is ever decompressed, so a small compressed body
+        # cannot cost megabytes of work before its signature is checked; the red team of
+        # issue 17, finding 1)
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
                                keepalive_timeout=IDLE_SECONDS, lingering_time=LINGER_SECONDS,
-                               read_bufsize=READ_BUFFER, handler_cancellation=True)
+                               read_bufsize=READ_BUFFER, handler_cancellation=True,
+                               auto_decompress=False)
         reaper: asyncio.Task[None] | None = None
         try:
             await self.client.start()
@@ -434,6 +566,8 @@ class Server(_LoopThread):
             await self._stop.wait()
         finally:
             self._closing.set()  # long polls answer now, so the runner need not wait for them
+            for body in list(self._bodies):  # and bodies in progress end now (408)
+                self._drop(body)
             if reaper is not None:
                 reaper.cancel()
             await runner.cleanup()
@@ -458,6 +592,10 @@ class Server(_LoopThread):
 
     async def healthz(self, request: web.Request) -> web.Response:
         return await _alive(request)
+
+    def _refused(self, reason: str) -> None:
+        self.metrics.http_refused.labels(reason).inc()
+        _said_refused(self._peer_log, reason)
 
     async def readyz(self, request: web.Request) -> web.Response:
         """200 when Redis answers PING and the daemon's last sync attempt succeeded. Requests
@@ -524,23 +662,38 @@ class Server(_LoopThread):
         signature check within BODY_SECONDS, in one of BODIES_AT_ONCE slots (BODIES_PER_PEER
         for one address); a replay of an accepted delivery asks for no sync."""
         assert self._secret is not None
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):  # (providers never compress deliveries)
+            return self._webhook_answer(request, Verdict(
+                415, "unsupported_encoding", "a compressed body is refused: webhooks are "
+                "sent uncompressed (Content-Encoding: identity)"))
         if (request.content_length or 0) > MAX_BODY:  # said before a byte of it is read
             return self._too_large(request)
         delivery = open_delivery(request.headers, secret=self._secret)
         if isinstance(delivery, Verdict):
             return self._webhook_answer(request, delivery)
         peer = request.remote or "?"
-        if self._bodies.locked() or self._peer_bodies.get(peer, 0) >= BODIES_PER_PEER:
+        loop = asyncio.get_running_loop()
+        if not self._body_slot(peer, loop.time()):
+            self._refused("bodies")
             return self._webhook_answer(request, Verdict(
                 503, "busy", "too many webhook bodies at once; the sender retries"))
-        self._peer_bodies[peer] = self._peer_bodies.get(peer, 0) + 1
+        body = _Body(peer, loop.time(), request.content_length)
+        self._bodies.append(body)
         try:
-            async with self._bodies, asyncio.timeout(BODY_SECONDS):
+            async with asyncio.timeout(BODY_SECONDS) as body.timeout:
                 async for chunk in request.content.iter_any():
+                    body.size += len(chunk)
                     delivery.feed(chunk)
                     if delivery.size > MAX_BODY:
                         return self._too_large(request)
         except TimeoutError:
+            if body.dropped:
+                answer = self._webhook_answer(request, Verdict(
+                    408, "slow_body", f"the body came slower than {MIN_BODY_RATE} bytes/s "
+                    "and its slot was given to another delivery (or the server stops)"))
+                answer.force_close()
+                return answer
             return self._webhook_answer(request, Verdict(
                 408, "slow_body", f"the body did not arrive within {BODY_SECONDS:g} s"))
         except ConnectionError:  # the sender went away mid-body: nobody to answer
@@ -549,9 +702,8 @@ class Server(_LoopThread):
             self._disconnected(request)
             raise
         finally:
-            left = self._peer_bodies.pop(peer) - 1
-            if left:
-                self._peer_bodies[peer] = left
+            if body in self._bodies:
+                self._bodies.remove(body)
         verdict = delivery.verdict(branch=self.daemon.branch)
         if verdict.status == 202:
             if self._replays.seen(delivery.replay_keys):
@@ -561,6 +713,30 @@ class Server(_LoopThread):
             else:  # (requests while a sync is pending or running make one more, not one each)
                 self.daemon.request_sync()
         return self._webhook_answer(request, verdict)
+
+    def _body_slot(self, peer: str, now: float) -> bool:
+        """Whether a body from ``peer`` may be read now: under BODIES_PER_PEER for its address
+        and BODIES_AT_ONCE in all, or the slowest body in its way (below MIN_BODY_RATE after
+        BODY_GRACE) is dropped to make room (each drop counted)."""
+        for limit, of_peer in ((BODIES_PER_PEER, True), (BODIES_AT_ONCE, False)):
+            crowd = [b for b in self._bodies if b.peer == peer or not of_peer]
+            if len(crowd) < limit:
+                continue
+            slow = [b for b in crowd if now - b.start >= BODY_GRACE and not b.complete
+                    and _rate(b, now) < MIN_BODY_RATE]
+            if not slow:
+                return False
+            self._refused("slow_body")
+            self._drop(min(slow, key=lambda b: _rate(b, now)))
+        return True
+
+    def _drop(self, body: _Body) -> None:
+        """End the reading of ``body`` now: its handler answers 408 and closes."""
+        body.dropped = True
+        if body in self._bodies:
+            self._bodies.remove(body)
+        if body.timeout is not None:
+            body.timeout.reschedule(asyncio.get_running_loop().time())
 
     def _disconnected(self, request: web.Request) -> web.Response:
         return self._webhook_answer(request, Verdict(
@@ -601,13 +777,20 @@ class Server(_LoopThread):
         self._loaded()
         agent_id = request.match_info["id"]
         wait = _wait(request)
+        if wait and not self._guard.may_poll():
+            wait = 0.0  # (over the long polls' share: answered at once, as if wait=0)
         named = _etags(request.headers.get("If-None-Match"))
         snapshot = self.client.holdings.current.get(agent_id)
         if snapshot is None:
             raise _not_found(f"unknown agent {agent_id!r}")
         if wait:
             unlike = {snapshot.checksum} if not named or "*" in named else named
-            changed = await self._wait_for_change(agent_id, unlike, wait)
+            self._guard.polls += 1
+            try:
+                changed = await self._wait_for_change(
+                    agent_id, unlike, wait, self._guard.eof_event(request.protocol))
+            finally:
+                self._guard.polls -= 1
             snapshot = self.client.holdings.current.get(agent_id)
             if snapshot is None:
                 raise _not_found(f"agent {agent_id!r} was deleted")
@@ -636,25 +819,68 @@ class Server(_LoopThread):
         if self.client.holdings.epoch is None:
             raise _unavailable("no configs loaded yet (Redis unreachable, or nothing synced)")
 
-    async def _wait_for_change(self, agent_id: str, unlike: set[str], wait: float) -> bool:
-        """The client's wait, cut short (False) when the server stops."""
+    async def _wait_for_change(self, agent_id: str, unlike: set[str], wait: float,
+                               eof: asyncio.Event) -> bool:
+        """The client's wait, cut short (False) when the server stops or the peer has
+        half-closed."""
         assert self._closing is not None
         change = asyncio.ensure_future(self.client.wait_for_change(agent_id, unlike,
                                                                    timeout=wait))
         closing = asyncio.ensure_future(self._closing.wait())
+        left = asyncio.ensure_future(eof.wait())
         try:
-            await asyncio.wait({change, closing}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({change, closing, left}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (change, closing):
+            for task in (change, closing, left):
                 if not task.done():
                     task.cancel()
         return change.done() and not change.cancelled() and change.result()
 
 
+@dataclass(eq=False)
+class _Body:
+    """A webhook body being read: from ``peer``, since ``start`` (loop seconds), ``size``
+    bytes so far."""
+
+    peer: str
+    start: float
+    expected: int | None  # Content-Length (None: chunked)
+    size: int = 0
+    timeout: asyncio.Timeout | None = None
+    dropped: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """All of it is in (it is being checked, not waited for: never dropped)."""
+        return self.expected is not None and self.size >= self.expected
+
+
+def _rate(body: _Body, now: float) -> float:
+    """Bytes a second ``body`` came at since its slot was taken."""
+    return body.size / max(now - body.start, 1e-6)
+
+
 @web.middleware
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error answer is JSON (``{"error": ...}``), the router's 404 and 405 too, and a
-    bug's 500 (one log line, no traceback to the peer)."""
+    bug's 500 (one log line, no traceback to the peer). Refused before routing: HTTP/0.9
+    (505), a method no route has (405: ``OPTIONS *``, ``CONNECT``, ``TRACE``), a query
+    parameter given twice (400: which one counts is nobody's guess)."""
+    if request.version < HttpVersion10:
+        request._message = request._message._replace(version=HttpVersion10)
+        if hasattr(request, "_version"):  # (aiohttp ≥ 3.10 copies it)
+            request._version = HttpVersion10
+        request._cache.pop("version", None)  # (read once above: reify keeps it there)
+        answer = web.json_response({"error": "HTTP version not supported: HTTP/1.0 or 1.1"},
+                                   status=505)
+        answer.force_close()
+        return answer
+    if request.method not in METHODS:
+        return web.json_response({"error": "method not allowed"}, status=405,
+                                 headers={"Allow": ", ".join(sorted(METHODS))})
+    if len(set(request.query)) != len(request.query):
+        return web.json_response({"error": "a query parameter is given more than once"},
+                                 status=400)
     try:
         return await handler(request)
     except web.HTTPException as exc:

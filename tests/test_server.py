@@ -608,18 +608,21 @@ SIGNED_HEAD = (b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
 
 
 def test_webhook_bodies_at_once_are_bounded_per_peer_and_in_all(
-        tmp_path: Path, remote: Remote, redis_server: RedisServer) -> None:
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     import configsync.server as server
 
+    monkeypatch.setattr(server, "MIN_BODY_RATE", 0)  # (no body is slow: none gives way)
     running = Running(tmp_path, remote, redis_server)
+    full = server.BODIES_AT_ONCE
     try:
         stalled = [raw(running, SIGNED_HEAD, f"127.0.0.{2 + i // 2}")
                    for i in range(server.BODIES_AT_ONCE)]  # two from each of eight addresses
-        wait_until(lambda: running.server._bodies.locked(), timeout=10)
+        wait_until(lambda: len(running.server._bodies) == full, timeout=10)
         assert answer(raw(running, SIGNED_HEAD, "127.0.0.99")).startswith(b"HTTP/1.1 503 ")
         for sock in stalled[:2]:  # 127.0.0.2's two: a slot is free, not for 127.0.0.3
             sock.close()
-        wait_until(lambda: not running.server._bodies.locked(), timeout=10)
+        wait_until(lambda: len(running.server._bodies) < full, timeout=10)
         assert answer(raw(running, SIGNED_HEAD, "127.0.0.3")).startswith(b"HTTP/1.1 503 ")
         assert running.samples()['configsync_webhook_requests_total{outcome="busy"}'] == 2
         for sock in stalled[2:]:
@@ -684,7 +687,7 @@ def test_a_replayed_delivery_syncs_once(running: Running) -> None:
     def replay(i: int) -> int:  # the same delivery id, or a new one (it is not signed)
         return running.hook(body, {**github(body), "X-GitHub-Delivery": f"d-{i % 2 * i}"})
 
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(2) as pool:  # (two bodies at once from one address: its limit)
         statuses = list(pool.map(replay, range(400)))
     assert set(statuses) == {200}
     assert running.syncs() - before <= 2  # (the first; at most one more already asked)
@@ -750,6 +753,7 @@ def test_probes_are_answered_when_every_slot_is_taken(
     import configsync.server as server
 
     monkeypatch.setattr(server, "connection_limit", lambda: 20)
+    monkeypatch.setattr(server, "LONG_POLL_SHARE", 1.0)
     running = Running(tmp_path, remote, redis_server)
     try:
         held = _polls(running, 20, keep=True)  # live long polls: every slot in use
@@ -773,6 +777,7 @@ def test_a_flood_of_idle_connections_cannot_keep_a_probe_out(
     import configsync.server as server
 
     monkeypatch.setattr(server, "connection_limit", lambda: 20)
+    monkeypatch.setattr(server, "LONG_POLL_SHARE", 1.0)
     running = Running(tmp_path, remote, redis_server)
     try:
         silent = [raw(running, b"") for _ in range(3 * (20 + server.RESERVED))]
@@ -885,3 +890,272 @@ def test_readyz_is_503_while_the_read_api_cannot_follow(
         admin.close()
     log = (tmp_path / "wd" / "daemon.log").read_text()
     assert log.count("event=refused") == 1 and "event=reconnected" not in log
+
+
+# -- the red team's findings against --listen (issue 17) ----------------------------------------
+
+def _gzip_bomb(size: int) -> bytes:
+    import gzip
+
+    return gzip.compress(b"0" * size, compresslevel=9)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "GZip", "gzip, identity",
+                                      "x-gzip", "compress", "zstd"])
+def test_a_compressed_webhook_is_refused_on_its_headers(running: Running,
+                                                        encoding: str) -> None:
+    # finding 1: aiohttp decompressed a 24 KB gzip to 24 MiB before the HMAC check, blocking
+    # the loop; a 100 KB gzip past 25 MiB was 413 (not 401) with a bogus signature
+    bomb = _gzip_bomb(26 * 1024 * 1024)
+    for headers in ({**github(bomb), "X-Hub-Signature-256": "sha256=" + "0" * 64},
+                    github(bomb)):  # (signed over the bytes sent: refused all the same)
+        status, reply, body = request(running.url + "/webhook", method="POST", body=bomb,
+                                      headers={**headers, "Content-Encoding": encoding})
+        assert status == 415, body
+        assert reply["Content-Type"].startswith("application/json")
+        assert json.loads(body)["outcome"] == "unsupported_encoding"
+    assert running.samples()['configsync_webhook_requests_total{outcome="unsupported_encoding"}'
+                             ] == 2
+    body = push()  # identity is no compression: accepted
+    assert running.hook(body, {**github(body), "Content-Encoding": "identity"}) == 202
+
+
+def test_nothing_is_decompressed_on_any_path(running: Running) -> None:
+    # finding 1, the whole kind: a compressed body anywhere is bytes, never inflated
+    for path in ("/healthz", "/readyz", "/agents", "/metrics"):
+        sock = raw(running, f"GET {path} HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+                            f"Content-Length: 9\r\nConnection: close\r\n\r\nnot gzip!".encode())
+        assert answer(sock).startswith(b"HTTP/1.1 200 "), path  # (inflating it: 400)
+        sock.close()
+
+
+def _slow_bodies(running: Running, sources: list[str]) -> list[socket.socket]:
+    socks = [raw(running, SIGNED_HEAD, source) for source in sources]
+    wait_until(lambda: len(running.server._bodies) == len(sources), timeout=10)
+    return socks
+
+
+@pytest.mark.parametrize("sources", [
+    [f"127.0.0.{2 + i // 2}" for i in range(14)] + ["127.0.0.1"] * 2,  # many addresses
+    ["127.0.0.1"] * 2,  # one (a reverse proxy's): its two slots
+], ids=["many-addresses", "one-address"])
+def test_slow_bodies_give_their_slot_to_a_signed_push(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch, sources: list[str]) -> None:
+    # finding 2: 16 slow fake-signed bodies (2 per address, or 2 behind one proxy) made every
+    # signed push 503 for 10 s
+    import configsync.server as server
+
+    monkeypatch.setattr(server, "BODY_GRACE", 0.0)  # (no wait on the clock: slow at once)
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        slow = _slow_bodies(running, sources)
+        sha = running.remote.commit_push("a: 0.5", {"agents/a.yaml": A2})
+        body = push(after=sha)
+        assert running.hook(body, github(body)) == 202  # from 127.0.0.1
+        wait_until(lambda: running.served() == sha, timeout=10)
+        dropped = [sock for sock in slow if not closed(sock) or True]
+        replies = [answer(sock) for sock in dropped[-2:]]  # (127.0.0.1's: one was dropped)
+        assert any(r.startswith(b"HTTP/1.1 408 ") and b'"slow_body"' in r for r in replies)
+        samples = running.samples()
+        assert samples['configsync_http_refused_total{reason="slow_body"}'] >= 1
+        assert samples.get('configsync_webhook_requests_total{outcome="busy"}', 0) == 0
+        for sock in slow:
+            sock.close()
+    finally:
+        running.close()
+
+
+def test_a_body_that_keeps_coming_keeps_its_slot(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # finding 2: only a slow body gives way; when none is slow, a new one is 503 as before
+    import configsync.server as server
+
+    monkeypatch.setattr(server, "BODY_GRACE", 0.0)
+    monkeypatch.setattr(server, "MIN_BODY_RATE", 0)  # (every body counts as fast)
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        held = _slow_bodies(running, ["127.0.0.1"] * 2)
+        body = push()
+        assert running.hook(body, github(body)) == 503
+        assert running.samples()['configsync_http_refused_total{reason="bodies"}'] == 1
+        for sock in held:
+            sock.close()
+    finally:
+        running.close()
+
+
+def test_long_polls_hold_at_most_half_the_connections(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # finding 3: 300 long polls against 96 slots made a signed push, /agents and /metrics 503,
+    # with no log line and no metric
+    import configsync.server as server
+
+    monkeypatch.setattr(server, "connection_limit", lambda: 20)
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        held = []
+        for i in range(30):  # (one after the other: which ones are over the share is known)
+            held += _polls(running, 1, keep=True)
+            if i < 10:
+                wait_until(lambda i=i: running.server._guard.polls == i + 1, timeout=10)
+            else:  # over the share: answered at once, as if wait=0 (then idle, evictable)
+                assert answer(held[-1]).startswith(b"HTTP/1.1 200 ")
+        assert running.server._guard.polls == 10
+        body = push()
+        assert running.hook(body, github(body)) == 202
+        assert running.get("/agents")[0] == 200
+        samples = running.samples()
+        assert samples['configsync_http_refused_total{reason="long_polls"}'] == 20
+        assert "event=http_refused" in caplog.text and "reason=long_polls" in caplog.text
+        for sock in held:
+            sock.close()
+    finally:
+        running.close()
+
+
+def test_webhooks_have_reserved_connections(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # finding 3: /webhook gets reserved capacity like the probes
+    import configsync.server as server
+
+    monkeypatch.setattr(server, "connection_limit", lambda: 20)
+    monkeypatch.setattr(server, "LONG_POLL_SHARE", 1.0)  # (every slot a long poll)
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        held = _polls(running, 20, keep=True)
+        wait_until(lambda: running.server._guard.polls == 20, timeout=10)
+        assert running.get("/agents")[0] == 503
+        body = push()
+        assert running.hook(body, github(body)) == 202
+        for sock in held:
+            sock.close()
+        wait_until(lambda: running.server._guard.polls == 0, timeout=10)
+        assert running.samples()['configsync_http_refused_total{reason="connections"}'] >= 1
+    finally:
+        running.close()
+
+
+def _half_closed(running: Running, data: bytes) -> bytes:
+    sock = raw(running, data)
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(10)
+    reply = b""
+    while chunk := sock.recv(65536):
+        reply += chunk
+    sock.close()
+    return reply
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/agents", "/metrics", "/agents/a",
+                                  "/nowhere"])
+def test_a_half_closed_peer_gets_its_answer(running: Running, path: str) -> None:
+    # finding 4: `printf 'GET /healthz HTTP/1.0\r\n\r\n' | socat - TCP:...` got EOF, no answer
+    reply = _half_closed(running, f"GET {path} HTTP/1.0\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.0 "), reply
+    assert reply.split(b"\r\n\r\n", 1)[1]  # (a body: JSON, or the metrics)
+
+
+def test_a_half_closed_webhook_and_long_poll_are_answered(running: Running) -> None:
+    # finding 4: a signed webhook was logged 202 but its sender got nothing
+    body = push()
+    head = "".join(f"{k}: {v}\r\n" for k, v in github(body).items())
+    reply = _half_closed(running, f"POST /webhook HTTP/1.1\r\nHost: x\r\n{head}"
+                                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    assert reply.startswith(b"HTTP/1.1 202 ") and b'"accepted"' in reply
+    # a long poll whose peer half-closed is answered at once (not after its 60 s)
+    reply = _half_closed(running, b"GET /agents/a?wait=60 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 304 ")
+
+
+def test_a_half_closed_peer_is_answered_by_the_cli(running: Running) -> None:
+    # finding 4 with the red team's own tool
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed")
+    out = subprocess.run(["socat", "-t", "10", "-", f"TCP:{host}:{port}"],
+                         input=b"GET /healthz HTTP/1.0\r\n\r\n", capture_output=True,
+                         timeout=20, check=True).stdout
+    assert out.startswith(b"HTTP/1.0 200 ") and out.endswith(b'{"status": "alive"}')
+
+
+def test_the_listen_backlog_is_long(running: Running) -> None:
+    # finding 5: `ss -ltn` showed Send-Q 16: a connect flood overflowed it
+    import configsync.server as server
+
+    if shutil.which("ss") is None:
+        pytest.skip("ss is not installed")
+    port = running.url.rsplit(":", 1)[1]
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert int(out[2]) == min(server.BACKLOG, somaxconn)  # (Send-Q of a listening socket)
+
+
+def test_a_parser_error_never_echoes_the_request(running: Running,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # finding 6b: `X-Gitlab-Token: s3cret\x01` reached the log and the 400 body
+    for data in (f"POST /webhook HTTP/1.1\r\nHost: x\r\nX-Gitlab-Token: {SECRET}\x01\r\n"
+                 f"Content-Length: 0\r\n\r\n".encode(),
+                 f"GET /agents?token={SECRET}\x01 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                 f"GET /agents HTTP/1.1\r\nHost: x\r\nX-{SECRET}: {'y' * 9000}\r\n\r\n".encode(),
+                 f"GET /{SECRET}\x7f HTTP/1.1\r\n\r\n".encode()):
+        sock = raw(running, data)
+        reply = answer(sock)
+        sock.settimeout(10)
+        while chunk := sock.recv(65536):
+            reply += chunk
+        sock.close()
+        assert reply.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4")), reply
+        assert SECRET.encode() not in reply and b"s3cret" not in reply
+        error = json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]
+        assert len(error) < 100
+    wait_until(lambda: "event=http_error" in caplog.text, timeout=10)
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("configsync")]
+    assert said and not [line for line in said if "s3cret" in line]
+
+
+def test_stopping_ends_a_slow_body_at_once(
+        tmp_path: Path, remote: Remote, redis_server: RedisServer) -> None:
+    # finding 6c: SIGTERM waited ~10 s for a hostile slow webhook body
+    running = Running(tmp_path, remote, redis_server)
+    try:
+        [sock] = _slow_bodies(running, ["127.0.0.2"])
+        stopper = threading.Thread(target=running.server.stop)
+        stopper.start()
+        reply = answer(sock)
+        assert reply.startswith(b"HTTP/1.1 408 ")  # (not "did not arrive within 10 s")
+        stopper.join(20)
+        sock.close()
+    finally:
+        running.close()
+
+
+@pytest.mark.parametrize("line", [b"OPTIONS * HTTP/1.1", b"CONNECT x:443 HTTP/1.1",
+                                  b"TRACE / HTTP/1.1", b"PUT /agents HTTP/1.1",
+                                  b"DELETE /webhook HTTP/1.1", b"PATCH /healthz HTTP/1.1"])
+def test_a_method_no_route_has_is_405(running: Running, line: bytes) -> None:
+    # finding 6d: OPTIONS *, CONNECT and TRACE / were 404
+    sock = raw(running, line + b"\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    reply = answer(sock)
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 405 ") and b"\r\nAllow: GET, HEAD, POST\r\n" in reply
+
+
+@pytest.mark.parametrize("query", ["wait=1&wait=2", "wait=1&wait=1", "x=1&x=2", "a&a"])
+def test_a_repeated_query_parameter_is_refused(running: Running, query: str) -> None:
+    for path in ("/agents/a", "/agents", "/healthz"):
+        status, _, body = running.get(f"{path}?{query}")
+        assert status == 400 and "more than once" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("version", [b"HTTP/0.9", b"HTTP/0.1", b"HTTP/0.0"])
+def test_http_0_9_is_refused(running: Running, version: bytes) -> None:
+    # finding 6d: HTTP/0.9 got a `HTTP/0.9 200` status line
+    sock = raw(running, b"GET /healthz " + version + b"\r\n\r\n")
+    reply = answer(sock)
+    sock.close()
+    assert reply.startswith((b"HTTP/1.0 505 ", b"HTTP/1.0 400 ")), reply  # (aiohttp's or ours)
