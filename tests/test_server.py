@@ -222,7 +222,7 @@ def test_a_burst_of_webhooks_coalesces_and_loses_nothing(running: Running) -> No
     shas: list[str] = []
 
     bodies = [push(after=f"{i:040x}") for i in range(50)]  # (distinct pushes: distinct bodies)
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(2) as pool:  # (2 bodies at once from one address: its share)
         futures = [pool.submit(running.hook, b, github(b)) for b in bodies]
         for i in range(5):  # commits land during the burst
             shas.append(running.remote.commit_push(

@@ -34,7 +34,8 @@ const AGENT_ID = /^[a-z0-9][a-z0-9._-]*(?:\/[a-z0-9][a-z0-9._-]*)*$/;
 const SCHEMA_REF = /^[A-Za-z_][\w.]*:[A-Za-z_]\w*$/;
 const STATE_FIELDS = ['applied_at', 'branch', 'commit', 'contract', 'epoch', 'heartbeat_at',
   'last_error', 'revision', 'schema', 'seen', 'source'];
-const STATE_OPTIONAL = ['heartbeat_every']; // written by a polling daemon (not by --once)
+const STATE_OPTIONAL = ['heartbeat_every', 'claimed']; // heartbeat_every: by a polling daemon
+// (not by --once); claimed: how the state was built (first start, --adopt, a reclaim)
 const SNAPSHOT_KEYS = ['agent_id', 'author', 'checksum', 'commit', 'committed_at', 'config',
   'message', 'synced_at', 'version'];
 const ERROR_KEYS = ['column', 'commit', 'errors', 'file', 'line', 'message'];
@@ -99,6 +100,9 @@ function checkState(state) {
     if (!(name in state)) problem(where, `no ${name}`);
   }
   if (!SHA.test(state.seen ?? '')) problem(where, `seen ${JSON.stringify(state.seen)}`);
+  if ('claimed' in state && !['first', 'adopt', 'reclaim'].includes(state.claimed)) {
+    problem(where, `claimed ${JSON.stringify(state.claimed)} is none of first, adopt, reclaim`);
+  }
   if ('heartbeat_every' in state && !(Number(state.heartbeat_every) > 0)) {
     problem(where, `heartbeat_every ${JSON.stringify(state.heartbeat_every)} is no positive number`);
   }
