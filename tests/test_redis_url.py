@@ -56,7 +56,7 @@ def tls_redis_server_binary() -> str:
     import shutil
 
     found = [redis_server_binary()]
-    for folder in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin", "/usr/local/bin"]:
+    for folder in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/usr/local/bin"]:
         candidate = shutil.which("redis-server", path=folder)
         if candidate and candidate not in found:
             found.append(candidate)
