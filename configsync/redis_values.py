@@ -6,13 +6,12 @@ reads the keys; the client's rules (``holdings.py``) and the CLI take its verdic
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import CorruptDataError
-from .snapshot import Record
+from .snapshot import Record, parse_json
 from .snapshot import _kind as json_kind
 
 __all__ = ["event_problem", "is_version", "last_error", "parse_event", "record_at", "report_ok",
@@ -57,7 +56,7 @@ def last_error(state: Mapping[str, str], key: str = "state") -> dict[str, Any] |
     if not text:
         return None
     try:
-        error = json.loads(text)
+        error = parse_json(text)
     except ValueError:
         error = _ABSENT
     if type(error) is not dict or any(
@@ -138,7 +137,7 @@ def parse_event(data: bytes | str) -> dict[str, Any]:
     """An event's JSON as a dict; raises :class:`CorruptDataError` saying why it is none
     (:func:`event_problem`)."""
     try:
-        event = json.loads(data)
+        event = parse_json(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptDataError(f"not JSON ({exc})") from None
     problem = event_problem(event)

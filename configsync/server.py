@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ import re
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -28,6 +28,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .aio import AsyncClient
 from .errors import ConfigsyncError, CorruptDataError, UsageError
+from .escape import json_body, json_safe
 from .holdings import Snapshot, VersionNotFoundError
 from .logs import kv, logger, redact_text
 from .metrics import CONTENT_TYPE, Metrics
@@ -173,7 +174,7 @@ class _JsonErrors(RequestHandler):
         plain = super().handle_error(request, status, exc, message)  # (logs, checks state)
         reason = "internal error" if status >= 500 else (
             getattr(exc, "message", None) or plain.reason).lower()
-        answer = web.json_response({"error": str(reason)[:200]}, status=status)
+        answer = _json_response({"error": str(reason)[:200]}, status=status)
         answer.force_close()
         return answer
 
@@ -227,7 +228,7 @@ class _Guard:
         protocol = request.protocol
         if protocol in self.reserved:
             if request.path not in HEALTH_PATHS:
-                answer = web.json_response({"error": "too many connections: try again later"},
+                answer = _json_response({"error": "too many connections: try again later"},
                                            status=503, headers={"Retry-After": "1"})
                 answer.force_close()
                 return answer
@@ -361,7 +362,7 @@ class StartingServer(_LoopThread):
 
 
 async def _alive(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    return _json_response({"status": "alive"})
 
 
 async def _starting(request: web.Request) -> web.Response:
@@ -464,8 +465,8 @@ class Server(_LoopThread):
         # (shielded: a probe that leaves does not cancel the check the others wait on)
         reason = await asyncio.shield(self._readiness)
         if reason is not None:
-            return web.json_response({"ready": False, "reason": reason}, status=503)
-        return web.json_response({"ready": True})
+            return _json_response({"ready": False, "reason": reason}, status=503)
+        return _json_response({"ready": True})
 
     async def _readiness_check(self) -> str | None:
         reason = None
@@ -559,7 +560,7 @@ class Server(_LoopThread):
                              delivery=verdict.delivery, remote=request.remote)
         if status == 204:
             return web.Response(status=204)
-        return web.json_response({"outcome": outcome, "reason": reason}, status=status)
+        return _json_response({"outcome": outcome, "reason": reason}, status=status)
 
     # -- the read API -----------------------------------------------------------------------
 
@@ -567,7 +568,7 @@ class Server(_LoopThread):
         self._loaded()
         holdings = self.client.holdings
         current = holdings.current
-        return web.json_response({
+        return _json_response({
             "namespace": self.namespace, "commit": holdings.commit,
             "revision": holdings.revision, "stale": self.client.stale,
             "agents": {a: {"version": s.version, "checksum": s.checksum}
@@ -639,16 +640,23 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return web.json_response({"error": exc.reason.lower()}, status=exc.status,
+        return _json_response({"error": exc.reason.lower()}, status=exc.status,
                                  headers=headers)
     except Exception as exc:  # a bug: said once, answered in JSON like everything else
         logger.error(kv("http_bug", path=request.path[:200], error=type(exc).__name__,
                         detail=str(exc)[:200]))
-        return web.json_response({"error": "internal error (please report)"}, status=500)
+        return _json_response({"error": "internal error (please report)"}, status=500)
+
+
+def _json_response(data: Any, *, status: int = 200,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    """Every JSON body the server sends is written by :func:`escape.json_body`: no raw bidi
+    control or line separator reaches a reader (issue 17, red team's item 3)."""
+    return web.json_response(data, status=status, headers=headers, dumps=json_body)
 
 
 def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
-    return cls(text=json.dumps({"error": message}), content_type="application/json")
+    return cls(text=json_body({"error": message}), content_type="application/json")
 
 
 def _not_found(message: str) -> web.HTTPException:
@@ -697,5 +705,5 @@ def _not_modified(snapshot: Snapshot) -> web.Response:
 
 
 def _snapshot_response(snapshot: Snapshot) -> web.Response:
-    body = snapshot.raw or snapshot.record.to_json()
+    body = json_safe(snapshot.raw or snapshot.record.to_json())  # (same values: same ETag)
     return web.Response(text=body, content_type="application/json", headers=_headers(snapshot))

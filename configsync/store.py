@@ -23,7 +23,6 @@ beyond itself. Reads work on either kind of connection (``decode_responses`` or 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from .redis_values import (
     stream_event,
     version_field,
 )
-from .snapshot import Record, canonical_json
+from .snapshot import Record, canonical_json, parse_json
 
 __all__ = ["CONTRACT_VERSION", "EVENTS_MAXLEN", "EVENT_CHANGES_MAX", "AgentChange", "Event",
            "Keys", "Store", "namespaces"]
@@ -289,7 +288,7 @@ class Store:
         reports: list[dict[str, Any]] = []
         for value in client.mget(keys):
             try:
-                report = json.loads(value) if value is not None else None
+                report = parse_json(value) if value is not None else None
             except ValueError:
                 continue
             if report_ok(report):
