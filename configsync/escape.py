@@ -107,13 +107,19 @@ def json_body(data: Any) -> str:
     return json_safe(json.dumps(data, ensure_ascii=False, allow_nan=False))
 
 
-def quoted(text: str) -> str:
-    """``text`` as a double-quoted JSON string, every :data:`UNSAFE` character as its
-    ``\\uXXXX`` escape (``"json\\u202e:Foo\\u001b[2J"``): the one way a message quotes
-    untrusted text, instead of ``repr`` (whose ``\\x1b`` beside ``\\u202e`` is a second
-    style). Any other value is quoted as its ``str``."""
-    return json_safe(json.dumps(text if isinstance(text, str) else str(text),
-                                ensure_ascii=False))
+def quoted(text: object) -> str:
+    """``text`` quoted as ``repr`` quotes a string (single quotes, or double when it holds
+    a single quote and no double one; backslash and the quote escaped), but with
+    :func:`one_line`'s escapes for every :data:`UNSAFE` character (``'json\\u202e:Foo\\u001b[2J'``,
+    where ``repr`` writes ``\\x1b`` beside ``\\u202e``): the one way a message quotes untrusted
+    text (red team's item 6). Printable text reads exactly as its ``repr``; any other value
+    is quoted as its ``str``."""
+    text = text if isinstance(text, str) else str(text)
+    quote = '"' if "'" in text and '"' not in text else "'"
+    inner = text.replace("\\", "\\\\")
+    if quote == "'":
+        inner = inner.replace("'", "\\'")
+    return quote + one_line(inner) + quote
 
 
 class _Dumper(yaml.SafeDumper):

@@ -205,8 +205,9 @@ def render_text(status: Status) -> str:
         versions = c.get("versions")  # a report is anyone's: it may not even be a mapping
         held = ", ".join(f"{k} v{v}" for k, v in sorted(versions.items())) \
             if isinstance(versions, dict) else ""
-        lines.append(f"  {c.get('instance_id')} {c.get('host')} pid {c.get('pid')} "
-                     f"revision {c.get('revision')}: {held or 'nothing'}"
+        said = {n: "-" if c.get(n) is None else c[n] for n in ("instance_id", "host", "pid")}
+        lines.append(f"  {said['instance_id']} {said['host']} pid {said['pid']} "
+                     f"revision {c.get('revision', '-')}: {held or 'nothing'}"
                      f"{' (stale)' if c.get('stale') else ''}")
     return text_lines(lines)  # every line escaped: clients' reports and errors are anyone's
 
