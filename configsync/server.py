@@ -28,7 +28,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .aio import AsyncClient
 from .errors import ConfigsyncError, CorruptDataError, UsageError
-from .escape import json_body, json_safe
+from .escape import json_body, json_safe, quoted
 from .holdings import Snapshot, VersionNotFoundError
 from .logs import kv, logger, redact_text
 from .metrics import CONTENT_TYPE, Metrics
@@ -583,13 +583,13 @@ class Server(_LoopThread):
         named = _etags(request.headers.get("If-None-Match"))
         snapshot = self.client.holdings.current.get(agent_id)
         if snapshot is None:
-            raise _not_found(f"unknown agent {agent_id!r}")
+            raise _not_found(f"unknown agent {quoted(agent_id)}")
         if wait:
             unlike = {snapshot.checksum} if not named or "*" in named else named
             changed = await self._wait_for_change(agent_id, unlike, wait)
             snapshot = self.client.holdings.current.get(agent_id)
             if snapshot is None:
-                raise _not_found(f"agent {agent_id!r} was deleted")
+                raise _not_found(f"agent {quoted(agent_id)} was deleted")
             if not changed:
                 return _not_modified(snapshot)
         elif "*" in named or snapshot.checksum in named:
