@@ -33,7 +33,6 @@ from .client import (
     consistent,
     full_read_pipeline,
     parse_event,
-    texts,
 )
 from .holdings import Snapshot
 from .logs import client_logger as logger
@@ -207,7 +206,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         if self.last_sync_at is not None:  # the first read takes both in one round trip
             client: Any = self._redis
             raw: Mapping[bytes, bytes] = await client.hgetall(self.keys.state)
-            known = self.after_state(texts(raw))
+            known = self.after_state(self.state_texts(raw))
             if known == "verify":
                 agents = sorted(self.holdings.unconfirmed)
                 known = self.after_verify(agents, await client.hmget(self.keys.current, agents))

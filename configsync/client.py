@@ -46,6 +46,7 @@ import redis
 from . import heartbeat
 from .backoff import Backoff
 from .errors import CorruptDataError, UsageError
+from .escape import quoted
 from .holdings import (
     Change,
     ClientClosedError,
@@ -498,9 +499,23 @@ class ClientCore(Generic[R]):
         what events gave, else None (read ``current`` in full: Redis decides)."""
         return True if self.holdings.verify(dict(zip(agents, values, strict=True))) else None
 
+    def state_texts(self, raw: Mapping[Any, Any]) -> dict[str, str]:
+        """The state hash as text; a field that is no UTF-8 (nothing configsync writes) is
+        left out, logged once (``event=bad_state``; red team's item 1): a ``seen`` left out
+        reads as no state, and what is held keeps serving."""
+        state = {}
+        for key, value in raw.items():
+            try:
+                state[text(key)] = text(value)
+            except UnicodeDecodeError:
+                name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+                self.holdings.event_refused(f"state field {quoted(name[:60])} is not UTF-8 text",
+                                            "bad_state", name[:60])
+        return state
+
     def after_full_read(self, reply: list[Any]) -> bool:
         """After :func:`full_read_pipeline`'s reply: take it; True when there is a state."""
-        state = texts(reply[0])
+        state = self.state_texts(reply[0])
         if "seen" not in state and not self.said_empty:
             self.said_empty = True  # a namespace the daemon does not write is a typo, often
             logger.warning(kv("no_state", namespace=self.namespace,
@@ -750,7 +765,7 @@ class Client(ClientCore[redis.Redis]):
         not hold (the first read takes both in one round trip); True when Redis has a
         non-empty state."""
         if self.last_sync_at is not None:
-            known = self.after_state(texts(self._redis.hgetall(self.keys.state)))
+            known = self.after_state(self.state_texts(self._redis.hgetall(self.keys.state)))
             if known == "verify":
                 agents = sorted(self.holdings.unconfirmed)
                 known = self.after_verify(agents, self._redis.hmget(self.keys.current, agents))
