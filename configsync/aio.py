@@ -250,8 +250,8 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                 await self._sleep(backoff.next())
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception(kv("client_error", namespace=self.namespace))
+            except Exception as exc:
+                self.client_error(exc)
                 await self._sleep(backoff.next())
 
     async def _sleep(self, seconds: float) -> None:

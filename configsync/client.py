@@ -191,6 +191,7 @@ class ClientCore(Generic[R]):
         self.dirty_since: float | None = None  # changes the cache file does not have yet
         self.reporting = True
         self.said_empty = False
+        self.last_client_error = ""  # (client_error: a repeat is one line)
         self.started = False
         self.closed = False
         if cache_path is not None:
@@ -513,6 +514,18 @@ class ClientCore(Generic[R]):
                                             "bad_state", name[:60])
         return state
 
+    def client_error(self, exc: Exception) -> None:
+        """Log an unexpected error of the follow loop: with its traceback the first time,
+        as one line while the same error repeats at each retry (red team of issue 17, item 5:
+        seven tracebacks in ten seconds said nothing the first did not)."""
+        said = f"{type(exc).__name__}: {exc}"[:300]
+        if said == self.last_client_error:
+            logger.error(kv("client_error", namespace=self.namespace, error=said,
+                            repeated=True))
+            return
+        self.last_client_error = said
+        logger.error(kv("client_error", namespace=self.namespace, error=said), exc_info=exc)
+
     def after_full_read(self, reply: list[Any]) -> bool:
         """After :func:`full_read_pipeline`'s reply: take it; True when there is a state."""
         state = self.state_texts(reply[0])
@@ -809,8 +822,8 @@ class Client(ClientCore[redis.Redis]):
             except (redis.RedisError, OSError) as exc:
                 self.set_disconnected(exc)
                 self._stopping.wait(backoff.next())
-            except Exception:  # a bug must not kill the thread that keeps configs fresh
-                logger.exception(kv("client_error", namespace=self.namespace))
+            except Exception as exc:  # a bug must not kill the thread that keeps configs fresh
+                self.client_error(exc)
                 self._stopping.wait(backoff.next())
 
     def _follow(self) -> None:

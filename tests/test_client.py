@@ -1420,3 +1420,17 @@ def test_a_fork_that_runs_no_python_hook_is_caught_by_the_pid_check(world: World
             seen = json.loads(inp.readline())
         assert os.waitpid(pid, 0)[1] == 0
         assert seen == [1, 2, True, False]
+
+
+def test_a_repeated_client_error_is_one_line_after_its_first_traceback(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Red team of issue 17, item 5: the follow loop's retry of one unexpected error logged
+    its traceback at every retry; now once, then one line while it repeats."""
+    with caplog.at_level(logging.ERROR, logger="configsync"), Client(
+            redis=world.url, namespace="test") as client:
+        for _ in range(3):
+            client.client_error(KeyError("commit"))
+        client.client_error(ValueError("other\nline"))
+    said = [r for r in caplog.records if "client_error" in r.getMessage()]
+    assert [bool(r.exc_info) for r in said] == [True, False, False, True]
+    assert "repeated=True" in said[1].getMessage() and "\n" not in said[3].getMessage()
