@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from . import heartbeat
-from .errors import UsageError
+from .errors import CorruptDataError, UsageError
 from .escape import json_text, one_line, text_lines
 from .git import GitRepo
 from .history import ShallowHistory, daemon_start, versions_at
@@ -78,13 +78,14 @@ class Status:
     agents: list[AgentStatus] = field(default_factory=list)
     clients: list[dict[str, Any]] = field(default_factory=list)
     shallow: bool = False  # a shallow clone: no git version numbers (checksums still compare)
+    warnings: list[str] = field(default_factory=list)  # stderr: what Redis holds that is bad
 
     @property
     def exit_code(self) -> int:
         return 0 if self.state == IN_SYNC else 1
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "agents"}
+        data = {k: v for k, v in asdict(self).items() if k not in ("agents", "warnings")}
         data["agents"] = [{**asdict(a), "compare": a.compare} for a in self.agents]
         return data
 
@@ -133,7 +134,10 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
     status.silence_limit = heartbeat.silence_limit(state)
     status.daemon_alive = heartbeat.alive(status.heartbeat_age, status.silence_limit) \
         if heartbeat.beats(state) else None
-    status.error = last_error(state, store.keys.state)
+    try:
+        status.error = last_error(state, store.keys.state)
+    except CorruptDataError as exc:  # said, and the rest still shown (red team of 17, item 1)
+        status.warnings.append(f"{exc}; read as none")
     if served == head:
         status.state = IN_SYNC
     elif status.error is not None and seen == head:
@@ -228,6 +232,8 @@ def run_status(args: argparse.Namespace) -> int:
             return 2
         finally:
             client.close()
+    for warning in status.warnings:
+        print(f"configsync: warning: {one_line(warning)}", file=sys.stderr)
     if args.format == "json":
         sys.stdout.write(json_text(status.to_json()))
     else:

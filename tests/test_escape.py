@@ -11,8 +11,16 @@ import pytest
 import yaml
 
 from configsync import unsafe_chars
-from configsync.escape import (UNSAFE, json_body, json_safe, json_text, one_line, quoted,
-                               text_lines, yaml_text)
+from configsync.escape import (
+    UNSAFE,
+    json_body,
+    json_safe,
+    json_text,
+    one_line,
+    quoted,
+    text_lines,
+    yaml_text,
+)
 
 ESCAPED = ("Cc", "Cf", "Cs", "Zl", "Zp", "Cn")
 # Default_Ignorable_Code_Point, from Unicode's DerivedCoreProperties.txt (red team's item 4)

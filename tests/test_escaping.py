@@ -158,8 +158,10 @@ def test_status_get_watch_with_hostile_redis(
     client.close()
     url = redis_server.url
     for fmt in ("text", "json"):
-        code, out, _ = run(capsys, "status", "--redis", url, "--format", fmt)
-        assert code == 1
+        code, out, err = run(capsys, "status", "--redis", url, "--format", fmt)
+        assert code == 1 and err.splitlines()[-1] + "\n" == (
+            "configsync: warning: configsync:{test}:state field 'last_error' is not a "
+            "rejection's JSON object; read as none\n")
         if fmt == "json":
             assert_json(out, "status json")
         else:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from configsync.errors import CorruptDataError
 from configsync import AsyncClient, Client
 from configsync.cli import main
 from configsync.embedded import RedisServer
+from configsync.errors import CorruptDataError
 from configsync.redis_values import is_version, last_error, parse_event, report_ok, state_int
 from configsync.snapshot import Record, parse_json
 from configsync.store import Store
@@ -170,8 +170,8 @@ def test_a_poisoned_value_stops_no_command(
         if not name.startswith("sync"):
             assert all(line.startswith(("configsync: error: ", "configsync: warning: "))
                        for line in err.splitlines()), (name, err)
-        if code == 0 and name.endswith("json") or name in ("get a", "get b"):
-            _strict(out) if code == 0 else None
+        if code == 0 and (name.endswith("json") or name in ("get a", "get b")):
+            _strict(out)
     url = os.environ["CONFIGSYNC_REDIS_URL"]
     with Client(redis=url, namespace="test") as client:
         assert client.get("a").config.system_prompt == "You are A."
