@@ -37,7 +37,6 @@ from .client import (
     parse_event,
     refused,
     text,
-    texts,
     wrong_type,
 )
 from .errors import CorruptDataError
@@ -233,7 +232,7 @@ class AsyncClient(ClientCore[aioredis.Redis]):
         if self.last_sync_at is not None:  # the first read takes both in one round trip
             client: Any = self._redis
             raw: Mapping[bytes, bytes] = await client.hgetall(self.keys.state)
-            known = self.after_state(texts(raw))
+            known = self.after_state(self.state_texts(raw))
             if known == "verify":
                 agents = sorted(self.holdings.unconfirmed)
                 known = self.after_verify(agents, await client.hmget(self.keys.current, agents))
@@ -277,8 +276,8 @@ class AsyncClient(ClientCore[aioredis.Redis]):
                 await self._sleep(max(backoff.next(), REFUSED_WAIT if refused(exc) else 0))
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception(kv("client_error", namespace=self.namespace))
+            except Exception as exc:
+                self.client_error(exc)
                 await self._sleep(backoff.next())
 
     async def _sleep(self, seconds: float) -> None:

@@ -46,6 +46,7 @@ import redis
 from . import heartbeat
 from .backoff import Backoff
 from .errors import CorruptDataError, UsageError
+from .escape import quoted
 from .holdings import (
     Change,
     ClientClosedError,
@@ -212,6 +213,7 @@ class ClientCore(Generic[R]):
         self.dirty_since: float | None = None  # changes the cache file does not have yet
         self.reporting = True
         self.said_empty = False
+        self.last_client_error = ""  # (client_error: a repeat is one line)
         self.started = False
         self.closed = False
         if cache_path is not None:
@@ -554,9 +556,35 @@ class ClientCore(Generic[R]):
         what events gave, else None (read ``current`` in full: Redis decides)."""
         return True if self.holdings.verify(dict(zip(agents, values, strict=True))) else None
 
+    def state_texts(self, raw: Mapping[Any, Any]) -> dict[str, str]:
+        """The state hash as text; a field that is no UTF-8 (nothing configsync writes) is
+        left out, logged once (``event=bad_state``; red team's item 1): a ``seen`` left out
+        reads as no state, and what is held keeps serving."""
+        state = {}
+        for key, value in raw.items():
+            try:
+                state[text(key)] = text(value)
+            except UnicodeDecodeError:
+                name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+                self.holdings.event_refused(f"state field {quoted(name[:60])} is not UTF-8 text",
+                                            "bad_state", name[:60])
+        return state
+
+    def client_error(self, exc: Exception) -> None:
+        """Log an unexpected error of the follow loop: with its traceback the first time,
+        as one line while the same error repeats at each retry (red team of issue 17, item 5:
+        seven tracebacks in ten seconds said nothing the first did not)."""
+        said = f"{type(exc).__name__}: {exc}"[:300]
+        if said == self.last_client_error:
+            logger.error(kv("client_error", namespace=self.namespace, error=said,
+                            repeated=True))
+            return
+        self.last_client_error = said
+        logger.error(kv("client_error", namespace=self.namespace, error=said), exc_info=exc)
+
     def after_full_read(self, reply: list[Any]) -> bool:
         """After :func:`full_read_pipeline`'s reply: take it; True when there is a state."""
-        state = texts(reply[0])
+        state = self.state_texts(reply[0])
         if "seen" not in state and not self.said_empty:
             self.said_empty = True  # a namespace the daemon does not write is a typo, often
             logger.warning(kv("no_state", namespace=self.namespace,
@@ -858,7 +886,7 @@ class Client(ClientCore[redis.Redis]):
 
     def _read(self) -> bool:
         if self.last_sync_at is not None:
-            known = self.after_state(texts(self._redis.hgetall(self.keys.state)))
+            known = self.after_state(self.state_texts(self._redis.hgetall(self.keys.state)))
             if known == "verify":
                 agents = sorted(self.holdings.unconfirmed)
                 known = self.after_verify(agents, self._redis.hmget(self.keys.current, agents))
@@ -902,8 +930,8 @@ class Client(ClientCore[redis.Redis]):
             except (redis.RedisError, OSError, CorruptDataError) as exc:
                 self.set_disconnected(exc)
                 self._stopping.wait(max(backoff.next(), REFUSED_WAIT if refused(exc) else 0))
-            except Exception:  # a bug must not kill the thread that keeps configs fresh
-                logger.exception(kv("client_error", namespace=self.namespace))
+            except Exception as exc:  # a bug must not kill the thread that keeps configs fresh
+                self.client_error(exc)
                 self._stopping.wait(backoff.next())
 
     def _follow(self) -> None:

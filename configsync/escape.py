@@ -8,8 +8,12 @@ request comment raw: C0 and C1 controls and DEL (terminal escapes, a newline tha
 of its own), the line and paragraph separators, and every Unicode *format* character (general
 category Cf): the bidi controls that reorder what a reader sees ("Trojan Source",
 CVE-2021-42574: U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C), zero-width spaces and
-joiners, the word joiner, the byte-order mark, soft hyphen, tag characters; and lone
-surrogates (an undecodable file name), which would crash the write instead. Everything else,
+joiners, the word joiner, the byte-order mark, soft hyphen, tag characters; every other
+default-ignorable code point, shown as nothing (the Hangul fillers U+3164, U+115F, U+1160,
+U+FFA0, the combining grapheme joiner, variation selectors, the whole tag block); every
+unassigned code point (it may render as anything later); U+2800, a braille blank that looks
+like a space; and lone surrogates (an undecodable file name), which would crash the write
+instead. Everything else,
 including every printable non-ASCII letter and emoji, is left as it is. (The zero-width joiner
 is a format character too: an emoji sequence joined by it shows its parts with ``\u200d``
 between them. Seeing what a reviewer would not is the point; a backslash is left as it is, so
@@ -30,15 +34,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["UNSAFE", "json_text", "one_line", "text_lines", "yaml_text"]
+from .unsafe_chars import ASTRAL, BMP
 
-UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
-    "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
-    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    "\U000e0001\U000e0020-\U000e007f]")
-"""The characters escaped on output: categories Cc, Cf, Cs, Zl and Zp of Unicode 15
-(``tests/test_escape.py`` checks this list against ``unicodedata``)."""
+__all__ = ["UNSAFE", "json_body", "json_safe", "json_text", "one_line", "quoted", "text_lines",
+           "yaml_text"]
+
+UNSAFE = re.compile(f"[{BMP}]|(?=[\U00010000-\U0010ffff])[{ASTRAL}]")
+"""The characters escaped on output: categories Cc, Cf, Cs, Zl, Zp and Cn (unassigned) of
+Unicode 14, every Default_Ignorable_Code_Point (Hangul fillers, variation selectors, tags) and
+U+2800 (:mod:`configsync.unsafe_chars`; ``tests/test_escape.py`` checks it against
+``unicodedata``)."""
 
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -74,11 +79,47 @@ def json_text(data: Any, *, indent: int | None = 2,
               separators: tuple[str, str] | None = None) -> str:
     """``data`` as JSON text and a newline: non-ASCII letters as they are, but every
     :data:`UNSAFE` character as a ``\\uXXXX`` escape (JSON writers leave U+2028, C1 controls
-    and bidi controls raw); ``json.loads`` gives back the same values."""
-    text = json.dumps(data, indent=indent, separators=separators, ensure_ascii=False)
-    # a raw "\n" can only be the indentation's: json.dumps escapes C0 controls in strings
-    return UNSAFE.sub(lambda m: m.group() if m.group() == "\n" else _json_escaped(m),
-                      text) + "\n"
+    and bidi controls raw); ``json.loads`` gives back the same values. Raises
+    ``ValueError`` for NaN or an infinity (no JSON: ``allow_nan=False``)."""
+    text = json.dumps(data, indent=indent, separators=separators, ensure_ascii=False,
+                      allow_nan=False)
+    return json_safe(text) + "\n"
+
+
+def json_safe(text: str) -> str:
+    """JSON ``text`` (valid JSON, as :func:`json.dumps` or configsync's snapshots write it)
+    with every :data:`UNSAFE` character but its whitespace written as a ``\\uXXXX`` escape:
+    it parses to the same values (so checksums and ETags still hold), and no reader sees a
+    raw bidi control or line separator. Valid because in valid JSON such a character can
+    only stand inside a string, where its escape means the same; raw tab, line feed and
+    carriage return (the only ones allowed outside strings, and never inside one) are left.
+    One regex substitution: cheap enough for every HTTP answer (red team's item 3)."""
+    return UNSAFE.sub(_json_kept, text)
+
+
+def _json_kept(match: re.Match[str]) -> str:
+    return match.group() if match.group() in "\t\n\r" else _json_escaped(match)
+
+
+def json_body(data: Any) -> str:
+    """``data`` as compact JSON for an HTTP body (aiohttp's ``dumps=``): :func:`json_safe`
+    applied, NaN and infinities refused (``ValueError``)."""
+    return json_safe(json.dumps(data, ensure_ascii=False, allow_nan=False))
+
+
+def quoted(text: object) -> str:
+    """``text`` quoted as ``repr`` quotes a string (single quotes, or double when it holds
+    a single quote and no double one; backslash and the quote escaped), but with
+    :func:`one_line`'s escapes for every :data:`UNSAFE` character (``'json\\u202e:Foo\\u001b[2J'``,
+    where ``repr`` writes ``\\x1b`` beside ``\\u202e``): the one way a message quotes untrusted
+    text (red team's item 6). Printable text reads exactly as its ``repr``; any other value
+    is quoted as its ``str``."""
+    text = text if isinstance(text, str) else str(text)
+    quote = '"' if "'" in text and '"' not in text else "'"
+    inner = text.replace("\\", "\\\\")
+    if quote == "'":
+        inner = inner.replace("'", "\\'")
+    return quote + one_line(inner) + quote
 
 
 class _Dumper(yaml.SafeDumper):

@@ -12,6 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
+from .escape import quoted
+
 __all__ = [
     "SECRETS",
     "SECRET_HINT_BYTES",
@@ -173,8 +175,8 @@ def show(value: Any) -> str:
         return str(int(value))
     if isinstance(value, int | float):
         return repr(value)
-    if isinstance(value, str):
-        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, str):  # one escape style with the rest of the line (issue 17)
+        return quoted(value if len(value) <= 40 else value[:37] + "...")
     return "a list" if isinstance(value, list) else "a mapping"
 
 

@@ -6,13 +6,13 @@ reads the keys; the client's rules (``holdings.py``) and the CLI take its verdic
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import CorruptDataError
-from .snapshot import Record
+from .escape import quoted
+from .snapshot import Record, parse_json
 from .snapshot import _kind as json_kind
 
 __all__ = ["event_problem", "is_version", "last_error", "parse_event", "record_at", "report_ok",
@@ -39,8 +39,8 @@ def state_int(state: Mapping[str, str], name: str, key: str = "state") -> int | 
     if value is None:
         return None
     if not _INTEGER.fullmatch(value):
-        raise CorruptDataError(f"{key} field {name!r} is {value[:40]!r}, not a number: not "
-                               f"written by configsync (deleting {key} makes the daemon "
+        raise CorruptDataError(f"{key} field {name!r} is {quoted(value[:40])}, not a number: "
+                               f"not written by configsync (deleting {key} makes the daemon "
                                "rebuild it from git)")
     return int(value)
 
@@ -57,7 +57,7 @@ def last_error(state: Mapping[str, str], key: str = "state") -> dict[str, Any] |
     if not text:
         return None
     try:
-        error = json.loads(text)
+        error = parse_json(text)
     except ValueError:
         error = _ABSENT
     if type(error) is not dict or any(
@@ -80,11 +80,11 @@ def record_at(key: str, agent_id: str, raw: bytes | str, version: int | None = N
         if verify:
             record.verify()
     except CorruptDataError as exc:
-        raise CorruptDataError(f"{key} field {agent_id if version is None else version!r}: "
-                               f"{exc}") from None
+        where = quoted(agent_id) if version is None else version
+        raise CorruptDataError(f"{key} field {where}: {exc}") from None
     if record.agent_id != agent_id:
-        raise CorruptDataError(f"{key} field {agent_id!r}: the snapshot is agent "
-                               f"{record.agent_id[:60]!r}'s")
+        raise CorruptDataError(f"{key} field {quoted(agent_id)}: the snapshot is agent "
+                               f"{quoted(record.agent_id[:60])}'s")
     if version is not None and record.version != version:
         raise CorruptDataError(f"{key} field {version}: the snapshot is version "
                                f"{record.version}")
@@ -96,9 +96,9 @@ def version_field(key: str, value: bytes | str, field: str | None = None) -> int
     ``field`` (the ``agents`` index); else :class:`CorruptDataError` naming it."""
     name = as_text(value)
     if not _VERSION.fullmatch(name):
-        raise CorruptDataError(f"{key} field {name[:40]!r} is not a version number"
-                               if field is None else f"{key} field {field[:60]!r} is "
-                               f"{name[:40]!r}, not a version number")
+        raise CorruptDataError(f"{key} field {quoted(name[:40])} is not a version number"
+                               if field is None else f"{key} field {quoted(field[:60])} is "
+                               f"{quoted(name[:40])}, not a version number")
     return int(name)
 
 
@@ -138,7 +138,7 @@ def parse_event(data: bytes | str) -> dict[str, Any]:
     """An event's JSON as a dict; raises :class:`CorruptDataError` saying why it is none
     (:func:`event_problem`)."""
     try:
-        event = json.loads(data)
+        event = parse_json(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptDataError(f"not JSON ({exc})") from None
     problem = event_problem(event)

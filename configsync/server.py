@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import math
 import os
@@ -23,6 +22,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -31,6 +31,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .aio import AsyncClient
 from .errors import ConfigsyncError, CorruptDataError, UsageError
+from .escape import json_body, json_safe, quoted
 from .holdings import Snapshot, VersionNotFoundError
 from .logs import kv, logger, redact_text
 from .metrics import CONTENT_TYPE, Metrics
@@ -221,7 +222,7 @@ class _JsonErrors(RequestHandler):
         reason = "internal error" if status >= 500 else (
             f"{plain.reason.lower()}: the request could not be read"
             + (f" ({type(exc).__name__})" if exc is not None else ""))
-        answer = web.json_response({"error": reason}, status=status)
+        answer = _json_response({"error": reason}, status=status)
         answer.force_close()
         return answer
 
@@ -323,7 +324,7 @@ class _Guard:
         if protocol in self.reserved:
             if request.path not in RESERVED_PATHS:
                 self.refused("connections")
-                answer = web.json_response({"error": "too many connections: try again later"},
+                answer = _json_response({"error": "too many connections: try again later"},
                                            status=503, headers={"Retry-After": "1"})
                 answer.force_close()
                 return answer
@@ -490,7 +491,7 @@ def _said_refused(log: PeerLog, reason: str) -> None:
 
 
 async def _alive(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    return _json_response({"status": "alive"})
 
 
 async def _starting(request: web.Request) -> web.Response:
@@ -605,8 +606,8 @@ class Server(_LoopThread):
         # (shielded: a probe that leaves does not cancel the check the others wait on)
         reason = await asyncio.shield(self._readiness)
         if reason is not None:
-            return web.json_response({"ready": False, "reason": reason}, status=503)
-        return web.json_response({"ready": True})
+            return _json_response({"ready": False, "reason": reason}, status=503)
+        return _json_response({"ready": True})
 
     async def _readiness_check(self) -> str | None:
         reason = None
@@ -757,7 +758,7 @@ class Server(_LoopThread):
                              delivery=verdict.delivery, remote=request.remote)
         if status == 204:
             return web.Response(status=204)
-        return web.json_response({"outcome": outcome, "reason": reason}, status=status)
+        return _json_response({"outcome": outcome, "reason": reason}, status=status)
 
     # -- the read API -----------------------------------------------------------------------
 
@@ -765,7 +766,7 @@ class Server(_LoopThread):
         self._loaded()
         holdings = self.client.holdings
         current = holdings.current
-        return web.json_response({
+        return _json_response({
             "namespace": self.namespace, "commit": holdings.commit,
             "revision": holdings.revision, "stale": self.client.stale,
             "agents": {a: {"version": s.version, "checksum": s.checksum}
@@ -782,7 +783,7 @@ class Server(_LoopThread):
         named = _etags(request.headers.get("If-None-Match"))
         snapshot = self.client.holdings.current.get(agent_id)
         if snapshot is None:
-            raise _not_found(f"unknown agent {agent_id!r}")
+            raise _not_found(f"unknown agent {quoted(agent_id)}")
         if wait:
             unlike = {snapshot.checksum} if not named or "*" in named else named
             self._guard.polls += 1
@@ -793,7 +794,7 @@ class Server(_LoopThread):
                 self._guard.polls -= 1
             snapshot = self.client.holdings.current.get(agent_id)
             if snapshot is None:
-                raise _not_found(f"agent {agent_id!r} was deleted")
+                raise _not_found(f"agent {quoted(agent_id)} was deleted")
             if not changed:
                 return _not_modified(snapshot)
         elif "*" in named or snapshot.checksum in named:
@@ -871,15 +872,15 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         if hasattr(request, "_version"):  # (aiohttp ≥ 3.10 copies it)
             request._version = HttpVersion10
         request._cache.pop("version", None)  # (read once above: reify keeps it there)
-        answer = web.json_response({"error": "HTTP version not supported: HTTP/1.0 or 1.1"},
+        answer = _json_response({"error": "HTTP version not supported: HTTP/1.0 or 1.1"},
                                    status=505)
         answer.force_close()
         return answer
     if request.method not in METHODS:
-        return web.json_response({"error": "method not allowed"}, status=405,
+        return _json_response({"error": "method not allowed"}, status=405,
                                  headers={"Allow": ", ".join(sorted(METHODS))})
     if len(set(request.query)) != len(request.query):
-        return web.json_response({"error": "a query parameter is given more than once"},
+        return _json_response({"error": "a query parameter is given more than once"},
                                  status=400)
     try:
         return await handler(request)
@@ -887,16 +888,23 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return web.json_response({"error": exc.reason.lower()}, status=exc.status,
+        return _json_response({"error": exc.reason.lower()}, status=exc.status,
                                  headers=headers)
     except Exception as exc:  # a bug: said once, answered in JSON like everything else
         logger.error(kv("http_bug", path=request.path[:200], error=type(exc).__name__,
                         detail=str(exc)[:200]))
-        return web.json_response({"error": "internal error (please report)"}, status=500)
+        return _json_response({"error": "internal error (please report)"}, status=500)
+
+
+def _json_response(data: Any, *, status: int = 200,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    """Every JSON body the server sends is written by :func:`escape.json_body`: no raw bidi
+    control or line separator reaches a reader (issue 17, red team's item 3)."""
+    return web.json_response(data, status=status, headers=headers, dumps=json_body)
 
 
 def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
-    return cls(text=json.dumps({"error": message}), content_type="application/json")
+    return cls(text=json_body({"error": message}), content_type="application/json")
 
 
 def _not_found(message: str) -> web.HTTPException:
@@ -945,5 +953,5 @@ def _not_modified(snapshot: Snapshot) -> web.Response:
 
 
 def _snapshot_response(snapshot: Snapshot) -> web.Response:
-    body = snapshot.raw or snapshot.record.to_json()
+    body = json_safe(snapshot.raw or snapshot.record.to_json())  # (same values: same ETag)
     return web.Response(text=body, content_type="application/json", headers=_headers(snapshot))

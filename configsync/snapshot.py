@@ -13,7 +13,8 @@ import rfc8785
 
 from .errors import CorruptDataError
 
-__all__ = ["MAX_SAFE_INTEGER", "Record", "canonical_json", "checksum", "jcs", "non_portable"]
+__all__ = ["MAX_SAFE_INTEGER", "Record", "canonical_json", "checksum", "jcs", "non_portable",
+           "parse_json"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """The largest integer every JSON reader holds exactly (JavaScript's Number.MAX_SAFE_INTEGER,
@@ -27,6 +28,26 @@ def canonical_json(value: Any) -> str:
     ``0.00001``, and sorts keys by code point, not UTF-16. Any JSON reader parses either."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False)
+
+
+def _refused(text: str) -> float:
+    raise ValueError(f"{text} is no JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf or nan: "1e999" overflows
+        raise ValueError(f"{text[:40]} is out of a 64-bit float's range")
+    return value
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` as every reader of Redis calls it (issue 17, red team's item 2): Python's
+    extensions ``NaN``, ``Infinity`` and ``-Infinity`` and a number too big for a float
+    (``1e999``) raise ``ValueError`` like any other text that is no JSON (RFC 8259 section 6
+    has no such numbers, and no JSON writer may then print them). Raises ``ValueError`` (and
+    ``UnicodeDecodeError``, one) for anything that is not JSON."""
+    return json.loads(text, parse_constant=_refused, parse_float=_finite)
 
 
 def jcs(value: Any) -> bytes:
@@ -96,7 +117,7 @@ class Record:
         the wrong type (``version`` a positive int, ``config`` an object, the rest
         strings). The checksum is not compared here (:meth:`verify`)."""
         try:
-            data = json.loads(text)
+            data = parse_json(text)
         except (ValueError, UnicodeDecodeError) as exc:  # (JSONDecodeError is a ValueError)
             raise CorruptDataError(f"not JSON ({exc})") from None
         if type(data) is not dict:

@@ -79,6 +79,7 @@ class Status:
     agents: list[AgentStatus] = field(default_factory=list)
     clients: list[dict[str, Any]] = field(default_factory=list)
     shallow: bool = False  # a shallow clone: no git version numbers (checksums still compare)
+    warnings: list[str] = field(default_factory=list)  # stderr: what Redis holds that is bad
 
     @property
     def exit_code(self) -> int:
@@ -88,7 +89,7 @@ class Status:
         return 0 if self.state == IN_SYNC and self.daemon_alive is not False else 1
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "agents"}
+        data = {k: v for k, v in asdict(self).items() if k not in ("agents", "warnings")}
         data["agents"] = [{**asdict(a), "compare": a.compare} for a in self.agents]
         return data
 
@@ -137,7 +138,10 @@ def collect(repo: GitRepo, store: Store, *, branch: str | None,
     status.silence_limit = heartbeat.silence_limit(state)
     status.daemon_alive = heartbeat.alive(status.heartbeat_age, status.silence_limit) \
         if heartbeat.beats(state) else None
-    status.error = last_error(state, store.keys.state)
+    try:
+        status.error = last_error(state, store.keys.state)
+    except CorruptDataError as exc:  # said, and the rest still shown (red team of 17, item 1)
+        status.warnings.append(f"{exc}; read as none")
     if served == head:
         status.state = IN_SYNC
     elif status.error is not None and seen == head:
@@ -209,8 +213,9 @@ def render_text(status: Status) -> str:
         versions = c.get("versions")  # a report is anyone's: it may not even be a mapping
         held = ", ".join(f"{k} v{v}" for k, v in sorted(versions.items())) \
             if isinstance(versions, dict) else ""
-        lines.append(f"  {c.get('instance_id')} {c.get('host')} pid {c.get('pid')} "
-                     f"revision {c.get('revision')}: {held or 'nothing'}"
+        said = {n: "-" if c.get(n) is None else c[n] for n in ("instance_id", "host", "pid")}
+        lines.append(f"  {said['instance_id']} {said['host']} pid {said['pid']} "
+                     f"revision {c.get('revision', '-')}: {held or 'nothing'}"
                      f"{' (stale)' if c.get('stale') else ''}")
     return text_lines(lines)  # every line escaped: clients' reports and errors are anyone's
 
@@ -258,6 +263,8 @@ def run_status(args: argparse.Namespace) -> int:
             return 2
         finally:
             client.close()
+    for warning in status.warnings:
+        print(f"configsync: warning: {one_line(warning)}", file=sys.stderr)
     if args.format == "json":
         sys.stdout.write(json_text(status.to_json()))
     else:

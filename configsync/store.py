@@ -23,7 +23,6 @@ beyond itself. Reads work on either kind of connection (``decode_responses`` or 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 import redis
 
 from .errors import CorruptDataError
+from .escape import quoted
 from .redis_values import (
     is_version,
     record_at,
@@ -40,7 +40,7 @@ from .redis_values import (
     stream_event,
     version_field,
 )
-from .snapshot import Record, canonical_json
+from .snapshot import Record, canonical_json, parse_json
 
 __all__ = ["CONTRACT_VERSION", "EVENTS_MAXLEN", "EVENT_CHANGES_MAX", "AgentChange", "Event",
            "Keys", "Store", "namespaces"]
@@ -188,7 +188,14 @@ class Store:
         """The state hash (empty when missing). Raises :class:`CorruptDataError` when
         ``revision`` is not a number: nothing configsync writes."""
         raw: Mapping[Any, Any] = self.redis.hgetall(self.keys.state)
-        state = {_str(k): _str(v) for k, v in raw.items()}
+        try:
+            state = {_str(k): _str(v) for k, v in raw.items()}
+        except UnicodeDecodeError:  # (red team's item 1): no text configsync wrote
+            bad = next(k for k, v in raw.items() if not _utf8(k) or not _utf8(v))
+            raise CorruptDataError(
+                f"{self.keys.state} field {quoted(bad.decode('utf-8', 'replace'))} is not "
+                f"UTF-8 text: not written by configsync (deleting {self.keys.state} makes the "
+                "daemon rebuild it from git)") from None
         state_int(state, "revision", self.keys.state)
         return state
 
@@ -289,7 +296,7 @@ class Store:
         reports: list[dict[str, Any]] = []
         for value in client.mget(keys):
             try:
-                report = json.loads(value) if value is not None else None
+                report = parse_json(value) if value is not None else None
             except ValueError:
                 continue
             if report_ok(report):
@@ -404,6 +411,14 @@ class Store:
 
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _utf8(value: Any) -> bool:
+    try:
+        _str(value)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 _TRIM = """

@@ -38,6 +38,7 @@ from .messages import error_summary
 from .model import is_dev_namespace
 from .parallel import fork_map
 from .redis_url import redis_failure
+from .redis_values import last_error as rejection
 from .repo import CONFIG_PATHS, SETTINGS_FILE, Entry, GitSource, git_kind
 from .schema import tick_during_trials
 from .snapshot import Record, checksum
@@ -769,8 +770,8 @@ class Daemon:
         behind what the namespace serves."""
         state = self.store.state()
         try:
-            error = json.loads(state.get("last_error") or "{}")
-        except ValueError:
+            error = rejection(state) or {}
+        except CorruptDataError:  # (issue 17.2): no rejection's object, so none to explain
             error = {}
         reason = ("two fetches disagreed on a head that is no fast-forward (a lagging "
                   "replica?)" if result.pending else error_summary(error) if error else None)

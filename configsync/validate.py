@@ -218,6 +218,9 @@ class _Checker:
     jobs: int = 1
     found: set[Diagnostic] = field(default_factory=set)
     settings: RepoSettings = field(default_factory=RepoSettings)
+    # the prompt files of agents that failed the model: still checked (every error, not the
+    # first: issue 17, red team's item 7)
+    unchecked_prompts: list[tuple[list[AgentFile], str]] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
     model: type[AgentConfig] = AgentConfig
     agents: dict[str, AgentFile] = field(default_factory=dict)
@@ -357,8 +360,11 @@ class _Checker:
     def resolve_into(self, report: Report, agent_ids: Iterable[str],
                      previous: Report | None) -> None:
         """Resolve ``agent_ids`` and record each one that passes in ``report``."""
+        self.unchecked_prompts = []
         resolved = [r for r in map(self.resolve, agent_ids) if r is not None]
         prompts = self.read_prompts(resolved, report.entries, previous)
+        for chain, path in self.unchecked_prompts:
+            self.missing_prompt(chain, path, report.entries)
         for item in resolved:
             config = self.finish(item, prompts)
             if config is None:
@@ -535,6 +541,7 @@ class _Checker:
             for err in errors:
                 self.pydantic_error(err, chain, self.model, hint=_EXTENDS_HINT if (
                     tuple(err["loc"]) == ("extends",) and err["type"] == "string_type") else "")
+            self.note_prompt(chain, merged, errors)
             return None
         except Exception as exc:  # the `schema:` model's own code failed (issue 17): said here
             self.report(agent.path, 1, 1, f"schema: `{_model_name(self.model)}` raised "
@@ -594,6 +601,25 @@ class _Checker:
 
     # -- prompt files and the resolved config ----------------------------------------------
 
+    def note_prompt(self, chain: list[AgentFile], merged: Mapping[str, Any],
+                    errors: Sequence[ErrorDetails]) -> None:
+        """Keep an invalid agent's ``system_prompt_file`` to check it exists all the same,
+        unless the path itself is in error."""
+        path = merged.get("system_prompt_file")
+        if isinstance(path, str) and not any(
+                tuple(e["loc"][:1]) == ("system_prompt_file",) for e in errors):
+            self.unchecked_prompts.append((chain, path))
+
+    def missing_prompt(self, chain: Sequence[AgentFile], path: str,
+                       by_path: Mapping[str, Entry]) -> None:
+        """Report ``path`` (an agent's ``system_prompt_file``) when no entry has it."""
+        if path in by_path:
+            return
+        origin, loc = _origin(chain, ["system_prompt_file"])
+        hint = did_you_mean(path, (p for p, e in by_path.items()
+                                   if e.kind == "file" and p.startswith("prompts/")))
+        self.report(origin.path, *loc, f"system_prompt_file: {path} does not exist{hint}")
+
     def read_prompts(self, resolved: Sequence[_Resolved], by_path: Mapping[str, Entry],
                      previous: Report | None) -> dict[str, str | None]:
         """Prompt path → text (None when unusable, already reported)."""
@@ -611,12 +637,7 @@ class _Checker:
             entry = by_path.get(path)
             if entry is None or entry.kind != "file":
                 texts[path] = None
-                if entry is None:
-                    origin, loc = _origin(item.chain, ["system_prompt_file"])
-                    hint = did_you_mean(path, (p for p, e in by_path.items()
-                                               if e.kind == "file" and p.startswith("prompts/")))
-                    self.report(origin.path, *loc,
-                                f"system_prompt_file: {path} does not exist{hint}")
+                self.missing_prompt(item.chain, path, by_path)
             elif entry.size > limit:
                 texts[path] = None
                 self.report(path, 1, 1, f"file is {entry.size} bytes, over the limit of {limit} "

@@ -364,6 +364,39 @@ def test_a_forged_version_is_overruled_and_a_poisoned_entry_skipped(
     assert sum("event=bad_snapshot agent=b" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_a_bad_snapshot_and_a_forged_event_are_logged_once_never_in_a_loop(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Red team's item 5: a bad snapshot and an event whose version forges a header line
+    logged ``client_error`` with a traceback again and again; now each is said once, the
+    event leads to a check, and a real commit is taken."""
+    keys = world.daemon.store.keys
+    state = world.daemon.store.state()
+    forged = json.dumps({"type": "applied", "commit": "f" * 40, "epoch": state["epoch"],
+                         "revision": int(state["revision"]) + 1, "changes": [
+                             {"agent_id": "b", "version": "3\r\nX-Evil: 1", "deleted": False}]})
+
+    async def scenario() -> None:
+        async with AsyncClient(redis=world.url, namespace="test", check_interval=0.05) as client:
+            world.redis.hset(keys.current, "b", '{"agent_id": "b", "version": "x"}')
+            await until(lambda: world.redis.pubsub_numsub(keys.changes)[0][1] == 1)
+            for _ in range(5):
+                world.redis.publish(keys.changes, forged)
+                world.redis.xadd(keys.events, {"event": forged})
+            await until(lambda: any("event=bad_event" in r.getMessage()
+                                    for r in caplog.records))
+            await off_loop(lambda: world.push("a", 0.6))
+            await until(lambda: client.get("a").version == 2)
+            assert client.get("b").version == 1
+
+    with caplog.at_level(logging.INFO, logger="configsync"):
+        run(scenario)
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "client_error" in m]
+    assert not [r for r in caplog.records if r.exc_info]
+    assert sum("event=bad_event" in m for m in said) == 1
+    assert all("\r" not in m and "\n" not in m for m in said)
+
+
 def test_sync_listen_starts_with_a_poisoned_current_and_repairs_it(
         world: World, tmp_path: Path, remote: Remote) -> None:
     """Issue 17.2: one non-JSON value in `current` and `sync --listen` could not start."""

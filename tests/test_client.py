@@ -1598,3 +1598,19 @@ def test_a_bad_cache_entry_is_named_as_the_cache_files(world: World, tmp_path: P
         assert client.status().versions == {}
     assert f"event=cache_unreadable path={cache} error=\"its revision is 'x', not a number\"" \
         in caplog.text and "state" not in caplog.text
+
+
+
+
+def test_a_repeated_client_error_is_one_line_after_its_first_traceback(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Red team of issue 17, item 5: the follow loop's retry of one unexpected error logged
+    its traceback at every retry; now once, then one line while it repeats."""
+    with caplog.at_level(logging.ERROR, logger="configsync"), Client(
+            redis=world.url, namespace="test") as client:
+        for _ in range(3):
+            client.client_error(KeyError("commit"))
+        client.client_error(ValueError("other\nline"))
+    said = [r for r in caplog.records if "client_error" in r.getMessage()]
+    assert [bool(r.exc_info) for r in said] == [True, False, False, True]
+    assert "repeated=True" in said[1].getMessage() and "\n" not in said[3].getMessage()

@@ -1159,3 +1159,29 @@ def test_http_0_9_is_refused(running: Running, version: bytes) -> None:
     reply = answer(sock)
     sock.close()
     assert reply.startswith((b"HTTP/1.0 505 ", b"HTTP/1.0 400 ")), reply  # (aiohttp's or ours)
+
+
+HOSTILE = "\u202e\u2028\u0085\u200b\u3164\U000e0041"
+
+
+def test_the_read_api_writes_unsafe_characters_as_json_escapes(running: Running) -> None:
+    """Red team's item 3: bidi and line-break characters from a commit message, an author, a
+    prompt or an agent's id reach no reader raw; the body parses to what Redis holds, so the
+    ETag (the checksum) still names it."""
+    running.remote.commit_push(f"evil{HOSTILE}subject", {
+        "agents/x.yaml": f"system_prompt: 'Hi{HOSTILE}there'\nmodel: gpt-4o\n"})
+    running.daemon.request_sync()
+    wait_until(lambda: loaded(running, "x", 1), timeout=10)
+    stored = running.redis.hget("configsync:{test}:current", "x") or b""
+    assert HOSTILE.encode() in stored  # Redis holds them raw; the API does not send them so
+    for path in ("/agents", "/agents/x", "/agents/x/versions/1", "/agents/x%E2%80%AE"):
+        status, headers, body = running.get(path)
+        text = body.decode("ascii", "replace")
+        assert all(c not in body.decode() for c in HOSTILE), path
+        assert headers["Content-Type"].startswith("application/json"), path
+        if path.startswith("/agents/x/") or path == "/agents/x":
+            assert status == 200 and json.loads(body) == json.loads(stored)
+            assert "\\u202e" in text and "\\u2028" in text and "\\udb40\\udc41" in text
+            assert headers["ETag"] == f'"{json.loads(stored)["checksum"]}"'
+        elif path != "/agents":
+            assert status == 404 and json.loads(body) == {"error": "unknown agent 'x\\u202e'"}

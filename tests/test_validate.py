@@ -163,6 +163,16 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
         "prompts/research.md": "You research.\n"},
      [f"{A}:1:21: error: system_prompt_file: prompts/reserch.md does not exist, did you mean "
       "`prompts/research.md`?"]),
+    # red team's item 7: every error, not the first: a missing prompt beside a model error
+    ("prompt file missing and an unknown key", {
+        A: "model: gpt-4o\nsystem_prompt_file: prompts/missing.md\nbogus: 1\n"},
+     [f"{A}:2:21: error: system_prompt_file: prompts/missing.md does not exist",
+      f"{A}:3:1: error: bogus: unknown key"]),
+    ("prompt file missing and a bad temperature, through a base", {
+        "agents/base.yaml": "system_prompt_file: prompts/gone.md\nmodel: gpt-4o\n",
+        A: "extends: base\ntemperature: 9\n"},
+     [f"{A}:2:14: error: temperature: must be at most 2 (got 9)",
+      "agents/base.yaml:1:21: error: system_prompt_file: prompts/gone.md does not exist"]),
     # issue 10: no visible text is one rule, whatever the editor wrote for "empty"
     *[(f"prompt file {name}", {A: "system_prompt_file: prompts/a.md\nmodel: gpt-4o\n",
                                "prompts/a.md": content}, [f"prompts/a.md:1:1: error: {NO_TEXT}"])
