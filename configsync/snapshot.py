@@ -45,9 +45,14 @@ def parse_json(text: str | bytes) -> Any:
     """``json.loads`` as every reader of Redis calls it (issue 17, red team's item 2): Python's
     extensions ``NaN``, ``Infinity`` and ``-Infinity`` and a number too big for a float
     (``1e999``) raise ``ValueError`` like any other text that is no JSON (RFC 8259 section 6
-    has no such numbers, and no JSON writer may then print them). Raises ``ValueError`` (and
-    ``UnicodeDecodeError``, one) for anything that is not JSON."""
-    return json.loads(text, parse_constant=_refused, parse_float=_finite)
+    has no such numbers, and no JSON writer may then print them), and so does text nested too
+    deeply for Python's parser (``[[[[…``: its ``RecursionError`` stopped clients, the daemon
+    and the CLIs). Raises ``ValueError`` (and ``UnicodeDecodeError``, one) for anything that
+    is not JSON."""
+    try:
+        return json.loads(text, parse_constant=_refused, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply: not JSON configsync wrote") from None
 
 
 def jcs(value: Any) -> bytes:

@@ -94,6 +94,10 @@ POISONS: dict[str, Callable[[redis.Redis], object]] = {
     "current version Infinity": _edit(K.current, "b", b'"version":2', b'"version":Infinity'),
     "current NaN": _edit(K.current, "b", b'"model"', b'"temperature":NaN,"model"'),
     "current 1e999": _edit(K.current, "b", b'"model"', b'"temperature":1e999,"model"'),
+    "current deep": lambda r: r.hset(K.current, "b", "[" * 100_000),  # RecursionError
+    "history deep": lambda r: r.hset(K.history("b"), "2", "{\"a\":" * 100_000),
+    "last_error deep": lambda r: r.hset(K.state, "last_error", "[" * 100_000),
+    "report deep": lambda r: r.set(K.client("z"), "[" * 100_000),
     "history not json": lambda r: r.hset(K.history("b"), "2", "notjson"),
     "history NaN": _edit(K.history("b"), "2", b'"model"', b'"temperature":NaN,"model"'),
     "agents index abc": lambda r: r.hset(K.agents, "b", "abc"),
@@ -111,6 +115,7 @@ POISONS: dict[str, Callable[[redis.Redis], object]] = {
     "event changes [{x:1}]": _event('{"type":"applied","revision":3,"changes":[{"x":1}]}'),
     "event bad utf-8": _event(b'{"type":"\xff"}'),
     "event revision NaN": _event('{"type":"applied","revision":NaN,"changes":null}'),
+    "event deep": _event("[" * 100_000),
 }
 COMMANDS = {
     "get b": ["get", "b"], "get a": ["get", "a"], "get b yaml": ["get", "b", "--format", "yaml"],
