@@ -12,6 +12,7 @@ from typing import Any
 import rfc8785
 
 from .errors import CorruptDataError
+from .model import AGENT_ID
 
 __all__ = ["MAX_SAFE_INTEGER", "Record", "canonical_json", "checksum", "jcs", "non_portable",
            "parse_json"]
@@ -135,6 +136,14 @@ class Record:
                 shown = f" ({value})" if type(value) is int else ""
                 raise CorruptDataError(f"not a snapshot: {name!r} is a JSON {_kind(value)}"
                                        f"{shown}, not {_WANTED[kind]}")
+        # (what the contract allows no daemon to write: an id no agent file can have, a
+        # version no JSON reader holds exactly)
+        if not AGENT_ID.fullmatch(data["agent_id"]):
+            raise CorruptDataError("not a snapshot: 'agent_id' is no agent id (the path under "
+                                   "agents/ without .yaml)")
+        if data["version"] > MAX_SAFE_INTEGER:
+            raise CorruptDataError(f"not a snapshot: 'version' ({data['version']}) is over "
+                                   "2^53 - 1")
         return cls(**{name: data[name] for name in _FIELDS})
 
     def verify(self) -> Record:

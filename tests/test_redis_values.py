@@ -95,6 +95,8 @@ POISONS: dict[str, Callable[[redis.Redis], object]] = {
     "current NaN": _edit(K.current, "b", b'"model"', b'"temperature":NaN,"model"'),
     "current 1e999": _edit(K.current, "b", b'"model"', b'"temperature":1e999,"model"'),
     "current deep": lambda r: r.hset(K.current, "b", "[" * 100_000),  # RecursionError
+    "current bad id": _edit(K.current, "b", b'"agent_id":"b"', b'"agent_id":"a/../b"'),
+    "current version 10**30": _edit(K.current, "b", b'"version":2', b'"version":' + b"9" * 30),
     "history deep": lambda r: r.hset(K.history("b"), "2", "{\"a\":" * 100_000),
     "last_error deep": lambda r: r.hset(K.state, "last_error", "[" * 100_000),
     "report deep": lambda r: r.set(K.client("z"), "[" * 100_000),
