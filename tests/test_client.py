@@ -1519,7 +1519,7 @@ def test_the_hooks_fire_for_a_start_that_finds_redis_down(world: World) -> None:
         world.server.start()
         wait_until(lambda: client.status().connected)
         world.push("a", 0.3)
-        wait_until(lambda: client.get("a").version == 2)
+        wait_until(lambda: getattr(client.get("a", default=None), "version", 0) == 2)
     assert hooks == ["down", "down2", "up", "down", "down2"]  # `up` was removed
 
 
