@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import CorruptDataError
 from .escape import quoted
+from .model import AGENT_ID
 from .snapshot import Record, parse_json
 from .snapshot import _kind as json_kind
 
@@ -121,14 +122,23 @@ def event_problem(event: Any) -> str | None:
         return f"a JSON {json_kind(event)}, not an object"
     if type(event.get("type")) is not str:
         return "no string 'type'"
+    if event["type"] not in ("applied", "rejected", "rebuilt"):
+        return None  # (a type of a later contract: its reader's to judge)
+    revision = event.get("revision")
+    if type(revision) is not int or revision < 0:
+        return "'revision' is not a count of applied commits"
+    for name in ("commit", "epoch", "error"):  # (a rejection's error is its one-line text)
+        if (name in event or (name == "error" and event["type"] == "rejected")) \
+                and type(event.get(name)) is not str:
+            return f"{name!r} is not a string"
     if event["type"] != "applied":
         return None
-    if type(event.get("revision")) is not int:
-        return "'revision' is not an integer"
     changes = event.get("changes")
     if changes is not None and not (isinstance(changes, list) and all(
             type(c) is dict and type(c.get("agent_id")) is str
-            and type(c.get("version")) is int and type(c.get("deleted")) is bool
+            and AGENT_ID.fullmatch(c["agent_id"]) is not None
+            and type(c.get("version")) is int and c["version"] >= 1
+            and type(c.get("deleted")) is bool
             for c in changes)):
         return "'changes' is not a list of {agent_id, version, deleted}"
     return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +53,24 @@ def test_an_event_of_another_shape_is_named(data: str | bytes) -> None:
 def test_events_of_the_contracts_shape_and_other_types_parse() -> None:
     assert parse_event('{"type": "future"}') == {"type": "future"}
     assert parse_event(b'{"type": "applied", "revision": 2, "changes": null}')["revision"] == 2
+
+
+@pytest.mark.parametrize(("event", "problem"), [
+    ('{"type":"rejected","commit":"x","revision":1,"epoch":"e","error":{"a":[1,2]}}',
+     "'error' is not a string"),
+    ('{"type":"rebuilt","commit":"x","revision":-1,"epoch":"e"}',
+     "'revision' is not a count of applied commits"),
+    ('{"type":"applied","commit":"x","revision":2,"epoch":"e","count":1,'
+     '"changes":[{"agent_id":"a\\nb","version":1,"deleted":false}]}',
+     "'changes' is not a list of {agent_id, version, deleted}"),
+    ('{"type":"applied","commit":7,"revision":2,"epoch":"e","changes":null}',
+     "'commit' is not a string"),
+])
+def test_events_that_break_the_contract_are_no_events(event: str, problem: str) -> None:
+    """Red team 6, finding 3: `watch` printed a rejection whose error was an object (as a
+    Python repr), a revision of -1 and an agent id no file can have."""
+    with pytest.raises(CorruptDataError, match=re.escape(f"not an event: {problem}")):
+        parse_event(event)
     assert [is_version(v) for v in ("1", "10", "0", "01", "x", "-1", "")] == [
         True, True, False, False, False, False, False]
 
