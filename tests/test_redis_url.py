@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -149,7 +150,21 @@ BAD = [  # (a URL's query, what the one-line error says of it)
 ]
 
 
-@pytest.mark.parametrize("scheme, query, said", BAD)
+def _where_taken(table: list[tuple[str, str, str]]) -> list[Any]:
+    """BAD's rows, a row about a value skipped where the redis-py installed takes no such
+    option (the lowest allowed, 5.0.2, has no ssl_min_version: there it is a typo's error)."""
+    rows = []
+    for scheme, query, said in table:
+        name = query.split("=", 1)[0]
+        missing = name.lower() == name and name not in accepted_options(scheme) \
+            and "does not accept" not in said and "did you mean" not in said \
+            and "use rediss://" not in said
+        rows.append(pytest.param(scheme, query, said, marks=pytest.mark.skipif(
+            missing, reason=f"this redis-py takes no {name}")))
+    return rows
+
+
+@pytest.mark.parametrize("scheme, query, said", _where_taken(BAD))
 @pytest.mark.parametrize("argv", [["get", "a"], ["watch"], ["status"], ["history", "a"],
                                   ["diff", "a@v1", "a@v1"], ["rollback", "a", "--to", "1"],
                                   ["sync", "--once"], ["dev", "--once"]])
@@ -169,7 +184,7 @@ def test_an_option_redis_py_does_not_take_is_a_usage_error_in_every_command(
         assert code == 2 and said in err and "CONFIGSYNC_REDIS_URL: " in err
 
 
-@pytest.mark.parametrize("scheme, query, said", BAD)
+@pytest.mark.parametrize("scheme, query, said", _where_taken(BAD))
 def test_the_clients_say_it_as_a_usage_error(scheme: str, query: str, said: str) -> None:
     url = f"{scheme}://127.0.0.1:{free_port()}/0?{query}"
     with pytest.raises(UsageError) as info:
