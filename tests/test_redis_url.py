@@ -41,11 +41,19 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
+    # (the extensions Python 3.13's default VERIFY_X509_STRICT wants: a CA marked critical,
+    # and an authority key identifier in what it signs)
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=configsync test CA")
+            "ca.pem", "-days", "2", "-subj", "/CN=configsync test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
             "server.csr", "-subj", "/CN=127.0.0.1")
-    (folder / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    (folder / "ext").write_text("subjectAltName=IP:127.0.0.1\n"
+                                "authorityKeyIdentifier=keyid,issuer\n"
+                                "basicConstraints=CA:FALSE\n"
+                                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                                "extendedKeyUsage=serverAuth,clientAuth\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext")
     return folder
