@@ -302,7 +302,8 @@ def redis_failure(exc: BaseException, client: Any, *, worked: bool = False) -> s
         hint = ("a TLS certificate problem: the server's certificate is not signed by a CA "
                 "this machine trusts; name that CA with ?ssl_ca_certs=/path/to/ca.pem (or "
                 "?ssl_cert_reqs=none to skip the check, for a test only)")
-    elif tls and ("certificate required" in lowered or "violation of protocol" in lowered):
+    elif tls and ("certificate required" in lowered or "violation of protocol" in lowered
+                  or "reset by peer" in lowered):  # (TLS 1.3: refused after the handshake)
         hint = ("the TLS server ended the session: does it want a client certificate? "
                 "(?ssl_certfile=/path/cert.pem&ssl_keyfile=/path/key.pem)")
     elif tls and any(word in text for word in ("Timeout", "SSL", "EOF", "handshake")):
